@@ -1,0 +1,141 @@
+# %% [markdown]
+# # 01 · Autoregressive decoding, the KV cache, and why decoding is memory-bound
+#
+# A language model writes one token at a time: every new token needs a full forward pass through
+# the model. This notebook writes that loop by hand, makes it fast with a KV cache, and then asks
+# what limits its speed. The answer (reading the weights, not doing arithmetic) is the reason
+# speculative decoding exists.
+#
+# **You will learn**
+# - the decoding loop in six lines, and that it is exactly what `model.generate` does;
+# - what a KV cache saves, measured token by token;
+# - why a decode step is bound by memory bandwidth: bytes per token against a GPU's bandwidth.
+#
+# **Time to run:** about 30 s on a laptop CPU with the tiny pair.
+
+# %%
+# SETUP
+
+# %%
+import torch
+
+from utils.models import environment_report, load_pair, load_prompts
+
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny". On a Colab GPU: "smollm2-135m-1.7b" or "gemma2-2b-9b"
+pair = load_pair(PAIR)
+tok, target = pair.tokenizer, pair.target
+print(environment_report(pair))
+
+# %% [markdown]
+# ## 1. The loop
+#
+# Given the tokens so far $x_{1..t}$, the model returns a score (logit) for every token of the
+# vocabulary at every position. The last position's scores define the next-token distribution
+# $p(\cdot \mid x_{1..t}) = \mathrm{softmax}(z_t / T)$. Greedy decoding takes the arg max;
+# sampling draws from it. Append, repeat.
+
+# %%
+prompt = load_prompts()[0]
+x = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+with torch.no_grad():
+    for _ in range(30):
+        logits = target(x).logits  # (1, T, V): scores for every position
+        next_token = logits[0, -1].argmax()  # greedy: the most likely token after the last position
+        x = torch.cat([x, next_token.view(1, 1)], dim=1)  # (1, T + 1)
+print(tok.decode(x[0], skip_special_tokens=True))
+
+# %% [markdown]
+# That is all `generate` does for one sequence in greedy mode. Check it token for token:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ref = target.generate(x[:, : x.shape[1] - 30], max_new_tokens=30, do_sample=False)
+print("hand-written loop == model.generate:", torch.equal(ref, x))
+
+# %% [markdown]
+# ## 2. The KV cache
+#
+# The loop above feeds the *whole* sequence every step, so step $t$ recomputes the keys and values
+# of all $t$ earlier tokens: the work per token grows with the length. Those keys and values never
+# change, so we can keep them (the **KV cache**) and feed only the newest token. `utils` has the
+# same loop with a switch, `autoregressive_generate(..., use_cache=...)`, which also times each
+# step.
+
+# %%
+from utils.decoding import autoregressive_generate
+
+ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)
+N = 120
+no_cache = autoregressive_generate(target, ids, N, use_cache=False)
+with_cache = autoregressive_generate(target, ids, N, use_cache=True)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("same tokens with and without the cache:", torch.equal(no_cache.sequences, with_cache.sequences))
+
+# %%
+from utils.plots import plot_step_times
+
+plot_step_times({"no cache (re-reads the prefix)": no_cache.step_times, "KV cache": with_cache.step_times},
+                title=f"{pair.name} target on {pair.device}: time per new token");
+print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache.tokens_per_second:.1f} tok/s   "
+      f"({N} new tokens, greedy, {environment_report(pair).splitlines()[1]})")
+
+# %% [markdown]
+# Without the cache the time per token climbs with the length; with it, it stays flat. On a GPU the
+# gap is the same idea: with the cache each step is a *small* amount of arithmetic on a *large*
+# amount of memory.
+#
+# ## 3. Why a decode step is memory-bound
+#
+# With the cache, one step multiplies one token's activations by every weight matrix once:
+# about $2N$ floating-point operations for $N$ parameters, while reading all $N$ parameters from
+# memory ($2N$ bytes in bf16). That is **1 FLOP per byte**. An H100 does about 990 TFLOP/s (bf16,
+# dense) but reads only about 3.35 TB/s: it would need roughly 300 FLOPs per byte to be busy. So at
+# batch size 1 the GPU waits on memory, and the fastest possible decoding speed is
+#
+# $$\text{tokens/s} \;\le\; \frac{\text{memory bandwidth (bytes/s)}}{\text{bytes read per token}\;(\approx \text{weight bytes})}.$$
+
+# %%
+from utils.models import PAIRS, estimate_bytes
+from utils.theory import GPU_BANDWIDTH, arithmetic_intensity, bandwidth_bound_tokens_per_s
+
+nine_b = PAIRS["gemma2-2b-9b"].target
+rows = {"gemma-2-9b bf16": estimate_bytes(nine_b, torch.bfloat16, None),
+        "gemma-2-9b NF4": estimate_bytes(nine_b, torch.bfloat16, "nf4")}
+print(f"arithmetic intensity of a bf16 decode step: {arithmetic_intensity(nine_b.params, 2):.1f} FLOP/byte")
+print(f"{'model':18s} {'GB':>6s} " + " ".join(f"{g:>17s}" for g in GPU_BANDWIDTH))
+for name, b in rows.items():
+    bounds = [f"{bandwidth_bound_tokens_per_s(b, bw):13.0f} tok/s" for bw in GPU_BANDWIDTH.values()]
+    print(f"{name:18s} {b / 1e9:6.1f} " + " ".join(bounds))
+
+# %% [markdown]
+# (gemma-2-9b in bf16, 18.5 GB, does not fit a 16 GB T4 at all: there only 4-bit works; see
+# notebook 06.) Real decoders land below these bounds. This project measured a gemma-2-9b-shaped
+# model on an H100 with Hugging Face's eager `generate` at about 12 tok/s with the default dynamic
+# cache and about 74 tok/s with a static cache, against the ≈181 tok/s bound above: at batch size 1
+# the GPU spends much of each step on kernel-launch overhead, not only on memory.
+#
+# And the loaded pair?
+
+# %%
+for role, m in (("draft", pair.draft), ("target", pair.target)):
+    print(f"{role:6s}: {m.get_memory_footprint() / 2**20:7.1f} MiB of weights, "
+          f"{m.config.num_hidden_layers} layers")
+print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pair.device}")
+
+# %% [markdown]
+# The tiny target's weights (a few MB, printed above) fit in a CPU's caches, so here bandwidth is not the limit
+# either: each of its layers costs a roughly fixed overhead per step (well under a millisecond on a
+# laptop CPU), and the time grows with the *number of layers*. Either way the lesson is the same:
+# one decode step uses the hardware poorly, and **checking several tokens in one forward pass costs
+# about as much as generating one**. A cheap draft model guessing ahead, and the big model checking
+# all the guesses at once, is the idea of the next notebooks.
+#
+# ## Try this
+# - Set `N = 300` in section 2: how does the no-cache curve grow, linearly or faster?
+# - Time one forward pass of the target over 1, 5 and 9 tokens (with `%timeit`): how much more
+#   does checking 8 guessed tokens cost than generating one?
+# - Replace `argmax()` in the loop with `torch.multinomial(logits[0, -1].softmax(-1), 1)[0]`.
+# - On a Colab GPU, set `PAIR = "smollm2-135m-1.7b"` and compare the measured tok/s with the
+#   bandwidth bound for the GPU you got.

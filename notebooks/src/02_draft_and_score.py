@@ -1,0 +1,148 @@
+# %% [markdown]
+# # 02 · "Draft and score": a popular method that is not speculative decoding
+#
+# A widely read tutorial (DataCamp, 2024) presents this as speculative decoding: the small model
+# writes the whole answer, the big model reads it once and returns the average log-likelihood of
+# the small model's tokens as a "verification score". It reports the method as 40% faster than
+# normal inference. We reproduce it on our pair, measure it, and then look at what it really returns.
+#
+# **You will learn**
+# - the draft-and-score method and its latency against normal decoding;
+# - why its output is the draft's text, whatever the score says;
+# - what verification must be able to do: reject a token and put the target's own token there.
+#
+# **Time to run:** under a minute on a laptop CPU with the tiny pair.
+
+# %%
+# SETUP
+
+# %%
+import torch
+
+from utils.models import environment_report, load_pair, load_prompts
+
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny". The tutorial used "gemma2-2b-9b".
+pair = load_pair(PAIR)
+tok = pair.tokenizer
+print(environment_report(pair))
+
+# %% [markdown]
+# ## 1. The method, reproduced
+#
+# 1. the draft model generates the continuation (`generate`, greedy);
+# 2. the text is tokenized again and the target runs **one** forward pass over it;
+# 3. the "score" is the mean of $\log p_\text{target}(x_i \mid x_{<i})$ over the draft's tokens.
+#
+# `utils.decoding.draft_and_score` does exactly that. "Normal inference" is the target's own
+# `generate`. Both get 50 new tokens, as in the tutorial.
+
+# %%
+import time
+
+from utils.decoding import draft_and_score
+
+prompt, N = load_prompts()[2], 50
+ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)
+
+
+def normal_inference():
+    t0 = time.perf_counter()
+    out = pair.target.generate(ids, max_new_tokens=N, do_sample=False)
+    return out, time.perf_counter() - t0
+
+
+normal_inference()  # warm-up
+normal, t_normal = min((normal_inference() for _ in range(3)), key=lambda r: r[1])
+ds = min((draft_and_score(pair.draft, pair.target, tok, prompt, N) for _ in range(3)),
+         key=lambda r: r["draft_time"] + r["score_time"])
+t_ds = ds["draft_time"] + ds["score_time"]
+print(f"verification score: {ds['score']:.4f}")
+print(f"latency, normal: {t_normal:.3f} s   draft-and-score: {t_ds:.3f} s   ({t_normal / t_ds:.1f}x faster)")
+print(f"[{pair.name} on {pair.device}, {N} new tokens, greedy, best of 3]")
+
+# %% [markdown]
+# Faster, as the tutorial found. Now the question that matters: **faster at producing what?**
+#
+# ## 2. What it returns
+
+# %%
+draft_alone = pair.draft.generate(ids, max_new_tokens=N, do_sample=False)
+print("DRAFT-AND-SCORE:", repr(ds["text"]))
+print("TARGET (normal):", repr(tok.decode(normal[0], skip_special_tokens=True)))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("returned text == the draft model's own text: ", ds["text"] == tok.decode(draft_alone[0], skip_special_tokens=True))
+print("returned text == the target's own text:      ", ds["text"] == tok.decode(normal[0], skip_special_tokens=True))
+
+# %% [markdown]
+# The returned text *is* the draft's text. The target's forward pass only produces a number, and
+# nothing in the method uses that number to change a token. However low the score, the same text
+# comes back. Where do the two models disagree?
+
+# %%
+from utils.render import STYLE
+from IPython.display import HTML
+
+d_new, t_new = ds["draft_ids"][0, ids.shape[1]:], normal[0, ids.shape[1]:]
+n = min(len(d_new), len(t_new))
+agree = (d_new[:n] == t_new[:n]).float()
+first = int((agree == 0).nonzero()[0]) if (agree == 0).any() else n
+print(f"first disagreement at new token {first}; positions where the texts agree: {agree.mean():.0%}")
+spans = "".join(f'<span style="{STYLE["accepted" if a else "rejected"]}">{tok.decode([t])}</span>'
+                for t, a in zip(d_new[:n].tolist(), agree.tolist()))
+HTML(f'<div style="font-family:monospace;white-space:pre-wrap">{spans}</div>')
+
+# %% [markdown]
+# Red marks where the draft's token differs from the target's at the same position (after the
+# first difference the two texts drift apart, so this is only a rough picture). Over many prompts
+# the pattern is the same: the method's output is distributed like the **draft** model's output.
+#
+# ## 3. The scores change nothing
+#
+# Scores for all workshop prompts: every text is returned as the draft wrote it, good score or bad.
+
+# %%
+rows = []
+for p in load_prompts()[:8]:
+    r = draft_and_score(pair.draft, pair.target, tok, p, 30)
+    rows.append((r["score"], p, r["text"][len(p):len(p) + 50]))
+for score, p, text in sorted(rows):
+    print(f"{score:8.3f}  {p[:28]:28s} -> {text!r}")
+
+# %% [markdown]
+# ## 4. Why it is faster, and what real verification does
+#
+# Its time is one draft `generate` plus **one** target forward pass. The target never decodes, so of
+# course it is faster than target decoding: it is draft decoding with a number attached. The same
+# speed could be had by using the small model alone.
+#
+# Speculative decoding uses the same ingredients, a cheap draft and one target pass over the guess,
+# but the target's pass is used to **decide**: each drafted token $x_i$ is kept with probability
+# $\min(1, p(x_i)/q(x_i))$, and at the first rejection the target puts its own token there. The
+# output is then exactly what the target alone would produce (in greedy mode token for token), and
+# the speedup comes from accepting several tokens per target pass. Notebook 03 builds it.
+
+# %%
+from utils.speculative import speculative_generate
+
+spec = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=N, gamma=4)
+print("speculative decoding == target greedy:", torch.equal(spec.sequences, normal))
+print(f"acceptance rate {spec.acceptance_rate:.2f}, {spec.tokens_per_round:.2f} tokens per target pass, "
+      f"{spec.total_time:.3f} s vs normal {t_normal:.3f} s  [{pair.name}, {pair.device}, gamma=4, greedy]")
+
+# %%
+from utils.plots import plot_bars
+
+plot_bars({"normal (target)": t_normal, "draft+score\n(draft's text)": t_ds, "speculative\n(target's text)": spec.total_time},
+          "seconds", f"{N} new tokens, {pair.name} on {pair.device}");
+
+# %% [markdown]
+# ## Try this
+# - Put a prompt far from the training text (the tiny pair read Python's documentation), e.g. one
+#   of `load_prompts("datacamp")`: does the score drop? Does the returned text change?
+# - Replace the draft by an *untrained* model of the same shape: the method still returns its
+#   (nonsense) text, with a bad score. Speculative decoding would still return the target's text,
+#   only slower.
+# - The tutorial also claims "only greedy and sampling supported" and "no batch support": which of
+#   these hold for `speculative_generate`, and why?

@@ -1,0 +1,75 @@
+"""One entry point that does all set-up: a virtual environment in .venv, the requirements, then
+JupyterLab or the tests. Works the same on Linux, macOS and Windows (only the standard library).
+
+    python run.py lab      # open the notebooks in JupyterLab (offline, on the shipped tiny pair)
+    python run.py test     # run every test: unit tests and the notebooks (nbval), offline
+    python run.py test -- -k greedy     # anything after -- goes to pytest
+
+Environment: SPECDEC_PAIR picks the pair for `lab` (default tiny); `python run.py lab --online`
+lets the notebooks reach the Hugging Face Hub (for Gemma2 or SmolLM2 pairs).
+PIP_EXTRA_INDEX_URL is honoured by pip as usual, e.g. the PyTorch CPU index on a Linux laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("SPECDEC_VENV", ROOT / ".venv"))
+REQS = ROOT / "requirements.txt"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure_env() -> Path:
+    """Create .venv and install requirements.txt into it, unless already done for this file."""
+    py = venv_python()
+    stamp = VENV / ".requirements.sha256"
+    want = hashlib.sha256(REQS.read_bytes()).hexdigest()
+    if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
+        return py
+    if not py.exists():
+        print(f"[run.py] creating virtual environment {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("[run.py] installing requirements.txt (first time: a few minutes)", flush=True)
+    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(REQS)], check=True)
+    stamp.write_text(want + "\n")
+    return py
+
+
+def child_env(offline: bool) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("SPECDEC_PAIR", "tiny")
+    if offline:
+        env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = "1"
+    return env
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["lab", "test", "setup"])
+    ap.add_argument("--online", action="store_true", help="lab: allow the Hugging Face Hub")
+    ap.add_argument("rest", nargs=argparse.REMAINDER, help="after --: passed to pytest / jupyter lab")
+    args = ap.parse_args(argv)
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    py = ensure_env()
+    if args.command == "setup":
+        return 0
+    if args.command == "test":
+        cmd = [str(py), "-m", "pytest", *rest]
+        return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=True)).returncode
+    cmd = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *rest]
+    return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=not args.online)).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Build notebooks/NN_slug.ipynb from notebooks/src/NN_slug.py, run them, and refresh the README tables.
+
+    python scripts/build_notebooks.py              # build + execute all (tiny pair, CPU, offline)
+    python scripts/build_notebooks.py 03           # only notebooks whose name starts with 03
+    python scripts/build_notebooks.py --check      # exit 1 if an .ipynb's code differs from its source
+
+The sources are jupytext "percent" scripts (one place to edit, reviewable diffs). A cell holding
+only `# SETUP` becomes the shared setup cell below, and a Colab badge is put on top, so neither is
+copied by hand. The committed notebooks carry the outputs of one full run made by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+SRC_DIR = NB_DIR / "src"
+GITHUB_REPO = "specdec-notebooks/specdec-notebooks"  # where the Colab badges and the setup cell point
+BADGE = (
+    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+    f"(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{{name}})"
+)
+SETUP = f"""\
+# Setup. In JupyterLab (python run.py lab) this only finds the repository; on Colab it first
+# fetches the repository and its requirements (Colab's own torch is kept).
+import os, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/specdec-notebooks"):
+    !git clone -q --depth 1 https://github.com/{GITHUB_REPO} /content/specdec-notebooks
+    !grep -v "^torch" /content/specdec-notebooks/requirements.txt > /tmp/requirements.txt
+    %pip install -q -r /tmp/requirements.txt
+if "google.colab" in sys.modules:
+    os.chdir("/content/specdec-notebooks/notebooks")
+sys.path.insert(0, os.path.abspath(".."))"""
+TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def sources(prefix: str = "") -> list[Path]:
+    return sorted(p for p in SRC_DIR.glob("[0-9][0-9]_*.py") if p.name.startswith(prefix))
+
+
+def build(src: Path) -> nbformat.NotebookNode:
+    """The notebook (without outputs) a source file describes."""
+    nb = jupytext.read(src, fmt="py:percent")
+    cells = [nbformat.v4.new_markdown_cell(BADGE.format(name=src.with_suffix(".ipynb").name))]
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.strip() == "# SETUP":
+            cell = nbformat.v4.new_code_cell(SETUP)
+        cells.append(cell)
+    for i, cell in enumerate(cells):
+        cell["id"] = f"c{i:02d}"
+        cell.pop("metadata", None)
+        cell["metadata"] = {}
+    out = nbformat.v4.new_notebook(cells=cells)
+    out.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+        "accelerator": "GPU",
+    }
+    return out
+
+
+def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    os.environ.setdefault("SPECDEC_PAIR", "tiny")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NB_DIR)}}).execute()
+    return nb
+
+
+def title(nb) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("# "):
+            return re.sub(r"^#\s*\d+\s*·\s*", "", cell.source.splitlines()[0])
+    return ""
+
+
+def readme_table() -> str:
+    rows = ["| # | notebook | what it shows | Colab |", "|---|---|---|---|"]
+    for src in sources():
+        name = src.with_suffix(".ipynb").name
+        nb = jupytext.read(src, fmt="py:percent")
+        rows.append(f"| {name[:2]} | [{name}](notebooks/{name}) | {title(nb)} | {BADGE.format(name=name)} |")
+    return "\n".join(rows)
+
+
+def bench_table() -> str:
+    """The README's speed table, from the benchmark results committed under data/results/."""
+    import json
+
+    rows = []
+    for path in sorted((ROOT / "data" / "results").glob("bench-*.json")):
+        r = json.loads(path.read_text())
+        m = r["meta"]
+        for s in r["summary"]:
+            tps = s["tokens_per_s"]
+            rows.append(
+                f"| {m['pair']} | {m['hardware']} | {m['dtype'].replace('torch.', '')} | {s['gamma']} | {s['temperature']} "
+                f"| {s['alpha']:.2f} | {m['c']:.3f} | {tps.get('hf', float('nan')):.1f} | {tps.get('hf_assisted', float('nan')):.1f} "
+                f"| {tps.get('ours_ar', float('nan')):.1f} | {tps.get('ours_speculative', float('nan')):.1f} "
+                f"| {s.get('predicted_speedup', float('nan')):.2f}x / {s.get('measured_speedup_vs_ours_ar', float('nan')):.2f}x "
+                f"| [{path.name}](data/results/{path.name}) |"
+            )
+    head = (
+        "| pair | hardware | dtype | gamma | T | alpha | c | HF greedy tok/s | HF assisted tok/s | our loop tok/s "
+        "| ours speculative tok/s | speedup predicted / measured | data |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    return head + "\n" + "\n".join(rows) if rows else "(no benchmark results yet: python -m utils.bench)"
+
+
+def _replace_between(text: str, start_mark: str, end_mark: str, body: str) -> str:
+    start, end = text.index(start_mark) + len(start_mark), text.index(end_mark)
+    return text[:start] + "\n" + body + "\n" + text[end:]
+
+
+def update_readme() -> None:
+    readme = ROOT / "README.md"
+    text = _replace_between(readme.read_text(), TABLE_START, TABLE_END, readme_table())
+    if BENCH_START in text:
+        text = _replace_between(text, BENCH_START, BENCH_END, bench_table())
+    readme.write_text(text)
+
+
+def check() -> int:
+    """1 if any committed notebook's cells differ from what its source builds, or the README table is stale."""
+    bad = []
+    for src in sources():
+        ipynb = src.parent.parent / src.with_suffix(".ipynb").name
+        want = [(c.cell_type, c.source) for c in build(src).cells]
+        have = [(c.cell_type, c.source) for c in nbformat.read(ipynb, as_version=4).cells] if ipynb.exists() else None
+        if want != have:
+            bad.append(ipynb.name)
+    text = (ROOT / "README.md").read_text()
+    if readme_table() not in text or (BENCH_START in text and bench_table() not in text):
+        bad.append("README.md tables")
+    for b in bad:
+        print(f"stale: {b} (run python scripts/build_notebooks.py)")
+    return 1 if bad else 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("prefix", nargs="?", default="")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--no-execute", action="store_true")
+    args = ap.parse_args(argv)
+    if args.check:
+        return check()
+    for src in sources(args.prefix):
+        nb = build(src)
+        t0 = time.perf_counter()
+        if not args.no_execute:
+            execute(nb)
+        target = NB_DIR / src.with_suffix(".ipynb").name
+        nbformat.write(nb, target)
+        print(f"{target.relative_to(ROOT)}: {time.perf_counter() - t0:.0f} s", flush=True)
+    update_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The playground as a learner meets it: JupyterLab in headless Chromium, sliders moved by hand.
+
+nbval only runs the kernel side. This test starts JupyterLab from this environment on a free
+localhost port with a random token, opens notebooks/04_playground.ipynb in Debian's Chromium
+(driven by Playwright, no browser download, no network), runs all cells, waits for the widgets,
+changes gamma and temperature through the sliders' own controls, and checks that the coloured
+token view changes and that no widget failed to render. Screenshots go to test-artifacts/.
+
+Needs `chromium` (Debian: apt-get install chromium) and the `playwright` Python package; skipped
+with a message otherwise. Bounded to about 3 minutes; the server is always shut down.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (Debian/Ubuntu) enables the browser test"
+)
+TOKEN_KINDS = ("accepted", "rejected", "resample", "bonus")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SPECDEC_PAIR="tiny",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+           "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "jupyterlab.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"JupyterLab did not start; see {ARTIFACTS / 'jupyterlab.log'}")
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _counts(page) -> dict:
+    return {k: page.locator(f".specdec-token.specdec-{k}").count() for k in TOKEN_KINDS}
+
+
+def _set_slider(page, label: str, value: str) -> None:
+    """Type a value into the slider's editable readout, as a learner can."""
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label)).first
+    readout = slider.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value)
+    page.keyboard.press("Enter")
+
+
+def test_playground_sliders_update_the_tokens(lab):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    base, token = lab
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(f"{base}/lab/tree/04_playground.ipynb?token={token}")
+            page.locator(".jp-Notebook").first.wait_for()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            stats = page.locator(".specdec-stats").first
+            stats.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "playground-1-initial.png"))
+            before = _counts(page)
+            assert sum(before.values()) > 0
+
+            _set_slider(page, "gamma", "1")
+            page.wait_for_function(
+                "(n) => document.querySelectorAll('.specdec-token.specdec-accepted').length != n", arg=before["accepted"]
+            )
+            after_gamma = _counts(page)
+            page.screenshot(path=str(ARTIFACTS / "playground-2-gamma1.png"))
+
+            _set_slider(page, "temperature", "1.5")
+            page.wait_for_function(
+                "(c) => ['accepted','rejected','resample','bonus'].some(k => document.querySelectorAll('.specdec-token.specdec-' + k).length != c[k])",
+                arg=after_gamma,
+            )
+            after_temp = _counts(page)
+            page.screenshot(path=str(ARTIFACTS / "playground-3-temperature.png"), full_page=True)
+
+            assert after_gamma != before and after_temp != after_gamma
+            body = page.locator("body").inner_text()
+            assert "Error displaying widget" not in body and "Loading widget" not in body
+        finally:
+            browser.close()

@@ -1,0 +1,154 @@
+"""load_pair, the shipped tiny pair, and the errors users meet."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils import models
+from utils.models import (
+    PAIRS,
+    GatedModelError,
+    HubUnreachableError,
+    IncompatiblePairError,
+    InsufficientMemoryError,
+    PairError,
+    UnknownPairError,
+    check_memory,
+    load_pair,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_pair_loads_offline(pair):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    for m in (pair.draft, pair.target):
+        assert type(m).__name__ == "Gemma2ForCausalLM"
+        assert m.device.type == "cpu" and m.dtype == torch.float32
+    assert pair.target.config.num_hidden_layers > 4 * pair.draft.config.num_hidden_layers  # deep vs shallow
+    assert {"sliding_attention", "full_attention"} <= set(pair.target.config.layer_types)
+    assert pair.target.config.final_logit_softcapping and pair.target.config.attn_logit_softcapping
+    text = str(pair)
+    assert "draft" in text and "target" in text and "M params" in text and "cpu" in text
+
+
+def test_draft_and_target_share_a_vocabulary(pair):
+    from transformers import AutoTokenizer
+
+    draft_tok = AutoTokenizer.from_pretrained(ROOT / "data/models/tiny-gemma2-draft")
+    assert draft_tok.get_vocab() == pair.tokenizer.get_vocab()
+    assert pair.draft.config.vocab_size == pair.target.config.vocab_size == len(pair.tokenizer)
+
+
+def test_shipped_weights_are_small_and_window_is_exercised(prompts, pair):
+    total = sum(f.stat().st_size for f in (ROOT / "data/models").rglob("*.safetensors"))
+    assert 0 < total <= 40 * 2**20
+    # notebooks generate up to 120 new tokens after a ~10-token prompt: past the sliding window
+    assert pair.target.config.sliding_window < 100
+
+
+def test_env_var_selects_the_pair(monkeypatch):
+    monkeypatch.setenv("SPECDEC_PAIR", "no-such-pair")
+    with pytest.raises(UnknownPairError, match="known pairs: tiny, gemma2-2b-9b"):
+        load_pair()
+
+
+def test_greedy_output_is_deterministic(pair, encode):
+    ids = encode("The while statement is used to")
+    runs = [pair.target.generate(ids, max_new_tokens=30, do_sample=False).tolist() for _ in range(2)]
+    assert runs[0] == runs[1]
+    new_text = pair.tokenizer.decode(runs[0][0][ids.shape[1] :])
+    assert sum(ch.isalpha() for ch in new_text) > 0.5 * len(new_text)  # words, not noise
+
+
+def test_card_alpha_is_reproduced(pair, prompts):
+    """The model card's greedy alpha (gamma 4, held-out prompts) is reproduced. Greedy decoding is
+    deterministic; the tolerance (0.03) only covers float differences between CPUs that could flip
+    a near-tied argmax."""
+    from utils.card import CARD, greedy_alpha
+
+    card = json.loads(CARD.read_text())
+    got = greedy_alpha(pair, prompts["heldout"])
+    assert got["alpha"] == pytest.approx(card["greedy"]["alpha"], abs=0.03)
+    assert card["greedy"]["alpha"] >= 0.6
+    assert card["cost"]["c"] <= 0.25
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_unknown_pair_lists_known_ones():
+    with pytest.raises(UnknownPairError) as e:
+        load_pair("gemma-7b")
+    for name in PAIRS:
+        assert name in str(e.value)
+
+
+def test_gated_pair_without_token(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # empty cache, no stored token
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(models, "_is_cached", lambda repo: False)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(GatedModelError, match="accept the Gemma license") as e:
+        load_pair("gemma2-2b-9b", device="cpu")
+    assert "HF_TOKEN" in str(e.value) and "smollm2-135m-1.7b" in str(e.value)
+
+
+def test_no_network_suggests_tiny(monkeypatch):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # like a machine without network
+    with pytest.raises(HubUnreachableError, match="load_pair\\('tiny'\\)"):
+        load_pair("smollm2-135m-1.7b", device="cpu")
+
+
+def test_incompatible_tokenizers(pair):
+    from tokenizers import Tokenizer, models as tmodels
+    from transformers import PreTrainedTokenizerFast
+
+    other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tmodels.WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>")))
+    with pytest.raises(IncompatiblePairError, match="tokenizers differ"):
+        models.check_tokenizers(other, pair.tokenizer, "mixed")
+
+
+def test_not_enough_gpu_memory_suggests_4bit_then_smaller_pair():
+    gib = 2**30
+    spec = PAIRS["gemma2-2b-27b"]
+    with pytest.raises(InsufficientMemoryError, match="quantization='nf4'"):
+        check_memory(spec, torch.bfloat16, None, "both", free_bytes=15 * gib, total_bytes=16 * gib)
+    with pytest.raises(InsufficientMemoryError, match="smaller pair"):
+        check_memory(spec, torch.bfloat16, "nf4", "both", free_bytes=15 * gib, total_bytes=16 * gib)
+    check_memory(spec, torch.bfloat16, "nf4", "both", free_bytes=40 * gib, total_bytes=80 * gib)  # fits
+    # 2b + 9b in NF4 with float32 compute (a T4's only safe choice for Gemma2) fits a 15 GiB T4
+    check_memory(PAIRS["gemma2-2b-9b"], torch.float32, "nf4", "both", free_bytes=14.5 * gib, total_bytes=15 * gib)
+
+
+def test_cuda_without_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PairError, match="device='cpu'"):
+        load_pair("tiny", device="cuda")
+
+
+def test_bad_quantization_name():
+    with pytest.raises(ValueError, match="'nf4' or 'fp4'"):
+        load_pair("tiny", device="cpu", quantization="int3")
+
+
+def test_quantization_config_maps_to_bitsandbytes():
+    cfg = models.quantization_config("nf4", torch.bfloat16, double_quant=True)
+    assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4"
+    assert cfg.bnb_4bit_compute_dtype == torch.bfloat16 and cfg.bnb_4bit_use_double_quant
+    assert models.quantization_config("fp4", torch.float32).bnb_4bit_quant_type == "fp4"
+
+
+def test_tiny_pair_in_nf4_on_cpu(encode):
+    """bitsandbytes >= 0.48 runs NF4 on the CPU: the tiny target loads 4-bit and still decodes."""
+    q = load_pair("tiny", device="cpu", quantization="nf4", quantize="target")
+    assert q.target._specdec_quant == "nf4" and q.draft._specdec_quant is None
+    assert q.target.get_memory_footprint() < load_pair("tiny", device="cpu").target.get_memory_footprint()
+    out = q.target.generate(encode("The if statement is used for"), max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == encode("The if statement is used for").shape[1] + 5

@@ -1,0 +1,55 @@
+"""The playground's callback and the token renderer, driven from code (no browser)."""
+
+import re
+
+import pytest
+
+from utils.playground import Playground
+from utils.render import count_kinds, rounds_html, rounds_text
+from utils.speculative import speculative_generate
+
+
+@pytest.fixture(scope="module")
+def pg(pair, prompts):
+    return Playground(pair, prompts["workshop"], max_new_tokens=32)
+
+
+def _dom_counts(html):
+    return {k: len(re.findall(f'class="specdec-token specdec-{k}"', html)) for k in ("accepted", "rejected", "resample", "bonus")}
+
+
+def test_changing_controls_reruns_and_updates_the_view(pg):
+    pg.widget()
+    first_html, first = pg.html.value, dict(pg.last)
+    assert first["gamma"] == 4 and first["temperature"] == 0.0
+    assert _dom_counts(first_html) == {k: first["counts"][k] for k in ("accepted", "rejected", "resample", "bonus")}
+
+    pg.gamma.value = 1  # the observer re-runs the callback
+    assert pg.last["gamma"] == 1
+    assert pg.last["rounds"] > first["rounds"]  # at most 2 tokens per round now
+    assert pg.html.value != first_html
+
+    pg.temperature.value = 1.5
+    assert pg.last["temperature"] == 1.5
+    assert pg.last["alpha"] < first["alpha"]  # hotter: p and q overlap less than their argmaxes agree
+    assert "acceptance rate alpha" in pg.stats.value
+
+
+def test_statistics_are_consistent(pg):
+    pg.gamma.value, pg.temperature.value = 4, 0.0
+    s = pg.last
+    c = s["counts"]
+    assert c["accepted"] + c["resample"] + c["bonus"] + c["target"] == s["new_tokens"] == 32
+    assert s["tokens_per_round"] == pytest.approx(s["new_tokens"] / s["rounds"])
+    assert 0 < s["c"] < 1 and s["measured_speedup"] > 0 and s["predicted_speedup"] > 0
+    assert 1 <= s["optimal_gamma"] <= 10
+
+
+def test_renderers_show_every_kind(pair, encode):
+    out = speculative_generate(pair.target, pair.draft, encode("A dictionary is"), max_new_tokens=40, gamma=6)
+    counts = count_kinds(out.rounds)
+    html = rounds_html(out.rounds, pair.tokenizer, prompt="A dictionary is")
+    assert _dom_counts(html) == {k: counts[k] for k in ("accepted", "rejected", "resample", "bonus")}
+    assert counts["accepted"] > 0 and counts["resample"] > 0 and counts["rejected"] >= counts["resample"]
+    text = rounds_text(out.rounds, pair.tokenizer)
+    assert text.count("|") == len(out.rounds) - 1 and "~~" in text

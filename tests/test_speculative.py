@@ -1,0 +1,190 @@
+"""speculative_generate on the tiny Gemma2 pair: greedy equivalence, exactness, edge cases, errors."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from utils.decoding import autoregressive_generate
+from utils.sampling import probs_from_logits
+from utils.speculative import speculative_generate
+
+
+def hf_greedy(model, ids, n, eos):
+    with torch.inference_mode():
+        return model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
+
+
+@pytest.fixture(scope="module")
+def greedy_refs(pair, prompts, encode):
+    """Target greedy continuations of 20 prompts: 40 new tokens, and 100 for every 4th prompt
+    (prompt + 100 > the sliding window of 64, so the sliding layers' masks and cache matter)."""
+    eos = pair.tokenizer.eos_token_id
+    refs = []
+    for i, text in enumerate(prompts["workshop"][:20]):
+        ids = encode(text)
+        n = 100 if i % 4 == 0 else 40
+        refs.append((ids, n, hf_greedy(pair.target, ids, n, eos)))
+    assert sum(r[2].shape[1] > pair.target.config.sliding_window for r in refs) >= 5
+    return refs
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 4, 8])
+def test_greedy_equals_target_greedy(pair, greedy_refs, gamma):
+    eos = pair.tokenizer.eos_token_id
+    for ids, n, ref in greedy_refs:
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, eos_token_id=eos)
+        assert out.sequences.tolist() == ref.tolist()
+        assert 0 <= out.acceptance_rate <= 1
+        assert all(len(r.drafted) <= gamma and len(r.emitted) <= len(r.drafted) + 1 for r in out.rounds)
+
+
+def test_greedy_rounds_are_consistent(pair, encode):
+    out = speculative_generate(pair.target, pair.draft, encode("The if statement is used for"), max_new_tokens=60)
+    new = out.sequences[0, -60:].tolist()
+    assert sum((r.emitted for r in out.rounds), []) == new
+    for r in out.rounds:
+        assert r.emitted == r.drafted[: r.n_accepted] + [r.token]
+        assert r.kind == ("bonus" if r.n_accepted == len(r.drafted) else "resample") or r.kind == "target"
+    assert out.tokens_per_round == pytest.approx(60 / len(out.rounds))
+    assert out.draft_time > 0 and out.target_time > 0
+
+
+def test_cached_and_uncached_loops_agree_with_generate(pair, encode):
+    ids = encode("A class definition defines")
+    ref = hf_greedy(pair.target, ids, 80, None)
+    cached = autoregressive_generate(pair.target, ids, 80, use_cache=True)
+    uncached = autoregressive_generate(pair.target, ids, 80, use_cache=False)
+    assert cached.sequences.tolist() == ref.tolist() == uncached.sequences.tolist()
+    assert len(cached.step_times) == 80
+
+
+def _first_token_dist(pair, ids, **warp):
+    with torch.inference_mode():
+        return probs_from_logits(pair.target(ids).logits[0, -1], **warp)  # (V,)
+
+
+@pytest.mark.parametrize("warp", [dict(temperature=1.0), dict(temperature=0.8, top_k=8)], ids=["T=1", "T=0.8,top-k=8"])
+def test_sampling_matches_target_distribution(pair, encode, warp):
+    """End to end: the first new token of speculative sampling follows the target's own (warped)
+    distribution. 600 runs; tokens are binned (the 5 most likely, then the rest) and bins expecting
+    fewer than 5 counts are pooled; chi-square at level 1e-3. (Sampling exactness at large N is
+    proven on synthetic distributions in test_verify_step.py.)"""
+    ids = encode("The try statement specifies")
+    p = _first_token_dist(pair, ids, **warp).double()
+    g = torch.Generator().manual_seed(0)
+    firsts = []
+    for _ in range(600):
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, generator=g, **warp)
+        firsts.append(out.sequences[0, ids.shape[1]].item())
+    top = torch.argsort(p, descending=True)[:5].tolist()
+    probs = np.array([p[t].item() for t in top] + [1 - sum(p[t].item() for t in top)])
+    counts = np.array([firsts.count(t) for t in top] + [sum(f not in top for f in firsts)])
+    if probs[-1] < 1e-9:  # top-k: nothing outside the top tokens may appear
+        assert counts[-1] == 0
+        probs, counts = probs[:-1], counts[:-1]
+    keep = probs * 600 >= 5
+    pooled_p, pooled_c = probs[~keep].sum(), counts[~keep].sum()
+    probs = np.append(probs[keep], pooled_p) if pooled_p > 0 else probs[keep]
+    counts = np.append(counts[keep], pooled_c) if pooled_p > 0 else counts[keep]
+    assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+
+
+def test_sampling_is_reproducible_with_a_generator(pair, encode):
+    ids = encode("The with statement is used to")
+    runs = [
+        speculative_generate(
+            pair.target, pair.draft, ids, max_new_tokens=30, temperature=1.0, generator=torch.Generator().manual_seed(7)
+        ).sequences.tolist()
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+
+
+# ---------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_max_new_tokens_below_gamma(pair, encode, n):
+    ids = encode("The return statement")
+    out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=4)
+    assert out.sequences.shape[1] == ids.shape[1] + n
+    assert out.sequences.tolist() == hf_greedy(pair.target, ids, n, None).tolist() if n else True
+
+
+def test_never_overshoots_when_sampling(pair, encode):
+    ids = encode("A lambda expression")
+    g = torch.Generator().manual_seed(3)
+    for n in (5, 9, 17):
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=8, temperature=1.0, generator=g)
+        assert out.sequences.shape[1] == ids.shape[1] + n
+
+
+def test_eos_inside_a_draft_and_as_bonus(pair, encode):
+    """Pretend each token of a greedy continuation is EOS in turn: generation must stop right after
+    its first occurrence, exactly like target greedy, whether EOS was an accepted draft token or
+    the target's bonus token. Both situations must occur."""
+    ids = encode("The import statement is used to")
+    ref = hf_greedy(pair.target, ids, 40, None)[0, ids.shape[1] :].tolist()
+    seen = set()
+    for eos in dict.fromkeys(ref):
+        for gamma in (2, 4):
+            out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=40, gamma=gamma, eos_token_id=eos)
+            new = out.sequences[0, ids.shape[1] :].tolist()
+            assert new == ref[: ref.index(eos) + 1]
+            last = out.rounds[-1]
+            seen.add("bonus" if last.kind == "bonus" and last.token == eos else "draft" if eos in last.drafted[: last.n_accepted] else "resample")
+    assert {"bonus", "draft"} <= seen
+
+
+def test_one_token_prompt(pair):
+    ids = torch.tensor([[pair.tokenizer.bos_token_id]])
+    ref = hf_greedy(pair.target, ids, 20, None)
+    assert speculative_generate(pair.target, pair.draft, ids, max_new_tokens=20).sequences.tolist() == ref.tolist()
+
+
+def test_prompt_near_context_limit(pair, prompts, encode):
+    limit = pair.target.config.max_position_embeddings
+    text = " ".join(prompts["workshop"]) * 20
+    ids = encode(text)[:, : limit - 12]
+    ref = hf_greedy(pair.target, ids, 12, None)
+    out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=12, gamma=4)
+    assert out.sequences.shape[1] == limit
+    assert out.sequences.tolist() == ref.tolist()
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(gamma=0), "gamma must be an integer >= 1"),
+        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(top_p=0.0), "top_p must be in"),
+        (dict(top_p=1.5), "top_p must be in"),
+        (dict(top_k=0), "top_k must be a positive integer"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(pair, encode, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        speculative_generate(pair.target, pair.draft, encode("x"), max_new_tokens=4, **kwargs)
+
+
+def test_bad_input_ids(pair, encode):
+    ids = encode("The del statement")
+    with pytest.raises(ValueError, match="batch size must be 1"):
+        speculative_generate(pair.target, pair.draft, ids.repeat(2, 1), max_new_tokens=4)
+    with pytest.raises(ValueError, match="2-D integer tensor"):
+        speculative_generate(pair.target, pair.draft, ids[0], max_new_tokens=4)
+    with pytest.raises(ValueError, match="2-D integer tensor"):
+        speculative_generate(pair.target, pair.draft, ids.float(), max_new_tokens=4)
+
+
+def test_vocabularies_must_match(pair, encode):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    other = Gemma2ForCausalLM(Gemma2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        speculative_generate(pair.target, other, encode("x"), max_new_tokens=4)

@@ -1,0 +1,201 @@
+"""Timing: our loops against Hugging Face generate, with and without an assistant.
+
+    python -m utils.bench                          # tiny pair, workshop prompts, greedy, gamma 4
+    python -m utils.bench --pair gemma2-2b-9b --prompts datacamp --max-new-tokens 200 --gammas 3 5
+
+Every number is a median over repeats after a warm-up, written with the hardware, versions, pair,
+dtype, gamma, temperature, alpha and c to data/results/bench-<pair>-<device>.json and .csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .decoding import autoregressive_generate
+from .models import ROOT, describe_device, load_pair
+from .speculative import speculative_generate
+from .theory import expected_speedup
+
+RESULTS = ROOT / "data" / "results"
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def configure_assistant(draft, num_assistant_tokens: int = 4, schedule: str = "constant", confidence_threshold: float = 0.0):
+    """Set HF assisted generation's knobs where transformers 5.x reads them: on the ASSISTANT's
+    generation_config (passing them to generate() is silently ignored). A constant schedule and
+    threshold 0 make HF draft exactly num_assistant_tokens per round, like our gamma."""
+    gc = draft.generation_config
+    gc.num_assistant_tokens = num_assistant_tokens
+    gc.num_assistant_tokens_schedule = schedule
+    gc.assistant_confidence_threshold = confidence_threshold
+    return draft
+
+
+def hf_generate(target, ids, max_new_tokens, *, assistant=None, prompt_lookup=None, temperature=0.0, eos_token_id=None, **kw):
+    """model.generate with our conventions (no top-k unless given). Returns (sequences, seconds)."""
+    sampling = dict(do_sample=True, temperature=temperature, top_k=kw.pop("top_k", None) or 0) if temperature > 0 else dict(do_sample=False)
+    _sync(target.device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = target.generate(
+            ids, max_new_tokens=max_new_tokens, assistant_model=assistant, prompt_lookup_num_tokens=prompt_lookup,
+            eos_token_id=eos_token_id, pad_token_id=target.generation_config.pad_token_id or 0, **sampling, **kw,
+        )
+    _sync(target.device)
+    return out, time.perf_counter() - t0
+
+
+def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperature: float = 0.0, seed: int = 0):
+    """One timed run. Returns dict(method, new_tokens, seconds, alpha, tau, draft_s, target_s)."""
+    gen = torch.Generator(device=pair.device).manual_seed(seed)
+    torch.manual_seed(seed)
+    row = dict(method=method, alpha=float("nan"), tau=float("nan"))
+    if method == "hf":
+        out, secs = hf_generate(pair.target, ids, max_new_tokens, temperature=temperature)
+    elif method == "hf_assisted":
+        configure_assistant(pair.draft, gamma)
+        out, secs = hf_generate(pair.target, ids, max_new_tokens, assistant=pair.draft, temperature=temperature)
+    elif method == "hf_prompt_lookup":
+        out, secs = hf_generate(pair.target, ids, max_new_tokens, prompt_lookup=gamma, temperature=temperature)
+    elif method == "ours_ar":
+        res = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, generator=gen)
+        out, secs = res.sequences, sum(res.step_times)
+    elif method == "ours_speculative":
+        _sync(pair.device)
+        t0 = time.perf_counter()
+        res = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=gamma,
+                                   temperature=temperature, generator=gen)
+        _sync(pair.device)
+        out, secs = res.sequences, time.perf_counter() - t0
+        row.update(alpha=res.acceptance_rate, tau=res.tokens_per_round, draft_s=res.draft_time, target_s=res.target_time)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    row.update(new_tokens=out.shape[1] - ids.shape[1], seconds=secs)
+    return row
+
+
+def median_run(method, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1):
+    """Warm up, then the run with the median time of `repeats`."""
+    for _ in range(warmup):
+        run_method(method, pair, ids, max_new_tokens, gamma, temperature)
+    runs = sorted((run_method(method, pair, ids, max_new_tokens, gamma, temperature) for _ in range(repeats)),
+                  key=lambda r: r["seconds"])
+    return runs[len(runs) // 2]
+
+
+def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 3) -> dict:
+    """c = median one-token cached decode step of the draft / of the target (after warm-up)."""
+    def one(model):
+        autoregressive_generate(model, ids, 4)
+        return statistics.median(
+            statistics.median(autoregressive_generate(model, ids, steps).step_times) for _ in range(repeats)
+        )
+
+    td, tt = one(pair.draft), one(pair.target)
+    return dict(c=td / tt, draft_step_ms=1e3 * td, target_step_ms=1e3 * tt)
+
+
+METHODS = ["hf", "ours_ar", "hf_assisted", "ours_speculative"]
+
+
+def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.0,), methods=METHODS, repeats=3, progress=True):
+    """Rows for every prompt x gamma x temperature x method, plus the summary (medians over prompts)."""
+    from tqdm.auto import tqdm
+
+    cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))
+    jobs = [(p, g, t, m) for p in prompts for g in gammas for t in temperatures for m in methods]
+    rows = []
+    for prompt, g, t, m in tqdm(jobs, disable=not progress, desc="bench"):
+        ids = pair.tokenizer(prompt, return_tensors="pt").input_ids.to(pair.device)
+        r = median_run(m, pair, ids, max_new_tokens, g, t, repeats=repeats)
+        rows.append(dict(prompt=prompt, gamma=g, temperature=t, **r, tokens_per_s=r["new_tokens"] / r["seconds"]))
+    summary = summarize(rows, cost["c"])
+    return dict(meta=metadata(pair, cost, max_new_tokens, repeats), rows=rows, summary=summary)
+
+
+def summarize(rows, c):
+    out = []
+    for g in sorted({r["gamma"] for r in rows}):
+        for t in sorted({r["temperature"] for r in rows}):
+            sel = [r for r in rows if r["gamma"] == g and r["temperature"] == t]
+            tps = {m: sum(r["new_tokens"] for r in sel if r["method"] == m) / sum(r["seconds"] for r in sel if r["method"] == m)
+                   for m in dict.fromkeys(r["method"] for r in sel)}
+            spec = [r for r in sel if r["method"] == "ours_speculative"]
+            alpha = sum(r["alpha"] * r["new_tokens"] for r in spec) / max(1, sum(r["new_tokens"] for r in spec)) if spec else float("nan")
+            row = dict(gamma=g, temperature=t, alpha=alpha, c=c, tokens_per_s=tps)
+            if "ours_speculative" in tps and "ours_ar" in tps:
+                row["measured_speedup_vs_ours_ar"] = tps["ours_speculative"] / tps["ours_ar"]
+                row["predicted_speedup"] = expected_speedup(alpha, g, c)
+                row["cost_model_error"] = row["predicted_speedup"] / row["measured_speedup_vs_ours_ar"] - 1
+            if "ours_speculative" in tps and "hf_assisted" in tps:
+                row["ours_vs_hf_assisted"] = tps["ours_speculative"] / tps["hf_assisted"]
+            if "ours_speculative" in tps and "hf" in tps:
+                row["ours_vs_hf_greedy"] = tps["ours_speculative"] / tps["hf"]
+            out.append(row)
+    return out
+
+
+def metadata(pair, cost, max_new_tokens, repeats):
+    import transformers
+
+    return dict(
+        pair=pair.name, device=str(pair.device), hardware=describe_device(pair.device), dtype=str(pair.dtype),
+        quantization=pair.quantization, torch=torch.__version__, transformers=transformers.__version__,
+        python=platform.python_version(), max_new_tokens=max_new_tokens, repeats=repeats,
+        date=time.strftime("%Y-%m-%d"), **cost,
+    )
+
+
+def save(result, out_dir: Path = RESULTS) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = result["meta"]
+    stem = f"bench-{m['pair']}-{m['device'].split(':')[0]}" + (f"-{m['quantization']}" if m["quantization"] else "")
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["prompt", "gamma", "temperature", "method", "new_tokens", "seconds",
+                                          "tokens_per_s", "alpha", "tau"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(result["rows"])
+    return path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
+    ap.add_argument("--prompts", default="workshop", help="a key of data/prompts.json")
+    ap.add_argument("--n-prompts", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--gammas", type=int, nargs="+", default=[4])
+    ap.add_argument("--temperatures", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS + ["hf_prompt_lookup"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--quantization", default=None, choices=["nf4", "fp4"])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
+    prompts = json.loads((ROOT / "data" / "prompts.json").read_text())[args.prompts][: args.n_prompts]
+    result = benchmark(pair, prompts, max_new_tokens=args.max_new_tokens, gammas=args.gammas,
+                       temperatures=args.temperatures, methods=args.methods, repeats=args.repeats)
+    path = save(result, args.out)
+    print(json.dumps(result["meta"], indent=2))
+    for s in result["summary"]:
+        print(json.dumps(s))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

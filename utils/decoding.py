@@ -1,0 +1,96 @@
+"""Baselines: the autoregressive loop written out by hand, and the "draft and score" method.
+
+`autoregressive_generate` is what `model.generate` does for one sequence, without the machinery:
+one forward pass per new token, with or without a KV cache. `draft_and_score` reproduces the
+method a popular tutorial presents as speculative decoding (it is not; see notebook 02).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .sampling import check_sampling_args, probs_from_logits, sample
+from .speculative import _new_cache, _Timer, check_input_ids
+
+
+@dataclass
+class ARResult:
+    sequences: torch.Tensor  # (1, prompt + new)
+    step_times: list[float]  # seconds for each new token (forward pass + sampling)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.step_times)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / sum(self.step_times) if self.step_times else float("nan")
+
+
+@torch.inference_mode()
+def autoregressive_generate(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> ARResult:
+    """Decode token by token. Greedy (temperature 0) equals `model.generate(do_sample=False)`.
+
+    use_cache=False feeds the whole sequence every step (quadratic work), which is what the KV cache
+    saves: with it, each step feeds only the newest token and reads the cached keys and values.
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    check_input_ids(input_ids)
+    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    seq = input_ids.to(model.device)  # (1, T)
+    cache = _new_cache() if use_cache else None
+    timer, times = _Timer(model.device), []
+    feed = seq
+    for _ in range(max_new_tokens):
+        before = timer.total
+        with timer:
+            out = model(input_ids=feed, past_key_values=cache, use_cache=use_cache)
+            probs = probs_from_logits(out.logits[0, -1], temperature, top_k, top_p)  # (V,)
+            nxt = sample(probs, generator) if temperature > 0 else probs.argmax()
+        times.append(timer.total - before)
+        seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
+        feed = seq[:, -1:] if use_cache else seq
+        if int(nxt) in eos:
+            break
+    return ARResult(seq, times)
+
+
+@torch.inference_mode()
+def draft_and_score(draft, target, tokenizer, prompt: str, max_new_tokens: int) -> dict:
+    """The "draft, then score" method of the DataCamp tutorial, reproduced for notebook 02.
+
+    What it does: the draft writes the whole continuation (greedy `generate`); the text is
+    re-tokenized; the target runs ONE forward pass over it and returns the average log-probability
+    of the draft's tokens. What it is NOT: speculative decoding. Nothing the target computes can
+    change a token: the returned text is always the draft's, so the output follows the draft's
+    distribution, not the target's. It is faster than target decoding only because the target
+    never decodes.
+
+    Returns dict(text, score, draft_ids, draft_time, score_time).
+    """
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(draft.device)  # (1, T)
+    t0 = time.perf_counter()
+    out = draft.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+    draft_time = time.perf_counter() - t0
+    text = tokenizer.decode(out[0], skip_special_tokens=True)
+    t1 = time.perf_counter()
+    re_ids = tokenizer(text, return_tensors="pt").input_ids.to(target.device)  # the tutorial re-tokenizes
+    logp = torch.log_softmax(target(re_ids).logits[0, :-1].float(), -1)  # (T-1, V)
+    tok_logp = logp.gather(-1, re_ids[0, 1:, None])[:, 0]  # (T-1,)
+    n_prompt = ids.shape[1]
+    score = tok_logp[n_prompt - 1 :].mean().item()  # average over the drafted tokens
+    return dict(text=text, score=score, draft_ids=out, draft_time=draft_time, score_time=time.perf_counter() - t1)

@@ -1,0 +1,357 @@
+"""Draft/target pairs and `load_pair()`.
+
+    pair = load_pair()               # $SPECDEC_PAIR, else "tiny" (ships in data/models, offline)
+    pair = load_pair("gemma2-2b-9b", quantization="nf4")
+    print(pair)                      # parameters, bytes, device, dtype of each model
+
+Pairs:
+- tiny           two small Gemma2ForCausalLM trained by scripts/train_tiny_pair.py (2 / 20 layers)
+- gemma2-2b-9b   google/gemma-2-2b-it drafting for google/gemma-2-9b-it (gated: HF token + license)
+- gemma2-2b-27b  google/gemma-2-2b-it drafting for google/gemma-2-27b-it (gated)
+- smollm2-135m-1.7b  HuggingFaceTB/SmolLM2-135M-Instruct drafting for SmolLM2-1.7B-Instruct:
+                 Apache-2.0, ungated (no token needed), one family and one tokenizer, a 13x size
+                 ratio, and small enough for a free Colab T4 or a laptop CPU.
+
+Device and dtype defaults: CUDA if available, else CPU. On CUDA, bfloat16 where the GPU supports
+it (Ampere and newer). A T4 (Turing) has no bfloat16; Gemma2 in float16 overflows (its activations
+exceed the float16 range and the logits become inf/NaN), so on such GPUs Gemma2 pairs load in
+float32, which only fits with quantization="nf4" (4-bit weights, float32 compute). Other pairs use
+float16 there. On CPU: float32.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("SPECDEC_MODELS_DIR", ROOT / "data" / "models"))  # override: a retrained pair
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    repo: str  # Hub id, or a folder under data/models
+    params: float  # parameters (approximate, for memory checks before downloading)
+    embed_params: float  # embedding parameters (bitsandbytes keeps these unquantized)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    name: str
+    draft: ModelSpec
+    target: ModelSpec
+    gated: bool
+    about: str
+    local: bool = False
+
+
+_G2B = ModelSpec("google/gemma-2-2b-it", 2.61e9, 0.59e9)
+PAIRS: dict[str, PairSpec] = {
+    p.name: p
+    for p in [
+        PairSpec(
+            "tiny",
+            ModelSpec("tiny-gemma2-draft", 1.89e6, 0.79e6),
+            ModelSpec("tiny-gemma2-target", 5.45e6, 0.52e6),
+            gated=False,
+            local=True,
+            about="shipped Gemma2-architecture pair (2 and 20 layers), trained on Python's docs; offline",
+        ),
+        PairSpec(
+            "gemma2-2b-9b",
+            _G2B,
+            ModelSpec("google/gemma-2-9b-it", 9.24e9, 0.92e9),
+            gated=True,
+            about="the DataCamp tutorial's pair; bf16 needs ~24 GB of GPU memory, NF4 ~8 GB",
+        ),
+        PairSpec(
+            "gemma2-2b-27b",
+            _G2B,
+            ModelSpec("google/gemma-2-27b-it", 27.2e9, 1.18e9),
+            gated=True,
+            about="the pair HF quotes for Gemma 2; bf16 needs ~62 GB (A100-80G/H100), NF4 ~20 GB",
+        ),
+        PairSpec(
+            "smollm2-135m-1.7b",
+            ModelSpec("HuggingFaceTB/SmolLM2-135M-Instruct", 0.135e9, 0.028e9),
+            ModelSpec("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.71e9, 0.10e9),
+            gated=False,
+            about="ungated Apache-2.0 pair, one family and tokenizer, 13x size ratio; fits a T4 or a laptop",
+        ),
+    ]
+}
+
+
+class PairError(RuntimeError):
+    """Base class: a pair could not be loaded. The message says what to do."""
+
+
+class UnknownPairError(PairError, ValueError):
+    pass
+
+
+class GatedModelError(PairError, PermissionError):
+    pass
+
+
+class HubUnreachableError(PairError, ConnectionError):
+    pass
+
+
+class IncompatiblePairError(PairError, ValueError):
+    pass
+
+
+class InsufficientMemoryError(PairError, MemoryError):
+    pass
+
+
+@dataclass
+class Pair:
+    name: str
+    draft: torch.nn.Module
+    target: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    quantization: str | None
+
+    def summary(self) -> str:
+        rows = [f"pair {self.name!r} on {self.device} ({describe_device(self.device)})"]
+        for role, m in (("draft", self.draft), ("target", self.target)):
+            n = sum(p.numel() for p in m.parameters())
+            q = getattr(m, "_specdec_quant", None) or "none"
+            rows.append(
+                f"  {role:6s} {m.name_or_path.split('/')[-1]:32s} {n / 1e6:10.2f} M params "
+                f"{m.get_memory_footprint() / 2**20:10.1f} MiB  dtype={m.dtype}  4-bit={q}"
+            )
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def describe_device(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def resolve_device(device=None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PairError(
+            f"device={str(device)!r} was asked for, but PyTorch sees no CUDA GPU "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
+            "Use device='cpu' (the tiny pair runs fine there), or on Colab pick Runtime > Change runtime type > GPU."
+        )
+    return device
+
+
+def default_dtype(device: torch.device, pair: PairSpec) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    if pair.target.repo.startswith("google/gemma-2"):
+        warnings.warn(
+            "This GPU has no bfloat16 (e.g. a T4). Gemma2 overflows in float16, so it loads in float32: "
+            "pass quantization='nf4' for it to fit.",
+            stacklevel=3,
+        )
+        return torch.float32
+    return torch.float16
+
+
+def estimate_bytes(spec: ModelSpec, dtype: torch.dtype, quantization: str | None) -> float:
+    """Weight bytes of one model: 4-bit layers cost ~0.5 byte/param (+ scales); embeddings stay in dtype."""
+    width = torch.finfo(dtype).bits / 8
+    if quantization is None:
+        return spec.params * width
+    return (spec.params - spec.embed_params) * 0.53 + spec.embed_params * width
+
+
+def check_memory(pair: PairSpec, dtype, quantization, quantize: str, free_bytes: float, total_bytes: float) -> None:
+    """Raise InsufficientMemoryError if the weights (plus 15% for activations and cache) cannot fit."""
+    need = 0.0
+    for role in ("draft", "target"):
+        q = quantization if quantize in ("both", role) else None
+        need += estimate_bytes(getattr(pair, role), dtype, q)
+    need *= 1.15
+    if need > free_bytes:
+        hint = (
+            "pass quantization='nf4' (4-bit weights)"
+            if quantization is None
+            else "use a smaller pair (e.g. 'smollm2-135m-1.7b' or 'gemma2-2b-9b') or a larger GPU"
+        )
+        raise InsufficientMemoryError(
+            f"pair {pair.name!r} needs about {need / 2**30:.1f} GiB of GPU memory in {dtype} "
+            f"(quantization={quantization}), but only {free_bytes / 2**30:.1f} GiB of "
+            f"{total_bytes / 2**30:.1f} GiB are free: {hint}."
+        )
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype, double_quant: bool = False):
+    """'nf4' or 'fp4' -> a transformers BitsAndBytesConfig (4-bit weights, compute in compute_dtype)."""
+    if quantization not in ("nf4", "fp4"):
+        raise ValueError(f"quantization must be None, 'nf4' or 'fp4' (got {quantization!r}).")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise PairError('4-bit loading needs bitsandbytes: %pip install "bitsandbytes>=0.48"') from e
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=double_quant,
+    )
+
+
+def _source(spec: ModelSpec, pair: PairSpec) -> str:
+    return str(MODELS_DIR / spec.repo) if pair.local else spec.repo
+
+
+def _is_cached(repo: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+
+
+def _check_access(pair: PairSpec) -> None:
+    from huggingface_hub import get_token
+
+    if pair.local:
+        return
+    missing = [s.repo for s in (pair.draft, pair.target) if not _is_cached(s.repo)]
+    if pair.gated and missing and not get_token():
+        raise GatedModelError(
+            f"{', '.join(missing)} are gated: (1) accept the Gemma license on each model's page "
+            f"(https://huggingface.co/{missing[-1]}), (2) create a read token at "
+            "https://huggingface.co/settings/tokens, (3) run `huggingface-cli login` or set HF_TOKEN "
+            "(on Colab: the key icon > Secrets > HF_TOKEN). Or use an ungated pair: load_pair('smollm2-135m-1.7b')."
+        )
+
+
+def _from_pretrained(loader, source: str, pair: PairSpec, **kwargs):
+    from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled
+
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except GatedRepoError as e:
+        raise GatedModelError(
+            f"access to {source} was refused: accept its license at https://huggingface.co/{source} "
+            "with the account whose token you use, then try again."
+        ) from e
+    except torch.cuda.OutOfMemoryError as e:
+        raise InsufficientMemoryError(
+            f"out of GPU memory while loading {source}: pass quantization='nf4', or use a smaller pair."
+        ) from e
+    except (OSError, OfflineModeIsEnabled) as e:
+        if pair.local:
+            raise PairError(
+                f"the shipped model {source} is missing or broken: run `git checkout -- data/models` "
+                "or rebuild it with `python scripts/train_tiny_pair.py`."
+            ) from e
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        raise HubUnreachableError(
+            f"could not load {source} from the Hugging Face Hub "
+            f"({'HF_HUB_OFFLINE is set' if offline else 'no network, or the Hub is unreachable'}). "
+            "Use the shipped pair, which needs no network: load_pair('tiny') or SPECDEC_PAIR=tiny."
+        ) from e
+
+
+def check_tokenizers(draft_tok, target_tok, pair_name: str) -> None:
+    if draft_tok.get_vocab() != target_tok.get_vocab():
+        raise IncompatiblePairError(
+            f"pair {pair_name!r}: the draft's and the target's tokenizers differ, so token ids mean different "
+            "things and p(x)/q(x) is meaningless. Choose a draft from the target's family with the same tokenizer."
+        )
+
+
+def load_pair(
+    name: str | None = None,
+    *,
+    device=None,
+    dtype: torch.dtype | None = None,
+    quantization: str | None = None,
+    quantize: str = "both",
+    double_quant: bool = False,
+) -> Pair:
+    """Load a draft/target pair with its shared tokenizer.
+
+    name: a key of PAIRS; default $SPECDEC_PAIR, else "tiny".
+    quantization: None, "nf4" or "fp4" (bitsandbytes 4-bit); quantize: "both", "draft" or "target".
+    """
+    name = name or os.environ.get("SPECDEC_PAIR") or "tiny"
+    if name not in PAIRS:
+        raise UnknownPairError(f"unknown pair {name!r}; known pairs: {', '.join(PAIRS)}.")
+    if quantize not in ("both", "draft", "target"):
+        raise ValueError(f"quantize must be 'both', 'draft' or 'target' (got {quantize!r}).")
+    spec = PAIRS[name]
+    dev = resolve_device(device)
+    dtype = dtype or default_dtype(dev, spec)
+    qconfig = quantization_config(quantization, dtype, double_quant) if quantization else None
+    if dev.type == "cuda":
+        free, total = torch.cuda.mem_get_info(dev)
+        check_memory(spec, dtype, quantization, quantize, free, total)
+    _check_access(spec)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model is noise in a notebook
+    toks = {r: _from_pretrained(AutoTokenizer, _source(getattr(spec, r), spec), spec) for r in ("draft", "target")}
+    check_tokenizers(toks["draft"], toks["target"], name)
+    models = {}
+    for role in ("draft", "target"):
+        q = qconfig if quantize in ("both", role) else None
+        kwargs = dict(dtype=dtype, quantization_config=q)
+        if dev.type == "cuda":
+            kwargs["device_map"] = {"": dev.index or 0}
+        m = _from_pretrained(AutoModelForCausalLM, _source(getattr(spec, role), spec), spec, **kwargs)
+        if dev.type != "cuda" and q is None:
+            m = m.to(dev)
+        m._specdec_quant = quantization if q is not None else None
+        models[role] = m.eval()
+    vd, vt = models["draft"].config.vocab_size, models["target"].config.vocab_size
+    if vd != vt:
+        raise IncompatiblePairError(f"pair {name!r}: draft vocab_size {vd} != target vocab_size {vt}.")
+    return Pair(name, models["draft"], models["target"], toks["target"], dev, dtype, quantization)
+
+
+def environment_report(pair: Pair | None = None) -> str:
+    """Versions, device and (if given) the loaded pair: the first thing every notebook prints."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    pkgs = ["torch", "transformers", "accelerate", "bitsandbytes", "ipywidgets"]
+    lines = [f"python {platform.python_version()} | " + " | ".join(f"{p} {v(p)}" for p in pkgs)]
+    dev = pair.device if pair is not None else resolve_device()
+    lines.append(f"device: {dev} ({describe_device(dev)}), offline: {os.environ.get('HF_HUB_OFFLINE', '0')}")
+    if pair is not None:
+        lines.append(pair.summary())
+    return "\n".join(lines)
+
+
+def load_prompts(kind: str = "workshop") -> list[str]:
+    """Prompts from data/prompts.json: 'workshop' (tiny pair), 'heldout', 'datacamp' (Gemma2 runs)."""
+    import json
+
+    return json.loads((ROOT / "data" / "prompts.json").read_text())[kind]

@@ -1,0 +1,131 @@
+"""The interactive playground of notebook 04: move gamma and temperature, watch the rounds.
+
+    pg = Playground(pair, prompts)
+    pg.widget()                     # in a notebook: sliders + coloured tokens + live statistics
+    pg.gamma.value = 6              # the same from code (this is how the tests drive it)
+    pg.last                         # statistics of the latest run (alpha, tau, speedups, counts)
+
+`run()` is the callback; it needs no browser and is unit-tested.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+
+import torch
+
+from .decoding import autoregressive_generate
+from .render import count_kinds, rounds_html
+from .speculative import speculative_generate
+from .theory import expected_speedup, optimal_gamma
+
+
+def measured_cost_ratio(out) -> float:
+    """c-hat from one run: mean draft forward time / mean target forward time.
+
+    The target's forward passes here verify gamma + 1 tokens at once, so on a CPU (where a wider
+    pass costs more) this c-hat is a little optimistic compared with one-token target steps.
+    """
+    n_draft = max(1, out.n_drafted)
+    return (out.draft_time / n_draft) / (out.target_time / max(1, len(out.rounds)))
+
+
+class Playground:
+    def __init__(self, pair, prompts: list[str], max_new_tokens: int = 48, seed: int = 0):
+        import ipywidgets as w
+
+        self.pair = pair
+        self._baseline: dict = {}
+        style = {"description_width": "110px"}
+        lay = w.Layout(width="420px")
+        self.prompt = w.Combobox(value=prompts[0], options=prompts, description="prompt", style=style, layout=lay)
+        self.gamma = w.IntSlider(4, min=1, max=10, description="gamma", style=style, layout=lay, continuous_update=False)
+        self.temperature = w.FloatSlider(
+            0.0, min=0.0, max=1.5, step=0.1, description="temperature", style=style, layout=lay, continuous_update=False
+        )
+        self.max_new_tokens = w.IntSlider(
+            max_new_tokens, min=8, max=128, step=8, description="max new tokens", style=style, layout=lay,
+            continuous_update=False,
+        )
+        self.seed = w.IntText(seed, description="seed", style=style, layout=w.Layout(width="220px"))
+        self.html = w.HTML()
+        self.stats = w.HTML()
+        self.last: dict = {}
+        for c in self.controls:
+            c.observe(lambda _change: self.run(), names="value")
+
+    @property
+    def controls(self):
+        return [self.prompt, self.gamma, self.temperature, self.max_new_tokens, self.seed]
+
+    def widget(self):
+        import ipywidgets as w
+
+        self.run()
+        return w.VBox([w.HBox([w.VBox(self.controls[:3]), w.VBox(self.controls[3:])]), self.html, self.stats])
+
+    def _target_only_seconds_per_token(self, ids, n) -> float:
+        key = (tuple(ids[0].tolist()), n)
+        if key not in self._baseline:
+            res = autoregressive_generate(self.pair.target, ids, n)
+            self._baseline[key] = statistics.median(res.step_times)
+        return self._baseline[key]
+
+    def run(self) -> dict:
+        """Generate with the current settings; update the HTML views; return the statistics."""
+        pair, gamma, temp = self.pair, self.gamma.value, float(self.temperature.value)
+        ids = pair.tokenizer(self.prompt.value, return_tensors="pt").input_ids.to(pair.device)
+        gen = torch.Generator(device=pair.device).manual_seed(int(self.seed.value))
+        out = speculative_generate(
+            pair.target, pair.draft, ids, max_new_tokens=self.max_new_tokens.value, gamma=gamma,
+            temperature=temp, generator=gen, eos_token_id=pair.tokenizer.eos_token_id,
+        )
+        ar_seconds = self._target_only_seconds_per_token(ids, self.max_new_tokens.value) * max(1, out.new_tokens)
+        alpha, c = out.acceptance_rate, measured_cost_ratio(out)
+        alpha_ = 0.0 if alpha != alpha else alpha  # NaN when nothing was drafted
+        self.last = dict(
+            gamma=gamma,
+            temperature=temp,
+            alpha=alpha,
+            tokens_per_round=out.tokens_per_round,
+            c=c,
+            measured_speedup=ar_seconds / out.total_time,
+            predicted_speedup=expected_speedup(alpha_, gamma, c),
+            optimal_gamma=optimal_gamma(alpha_, c, max_gamma=10),
+            counts=count_kinds(out.rounds),
+            new_tokens=out.new_tokens,
+            rounds=len(out.rounds),
+        )
+        self.html.value = rounds_html(out.rounds, pair.tokenizer, prompt=self.prompt.value)
+        self.stats.value = self._stats_html()
+        return self.last
+
+    def _stats_html(self) -> str:
+        s = self.last
+        rows = [
+            ("acceptance rate alpha", f"{s['alpha']:.2f}"),
+            ("tokens per round tau", f"{s['tokens_per_round']:.2f}"),
+            ("cost ratio c (this run)", f"{s['c']:.3f}"),
+            ("measured speedup vs target alone", f"{s['measured_speedup']:.2f}x"),
+            ("cost model (Thm 3.8) predicts", f"{s['predicted_speedup']:.2f}x"),
+            ("optimal gamma for this alpha and c", str(s["optimal_gamma"])),
+            ("rounds / new tokens", f"{s['rounds']} / {s['new_tokens']}"),
+        ]
+        cells = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{v}</b></td></tr>" for k, v in rows)
+        return f'<table class="specdec-stats" style="font-family:sans-serif;font-size:13px">{cells}</table>'
+
+
+def acceptance_grid(pair, prompt: str, gammas, temperatures, max_new_tokens: int = 48, seed: int = 0):
+    """alpha-hat for every (temperature, gamma): rows are temperatures, columns gammas."""
+    ids = pair.tokenizer(prompt, return_tensors="pt").input_ids.to(pair.device)
+    grid = []
+    for t in temperatures:
+        row = []
+        for g in gammas:
+            gen = torch.Generator(device=pair.device).manual_seed(seed)
+            out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=g,
+                                       temperature=t, generator=gen)
+            row.append(out.acceptance_rate)
+        grid.append(row)
+    return grid

@@ -1,0 +1,321 @@
+"""Speculative sampling (Leviathan et al. 2023; Chen et al. 2023), written to be read.
+
+One round:
+1. the draft proposes k <= gamma tokens x_1..x_k, sampling each from its distribution q;
+2. the target scores [last, x_1..x_k] in ONE forward pass, giving p at k + 1 positions;
+3. left to right, x_i is accepted with probability min(1, p(x_i) / q(x_i));
+4. at the first rejection, one token is sampled from norm(max(0, p - q)) and the round ends;
+   if all k are accepted, a bonus token is sampled from p at position k + 1.
+
+Every round emits between 1 and k + 1 tokens, and the emitted text has exactly the distribution of
+sampling from the target alone. At temperature 0 both distributions are one-hot, so the rule reduces
+to "accept while x_i is the target's argmax" and the output equals target greedy decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .sampling import check_sampling_args, probs_from_logits, sample
+
+# ----------------------------------------------------------------------------------------------
+# One verification step as a pure function on probabilities (unit-tested, used in notebook 03)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """What one verification step decided."""
+
+    n_accepted: int  # how many drafted tokens were kept (0..k)
+    token: int  # the token the target adds: a resample after a rejection, or a bonus
+    kind: str  # "resample" (after a rejection) or "bonus" (all k accepted)
+    accept_prob: list[float]  # min(1, p(x_i)/q(x_i)) for each drafted token
+    uniforms: list[float]  # the uniform draws u_i compared against accept_prob
+    residual: torch.Tensor | None = None  # (V,) the distribution the resample was drawn from
+
+
+def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(0, p - q)): where to sample from after a rejection. p, q: (V,) -> (V,).
+
+    If p == q exactly the residual is all zeros; a rejection then has probability 0, but we fall
+    back to p so the function is total.
+    """
+    r = (p - q).clamp_min(0)
+    s = r.sum()
+    return r / s if s > 0 else p
+
+
+def verify_step(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    resample_from: str = "residual",
+) -> Verification:
+    """Accept/reject k drafted tokens.
+
+    p: (k + 1, V) target probabilities at each drafted position plus the bonus position.
+    q: (k, V) draft probabilities the tokens were sampled from.
+    draft_tokens: (k,) the drafted token ids.
+    resample_from: "residual" is the correct rule. "p" is the WRONG rule of the Practitioner's
+        Guide (sample a fresh token from p after a rejection); it is here only to show its bias.
+    """
+    if resample_from not in ("residual", "p"):
+        raise ValueError('resample_from must be "residual" (correct) or "p" (the biased rule, for demos)')
+    k = draft_tokens.shape[0]
+    idx = torch.arange(k, device=p.device)
+    p_x = p[idx, draft_tokens]  # (k,)
+    q_x = q[idx, draft_tokens]  # (k,)
+    accept = torch.minimum(torch.ones_like(p_x), p_x / q_x)  # q_x > 0: x_i was sampled from q
+    u = torch.rand(k, generator=generator, device=p.device)
+    rejected = (u >= accept).nonzero()
+    accept_l, u_l = accept.tolist(), u.tolist()
+    if len(rejected) == 0:  # all accepted: bonus token from p at position k + 1
+        return Verification(k, int(sample(p[k], generator)), "bonus", accept_l, u_l)
+    n = int(rejected[0])
+    dist = residual_distribution(p[n], q[n]) if resample_from == "residual" else p[n]
+    return Verification(n, int(sample(dist, generator)), "resample", accept_l[: n + 1], u_l[: n + 1], dist)
+
+
+def verify_step_biased(p, q, draft_tokens, *, generator=None) -> Verification:
+    """WRONG on purpose: after a rejection, resample from p instead of norm(max(0, p - q))."""
+    return verify_step(p, q, draft_tokens, generator=generator, resample_from="p")
+
+
+# ----------------------------------------------------------------------------------------------
+# The full algorithm on two Hugging Face causal LMs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    """One draft-verify round, for inspection and for the token renderer."""
+
+    drafted: list[int]  # x_1..x_k
+    n_accepted: int
+    token: int  # emitted by the target after the accepted prefix
+    kind: str  # "resample", "bonus", or "target" (k = 0: plain target step near the end)
+    p: list[float]  # p(x_i) under the target for each drafted token
+    q: list[float]  # q(x_i) under the draft
+    emitted: list[int] = field(default_factory=list)  # accepted tokens + token, cut at EOS
+
+
+@dataclass
+class SpeculativeOutput:
+    sequences: torch.Tensor  # (1, prompt + new)
+    rounds: list[Round]
+    draft_time: float  # seconds spent in draft forward passes
+    target_time: float  # seconds spent in target forward passes
+    total_time: float
+
+    @property
+    def n_drafted(self) -> int:
+        return sum(len(r.drafted) for r in self.rounds)
+
+    @property
+    def n_accepted(self) -> int:
+        return sum(r.n_accepted for r in self.rounds)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """accepted / drafted (alpha-hat). NaN if nothing was drafted."""
+        return self.n_accepted / self.n_drafted if self.n_drafted else float("nan")
+
+    @property
+    def tokens_per_round(self) -> float:
+        """New tokens per target forward pass (tau-hat)."""
+        return sum(len(r.emitted) for r in self.rounds) / max(1, len(self.rounds))
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(len(r.emitted) for r in self.rounds)
+
+
+def check_models(target, draft) -> None:
+    """Draft and target must share a vocabulary (same ids for the same tokens)."""
+    vt, vd = target.config.get_text_config().vocab_size, draft.config.get_text_config().vocab_size
+    if vt != vd:
+        raise ValueError(
+            f"draft and target vocabularies differ (draft vocab_size={vd}, target vocab_size={vt}). "
+            "Speculative sampling compares p and q token by token, so both models need the same tokenizer: "
+            "pick a draft from the target's family (see utils.models.PAIRS)."
+        )
+
+
+def check_input_ids(input_ids) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(
+            f"input_ids must be a 2-D integer tensor of shape (1, prompt_length), got {shape}; "
+            'use tokenizer(prompt, return_tensors="pt").input_ids.'
+        )
+    if input_ids.shape[0] != 1:
+        raise ValueError(
+            f"batch size must be 1 (got {input_ids.shape[0]}): this implementation decodes one sequence at a "
+            "time, like Hugging Face assisted generation. Loop over your prompts."
+        )
+    if input_ids.shape[1] < 1:
+        raise ValueError("input_ids is empty: give at least one token (e.g. the BOS token).")
+
+
+def _new_cache():
+    # A plain DynamicCache (no config) keeps every layer's full past, sliding-window layers
+    # included: the sliding mask is applied from positions, and cropping is a simple slice even
+    # after the sequence has outgrown the window.
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def _crop(cache, length: int) -> None:
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+class _Timer:
+    """Accumulates wall time of a model's forward passes (synchronizing CUDA so it is honest)."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.total = 0.0
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.total += time.perf_counter() - self.t0
+
+
+@torch.inference_mode()
+def speculative_generate(
+    target,
+    draft,
+    input_ids: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    gamma: int = 4,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> SpeculativeOutput:
+    """Generate up to max_new_tokens with speculative sampling; the output is distributed exactly as
+    sampling from `target` (temperature/top-k/top-p applied to both models), and at temperature 0 it
+    equals `target.generate(do_sample=False)` token for token.
+
+    input_ids: (1, T) prompt. generator: a torch.Generator on the models' device, for reproducible
+    sampling. Both models keep KV caches across rounds, cropped after a rejection.
+    """
+    if not isinstance(gamma, int) or gamma < 1:
+        raise ValueError(f"gamma must be an integer >= 1 (got {gamma!r}): it is how many tokens the draft proposes.")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer (got {max_new_tokens!r}).")
+    check_sampling_args(temperature, top_k, top_p)
+    check_input_ids(input_ids)
+    check_models(target, draft)
+    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    device = target.device
+    seq = input_ids.to(device)[0].tolist()
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    t_cache, d_cache = _new_cache(), _new_cache()
+    t_timer, d_timer = _Timer(device), _Timer(device)
+    rounds: list[Round] = []
+    t_start = time.perf_counter()
+
+    def forward(model, cache, tokens, timer):  # tokens: list[int] -> logits (len(tokens), V)
+        with timer:
+            x = torch.tensor([tokens], device=model.device)
+            return model(input_ids=x, past_key_values=cache, use_cache=True).logits[0]
+
+    # Prefill everything but the last token; the invariant is: target cache = seq[:-1].
+    if len(seq) > 1:
+        forward(target, t_cache, seq[:-1], t_timer)
+        forward(draft, d_cache, seq[:-1], d_timer)
+
+    n_new = 0
+    while n_new < max_new_tokens:
+        k = min(gamma, max_new_tokens - n_new - 1)  # never overshoot: a round emits <= k + 1 tokens
+        drafted, q_rows = [], []
+        if k > 0:
+            # Draft: catch up on tokens it has not seen (1 normally, 2 after a bonus), then propose k.
+            pending = seq[d_cache.get_seq_length() :]
+            for i in range(k):
+                logits = forward(draft, d_cache, pending, d_timer)[-1]
+                q = probs_from_logits(logits, **warp)  # (V,)
+                x = int(sample(q, generator)) if temperature > 0 else int(q.argmax())
+                drafted.append(x)
+                q_rows.append(q)
+                pending = [x]
+                if x in eos:  # the target would stop there too: no point drafting past EOS
+                    break
+            k = len(drafted)
+        # Target: one pass over [last, x_1..x_k] gives p at k + 1 positions.
+        p = probs_from_logits(forward(target, t_cache, seq[-1:] + drafted, t_timer), **warp)  # (k+1, V)
+        if k == 0:
+            v = Verification(0, int(sample(p[0], generator)) if temperature > 0 else int(p[0].argmax()), "target", [], [])
+            p_x = q_x = []
+        else:
+            q = torch.stack(q_rows)  # (k, V)
+            d = torch.tensor(drafted, device=p.device)
+            if temperature == 0:  # greedy: accept while x_i is the target's argmax, no random draws
+                match = (p[:k].argmax(-1) == d).tolist() + [False]
+                n = match.index(False)
+                v = Verification(n, int(p[n].argmax()), "bonus" if n == k else "resample", [], [])
+            else:
+                v = verify_step(p, q, d, generator=generator)
+            idx = torch.arange(k, device=p.device)
+            p_x, q_x = p[idx, d].tolist(), q[idx, d].tolist()
+        emitted = drafted[: v.n_accepted] + [v.token]
+        for j, tok in enumerate(emitted):  # stop at EOS, exactly where target sampling would
+            if tok in eos:
+                emitted = emitted[: j + 1]
+                break
+        rounds.append(Round(drafted, v.n_accepted, v.token, v.kind, p_x, q_x, emitted))
+        seq.extend(emitted)
+        n_new += len(emitted)
+        # Roll both caches back to the accepted prefix (the new last token is not cached yet).
+        _crop(t_cache, len(seq) - 1)
+        _crop(d_cache, min(d_cache.get_seq_length(), len(seq) - 1))
+        if emitted[-1] in eos:
+            break
+
+    return SpeculativeOutput(
+        sequences=torch.tensor([seq], device=device),
+        rounds=rounds,
+        draft_time=d_timer.total,
+        target_time=t_timer.total,
+        total_time=time.perf_counter() - t_start,
+    )
+
+
+@torch.inference_mode()
+def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """A single round, spelled out without caches, for the step-by-step walk-through of notebook 03.
+
+    Returns dict(drafted (k,), q (k, V), p (k+1, V), verification). Same maths as
+    speculative_generate, which adds KV caches, EOS and length handling.
+    """
+    check_input_ids(input_ids)
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    x, q_rows, drafted = input_ids, [], []
+    for _ in range(gamma):  # the draft proposes gamma tokens, one at a time
+        q = probs_from_logits(draft(x).logits[0, -1], **warp)  # (V,)
+        tok = sample(q, generator) if temperature > 0 else q.argmax()
+        drafted.append(int(tok))
+        q_rows.append(q)
+        x = torch.cat([x, tok.view(1, 1)], dim=1)
+    n = input_ids.shape[1]
+    p = probs_from_logits(target(x).logits[0, n - 1 :], **warp)  # (gamma + 1, V): ONE target pass
+    d, q = torch.tensor(drafted), torch.stack(q_rows)
+    return dict(drafted=d, q=q, p=p, verification=verify_step(p, q, d, generator=generator))

@@ -1,0 +1,56 @@
+"""The cost model of Leviathan et al. (2023), Section 3.
+
+alpha: probability that a drafted token is accepted (assumed i.i.d. per position).
+gamma: tokens drafted per round.
+c:     time of one draft step / time of one target step.
+
+    E[tokens per round]  tau = (1 - alpha^(gamma+1)) / (1 - alpha)            (Eq. 1)
+    walltime speedup         = tau / (gamma * c + 1)                           (Thm 3.8)
+
+A speedup exists for some gamma if and only if alpha > c.
+"""
+
+from __future__ import annotations
+
+
+def _check(alpha: float, gamma: int, c: float | None = None) -> None:
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1] (got {alpha})")
+    if not isinstance(gamma, int) or gamma < 1:
+        raise ValueError(f"gamma must be an integer >= 1 (got {gamma!r})")
+    if c is not None and not c >= 0:
+        raise ValueError(f"c must be >= 0 (got {c})")
+
+
+def expected_tokens_per_round(alpha: float, gamma: int) -> float:
+    """Expected new tokens per target pass, (1 - alpha^(gamma+1)) / (1 - alpha); gamma + 1 at alpha = 1."""
+    _check(alpha, gamma)
+    if alpha == 1:
+        return float(gamma + 1)
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Expected walltime improvement over target-only decoding (Leviathan Thm 3.8)."""
+    _check(alpha, gamma, c)
+    return expected_tokens_per_round(alpha, gamma) / (gamma * c + 1)
+
+
+def optimal_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
+    """The gamma in 1..max_gamma with the largest expected speedup."""
+    _check(alpha, 1, c)
+    return max(range(1, max_gamma + 1), key=lambda g: expected_speedup(alpha, g, c))
+
+
+# Peak memory bandwidth (bytes/s) from the vendors' data sheets.
+GPU_BANDWIDTH = {"T4 (16 GB)": 320e9, "A100 (80 GB SXM)": 2039e9, "H100 (80 GB SXM)": 3350e9}
+
+
+def bandwidth_bound_tokens_per_s(bytes_per_token: float, bandwidth: float) -> float:
+    """Upper bound on decoding speed at batch 1: every step must read all the weights once."""
+    return bandwidth / bytes_per_token
+
+
+def arithmetic_intensity(params: float, bytes_per_param: float) -> float:
+    """FLOPs per byte read in one batch-1 decode step: 2 FLOPs (multiply + add) per weight."""
+    return 2 * params / (params * bytes_per_param)
