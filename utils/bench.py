@@ -79,7 +79,8 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
                                    temperature=temperature, generator=gen)
         _sync(pair.device)
         out, secs = res.sequences, time.perf_counter() - t0
-        row.update(alpha=res.acceptance_rate, tau=res.tokens_per_round, draft_s=res.draft_time, target_s=res.target_time)
+        row.update(alpha=res.acceptance_rate, alpha_checked=res.checked_acceptance_rate, tau=res.tokens_per_round,
+                   draft_s=res.draft_time, target_s=res.target_time)
     else:
         raise ValueError(f"unknown method {method!r}")
     row.update(new_tokens=out.shape[1] - ids.shape[1], seconds=secs)
@@ -133,11 +134,14 @@ def summarize(rows, c):
             tps = {m: sum(r["new_tokens"] for r in sel if r["method"] == m) / sum(r["seconds"] for r in sel if r["method"] == m)
                    for m in dict.fromkeys(r["method"] for r in sel)}
             spec = [r for r in sel if r["method"] == "ours_speculative"]
-            alpha = sum(r["alpha"] * r["new_tokens"] for r in spec) / max(1, sum(r["new_tokens"] for r in spec)) if spec else float("nan")
-            row = dict(gamma=g, temperature=t, alpha=alpha, c=c, tokens_per_s=tps)
+            def pooled(key):
+                return sum(r[key] * r["new_tokens"] for r in spec) / max(1, sum(r["new_tokens"] for r in spec)) if spec else float("nan")
+
+            alpha, alpha_checked = pooled("alpha"), pooled("alpha_checked")
+            row = dict(gamma=g, temperature=t, alpha=alpha, alpha_checked=alpha_checked, c=c, tokens_per_s=tps)
             if "ours_speculative" in tps and "ours_ar" in tps:
                 row["measured_speedup_vs_ours_ar"] = tps["ours_speculative"] / tps["ours_ar"]
-                row["predicted_speedup"] = expected_speedup(alpha, g, c)
+                row["predicted_speedup"] = expected_speedup(alpha_checked, g, c)
                 row["cost_model_error"] = row["predicted_speedup"] / row["measured_speedup_vs_ours_ar"] - 1
             if "ours_speculative" in tps and "hf_assisted" in tps:
                 row["ours_vs_hf_assisted"] = tps["ours_speculative"] / tps["hf_assisted"]

@@ -83,11 +83,13 @@ class Playground:
         )
         ar_seconds = self._target_only_seconds_per_token(ids, self.max_new_tokens.value) * max(1, out.new_tokens)
         alpha, c = out.acceptance_rate, measured_cost_ratio(out)
-        alpha_ = 0.0 if alpha != alpha else alpha  # NaN when nothing was drafted
+        checked = out.checked_acceptance_rate
+        alpha_ = 0.0 if checked != checked else checked  # NaN when nothing was checked
         self.last = dict(
             gamma=gamma,
             temperature=temp,
             alpha=alpha,
+            alpha_checked=checked,
             tokens_per_round=out.tokens_per_round,
             c=c,
             measured_speedup=ar_seconds / out.total_time,
@@ -104,7 +106,8 @@ class Playground:
     def _stats_html(self) -> str:
         s = self.last
         rows = [
-            ("acceptance rate alpha", f"{s['alpha']:.2f}"),
+            ("acceptance rate alpha (accepted / drafted)", f"{s['alpha']:.2f}"),
+            ("alpha per checked token (cost model)", f"{s['alpha_checked']:.2f}"),
             ("tokens per round tau", f"{s['tokens_per_round']:.2f}"),
             ("cost ratio c (this run)", f"{s['c']:.3f}"),
             ("measured speedup vs target alone", f"{s['measured_speedup']:.2f}x"),

@@ -127,6 +127,14 @@ class SpeculativeOutput:
         return self.n_accepted / self.n_drafted if self.n_drafted else float("nan")
 
     @property
+    def checked_acceptance_rate(self) -> float:
+        """accepted / (accepted + rejections): the per-token acceptance probability alpha of the
+        cost model (Leviathan Eq. 1). accepted / drafted is lower at large gamma, because drafted
+        tokens after a rejection are thrown away unchecked."""
+        rejections = sum(r.kind == "resample" for r in self.rounds)
+        return self.n_accepted / (self.n_accepted + rejections) if self.n_accepted + rejections else float("nan")
+
+    @property
     def tokens_per_round(self) -> float:
         """New tokens per target forward pass (tau-hat)."""
         return sum(len(r.emitted) for r in self.rounds) / max(1, len(self.rounds))

@@ -180,8 +180,10 @@ plot_distribution_check({"speculative sampling": firsts}, p_first.numpy(), tok);
 # ## 4. Acceptance rate and tokens per round
 #
 # If each drafted token is accepted independently with probability $\alpha$, a round yields
-# $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average (Leviathan et al., Eq. 1). We
-# measure $\hat\alpha$ = accepted / drafted and $\hat\tau$ = new tokens / rounds at temperature 1:
+# $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average (Leviathan et al., Eq. 1). Two ways to
+# measure $\alpha$ differ here: accepted / drafted (what HF and most tutorials report) counts the
+# tokens drafted *after* a rejection, which are thrown away unchecked, so it falls as $\gamma$ grows;
+# the $\alpha$ of Eq. 1 is accepted / (accepted + rejections), the rate per *checked* token.
 
 # %%
 from utils.plots import plot_tau
@@ -189,20 +191,23 @@ from utils.theory import expected_tokens_per_round
 
 measured = {}
 for gamma in (1, 2, 4, 8):
-    acc = drafted = toks = rounds = 0
+    acc = drafted = rejected = toks = rounds = 0
     for k, p in enumerate(prompts[:6]):
         x = tok(p, return_tensors="pt").input_ids.to(pair.device)
         o = speculative_generate(pair.target, pair.draft, x, max_new_tokens=48, gamma=gamma, temperature=1.0,
                                  generator=torch.Generator().manual_seed(k))
         acc, drafted, toks, rounds = acc + o.n_accepted, drafted + o.n_drafted, toks + o.new_tokens, rounds + len(o.rounds)
-    measured[gamma] = (acc / drafted, toks / rounds)
-    print(f"gamma={gamma}: alpha={acc / drafted:.2f}  tau measured={toks / rounds:.2f}  "
-          f"Eq. 1 predicts {expected_tokens_per_round(acc / drafted, gamma):.2f}")
+        rejected += sum(r.kind == "resample" for r in o.rounds)
+    alpha = acc / (acc + rejected)
+    measured[gamma] = (alpha, toks / rounds)
+    print(f"gamma={gamma}: accepted/drafted={acc / drafted:.2f}  alpha per checked token={alpha:.2f}  "
+          f"tau measured={toks / rounds:.2f}  Eq. 1 predicts {expected_tokens_per_round(alpha, gamma):.2f}")
 plot_tau(measured);
 
 # %% [markdown]
-# The dots sit near the curves; the gaps come from acceptances that are not independent (easy
-# stretches of text accept runs of tokens) and from rounds cut short by `max_new_tokens`.
+# With $\alpha$ measured per checked token the dots sit on the curves. What is left of the gap comes
+# from the last round of each generation, cut short by `max_new_tokens`, and from acceptances that
+# are not quite independent (easy stretches of text accept runs of tokens).
 #
 # ## Try this
 # - Change the seed in section 1 until you see a bonus token, and until you see a rejection at $x_1$.
