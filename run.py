@@ -68,6 +68,8 @@ def main(argv=None) -> int:
         cmd = [str(py), "-m", "pytest", *rest]
         return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=True)).returncode
     cmd = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *rest]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and cloud machines often run as root
     return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=not args.online)).returncode
 
 
