@@ -29,10 +29,12 @@ def test_changing_controls_reruns_and_updates_the_view(pg):
     assert pg.last["rounds"] > first["rounds"]  # at most 2 tokens per round now
     assert pg.html.value != first_html
 
+    greedy_html = pg.html.value
     pg.temperature.value = 1.5
     assert pg.last["temperature"] == 1.5
-    assert pg.last["alpha"] < first["alpha"]  # hotter: p and q overlap less than their argmaxes agree
-    assert "acceptance rate alpha" in pg.stats.value
+    assert pg.html.value != greedy_html  # a sampled continuation replaces the greedy one
+    assert _dom_counts(pg.html.value) == {k: pg.last["counts"][k] for k in ("accepted", "rejected", "resample", "bonus")}
+    assert "acceptance rate alpha" in pg.stats.value and f"{pg.last['alpha']:.2f}" in pg.stats.value
 
 
 def test_statistics_are_consistent(pg):

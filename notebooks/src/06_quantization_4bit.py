@@ -56,6 +56,17 @@ for name, pr in variants.items():
     mem[name] = [m.get_memory_footprint() / 2**20 for m in (pr.draft, pr.target)]
     print(f"{name:20s} {mem[name][0]:10.2f} {mem[name][1]:11.2f}")
 
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+for k, role in enumerate(("draft", "target")):
+    ax.bar(np.arange(len(mem)) + 0.4 * k, [v[k] for v in mem.values()], 0.4, label=role)
+ax.set_xticks(np.arange(len(mem)) + 0.2, list(mem), fontsize=8)
+ax.set(ylabel="MiB", title=f"weight memory, {full.name} pair (get_memory_footprint)")
+ax.legend();
+
 # %% [markdown]
 # Less than the 8× you might expect from 32 → 4 bits: bitsandbytes leaves the embeddings (and the
 # tied output layer) and the norms unquantized, and for a small vocabulary-heavy model that is a big
