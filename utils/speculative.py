@@ -127,12 +127,17 @@ class SpeculativeOutput:
         return self.n_accepted / self.n_drafted if self.n_drafted else float("nan")
 
     @property
+    def n_rejected(self) -> int:
+        """Rounds that ended in a rejection (each checks and rejects exactly one drafted token)."""
+        return sum(r.kind == "resample" for r in self.rounds)
+
+    @property
     def checked_acceptance_rate(self) -> float:
         """accepted / (accepted + rejections): the per-token acceptance probability alpha of the
         cost model (Leviathan Eq. 1). accepted / drafted is lower at large gamma, because drafted
         tokens after a rejection are thrown away unchecked."""
-        rejections = sum(r.kind == "resample" for r in self.rounds)
-        return self.n_accepted / (self.n_accepted + rejections) if self.n_accepted + rejections else float("nan")
+        checked = self.n_accepted + self.n_rejected
+        return self.n_accepted / checked if checked else float("nan")
 
     @property
     def tokens_per_round(self) -> float:

@@ -197,7 +197,7 @@ for gamma in (1, 2, 4, 8):
         o = speculative_generate(pair.target, pair.draft, x, max_new_tokens=48, gamma=gamma, temperature=1.0,
                                  generator=torch.Generator().manual_seed(k))
         acc, drafted, toks, rounds = acc + o.n_accepted, drafted + o.n_drafted, toks + o.new_tokens, rounds + len(o.rounds)
-        rejected += sum(r.kind == "resample" for r in o.rounds)
+        rejected += o.n_rejected
     alpha = acc / (acc + rejected)
     measured[gamma] = (alpha, toks / rounds)
     print(f"gamma={gamma}: accepted/drafted={acc / drafted:.2f}  alpha per checked token={alpha:.2f}  "
