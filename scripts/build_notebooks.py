@@ -42,6 +42,7 @@ if "google.colab" in sys.modules:
 sys.path.insert(0, os.path.abspath(".."))"""
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+PRED_START, PRED_END = "<!-- predicted:start -->", "<!-- predicted:end -->"
 
 
 def sources(prefix: str = "") -> list[Path]:
@@ -110,14 +111,34 @@ def bench_table() -> str:
                 f"| {m['pair']} | {m['hardware']} | {m['dtype'].replace('torch.', '')} | {s['gamma']} | {s['temperature']} "
                 f"| {s['alpha']:.2f} / {s.get('alpha_checked', float('nan')):.2f} | {m['c']:.3f} | {tps.get('hf', float('nan')):.1f} | {tps.get('hf_assisted', float('nan')):.1f} "
                 f"| {tps.get('ours_ar', float('nan')):.1f} | {tps.get('ours_speculative', float('nan')):.1f} "
-                f"| {s.get('predicted_speedup', float('nan')):.2f}x / {s.get('measured_speedup_vs_ours_ar', float('nan')):.2f}x "
+                f"| {s.get('predicted_speedup', float('nan')):.2f}x / {s.get('predicted_speedup_with_v', float('nan')):.2f}x / "
+                f"{s.get('measured_speedup_vs_ours_ar', float('nan')):.2f}x "
+                f"| {s.get('ours_vs_hf_assisted', float('nan')):.2f}x ({s.get('ceiling_vs_hf_assisted', float('nan')):.2f}x) "
                 f"| [{path.name}](data/results/{path.name}) |"
             )
     head = (
         "| pair | hardware | dtype | gamma | T | alpha (per drafted / per checked token) | c | HF greedy tok/s | HF assisted tok/s | our loop tok/s "
-        "| ours speculative tok/s | speedup predicted / measured | data |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| ours speculative tok/s | speedup predicted (v = 1 / measured v) / measured | ours / HF assisted (bound at equal forward cost) | data |"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     return head + "\n" + "\n".join(rows) if rows else "(no benchmark results yet: python -m utils.bench)"
+
+
+def predicted_table() -> str:
+    """Predicted Gemma2 speedups (Thm 3.8, best gamma) from the measured GPU cost ratios."""
+    import json
+
+    sys.path.insert(0, str(ROOT))
+    from utils.theory import best_speedups
+
+    ref = json.loads((ROOT / "data" / "results" / "reference_h100.json").read_text())
+    alphas = (0.6, 0.7, 0.8)
+    rows = [f"| draft → target, cache | c | " + " | ".join(f"alpha = {a}" for a in alphas) + " |",
+            "|---|---|" + "---|" * len(alphas)]
+    for name, c in ref["cost_ratios"].items():
+        cells = [f"{s:.2f}x (gamma {g})" for _, g, s in best_speedups(c, alphas)]
+        rows.append(f"| {name} | {c:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def _replace_between(text: str, start_mark: str, end_mark: str, body: str) -> str:
@@ -130,6 +151,8 @@ def update_readme() -> None:
     text = _replace_between(readme.read_text(), TABLE_START, TABLE_END, readme_table())
     if BENCH_START in text:
         text = _replace_between(text, BENCH_START, BENCH_END, bench_table())
+    if PRED_START in text:
+        text = _replace_between(text, PRED_START, PRED_END, predicted_table())
     readme.write_text(text)
 
 
@@ -143,7 +166,8 @@ def check() -> int:
         if want != have:
             bad.append(ipynb.name)
     text = (ROOT / "README.md").read_text()
-    if readme_table() not in text or (BENCH_START in text and bench_table() not in text):
+    if (readme_table() not in text or (BENCH_START in text and bench_table() not in text)
+            or (PRED_START in text and predicted_table() not in text)):
         bad.append("README.md tables")
     for b in bad:
         print(f"stale: {b} (run python scripts/build_notebooks.py)")

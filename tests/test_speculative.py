@@ -7,7 +7,7 @@ from scipy.stats import chisquare
 
 from utils.decoding import autoregressive_generate
 from utils.sampling import probs_from_logits
-from utils.speculative import speculative_generate
+from utils.speculative import _new_cache, speculative_generate
 
 
 def hf_greedy(model, ids, n, eos):
@@ -57,6 +57,33 @@ def test_cached_and_uncached_loops_agree_with_generate(pair, encode):
     uncached = autoregressive_generate(pair.target, ids, 80, use_cache=False)
     assert cached.sequences.tolist() == ref.tolist() == uncached.sequences.tolist()
     assert len(cached.step_times) == 80
+
+
+def test_preallocated_cache_matches_dynamic_cache(pair, encode):
+    """Same logits as transformers' DynamicCache through writes, a buffer doubling and crops."""
+    ids = encode("The try statement specifies exception handlers")  # (1, T)
+    small, dyn = _new_cache("preallocated", capacity=4), _new_cache("dynamic")  # 4 < T: must grow
+    with torch.inference_mode():
+        for step, n_crop in [(ids, 0), (torch.tensor([[5, 6, 7]]), 2), (torch.tensor([[8]]), 0), (torch.tensor([[9, 10]]), 1)]:
+            a = pair.target(input_ids=step, past_key_values=small, use_cache=True).logits
+            b = pair.target(input_ids=step, past_key_values=dyn, use_cache=True).logits
+            assert torch.equal(a, b)
+            assert small.get_seq_length() == dyn.get_seq_length()
+            if n_crop:
+                small.crop(-n_crop)
+                dyn.crop(-n_crop)
+    assert small.layers[0].k_buf.shape[-2] >= ids.shape[1] + 4 > 4
+    with pytest.raises(ValueError, match="preallocated"):
+        _new_cache("static")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cache_kinds_give_identical_output(pair, encode, temperature):
+    ids = encode("Lists are mutable sequences")
+    runs = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=90, gamma=4, temperature=temperature,
+                                 generator=torch.Generator().manual_seed(3), cache=kind) for kind in ("preallocated", "dynamic")]
+    assert runs[0].sequences.tolist() == runs[1].sequences.tolist()
+    assert [r.n_accepted for r in runs[0].rounds] == [r.n_accepted for r in runs[1].rounds]
 
 
 def _first_token_dist(pair, ids, **warp):

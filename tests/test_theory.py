@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.theory import expected_speedup, expected_tokens_per_round, optimal_gamma
+from utils.theory import best_speedups, expected_speedup, expected_tokens_per_round, optimal_gamma
 
 
 def simulate_tokens_per_round(alpha, gamma, rounds, rng):
@@ -44,3 +44,13 @@ def test_optimal_gamma_is_argmax_and_grows_with_alpha():
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         expected_tokens_per_round(**bad)
+
+
+def test_best_speedups_picks_the_best_gamma_for_each_alpha():
+    rows = best_speedups(0.45, alphas=(0.6, 0.8))
+    assert [a for a, _, _ in rows] == [0.6, 0.8]
+    for a, g, s in rows:
+        assert s == max(expected_speedup(a, k, 0.45) for k in range(1, 17))
+        assert s == expected_speedup(a, g, 0.45)
+    # a speedup exists iff alpha > c: alpha 0.6 gains at c = 0.45, loses at c = 0.78
+    assert rows[0][2] > 1 and best_speedups(0.78, alphas=(0.6,))[0][2] < 1

@@ -22,7 +22,7 @@ import torch
 from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair
 from .speculative import speculative_generate
-from .theory import expected_speedup
+from .theory import expected_speedup, expected_tokens_per_round
 
 RESULTS = ROOT / "data" / "results"
 
@@ -57,11 +57,45 @@ def hf_generate(target, ids, max_new_tokens, *, assistant=None, prompt_lookup=No
     return out, time.perf_counter() - t0
 
 
+class ForwardClock:
+    """Wall time spent inside the draft's and the target's forward passes, whoever calls them
+    (forward hooks). What is left of a run's time is the caller's own overhead: `total / forward_s`
+    is the most any loop that calls the same forward passes could gain. It never synchronizes CUDA
+    (that would change what it measures): on a GPU it is the host's time in forward calls, which is
+    all of it when decoding is launch-bound."""
+
+    def __init__(self, *models):
+        self.models, self.forward_s, self.calls = models, 0.0, 0
+
+    def _pre(self, module, args, kwargs):
+        self._t0 = time.perf_counter()
+
+    def _post(self, module, args, kwargs, out):
+        self.forward_s += time.perf_counter() - self._t0
+        self.calls += 1
+
+    def __enter__(self):
+        self.handles = [h for m in self.models for h in (m.register_forward_pre_hook(self._pre, with_kwargs=True),
+                                                         m.register_forward_hook(self._post, with_kwargs=True))]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
 def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperature: float = 0.0, seed: int = 0):
-    """One timed run. Returns dict(method, new_tokens, seconds, alpha, tau, draft_s, target_s)."""
+    """One timed run. Returns dict(method, new_tokens, seconds, forward_s, forward_calls, alpha, tau, ...)."""
+    with ForwardClock(pair.target, pair.draft) as clock:
+        row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
+    return dict(row, forward_s=clock.forward_s, forward_calls=clock.calls)
+
+
+def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
     gen = torch.Generator(device=pair.device).manual_seed(seed)
     torch.manual_seed(seed)
     row = dict(method=method, alpha=float("nan"), tau=float("nan"))
+    eos = pair.target.generation_config.eos_token_id  # HF generate stops there: so do our loops
     if method == "hf":
         out, secs = hf_generate(pair.target, ids, max_new_tokens, temperature=temperature)
     elif method == "hf_assisted":
@@ -70,30 +104,34 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
     elif method == "hf_prompt_lookup":
         out, secs = hf_generate(pair.target, ids, max_new_tokens, prompt_lookup=gamma, temperature=temperature)
     elif method == "ours_ar":
-        res = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, generator=gen)
+        res = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, eos_token_id=eos, generator=gen)
         out, secs = res.sequences, sum(res.step_times)
     elif method == "ours_speculative":
         _sync(pair.device)
         t0 = time.perf_counter()
         res = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=gamma,
-                                   temperature=temperature, generator=gen)
+                                   temperature=temperature, eos_token_id=eos, generator=gen,
+                                   time_models=torch.device(pair.device).type != "cuda")  # no extra syncs on a GPU
         _sync(pair.device)
         out, secs = res.sequences, time.perf_counter() - t0
         row.update(alpha=res.acceptance_rate, alpha_checked=res.checked_acceptance_rate, tau=res.tokens_per_round,
                    draft_s=res.draft_time, target_s=res.target_time)
     else:
         raise ValueError(f"unknown method {method!r}")
-    row.update(new_tokens=out.shape[1] - ids.shape[1], seconds=secs)
+    row.update(new_tokens=out.shape[1] - ids.shape[1], seconds=secs, new_ids=out[0, ids.shape[1]:].tolist())
     return row
 
 
-def median_run(method, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1):
-    """Warm up, then the run with the median time of `repeats`."""
-    for _ in range(warmup):
-        run_method(method, pair, ids, max_new_tokens, gamma, temperature)
-    runs = sorted((run_method(method, pair, ids, max_new_tokens, gamma, temperature) for _ in range(repeats)),
-                  key=lambda r: r["seconds"])
-    return runs[len(runs) // 2]
+def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1) -> dict:
+    """Median run of each method, the methods taking turns (A B C, A B C, ...) so that a machine
+    that slows down or speeds up during the measurement affects them all alike."""
+    runs = {m: [] for m in methods}
+    for i in range(warmup + repeats):
+        for m in methods:
+            r = run_method(m, pair, ids, max_new_tokens, gamma, temperature)
+            if i >= warmup:
+                runs[m].append(r)
+    return {m: sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2] for m, rs in runs.items()}
 
 
 def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 3) -> dict:
@@ -108,6 +146,40 @@ def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 3) -> dict:
     return dict(c=td / tt, draft_step_ms=1e3 * td, target_step_ms=1e3 * tt)
 
 
+@torch.inference_mode()
+def forward_latencies(model, sizes, context: int = 64, repeats: int = 15) -> dict[int, float]:
+    """Median seconds of one cached forward pass over n new tokens after `context` tokens, for each
+    n in sizes; the sizes take turns so that a drifting machine affects them alike."""
+    from .speculative import _new_cache
+
+    device = model.device
+    cache = _new_cache(capacity=context + max(sizes))
+    model(input_ids=torch.randint(3, 1000, (1, context), device=device), past_key_values=cache, use_cache=True)
+    times = {n: [] for n in sizes}
+    for i in range(repeats + 1):  # the first round is a warm-up
+        for n in sizes:
+            x = torch.randint(3, 1000, (1, n), device=device)
+            _sync(device)
+            t0 = time.perf_counter()
+            model(input_ids=x, past_key_values=cache, use_cache=True)
+            _sync(device)
+            if i:
+                times[n].append(time.perf_counter() - t0)
+            cache.crop(-n)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def forward_latency(model, n_tokens: int, **kw) -> float:
+    return forward_latencies(model, [n_tokens], **kw)[n_tokens]
+
+
+def verify_cost_ratios(target, gammas) -> dict[str, float]:
+    """v(gamma) = time of the target's pass over gamma + 1 tokens / its one-token pass. Thm 3.8
+    assumes v = 1 (checking is free on a bandwidth-bound GPU); on a CPU it is more."""
+    t = forward_latencies(target, [1] + [g + 1 for g in gammas], repeats=30)
+    return {str(g): t[g + 1] / t[1] for g in gammas}
+
+
 METHODS = ["hf", "ours_ar", "hf_assisted", "ours_speculative"]
 
 
@@ -116,17 +188,29 @@ def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.
     from tqdm.auto import tqdm
 
     cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))
-    jobs = [(p, g, t, m) for p in prompts for g in gammas for t in temperatures for m in methods]
+    cost["verify_ratio"] = verify_cost_ratios(pair.target, gammas)
+    jobs = [(p, g, t) for p in prompts for g in gammas for t in temperatures]
     rows = []
-    for prompt, g, t, m in tqdm(jobs, disable=not progress, desc="bench"):
+    for prompt, g, t in tqdm(jobs, disable=not progress, desc="bench"):
         ids = pair.tokenizer(prompt, return_tensors="pt").input_ids.to(pair.device)
-        r = median_run(m, pair, ids, max_new_tokens, g, t, repeats=repeats)
-        rows.append(dict(prompt=prompt, gamma=g, temperature=t, **r, tokens_per_s=r["new_tokens"] / r["seconds"]))
-    summary = summarize(rows, cost["c"])
+        for m, r in interleaved(methods, pair, ids, max_new_tokens, g, t, repeats=repeats).items():
+            rows.append(dict(prompt=prompt, gamma=g, temperature=t, **r, tokens_per_s=r["new_tokens"] / r["seconds"]))
+    mark_greedy_equality(rows)
+    summary = summarize(rows, cost["c"], cost["verify_ratio"])
     return dict(meta=metadata(pair, cost, max_new_tokens, repeats), rows=rows, summary=summary)
 
 
-def summarize(rows, c):
+def mark_greedy_equality(rows) -> None:
+    """At temperature 0 every method must return HF greedy's tokens: set `same_as_hf_greedy` on each
+    greedy row (None where there is no HF greedy row to compare with) and drop the token ids."""
+    ref = {(r["prompt"], r["gamma"]): r["new_ids"] for r in rows if r["method"] == "hf" and r["temperature"] == 0}
+    for r in rows:
+        ids = r.pop("new_ids")
+        if r["temperature"] == 0 and (r["prompt"], r["gamma"]) in ref:
+            r["same_as_hf_greedy"] = ids == ref[(r["prompt"], r["gamma"])]
+
+
+def summarize(rows, c, verify_ratio=None):
     out = []
     for g in sorted({r["gamma"] for r in rows}):
         for t in sorted({r["temperature"] for r in rows}):
@@ -139,12 +223,24 @@ def summarize(rows, c):
 
             alpha, alpha_checked = pooled("alpha"), pooled("alpha_checked")
             row = dict(gamma=g, temperature=t, alpha=alpha, alpha_checked=alpha_checked, c=c, tokens_per_s=tps)
+            if t == 0 and any("same_as_hf_greedy" in r for r in sel):
+                row["all_equal_hf_greedy"] = all(r.get("same_as_hf_greedy", True) for r in sel)
             if "ours_speculative" in tps and "ours_ar" in tps:
                 row["measured_speedup_vs_ours_ar"] = tps["ours_speculative"] / tps["ours_ar"]
                 row["predicted_speedup"] = expected_speedup(alpha_checked, g, c)
                 row["cost_model_error"] = row["predicted_speedup"] / row["measured_speedup_vs_ours_ar"] - 1
+                if verify_ratio:  # Thm 3.8 with the verification pass costing v target steps instead of 1
+                    v = verify_ratio[str(g)]
+                    row["predicted_speedup_with_v"] = expected_tokens_per_round(alpha_checked, g) / (g * c + v)
+                    row["cost_model_error_with_v"] = row["predicted_speedup_with_v"] / row["measured_speedup_vs_ours_ar"] - 1
             if "ours_speculative" in tps and "hf_assisted" in tps:
                 row["ours_vs_hf_assisted"] = tps["ours_speculative"] / tps["hf_assisted"]
+            # Share of each method's time spent inside the models' forward passes; for HF assisted,
+            # 1 / share bounds what any loop calling the same forward passes can gain over it.
+            row["forward_share"] = {m: sum(r["forward_s"] for r in sel if r["method"] == m)
+                                    / sum(r["seconds"] for r in sel if r["method"] == m) for m in tps}
+            if "hf_assisted" in tps:
+                row["ceiling_vs_hf_assisted"] = 1 / row["forward_share"]["hf_assisted"]
             if "ours_speculative" in tps and "hf" in tps:
                 row["ours_vs_hf_greedy"] = tps["ours_speculative"] / tps["hf"]
             out.append(row)
@@ -157,7 +253,7 @@ def metadata(pair, cost, max_new_tokens, repeats):
     return dict(
         pair=pair.name, device=str(pair.device), hardware=describe_device(pair.device), dtype=str(pair.dtype),
         quantization=pair.quantization, torch=torch.__version__, transformers=transformers.__version__,
-        python=platform.python_version(), max_new_tokens=max_new_tokens, repeats=repeats,
+        python=platform.python_version(), torch_threads=torch.get_num_threads(), max_new_tokens=max_new_tokens, repeats=repeats,
         date=time.strftime("%Y-%m-%d"), **cost,
     )
 
@@ -170,7 +266,7 @@ def save(result, out_dir: Path = RESULTS) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["prompt", "gamma", "temperature", "method", "new_tokens", "seconds",
-                                          "tokens_per_s", "alpha", "tau"], extrasaction="ignore")
+                                          "tokens_per_s", "forward_s", "forward_calls", "alpha", "tau"], extrasaction="ignore")
         w.writeheader()
         w.writerows(result["rows"])
     return path
@@ -188,8 +284,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
     ap.add_argument("--quantization", default=None, choices=["nf4", "fp4"])
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
     prompts = json.loads((ROOT / "data" / "prompts.json").read_text())[args.prompts][: args.n_prompts]
     result = benchmark(pair, prompts, max_new_tokens=args.max_new_tokens, gammas=args.gammas,

@@ -52,7 +52,7 @@ def autoregressive_generate(
     check_input_ids(input_ids)
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     seq = input_ids.to(model.device)  # (1, T)
-    cache = _new_cache() if use_cache else None
+    cache = _new_cache(capacity=input_ids.shape[1] + max_new_tokens) if use_cache else None
     timer, times = _Timer(model.device), []
     feed = seq
     for _ in range(max_new_tokens):

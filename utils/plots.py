@@ -99,3 +99,18 @@ def plot_bars(table: dict[str, float], ylabel: str, title: str, ax=None):
     ax.set(ylabel=ylabel, title=title)
     ax.tick_params(axis="x", rotation=20)
     return ax
+
+
+def plot_time_split(split: dict[str, tuple[float, float]], title: str, ax=None):
+    """Stacked bars per method: (seconds inside the models' forward passes, seconds elsewhere)."""
+    ax = _ax(ax)
+    names = list(split)
+    fwd, other = [split[n][0] for n in names], [split[n][1] for n in names]
+    ax.bar(names, fwd, color="#4c72b0", label="inside the models' forward passes")
+    ax.bar(names, other, bottom=fwd, color="#dd8452", label="the loop's own work")
+    for i, n in enumerate(names):
+        ax.text(i, fwd[i] + other[i], f"{fwd[i] / (fwd[i] + other[i]):.0%}", ha="center", va="bottom", fontsize=9)
+    ax.set(ylabel="seconds (sum over prompts)", title=title, ylim=(0, 1.15 * max(f + o for f, o in zip(fwd, other))))
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=8)
+    return ax

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from .sampling import check_sampling_args, probs_from_logits, sample
 
@@ -176,13 +177,54 @@ def check_input_ids(input_ids) -> None:
         raise ValueError("input_ids is empty: give at least one token (e.g. the BOS token).")
 
 
-def _new_cache():
-    # A plain DynamicCache (no config) keeps every layer's full past, sliding-window layers
-    # included: the sliding mask is applied from positions, and cropping is a simple slice even
-    # after the sequence has outgrown the window.
-    from transformers import DynamicCache
+class PreallocatedLayer(DynamicLayer):
+    """One layer's keys and values in buffers allocated once: `update` writes by index, `crop` moves
+    the index back. transformers' DynamicLayer instead concatenates (allocates and copies the whole
+    past) on every forward pass. The buffers double if a sequence outgrows them. Sliding-window
+    layers keep their full past too: the sliding mask is applied from positions, so cropping stays
+    exact after the sequence has outgrown the window.
+    """
 
-    return DynamicCache()
+    def __init__(self, capacity: int = 256):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states, value_states):
+        super().lazy_initialization(key_states, value_states)
+        B, H, _, D = key_states.shape
+        self.k_buf = key_states.new_empty(B, H, self.capacity, D)
+        self.v_buf = value_states.new_empty(B, H, self.capacity, value_states.shape[-1])
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.length, self.length + key_states.shape[-2]
+        while end > self.k_buf.shape[-2]:  # rare: double the buffers
+            self.k_buf = torch.cat([self.k_buf, torch.empty_like(self.k_buf)], dim=-2)
+            self.v_buf = torch.cat([self.v_buf, torch.empty_like(self.v_buf)], dim=-2)
+        self.k_buf[:, :, start:end] = key_states  # (B, H, T_new, D), written in place
+        self.v_buf[:, :, start:end] = value_states
+        self.length = end
+        self.keys, self.values = self.k_buf[:, :, :end], self.v_buf[:, :, :end]  # views, no copy
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:  # transformers' convention: a negative count
+        if self.is_initialized and tokens_to_remove:
+            self.length = max(0, self.length - abs(tokens_to_remove))
+            self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
+
+
+def _new_cache(kind: str = "preallocated", capacity: int = 256) -> Cache:
+    """A KV cache for one sequence: "preallocated" (PreallocatedLayer, the default) or "dynamic"
+    (transformers' DynamicCache, which concatenates on every step)."""
+    if kind == "dynamic":
+        return DynamicCache()
+    if kind != "preallocated":
+        raise ValueError(f'cache must be "preallocated" or "dynamic" (got {kind!r})')
+    return Cache(layer_class_to_replicate=lambda: PreallocatedLayer(capacity))
 
 
 def _crop(cache, length: int) -> None:
@@ -192,21 +234,25 @@ def _crop(cache, length: int) -> None:
 
 
 class _Timer:
-    """Accumulates wall time of a model's forward passes (synchronizing CUDA so it is honest)."""
+    """Accumulates wall time of a model's forward passes. On CUDA it synchronizes before and after,
+    so the split is honest; `enabled=False` skips that (and the split) for the fastest run."""
 
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
-        self.total = 0.0
+    def __init__(self, device, enabled: bool = True):
+        self.cuda = enabled and torch.device(device).type == "cuda"
+        self.enabled = enabled
+        self.total = 0.0 if enabled else float("nan")
 
     def __enter__(self):
         if self.cuda:
             torch.cuda.synchronize()
-        self.t0 = time.perf_counter()
+        if self.enabled:
+            self.t0 = time.perf_counter()
 
     def __exit__(self, *exc):
         if self.cuda:
             torch.cuda.synchronize()
-        self.total += time.perf_counter() - self.t0
+        if self.enabled:
+            self.total += time.perf_counter() - self.t0
 
 
 @torch.inference_mode()
@@ -222,13 +268,17 @@ def speculative_generate(
     top_p: float | None = None,
     eos_token_id: int | list[int] | None = None,
     generator: torch.Generator | None = None,
+    cache: str = "preallocated",
+    time_models: bool = True,
 ) -> SpeculativeOutput:
     """Generate up to max_new_tokens with speculative sampling; the output is distributed exactly as
     sampling from `target` (temperature/top-k/top-p applied to both models), and at temperature 0 it
     equals `target.generate(do_sample=False)` token for token.
 
     input_ids: (1, T) prompt. generator: a torch.Generator on the models' device, for reproducible
-    sampling. Both models keep KV caches across rounds, cropped after a rejection.
+    sampling. cache: "preallocated" (KV buffers written by index, cropped by moving an index) or
+    "dynamic" (transformers' DynamicCache). time_models: measure draft and target time separately
+    (on CUDA this synchronizes around every forward pass; pass False for the fastest run).
     """
     if not isinstance(gamma, int) or gamma < 1:
         raise ValueError(f"gamma must be an integer >= 1 (got {gamma!r}): it is how many tokens the draft proposes.")
@@ -241,40 +291,44 @@ def speculative_generate(
     device = target.device
     seq = input_ids.to(device)[0].tolist()
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-    t_cache, d_cache = _new_cache(), _new_cache()
-    t_timer, d_timer = _Timer(device), _Timer(device)
+    capacity = len(seq) + max_new_tokens + gamma + 1  # the most either cache ever holds
+    t_cache, d_cache = _new_cache(cache, capacity), _new_cache(cache, capacity)
+    t_timer, d_timer = _Timer(device, time_models), _Timer(device, time_models)
     rounds: list[Round] = []
     t_start = time.perf_counter()
 
-    def forward(model, cache, tokens, timer):  # tokens: list[int] -> logits (len(tokens), V)
+    def forward(model, cache, x, timer):  # x: (1, n) token ids -> logits (n, V)
         with timer:
-            x = torch.tensor([tokens], device=model.device)
             return model(input_ids=x, past_key_values=cache, use_cache=True).logits[0]
 
-    # Prefill everything but the last token; the invariant is: target cache = seq[:-1].
-    if len(seq) > 1:
-        forward(target, t_cache, seq[:-1], t_timer)
-        forward(draft, d_cache, seq[:-1], d_timer)
+    def ids(tokens):  # list[int] -> (1, n) on the device
+        return torch.tensor([tokens], device=device)
 
+    # Invariant between rounds: each cache holds a prefix of seq[:-1]. The first forward pass of
+    # each model also processes the prompt (no separate prefill pass, as in Hugging Face).
     n_new = 0
     while n_new < max_new_tokens:
         k = min(gamma, max_new_tokens - n_new - 1)  # never overshoot: a round emits <= k + 1 tokens
         drafted, q_rows = [], []
         if k > 0:
-            # Draft: catch up on tokens it has not seen (1 normally, 2 after a bonus), then propose k.
-            pending = seq[d_cache.get_seq_length() :]
-            for i in range(k):
-                logits = forward(draft, d_cache, pending, d_timer)[-1]
-                q = probs_from_logits(logits, **warp)  # (V,)
-                x = int(sample(q, generator)) if temperature > 0 else int(q.argmax())
-                drafted.append(x)
+            # Draft: catch up on tokens it has not seen (the prompt, 1 token, or 2 after a bonus), then
+            # propose k. Tokens stay on the device: one host sync per round, not one per token.
+            x, toks = ids(seq[d_cache.get_seq_length() :]), []
+            for _ in range(k):
+                q = probs_from_logits(forward(draft, d_cache, x, d_timer)[-1], **warp)  # (V,)
+                tok = sample(q, generator) if temperature > 0 else q.argmax()  # () on the device
+                toks.append(tok)
                 q_rows.append(q)
-                pending = [x]
-                if x in eos:  # the target would stop there too: no point drafting past EOS
+                x = tok.view(1, 1)
+            drafted = torch.stack(toks).tolist()
+            for j, tok in enumerate(drafted):  # the target would stop at EOS too: drop what follows
+                if tok in eos:
+                    drafted, q_rows = drafted[: j + 1], q_rows[: j + 1]
                     break
             k = len(drafted)
-        # Target: one pass over [last, x_1..x_k] gives p at k + 1 positions.
-        p = probs_from_logits(forward(target, t_cache, seq[-1:] + drafted, t_timer), **warp)  # (k+1, V)
+        # Target: ONE pass over [unseen tokens, x_1..x_k] gives p at the last k + 1 positions.
+        logits = forward(target, t_cache, ids(seq[t_cache.get_seq_length() :] + drafted), t_timer)
+        p = probs_from_logits(logits[-(k + 1) :], **warp)  # (k+1, V)
         if k == 0:
             v = Verification(0, int(sample(p[0], generator)) if temperature > 0 else int(p[0].argmax()), "target", [], [])
             p_x = q_x = []
@@ -299,7 +353,7 @@ def speculative_generate(
         n_new += len(emitted)
         # Roll both caches back to the accepted prefix (the new last token is not cached yet).
         _crop(t_cache, len(seq) - 1)
-        _crop(d_cache, min(d_cache.get_seq_length(), len(seq) - 1))
+        _crop(d_cache, len(seq) - 1)
         if emitted[-1] in eos:
             break
 

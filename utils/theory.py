@@ -42,6 +42,11 @@ def optimal_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
     return max(range(1, max_gamma + 1), key=lambda g: expected_speedup(alpha, g, c))
 
 
+def best_speedups(c: float, alphas=(0.6, 0.7, 0.8), max_gamma: int = 16) -> list[tuple[float, int, float]]:
+    """For each alpha: (alpha, optimal gamma, expected speedup at that gamma) for cost ratio c."""
+    return [(a, g, expected_speedup(a, g, c)) for a in alphas for g in [optimal_gamma(a, c, max_gamma)]]
+
+
 # Peak memory bandwidth (bytes/s) from the vendors' data sheets.
 GPU_BANDWIDTH = {"T4 (16 GB)": 320e9, "A100 (80 GB SXM)": 2039e9, "H100 (80 GB SXM)": 3350e9}
 

@@ -71,106 +71,133 @@ print(f"{same}/6 prompts: HF greedy == HF assisted == ours, token for token")
 # ## 3. Speed on this machine
 #
 # Every option on three workshop prompts, 64 new tokens, greedy: the median of 3 runs after a
-# warm-up (`utils.bench.median_run`). `python -m utils.bench` measures more prompts. `prompt lookup` drafts by copying n-grams from the prompt
+# warm-up, the methods taking turns so that a machine that slows down mid-way hurts them alike
+# (`utils.bench.interleaved`). `python -m utils.bench` measures more prompts. `prompt lookup` drafts by copying n-grams from the prompt
 # (`prompt_lookup_num_tokens`), no draft model at all.
 
 # %%
-import statistics
-
-from utils.bench import median_run, step_cost_ratio
+from utils.bench import interleaved, step_cost_ratio
 
 GAMMA, N_NEW = 4, 64
 prompts = load_prompts()[:3]
 cost = step_cost_ratio(pair, ids)
-rows = {}
-for method in ["hf", "hf_assisted", "hf_prompt_lookup", "ours_ar", "ours_speculative"]:
-    runs = [median_run(method, pair, tok(p, return_tensors="pt").input_ids.to(pair.device), N_NEW, GAMMA) for p in prompts]
-    rows[method] = dict(tps=sum(r["new_tokens"] for r in runs) / sum(r["seconds"] for r in runs),
-                        alpha=statistics.mean(r["alpha"] for r in runs),
-                        alpha_checked=statistics.mean(r.get("alpha_checked", float("nan")) for r in runs))
-for m, r in rows.items():
-    print(f"{m:18s} {r['tps']:7.1f} tok/s" + (f"   alpha={r['alpha']:.2f}" if r["alpha"] == r["alpha"] else ""))
-print(f"[{pair.name}, {environment_report(pair).splitlines()[1]}, gamma={GAMMA}, greedy, c={cost['c']:.3f}]")
+METHODS = ["hf", "hf_assisted", "hf_prompt_lookup", "ours_ar", "ours_speculative"]
+per_prompt = [interleaved(METHODS, pair, tok(p, return_tensors="pt").input_ids.to(pair.device), N_NEW, GAMMA) for p in prompts]
+runs = {m: [r[m] for r in per_prompt] for m in METHODS}  # method -> one median run per prompt
+tps = {m: sum(r["new_tokens"] for r in rs) / sum(r["seconds"] for r in rs) for m, rs in runs.items()}
+spec = runs["ours_speculative"]
+alpha = sum(r["alpha"] * r["new_tokens"] for r in spec) / sum(r["new_tokens"] for r in spec)
+alpha_checked = sum(r["alpha_checked"] * r["new_tokens"] for r in spec) / sum(r["new_tokens"] for r in spec)
+for m, v in tps.items():
+    print(f"{m:18s} {v:7.1f} tok/s")
+print(f"[{pair.name}, {environment_report(pair).splitlines()[1]}, gamma={GAMMA}, greedy, "
+      f"alpha={alpha:.2f} per drafted / {alpha_checked:.2f} per checked token, c={cost['c']:.3f}]")
 
 # %%
 from utils.plots import plot_bars
 
-plot_bars({m: r["tps"] for m, r in rows.items()}, "tokens / s", f"{pair.name} on {pair.device}, gamma={GAMMA}, greedy");
+plot_bars(tps, "tokens / s", f"{pair.name} on {pair.device}, gamma={GAMMA}, greedy");
 
 # %% [markdown]
 # Read the numbers with $c$ in mind: the expected speedup over plain decoding is
-# $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)}$:
+# $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+v)}$, with $\alpha$ the acceptance rate per
+# *checked* token (drafted tokens after a rejection are never checked) and $v$ the cost of the
+# target's pass over $\gamma+1$ tokens in one-token steps. The paper takes $v=1$ (on a
+# bandwidth-bound GPU, checking 5 tokens costs what generating 1 does); on a CPU it is larger:
 
 # %%
 from utils.theory import expected_speedup
 
-alpha = rows["ours_speculative"]["alpha_checked"]  # per checked token: the alpha of the cost model
-print(f"alpha={alpha:.2f}, c={cost['c']:.3f}: cost model predicts {expected_speedup(alpha, GAMMA, cost['c']):.2f}x; "
-      f"measured ours vs our loop {rows['ours_speculative']['tps'] / rows['ours_ar']['tps']:.2f}x, "
-      f"HF assisted vs HF greedy {rows['hf_assisted']['tps'] / rows['hf']['tps']:.2f}x")
+from utils.bench import verify_cost_ratios
+from utils.theory import expected_tokens_per_round
+
+v = verify_cost_ratios(target, [GAMMA])[str(GAMMA)]
+print(f"v = {v:.2f}; cost model: {expected_speedup(alpha_checked, GAMMA, cost['c']):.2f}x with v = 1, "
+      f"{expected_tokens_per_round(alpha_checked, GAMMA) / (GAMMA * cost['c'] + v):.2f}x with v measured; "
+      f"measured: ours vs our loop {tps['ours_speculative'] / tps['ours_ar']:.2f}x, "
+      f"HF assisted vs HF greedy {tps['hf_assisted'] / tps['hf']:.2f}x")
+
+# %% [markdown]
+# ### Where the time goes
+#
+# Ours and HF assisted call the forward passes of the same two models, equally often. A forward
+# hook (`utils.bench.ForwardClock`) times what happens inside them; the rest is the decoding loop's
+# own work (sampling, bookkeeping, HF's candidate generator and logits processors). If a share $f$
+# of HF assisted's time is spent in forward passes, a loop whose passes cost the same can be at most
+# $1/f$ times faster than it. Going further takes cheaper passes: a leaner cache and fewer
+# arguments help a little; fewer kernel launches (static shapes, CUDA graphs, `torch.compile`, fused
+# kernels) help a lot.
+
+# %%
+from utils.plots import plot_time_split
+
+split = {m: (sum(r["forward_s"] for r in runs[m]), sum(r["seconds"] - r["forward_s"] for r in runs[m]))
+         for m in ["hf", "ours_ar", "hf_assisted", "ours_speculative"]}
+f = split["hf_assisted"][0] / sum(split["hf_assisted"])
+per_call = {m: 1e3 * split[m][0] / sum(r["forward_calls"] for r in runs[m]) for m in ["hf_assisted", "ours_speculative"]}
+print(f"HF assisted spends {f:.0%} of its time in forward passes (ours {split['ours_speculative'][0] / sum(split['ours_speculative']):.0%}): "
+      f"with passes of equal cost, a loop could be at most {1 / f:.2f}x faster than it.\n"
+      f"Per forward pass: HF assisted {per_call['hf_assisted']:.2f} ms, ours {per_call['ours_speculative']:.2f} ms. "
+      f"Measured: ours {tps['ours_speculative'] / tps['hf_assisted']:.2f}x HF assisted.")
+plot_time_split(split, f"{len(prompts)} prompts x {N_NEW} tokens, {pair.name} on {pair.device}");
 
 # %% [markdown]
 # ## 4. The DataCamp benchmark, honestly
 #
 # The tutorial timed five prompts at 200 new tokens: "normal inference" against its draft-and-score
-# method (notebook 02). We add the two methods that really are speculative decoding. On the tiny
+# method (notebook 02). `utils.datacamp` reruns it on any pair (`python -m utils.datacamp --pair
+# ...` from a terminal) and adds the two methods that really are speculative decoding. On the tiny
 # pair the prompts are far from its training text (Python's documentation), so $\alpha$ is low
-# there, and we use 32 new tokens and one timed run after a warm-up to keep the notebook short; on
-# a GPU pair it runs 200 tokens, median of 3.
+# there; we use 48 new tokens and one timed run after a warm-up to keep the notebook short. On a GPU
+# pair it runs 200 tokens, median of 3.
 
 # %%
-from utils.decoding import draft_and_score
+from utils import datacamp
 
-N_DC, REPEATS = (200, 3) if pair.name != "tiny" else (32, 1)
-table = []
-for p in load_prompts("datacamp"):
-    x = tok(p, return_tensors="pt").input_ids.to(pair.device)
-    normal = median_run("hf", pair, x, N_DC, GAMMA, repeats=REPEATS)
-    ds = min((draft_and_score(draft, target, tok, p, N_DC) for _ in range(REPEATS + 1)), key=lambda r: r["draft_time"] + r["score_time"])
-    assisted = median_run("hf_assisted", pair, x, N_DC, GAMMA, repeats=REPEATS)
-    ours = median_run("ours_speculative", pair, x, N_DC, GAMMA, repeats=REPEATS)
-    table.append((p, normal["seconds"], ds["draft_time"] + ds["score_time"], assisted["seconds"], ours["seconds"], ours["alpha"]))
-print(f"{'prompt':58s} {'normal':>7s} {'draft+score':>11s} {'HF assist':>9s} {'ours':>7s} {'alpha':>5s}")
-for p, *t, a in table:
-    print(f"{p[:58]:58s} " + " ".join(f"{v:7.3f}s" for v in t) + f" {a:5.2f}")
+N_DC, REPEATS = (200, 3) if pair.name != "tiny" else (48, 1)
+dc = datacamp.run(pair, max_new_tokens=N_DC, gamma=GAMMA, repeats=REPEATS, progress=False)
+print(datacamp.table(dc))
 
 # %%
-import numpy as np
+import statistics
 
-means = np.mean([t[1:5] for t in table], axis=0)
-plot_bars(dict(zip(["normal", "draft+score (not spec.)", "HF assisted", "ours"], means)), "seconds (mean of 5 prompts)",
-          f"DataCamp prompts, {N_DC} new tokens, {pair.name} on {pair.device}");
+means = {n: statistics.mean(r["seconds"][n] for r in dc["rows"]) for n in dc["rows"][0]["seconds"]}
+plot_bars(means, "seconds (mean of 5 prompts)", f"DataCamp prompts, {N_DC} new tokens, {pair.name} on {pair.device}");
 
 # %% [markdown]
-# Only "HF assisted" and "ours" return the target's text; "draft+score" returns the draft's (notebook 02).
+# Only "HF assisted" and "ours" return the target's text; "draft+score" is fast because the target
+# never decodes, and returns the draft's text (notebook 02). When $\alpha$ is low, speculative
+# decoding can be *slower* than the target alone: each rejected round still paid for $\gamma$ draft
+# steps.
 #
 # ## 5. What to expect from Gemma2 on a GPU
 #
 # This project measured real Gemma2 shapes (random weights: timing does not depend on the values)
-# on an H100 80 GB with transformers' eager `generate` in bf16 (`data/results/reference_h100.json`).
-# Per-step overhead, not weight traffic, sets the time there, so $c$ is large. With those $c$
-# values the cost model gives, for the best $\gamma$:
+# on an H100 80 GB with transformers' eager `generate` in bf16 (`data/results/reference_h100.json`,
+# not re-measured in this repository). Per-step overhead, not weight traffic, sets the time there,
+# so $c$ is large. With those $c$ values the cost model gives, for the best $\gamma$:
 
 # %%
 import json
 
 from utils.models import ROOT
-from utils.theory import optimal_gamma
+from utils.theory import best_speedups
 
 ref = json.loads((ROOT / "data/results/reference_h100.json").read_text())
-print(f"{'pair, cache':32s} {'c':>5s} " + " ".join(f"alpha={a}: speedup (gamma)" for a in (0.6, 0.7, 0.8)))
+print(f"{'pair, cache':40s} {'c':>5s} " + "".join(f"{f'alpha={a}':>18s}" for a in (0.6, 0.7, 0.8)))
 for name, c in ref["cost_ratios"].items():
-    cells = [f"{expected_speedup(a, optimal_gamma(a, c), c):14.2f}x ({optimal_gamma(a, c):2d})" for a in (0.6, 0.7, 0.8)]
-    print(f"{name:32s} {c:5.2f} " + " ".join(f"{s:>27s}" for s in cells))
+    print(f"{name:40s} {c:5.2f} " + "".join(f"{f'{s:.2f}x (gamma {g})':>18s}" for _, g, s in best_speedups(c)))
 
 # %% [markdown]
-# A value below 1 means speculative decoding is slower at *every* $\gamma$ (the best is then to
-# draft as little as possible, or not at all). When $c$ is near 0.5–0.8, even a good draft buys little; on a GPU with less bandwidth (a T4),
-# weight traffic dominates, $c$ falls towards the ratio of model sizes, and the same pair speeds up.
-# Measure $c$ on your hardware before promising a speedup.
+# A value below 1 means speculative decoding is slower at *every* $\gamma$ (a speedup exists only
+# when $\alpha > c$). When $c$ is near 0.5–0.8, even a good draft buys little; on a GPU with less
+# bandwidth (a T4), weight traffic dominates, $c$ falls towards the ratio of model sizes, and the
+# same pair speeds up. Measure $c$ on your hardware before promising a speedup.
 #
 # ## Try this
 # - Set the schedule to `"heuristic"` and the threshold to 0.4 (HF's defaults) and rerun section 3.
+# - Run section 3 after `torch.set_num_threads(1)`: on a tiny model, is one CPU thread slower or faster than two, and why?
+# - `python -m utils.datacamp --max-new-tokens 200` in a terminal: the full DataCamp benchmark on this pair.
 # - Raise `GAMMA` to 8: does HF assisted or ours gain more?
 # - `prompt lookup` shines when the output repeats the prompt: give it a prompt that contains the
 #   text it should continue.

@@ -1,0 +1,52 @@
+"""utils.bench and utils.datacamp on the tiny pair: what they record, and that it is consistent."""
+
+import json
+
+import pytest
+
+from utils import bench, datacamp
+
+
+@pytest.fixture(scope="module")
+def result(pair, prompts):
+    return bench.benchmark(pair, prompts["workshop"][:2], max_new_tokens=12, repeats=1, progress=False)
+
+
+def test_benchmark_rows_and_summary(result):
+    rows, (s,) = result["rows"], result["summary"]
+    assert {r["method"] for r in rows} == set(bench.METHODS) and len(rows) == 2 * len(bench.METHODS)
+    for r in rows:
+        assert r["new_tokens"] == 12 and r["seconds"] > 0
+        assert 0 < r["forward_s"] < r["seconds"]  # hooks saw the forward passes, and something else ran too
+        assert r["same_as_hf_greedy"] is True  # greedy: every method returns HF greedy's tokens
+    plain = [r for r in rows if r["method"] in ("hf", "ours_ar")]
+    assert all(r["forward_calls"] == 12 for r in plain)  # one forward pass per token, the first with the prompt
+    assert s["all_equal_hf_greedy"] is True
+    assert 0 < s["alpha"] <= s["alpha_checked"] <= 1
+    assert 0 < s["c"] < 1
+    assert s["ceiling_vs_hf_assisted"] == pytest.approx(1 / s["forward_share"]["hf_assisted"]) and s["ceiling_vs_hf_assisted"] > 1
+    v = result["meta"]["verify_ratio"]["4"]  # target pass over 5 tokens / over 1 token
+    assert v > 0 and s["predicted_speedup_with_v"] == pytest.approx(s["predicted_speedup"] * (4 * s["c"] + 1) / (4 * s["c"] + v))
+    assert s["predicted_speedup"] == pytest.approx(s["cost_model_error"] * s["measured_speedup_vs_ours_ar"] + s["measured_speedup_vs_ours_ar"])
+
+
+def test_benchmark_saves_json_and_csv(result, tmp_path):
+    path = bench.save(result, tmp_path)
+    assert path.name == "bench-tiny-cpu.json"
+    assert json.loads(path.read_text())["meta"]["torch_threads"] >= 1
+    lines = (tmp_path / "bench-tiny-cpu.csv").read_text().splitlines()
+    assert lines[0].startswith("prompt,gamma,temperature,method") and len(lines) == 1 + len(result["rows"])
+
+
+def test_datacamp_benchmark(pair, tmp_path):
+    r = datacamp.run(pair, max_new_tokens=10, repeats=1, n_prompts=2, progress=False)
+    assert len(r["rows"]) == 2 and r["meta"]["gamma"] == 4
+    for row in r["rows"]:
+        assert set(row["seconds"]) == {"normal", "draft+score", "HF assisted", "ours"}
+        assert all(v > 0 for v in row["seconds"].values())
+        # the two speculative methods return the target's greedy text; normal is the reference
+        assert row["same_as_target"]["HF assisted"] and row["same_as_target"]["ours"] and row["same_as_target"]["normal"]
+    text = datacamp.table(r)
+    assert "speedup over normal" in text and "returns the target text" in text
+    path = datacamp.save(r, tmp_path)
+    assert path.name == "datacamp-tiny-cpu.json" and json.loads(path.read_text())["rows"][0]["new_tokens"] == 10
