@@ -134,15 +134,19 @@ def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repe
     return {m: sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2] for m, rs in runs.items()}
 
 
-def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 3) -> dict:
-    """c = median one-token cached decode step of the draft / of the target (after warm-up)."""
-    def one(model):
-        autoregressive_generate(model, ids, 4)
-        return statistics.median(
-            statistics.median(autoregressive_generate(model, ids, steps).step_times) for _ in range(repeats)
-        )
+def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 5) -> dict:
+    """c = one-token cached decode step of the draft / of the target, as our loop runs them (forward
+    pass + sampling): medians over `repeats` runs of `steps` tokens after a warm-up, the two models
+    taking turns so that a drifting machine affects them alike."""
+    def run(model):
+        return statistics.median(autoregressive_generate(model, ids, steps).step_times)
 
-    td, tt = one(pair.draft), one(pair.target)
+    run(pair.draft), run(pair.target)  # warm-up
+    td, tt = [], []
+    for _ in range(repeats):
+        td.append(run(pair.draft))
+        tt.append(run(pair.target))
+    td, tt = statistics.median(td), statistics.median(tt)
     return dict(c=td / tt, draft_step_ms=1e3 * td, target_step_ms=1e3 * tt)
 
 

@@ -118,6 +118,23 @@ print(f"v = {v:.2f}; cost model: {expected_speedup(alpha_checked, GAMMA, cost['c
       f"HF assisted vs HF greedy {tps['hf_assisted'] / tps['hf']:.2f}x")
 
 # %% [markdown]
+# One configuration proves little. `python -m utils.bench --gammas 1 2 4 8 --temperatures 0 1`
+# measured every $\gamma$ at $T=0$ and $T=1$ (5 prompts, median of 3; committed in
+# `data/results/bench-tiny-cpu.json` from this repository's 2-core CPU; rerun it to measure yours):
+
+# %%
+import json
+
+from utils.bench import RESULTS
+from utils.plots import plot_cost_model
+
+sweep = json.loads((RESULTS / "bench-tiny-cpu.json").read_text())
+for s in sweep["summary"]:
+    print(f"gamma={s['gamma']} T={s['temperature']}: alpha {s['alpha_checked']:.2f}, predicted {s['predicted_speedup_with_v']:.2f}x, "
+          f"measured {s['measured_speedup_vs_ours_ar']:.2f}x (error {s['cost_model_error_with_v']:+.0%})")
+plot_cost_model(sweep["summary"], f"tiny pair, {sweep['meta']['hardware']}, c={sweep['meta']['c']:.2f}");
+
+# %% [markdown]
 # ### Where the time goes
 #
 # Ours and HF assisted call the forward passes of the same two models, equally often. A forward
@@ -178,8 +195,6 @@ plot_bars(means, "seconds (mean of 5 prompts)", f"DataCamp prompts, {N_DC} new t
 # so $c$ is large. With those $c$ values the cost model gives, for the best $\gamma$:
 
 # %%
-import json
-
 from utils.models import ROOT
 from utils.theory import best_speedups
 
