@@ -29,13 +29,16 @@ BADGE = (
     "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
     f"(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{{name}})"
 )
+# Lines of requirements.txt the Colab setup cell skips (grep -E): Colab's own torch is kept, and its
+# runtime pins its own Jupyter, so the front end and the test tools are not installed there.
+COLAB_SKIP = "^(torch|jupyterlab|notebook|jupytext|pytest|nbval|playwright)[<>=!~ ]"
 SETUP = f"""\
 # Setup. In JupyterLab (python run.py lab) this only finds the repository; on Colab it first
-# fetches the repository and its requirements (Colab's own torch is kept).
+# fetches the repository and the packages the notebooks use (Colab's torch and Jupyter are kept).
 import os, sys
 if "google.colab" in sys.modules and not os.path.isdir("/content/specdec-notebooks"):
     !git clone -q --depth 1 https://github.com/{GITHUB_REPO} /content/specdec-notebooks
-    !grep -v "^torch" /content/specdec-notebooks/requirements.txt > /tmp/requirements.txt
+    !grep -v -E "{COLAB_SKIP}" /content/specdec-notebooks/requirements.txt > /tmp/requirements.txt
     %pip install -q -r /tmp/requirements.txt
 if "google.colab" in sys.modules:
     os.chdir("/content/specdec-notebooks/notebooks")

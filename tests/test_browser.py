@@ -4,7 +4,9 @@ nbval only runs the kernel side. This test starts JupyterLab from this environme
 localhost port with a random token, opens notebooks/04_playground.ipynb in Debian's Chromium
 (driven by Playwright, no browser download, no network), runs all cells, waits for the widgets,
 changes gamma and temperature through the sliders' own controls, and checks that the coloured
-token view changes and that no widget failed to render. Screenshots go to test-artifacts/.
+token view changes and that no widget failed to render. It does this twice: in JupyterLab
+(/lab) and in Jupyter Notebook 7 (/notebooks), which the same server serves. Screenshots go to
+test-artifacts/ (lab-*.png, notebook7-*.png).
 
 Needs `chromium` (Debian: apt-get install chromium) and the `playwright` Python package; skipped
 with a message otherwise. Bounded to about 3 minutes; the server is always shut down.
@@ -88,7 +90,24 @@ def _set_slider(page, label: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_playground_sliders_update_the_tokens(lab):
+def _wait_until_all_cells_ran(page) -> None:
+    """Every code cell has an execution count: none is queued or running ([*] or [ ])."""
+    page.wait_for_function(
+        """() => {
+          const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+          return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }"""
+    )
+
+
+# Both front ends a learner may open: JupyterLab, and Jupyter Notebook 7 (same server, other URL).
+UIS = {"lab": "/lab/tree/04_playground.ipynb", "notebook7": "/notebooks/04_playground.ipynb"}
+
+
+@pytest.mark.parametrize("ui", list(UIS))
+def test_playground_sliders_update_the_tokens(lab, ui):
+    if ui == "notebook7":
+        pytest.importorskip("notebook", reason="pip install notebook (Jupyter Notebook 7) enables this case")
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
     base, token = lab
     with playwright.sync_playwright() as pw:
@@ -100,11 +119,12 @@ def test_playground_sliders_update_the_tokens(lab):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(90_000)
-            page.goto(f"{base}/lab/tree/04_playground.ipynb?token={token}")
+            shot = lambda name, **kw: page.screenshot(path=str(ARTIFACTS / f"{ui}-{name}.png"), **kw)  # noqa: E731
+            page.goto(f"{base}{UIS[ui]}?token={token}")
             page.locator(".jp-Notebook").first.wait_for()
             select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-            try:  # JupyterLab asks which kernel to start for a notebook opened by URL
-                select.wait_for(timeout=30_000)
+            try:  # the front end may ask which kernel to start for a notebook opened by URL
+                select.wait_for(timeout=20_000)
                 select.click()
             except Exception:
                 pass  # no dialog: the kernel started by itself
@@ -114,11 +134,11 @@ def test_playground_sliders_update_the_tokens(lab):
             try:
                 stats.wait_for()
             except Exception:
-                page.screenshot(path=str(ARTIFACTS / "playground-0-timeout.png"), full_page=True)
+                shot("0-timeout", full_page=True)
                 raise
             # let every cell finish: later cells drive the same widgets from code
-            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
-            page.screenshot(path=str(ARTIFACTS / "playground-1-initial.png"))
+            _wait_until_all_cells_ran(page)
+            shot("1-initial")
             before = _counts(page)
             assert sum(before.values()) > 0
 
@@ -129,7 +149,7 @@ def test_playground_sliders_update_the_tokens(lab):
             after_gamma = _counts(page)
             assert page.locator(".widget-slider", has=page.locator(".widget-label", has_text="gamma")).first.locator(
                 ".widget-readout").inner_text().strip() == "1"
-            page.screenshot(path=str(ARTIFACTS / "playground-2-gamma1.png"))
+            shot("2-gamma1")
 
             _set_slider(page, "temperature", "1.5")
             page.wait_for_function(
@@ -137,7 +157,7 @@ def test_playground_sliders_update_the_tokens(lab):
                 arg=after_gamma,
             )
             after_temp = _counts(page)
-            page.screenshot(path=str(ARTIFACTS / "playground-3-temperature.png"), full_page=True)
+            shot("3-temperature", full_page=True)
 
             assert after_gamma != before and after_temp != after_gamma
             body = page.locator("body").inner_text()

@@ -47,3 +47,15 @@ def test_every_notebook_has_badge_setup_and_try_this():
         assert any("## Try this" in c.source for c in nb.cells if c.cell_type == "markdown")
         assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs), f"{p.name}: no committed figure"
+
+
+def test_colab_setup_installs_what_the_notebooks_import_and_no_jupyter():
+    """The setup cell's grep keeps the runtime packages and drops torch and the Jupyter/test tools."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_notebooks import COLAB_SKIP, SETUP
+
+    assert COLAB_SKIP in SETUP
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    kept = {re.split(r"[<>=!~ ]", l)[0] for l in lines if l.strip() and not l.startswith("#") and not re.search(COLAB_SKIP, l)}
+    assert {"transformers", "accelerate", "bitsandbytes", "ipywidgets", "plotly", "matplotlib", "scipy", "tqdm"} <= kept
+    assert not kept & {"torch", "jupyterlab", "notebook", "jupytext", "pytest", "nbval", "playwright"}
