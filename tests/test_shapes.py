@@ -56,3 +56,13 @@ def test_run_on_shrunken_configs():
     for p in r["pairs"]:
         assert p["same_as_hf_greedy"] == dict(hf_assisted=True, ours_speculative=True)
         assert p["c"] > 0 and set(p["tokens_per_s"]) == {"hf", "hf_assisted", "ours_speculative"}
+
+
+def test_cli_writes_a_tagged_file_per_part(tmp_path, capsys):
+    """A GPU session splits the run into parts that each fit one command; each part has its own file."""
+    import json
+
+    shapes.main(["--sizes", "--pairs", "--device", "cpu", "--out", str(tmp_path), "--tag", "part1"])
+    data = json.loads((tmp_path / "shapes-cpu-part1.json").read_text())
+    assert data["models"] == [] and data["pairs"] == [] and data["meta"]["device"] == "cpu"
+    assert "shapes-cpu-part1.json" in capsys.readouterr().out

@@ -196,11 +196,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--tag", default="", help="file name suffix, for a run split into parts: shapes-cuda-<tag>.json")
     args = ap.parse_args(argv)
     result = run(args.sizes, [None if q == "none" else q for q in args.quant], [tuple(p.split(":")) for p in args.pairs],
                  device=args.device, max_new_tokens=args.max_new_tokens, gamma=args.gamma, repeats=args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"shapes-{result['meta']['device'].split(':')[0]}.json"
+    stem = "-".join(filter(None, ["shapes", result["meta"]["device"].split(":")[0], args.tag]))
+    path = args.out / f"{stem}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     for row in result["models"] + result["pairs"]:
         print(json.dumps(row))
