@@ -112,16 +112,16 @@ def bench_table() -> str:
             tps = s["tokens_per_s"]
             rows.append(
                 f"| {m['pair']} | {m['hardware']} | {m['dtype'].replace('torch.', '')} | {s['gamma']} | {s['temperature']} "
-                f"| {s['alpha']:.2f} / {s.get('alpha_checked', float('nan')):.2f} | {m['c']:.3f} | {tps.get('hf', float('nan')):.1f} | {tps.get('hf_assisted', float('nan')):.1f} "
+                f"| {s['alpha']:.2f} / {s.get('alpha_checked', float('nan')):.2f} | {m['c']:.3f} / {s.get('c_in_loop', float('nan')):.3f} | {tps.get('hf', float('nan')):.1f} | {tps.get('hf_assisted', float('nan')):.1f} "
                 f"| {tps.get('ours_ar', float('nan')):.1f} | {tps.get('ours_speculative', float('nan')):.1f} "
                 f"| {s.get('predicted_speedup', float('nan')):.2f}x / {s.get('predicted_speedup_with_v', float('nan')):.2f}x / "
-                f"{s.get('measured_speedup_vs_ours_ar', float('nan')):.2f}x "
+                f"{s.get('predicted_speedup_in_loop', float('nan')):.2f}x / {s.get('measured_speedup_vs_ours_ar', float('nan')):.2f}x "
                 f"| {s.get('ours_vs_hf_assisted', float('nan')):.2f}x ({s.get('ceiling_vs_hf_assisted', float('nan')):.2f}x) "
                 f"| [{path.name}](data/results/{path.name}) |"
             )
     head = (
-        "| pair | hardware | dtype | gamma | T | alpha (per drafted / per checked token) | c | HF greedy tok/s | HF assisted tok/s | our loop tok/s "
-        "| ours speculative tok/s | speedup predicted (v = 1 / measured v) / measured | ours / HF assisted (bound at equal forward cost) | data |"
+        "| pair | hardware | dtype | gamma | T | alpha (per drafted / per checked token) | c (in isolation / in the loop) | HF greedy tok/s | HF assisted tok/s | our loop tok/s "
+        "| ours speculative tok/s | speedup predicted (v = 1 / c, v in isolation / c, v in the loop) / measured | ours / HF assisted (bound at equal forward cost) | data |"
         "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     return head + "\n" + "\n".join(rows) if rows else "(no benchmark results yet: python -m utils.bench)"

@@ -30,6 +30,27 @@ def test_benchmark_rows_and_summary(result):
     assert s["predicted_speedup"] == pytest.approx(s["cost_model_error"] * s["measured_speedup_vs_ours_ar"] + s["measured_speedup_vs_ours_ar"])
 
 
+def test_forward_clocks_per_model_and_in_loop_costs(result):
+    rows, (s,) = result["rows"], result["summary"]
+    for r in rows:
+        assert r["forward_s"] == pytest.approx(r["target_forward_s"] + r["draft_forward_s"])
+        assert r["forward_calls"] == r["target_forward_calls"] + r["draft_forward_calls"]
+        if r["method"] in ("hf", "ours_ar"):
+            assert r["draft_forward_calls"] == 0 and r["draft_forward_s"] == 0  # no draft: its clock stays at zero
+    spec = [r for r in rows if r["method"] == "ours_speculative"]
+    # the draft drafts up to gamma tokens per target pass; the target verifies once per round
+    assert all(r["target_forward_calls"] < r["draft_forward_calls"] <= 4 * r["target_forward_calls"] for r in spec)
+    ar = [r for r in rows if r["method"] == "ours_ar"]
+    step = sum(r["target_forward_s"] for r in ar) / sum(r["target_forward_calls"] for r in ar)
+    c = sum(r["draft_forward_s"] for r in spec) / sum(r["draft_forward_calls"] for r in spec) / step
+    assert s["c_in_loop"] == pytest.approx(c) and 0 < c < 1  # a 2-layer draft costs less than the 20-layer target
+    assert s["v_in_loop"] > 0.5  # one pass over up to 5 tokens costs at least about one step
+    a = s["alpha_checked"]
+    tau = 5.0 if a == 1 else (1 - a**5) / (1 - a)  # expected tokens per round, gamma 4
+    assert s["predicted_speedup_in_loop"] == pytest.approx(tau / (4 * c + s["v_in_loop"]))
+    assert s["cost_model_error_in_loop"] == pytest.approx(s["predicted_speedup_in_loop"] / s["measured_speedup_vs_ours_ar"] - 1)
+
+
 def test_benchmark_saves_json_and_csv(result, tmp_path):
     path = bench.save(result, tmp_path)
     assert path.name == "bench-tiny-cpu.json"

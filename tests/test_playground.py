@@ -43,7 +43,10 @@ def test_statistics_are_consistent(pg):
     c = s["counts"]
     assert c["accepted"] + c["resample"] + c["bonus"] + c["target"] == s["new_tokens"] == 32
     assert s["tokens_per_round"] == pytest.approx(s["new_tokens"] / s["rounds"])
-    assert 0 < s["c"] < 1 and s["measured_speedup"] > 0 and s["predicted_speedup"] > 0
+    assert 0 < s["c"] < 1 and s["v"] > 0.5 and s["measured_speedup"] > 0 and s["predicted_speedup"] > 0
+    a = s["alpha_checked"]
+    tau = 5.0 if a == 1 else (1 - a**5) / (1 - a)  # expected tokens per round, gamma 4
+    assert s["predicted_speedup"] == pytest.approx(tau / (4 * s["c"] + s["v"]))  # Thm 3.8 with this run's v
     assert 1 <= s["optimal_gamma"] <= 10
 
 

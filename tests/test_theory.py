@@ -28,6 +28,9 @@ def test_limits_and_known_values():
     assert expected_tokens_per_round(0.5, 1) == pytest.approx(1.5)
     # Leviathan et al.: speedup = tau / (gamma c + 1)
     assert expected_speedup(0.8, 4, 0.05) == pytest.approx((1 - 0.8**5) / 0.2 / 1.2)
+    assert expected_speedup(0.8, 4, 0.05, v=1.5) == pytest.approx((1 - 0.8**5) / 0.2 / 1.7)  # a dearer check
+    with pytest.raises(ValueError, match="v"):
+        expected_speedup(0.8, 4, 0.05, v=0)
     # no speedup possible when alpha <= c
     assert all(expected_speedup(0.3, g, 0.3) <= 1 + 1e-12 for g in range(1, 20))
     assert expected_speedup(0.9, optimal_gamma(0.9, 0.1), 0.1) > 2

@@ -21,14 +21,13 @@ from .speculative import speculative_generate
 from .theory import expected_speedup, optimal_gamma
 
 
-def measured_cost_ratio(out) -> float:
-    """c-hat from one run: mean draft forward time / mean target forward time.
-
-    The target's forward passes here verify gamma + 1 tokens at once, so on a CPU (where a wider
-    pass costs more) this c-hat is a little optimistic compared with one-token target steps.
-    """
-    n_draft = max(1, out.n_drafted)
-    return (out.draft_time / n_draft) / (out.target_time / max(1, len(out.rounds)))
+def loop_costs(out, target_step_s: float) -> tuple[float, float]:
+    """c and v as one speculative run paid them, in units of the target's one-token step
+    (`target_step_s`, measured in the plain loop): c = mean draft forward time per drafted token,
+    v = mean target verification pass over gamma + 1 tokens."""
+    c = out.draft_time / max(1, out.n_drafted) / target_step_s
+    v = out.target_time / max(1, len(out.rounds)) / target_step_s
+    return c, v
 
 
 class Playground:
@@ -81,8 +80,9 @@ class Playground:
             pair.target, pair.draft, ids, max_new_tokens=self.max_new_tokens.value, gamma=gamma,
             temperature=temp, generator=gen, eos_token_id=pair.tokenizer.eos_token_id,
         )
-        ar_seconds = self._target_only_seconds_per_token(ids, self.max_new_tokens.value) * max(1, out.new_tokens)
-        alpha, c = out.acceptance_rate, measured_cost_ratio(out)
+        step = self._target_only_seconds_per_token(ids, self.max_new_tokens.value)
+        ar_seconds = step * max(1, out.new_tokens)
+        alpha, (c, v) = out.acceptance_rate, loop_costs(out, step)
         checked = out.checked_acceptance_rate
         alpha_ = 0.0 if checked != checked else checked  # NaN when nothing was checked
         self.last = dict(
@@ -92,8 +92,9 @@ class Playground:
             alpha_checked=checked,
             tokens_per_round=out.tokens_per_round,
             c=c,
+            v=v,
             measured_speedup=ar_seconds / out.total_time,
-            predicted_speedup=expected_speedup(alpha_, gamma, c),
+            predicted_speedup=expected_speedup(alpha_, gamma, c, v),
             optimal_gamma=optimal_gamma(alpha_, c, max_gamma=10),
             counts=count_kinds(out.rounds),
             new_tokens=out.new_tokens,
@@ -109,10 +110,11 @@ class Playground:
             ("acceptance rate alpha (accepted / drafted)", f"{s['alpha']:.2f}"),
             ("alpha per checked token (cost model)", f"{s['alpha_checked']:.2f}"),
             ("tokens per round tau", f"{s['tokens_per_round']:.2f}"),
-            ("cost ratio c (this run)", f"{s['c']:.3f}"),
+            ("cost ratio c (draft step / target step, this run)", f"{s['c']:.3f}"),
+            ("verify cost v (target pass / target step, this run)", f"{s['v']:.2f}"),
             ("measured speedup vs target alone", f"{s['measured_speedup']:.2f}x"),
-            ("cost model (Thm 3.8) predicts", f"{s['predicted_speedup']:.2f}x"),
-            ("optimal gamma for this alpha and c", str(s["optimal_gamma"])),
+            ("cost model (Thm 3.8 with v) predicts", f"{s['predicted_speedup']:.2f}x"),
+            ("optimal gamma for this alpha and c (v = 1)", str(s["optimal_gamma"])),
             ("rounds / new tokens", f"{s['rounds']} / {s['new_tokens']}"),
         ]
         cells = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{v}</b></td></tr>" for k, v in rows)

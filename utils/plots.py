@@ -117,8 +117,9 @@ def plot_time_split(split: dict[str, tuple[float, float]], title: str, ax=None):
 
 
 def plot_cost_model(summary: list[dict], title: str, ax=None):
-    """Speedup over our own loop per gamma: measured (dots) vs Thm 3.8 with v = 1 (dashed) and with
-    the measured v (solid), one colour per temperature. summary: rows of utils.bench's summary."""
+    """Speedup over our own loop per gamma: measured (dots) vs Thm 3.8 with v = 1 (dashed), with c and
+    v measured in isolation (solid) and as paid inside the loop (dotted), one colour per temperature.
+    summary: rows of utils.bench's summary."""
     ax = _ax(ax)
     for i, t in enumerate(sorted({s["temperature"] for s in summary})):
         rows = sorted((s for s in summary if s["temperature"] == t and "measured_speedup_vs_ours_ar" in s), key=lambda s: s["gamma"])
@@ -126,7 +127,9 @@ def plot_cost_model(summary: list[dict], title: str, ax=None):
         color = plt.cm.tab10.colors[i]
         ax.plot(g, [s["predicted_speedup"] for s in rows], "--", color=color, lw=1, label=f"T={t}: Thm 3.8, v = 1")
         if all("predicted_speedup_with_v" in s for s in rows):
-            ax.plot(g, [s["predicted_speedup_with_v"] for s in rows], "-", color=color, lw=1, label=f"T={t}: with measured v")
+            ax.plot(g, [s["predicted_speedup_with_v"] for s in rows], "-", color=color, lw=1, label=f"T={t}: c, v in isolation")
+        if all("predicted_speedup_in_loop" in s for s in rows):
+            ax.plot(g, [s["predicted_speedup_in_loop"] for s in rows], ":", color=color, lw=1.5, label=f"T={t}: c, v in the loop")
         ax.plot(g, [s["measured_speedup_vs_ours_ar"] for s in rows], "o", color=color, ms=7, label=f"T={t}: measured")
     ax.axhline(1, color="grey", lw=0.8)
     gammas = sorted({s["gamma"] for s in summary})

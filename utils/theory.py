@@ -30,10 +30,13 @@ def expected_tokens_per_round(alpha: float, gamma: int) -> float:
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
-def expected_speedup(alpha: float, gamma: int, c: float) -> float:
-    """Expected walltime improvement over target-only decoding (Leviathan Thm 3.8)."""
+def expected_speedup(alpha: float, gamma: int, c: float, v: float = 1.0) -> float:
+    """Expected walltime improvement over target-only decoding (Leviathan Thm 3.8), with the
+    target's verification pass costing v one-token steps (the paper: v = 1)."""
     _check(alpha, gamma, c)
-    return expected_tokens_per_round(alpha, gamma) / (gamma * c + 1)
+    if v <= 0:
+        raise ValueError(f"v (verification pass / target step) must be > 0, got {v}")
+    return expected_tokens_per_round(alpha, gamma) / (gamma * c + v)
 
 
 def optimal_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:

@@ -3,12 +3,13 @@
 #
 # Pick a prompt, a draft length $\gamma$ and a temperature, and see every round of speculative
 # sampling: which drafted tokens the target accepted, which it rejected, and which tokens it put in
-# their place. Next to it: the measured acceptance rate, tokens per round, the cost ratio $c$, the
-# speedup you actually got, and the speedup the cost model predicts.
+# their place. Next to it: the measured acceptance rate, tokens per round, the cost ratio $c$ and
+# the verification cost $v$ (the target's pass over $\gamma+1$ tokens, in one-token steps) as this
+# run paid them, the speedup you actually got, and the speedup the cost model predicts from them.
 #
 # **You will learn**
 # - how $\gamma$ and temperature move the acceptance rate $\alpha$;
-# - why a larger $\gamma$ is not always faster: $\text{speedup} = \frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + 1)}$ (Leviathan et al., Thm 3.8);
+# - why a larger $\gamma$ is not always faster: $\text{speedup} = \frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + v)}$ (Leviathan et al., Thm 3.8, where $v = 1$);
 # - the best $\gamma$ for a measured $\alpha$ and $c$.
 #
 # **Time to run:** about 30 s on a laptop CPU with the tiny pair (the sliders need a live kernel).
@@ -55,7 +56,7 @@ print(rounds_text(out.rounds, pair.tokenizer))
 for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
     pg.gamma.value, pg.temperature.value = gamma, temperature  # each change re-runs the callback
     s = pg.last
-    print(f"gamma={gamma} T={temperature}: alpha={s['alpha']:.2f} tau={s['tokens_per_round']:.2f} c={s['c']:.3f} "
+    print(f"gamma={gamma} T={temperature}: alpha={s['alpha']:.2f} tau={s['tokens_per_round']:.2f} c={s['c']:.3f} v={s['v']:.2f} "
           f"speedup measured {s['measured_speedup']:.2f}x, predicted {s['predicted_speedup']:.2f}x  counts={s['counts']}")
 
 # %% [markdown]
