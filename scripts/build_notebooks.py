@@ -104,10 +104,21 @@ def bench_table() -> str:
     """The README's speed table, from the benchmark results committed under data/results/."""
     import json
 
-    rows = []
+    rows, notes = [], []
+    mib = 2**20
     for path in sorted((ROOT / "data" / "results").glob("bench-*.json")):
         r = json.loads(path.read_text())
         m = r["meta"]
+        if "weights_bytes" in m:
+            w, rss = m["weights_bytes"], m.get("process_peak_rss_bytes")
+            note = f"Memory ({path.name}): weights {w['draft'] / mib:.1f} MiB (draft) + {w['target'] / mib:.1f} MiB (target)"
+            peaks = [s["peak_bytes"] for s in r["summary"] if "peak_bytes" in s]
+            if peaks:
+                note += "; peak allocated per method: " + ", ".join(
+                    f"{k} {max(p[k] for p in peaks) / mib:,.0f} MiB" for k in peaks[0])
+            elif rss:
+                note += f"; the whole benchmark process peaked at {rss / mib:,.0f} MiB resident (Python, PyTorch and transformers included)"
+            notes.append(note + ".")
         for s in r["summary"]:
             tps = s["tokens_per_s"]
             rows.append(
@@ -124,7 +135,9 @@ def bench_table() -> str:
         "| ours speculative tok/s | speedup predicted (v = 1 / c, v in isolation / c, v in the loop) / measured | ours / HF assisted (bound at equal forward cost) | data |"
         "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    return head + "\n" + "\n".join(rows) if rows else "(no benchmark results yet: python -m utils.bench)"
+    if not rows:
+        return "(no benchmark results yet: python -m utils.bench)"
+    return head + "\n" + "\n".join(rows) + "".join(f"\n\n{n}" for n in notes)
 
 
 def predicted_table() -> str:

@@ -51,6 +51,16 @@ def test_forward_clocks_per_model_and_in_loop_costs(result):
     assert s["cost_model_error_in_loop"] == pytest.approx(s["predicted_speedup_in_loop"] / s["measured_speedup_vs_ours_ar"] - 1)
 
 
+def test_memory_is_recorded(result, pair):
+    m = result["meta"]
+    w = m["weights_bytes"]
+    assert w["target"] == pair.target.get_memory_footprint() > w["draft"] > 0  # 20.8 MiB vs 7.2 MiB in fp32
+    if m["process_peak_rss_bytes"] is not None:  # None only on Windows
+        assert m["process_peak_rss_bytes"] > w["target"] + w["draft"]  # the process holds both models and more
+    assert all(r["peak_bytes"] is None for r in result["rows"])  # CPU: no per-run counter, none invented
+    assert "peak_bytes" not in result["summary"][0]
+
+
 def test_benchmark_saves_json_and_csv(result, tmp_path):
     path = bench.save(result, tmp_path)
     assert path.name == "bench-tiny-cpu.json"

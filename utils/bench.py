@@ -5,6 +5,8 @@
 
 Every number is a median over repeats after a warm-up, written with the hardware, versions, pair,
 dtype, gamma, temperature, alpha and c to data/results/bench-<pair>-<device>.json and .csv.
+Memory: the weights of both models; on a GPU each run's peak allocated memory; on a CPU the
+process's peak resident memory (one number for the whole benchmark: a CPU has no per-run counter).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +33,16 @@ RESULTS = ROOT / "data" / "results"
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def process_peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process so far (None where the OS does not say: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # macOS reports bytes, Linux KiB
 
 
 def configure_assistant(draft, num_assistant_tokens: int = 4, schedule: str = "constant", confidence_threshold: float = 0.0):
@@ -87,9 +100,12 @@ class ForwardClock:
 def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperature: float = 0.0, seed: int = 0):
     """One timed run. Returns dict(method, new_tokens, seconds, forward_s, forward_calls, alpha, tau, ...);
     the time in forward passes is also kept per model (draft_forward_s, target_forward_calls, ...)."""
+    cuda = torch.device(pair.device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(pair.device)
     with ForwardClock(pair.target) as target, ForwardClock(pair.draft) as draft:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
-    return dict(row, forward_s=target.forward_s + draft.forward_s, forward_calls=target.calls + draft.calls,
+    return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None, forward_s=target.forward_s + draft.forward_s, forward_calls=target.calls + draft.calls,
                 target_forward_s=target.forward_s, target_forward_calls=target.calls,
                 draft_forward_s=draft.forward_s, draft_forward_calls=draft.calls)
 
@@ -250,6 +266,8 @@ def summarize(rows, c, verify_ratio=None):
                                     / sum(r["seconds"] for r in sel if r["method"] == m) for m in tps}
             if "hf_assisted" in tps:
                 row["ceiling_vs_hf_assisted"] = 1 / row["forward_share"]["hf_assisted"]
+            if all(r.get("peak_bytes") for r in sel):  # GPU only
+                row["peak_bytes"] = {m: max(r["peak_bytes"] for r in sel if r["method"] == m) for m in tps}
             if "ours_speculative" in tps and "hf" in tps:
                 row["ours_vs_hf_greedy"] = tps["ours_speculative"] / tps["hf"]
             out.append(row)
@@ -280,6 +298,8 @@ def metadata(pair, cost, max_new_tokens, repeats):
         quantization=pair.quantization, torch=torch.__version__, transformers=transformers.__version__,
         python=platform.python_version(), torch_threads=torch.get_num_threads(), max_new_tokens=max_new_tokens, repeats=repeats,
         date=time.strftime("%Y-%m-%d"), **cost,
+        weights_bytes=dict(draft=pair.draft.get_memory_footprint(), target=pair.target.get_memory_footprint()),
+        process_peak_rss_bytes=process_peak_rss_bytes(),
     )
 
 
@@ -291,7 +311,8 @@ def save(result, out_dir: Path = RESULTS) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["prompt", "gamma", "temperature", "method", "new_tokens", "seconds",
-                                          "tokens_per_s", "forward_s", "forward_calls", "alpha", "tau"], extrasaction="ignore")
+                                          "tokens_per_s", "forward_s", "forward_calls", "alpha", "tau", "peak_bytes"],
+                           extrasaction="ignore")
         w.writeheader()
         w.writerows(result["rows"])
     return path
