@@ -105,7 +105,8 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
         torch.cuda.reset_peak_memory_stats(pair.device)
     with ForwardClock(pair.target) as target, ForwardClock(pair.draft) as draft:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
-    return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None, forward_s=target.forward_s + draft.forward_s, forward_calls=target.calls + draft.calls,
+    return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None,
+                forward_s=target.forward_s + draft.forward_s, forward_calls=target.calls + draft.calls,
                 target_forward_s=target.forward_s, target_forward_calls=target.calls,
                 draft_forward_s=draft.forward_s, draft_forward_calls=draft.calls)
 
@@ -277,9 +278,10 @@ def summarize(rows, c, verify_ratio=None):
 def in_loop_costs(rows, alpha, gamma, measured) -> dict:
     """c and v as the speculative loop actually paid them, from the forward-pass clocks: the draft's
     mean forward pass and the target's mean verification pass, each over the target's mean step in
-    our autoregressive loop. On a CPU they exceed the isolated measurements (the first draft step
-    after a target pass runs cold, and a draft step after a full acceptance takes two tokens); the
-    cost model fed with them leaves only the loop's own overhead unexplained."""
+    our autoregressive loop. On a CPU they usually exceed the isolated measurements (the first draft
+    step after a target pass runs cold, and a draft step after a full acceptance takes two tokens);
+    the cost model fed with them leaves only the loop's own overhead unexplained. On a GPU the clocks
+    see host time (ForwardClock never synchronizes): right when decoding is launch-bound."""
     def per_call(method, who):
         sel = [r for r in rows if r["method"] == method]
         return sum(r[f"{who}_forward_s"] for r in sel) / sum(r[f"{who}_forward_calls"] for r in sel)

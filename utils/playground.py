@@ -24,7 +24,8 @@ from .theory import expected_speedup, optimal_gamma
 def loop_costs(out, target_step_s: float) -> tuple[float, float]:
     """c and v as one speculative run paid them, in units of the target's one-token step
     (`target_step_s`, measured in the plain loop): c = mean draft forward time per drafted token,
-    v = mean target verification pass over gamma + 1 tokens."""
+    v = mean target verification pass over gamma + 1 tokens (utils.bench.in_loop_costs measures the
+    same with forward hooks over many runs)."""
     c = out.draft_time / max(1, out.n_drafted) / target_step_s
     v = out.target_time / max(1, len(out.rounds)) / target_step_s
     return c, v
