@@ -9,7 +9,7 @@
 #
 # **You will learn**
 # - how $\gamma$ and temperature move the acceptance rate $\alpha$;
-# - why a larger $\gamma$ is not always faster: $\text{speedup} = \frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + v)}$ (Leviathan et al., Thm 3.8, where $v = 1$);
+# - why a larger $\gamma$ is not always faster: $\text{speedup} = \frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + v)}$ (Leviathan et al., Thm 3.8; the paper takes $v = 1$);
 # - the best $\gamma$ for a measured $\alpha$ and $c$.
 #
 # **Time to run:** about 30 s on a laptop CPU with the tiny pair (the sliders need a live kernel).

@@ -106,9 +106,8 @@ plot_bars(tps, "tokens / s", f"{pair.name} on {pair.device}, gamma={GAMMA}, gree
 # bandwidth-bound GPU, checking 5 tokens costs what generating 1 does); on a CPU it is larger:
 
 # %%
-from utils.theory import expected_speedup
-
 from utils.bench import verify_cost_ratios
+from utils.theory import expected_speedup
 
 v = verify_cost_ratios(target, [GAMMA])[str(GAMMA)]
 print(f"v = {v:.2f}; cost model: {expected_speedup(alpha_checked, GAMMA, cost['c']):.2f}x with v = 1, "
