@@ -13,20 +13,27 @@ from dataclasses import dataclass
 import torch
 
 from .sampling import check_sampling_args, probs_from_logits, sample
-from .speculative import _new_cache, _Timer, check_input_ids
+from .speculative import _new_cache, _Timer, check_backend, check_input_ids
 
 
 @dataclass
 class ARResult:
     sequences: torch.Tensor  # (1, prompt + new)
-    step_times: list[float]  # seconds for each new token (forward pass + sampling)
+    step_times: list[float]  # seconds for each new token (forward pass + sampling); eager backend only
+    total_time: float | None = None  # backend="compiled": seconds for all new tokens (no per-step split)
+    n_new: int | None = None  # backend="compiled": how many tokens were generated
+    compile_time: float = 0.0  # backend="compiled": seconds spent compiling (inside total_time)
 
     @property
     def new_tokens(self) -> int:
-        return len(self.step_times)
+        return self.n_new if self.n_new is not None else len(self.step_times)
 
     @property
     def tokens_per_second(self) -> float:
+        """New tokens per second (compiled: excluding the compile time of a first call)."""
+        if self.total_time is not None:
+            secs = self.total_time - self.compile_time
+            return self.new_tokens / secs if self.new_tokens and secs > 0 else float("nan")
         return self.new_tokens / sum(self.step_times) if self.step_times else float("nan")
 
 
@@ -42,15 +49,28 @@ def autoregressive_generate(
     eos_token_id: int | list[int] | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    backend: str = "eager",
 ) -> ARResult:
     """Decode token by token. Greedy (temperature 0) equals `model.generate(do_sample=False)`.
 
     use_cache=False feeds the whole sequence every step (quadratic work), which is what the KV cache
     saves: with it, each step feeds only the newest token and reads the cached keys and values.
+    backend="compiled" runs `utils.fast`: a static cache, a compiled 1-token step (CUDA graphs on a
+    GPU), tokens sampled on the device and read by the host every 16 steps; it needs use_cache.
     """
     check_sampling_args(temperature, top_k, top_p)
     check_input_ids(input_ids)
+    check_backend(backend)
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    if backend == "compiled":
+        if not use_cache:
+            raise ValueError('backend="compiled" decodes with a static KV cache: leave use_cache=True.')
+        from .fast import autoregressive_compiled
+
+        new, stats, total = autoregressive_compiled(model, input_ids, max_new_tokens, temperature=temperature,
+                                                    top_k=top_k, top_p=top_p, eos=eos, generator=generator)
+        seq = torch.cat([input_ids.to(model.device), torch.tensor([new], dtype=torch.long, device=model.device)], 1)
+        return ARResult(seq, [], total_time=total, n_new=len(new), compile_time=stats.compile_time)
     seq = input_ids.to(model.device)  # (1, T)
     cache = _new_cache(capacity=input_ids.shape[1] + max_new_tokens) if use_cache else None
     timer, times = _Timer(model.device), []

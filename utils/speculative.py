@@ -69,18 +69,46 @@ def verify_step(
     if resample_from not in ("residual", "p"):
         raise ValueError('resample_from must be "residual" (correct) or "p" (the biased rule, for demos)')
     k = draft_tokens.shape[0]
-    idx = torch.arange(k, device=p.device)
-    p_x = p[idx, draft_tokens]  # (k,)
-    q_x = q[idx, draft_tokens]  # (k,)
-    accept = torch.minimum(torch.ones_like(p_x), p_x / q_x)  # q_x > 0: x_i was sampled from q
     u = torch.rand(k, generator=generator, device=p.device)
-    rejected = (u >= accept).nonzero()
+    n_t, dist, accept = accept_reject(p, q, draft_tokens, u)
+    n = int(n_t)
     accept_l, u_l = accept.tolist(), u.tolist()
-    if len(rejected) == 0:  # all accepted: bonus token from p at position k + 1
+    if n == k:  # all accepted: bonus token from p at position k + 1
         return Verification(k, int(sample(p[k], generator)), "bonus", accept_l, u_l)
-    n = int(rejected[0])
-    dist = residual_distribution(p[n], q[n]) if resample_from == "residual" else p[n]
+    if resample_from == "p":
+        dist = p[n]
     return Verification(n, int(sample(dist, generator)), "resample", accept_l[: n + 1], u_l[: n + 1], dist)
+
+
+def accept_reject(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, u: torch.Tensor, k=None):
+    """The accept/reject rule on device tensors, with no host sync: shared by `verify_step` (eager,
+    readable) and the compiled engine (`utils.fast`).
+
+    p: (K + 1, V) target probabilities; q: (K, V) draft probabilities; draft_tokens: (K,);
+    u: (K,) uniform draws. k: how many of the K drafted tokens are real (an int or a 0-d tensor;
+    default K); positions >= k are padding and never accepted.
+    Returns (n, dist, accept): n, a 0-d long tensor, how many drafted tokens are accepted (the prefix
+    before the first u_i >= min(1, p(x_i)/q(x_i))); dist (V,), the distribution of the token the target
+    adds: norm(max(0, p - q)) at position n after a rejection, p at position n when all k were accepted
+    (the bonus); accept (K,), min(1, p(x_i)/q(x_i)).
+    """
+    K = draft_tokens.shape[0]
+    idx = torch.arange(K, device=p.device)
+    p_x, q_x = p[idx, draft_tokens], q[idx, draft_tokens]  # (K,)
+    accept = torch.minimum(torch.ones_like(p_x), p_x / q_x)  # q_x > 0: x_i was sampled from q
+    ok = u < accept
+    if k is not None:
+        ok = ok & (idx < k)
+    n = ok.long().cumprod(0).sum()  # length of the accepted prefix, () on the device
+    p_n = p.index_select(0, n.view(1))[0]  # (V,)
+    q_n = torch.cat([q, torch.zeros_like(q[:1])]).index_select(0, n.view(1))[0]  # row K: zeros
+    r = (p_n - q_n).clamp_min(0)
+    s = r.sum()
+    bonus = n == (K if k is None else k)
+    # After a rejection sample from the residual; if it is all zeros (p == q: a rejection had
+    # probability 0) fall back to p, as residual_distribution does.
+    dist = torch.where(bonus | (s <= 0), p_n, r / s.clamp_min(torch.finfo(r.dtype).tiny))
+    return n, dist, accept
 
 
 def verify_step_biased(p, q, draft_tokens, *, generator=None) -> Verification:
@@ -113,6 +141,8 @@ class SpeculativeOutput:
     draft_time: float  # seconds spent in draft forward passes
     target_time: float  # seconds spent in target forward passes
     total_time: float
+    compile_time: float = 0.0  # backend="compiled": seconds of first calls that compiled a shape (in total_time)
+    host_syncs: int | None = None  # backend="compiled": how often the host read device values
 
     @property
     def n_drafted(self) -> int:
@@ -148,6 +178,14 @@ class SpeculativeOutput:
     @property
     def new_tokens(self) -> int:
         return sum(len(r.emitted) for r in self.rounds)
+
+
+def check_backend(backend) -> None:
+    if backend not in ("eager", "compiled"):
+        raise ValueError(
+            f'backend must be "eager" (the readable loop) or "compiled" (utils.fast: static cache + '
+            f"torch.compile), got {backend!r}."
+        )
 
 
 def check_models(target, draft) -> None:
@@ -270,6 +308,7 @@ def speculative_generate(
     generator: torch.Generator | None = None,
     cache: str = "preallocated",
     time_models: bool = True,
+    backend: str = "eager",
 ) -> SpeculativeOutput:
     """Generate up to max_new_tokens with speculative sampling; the output is distributed exactly as
     sampling from `target` (temperature/top-k/top-p applied to both models), and at temperature 0 it
@@ -289,6 +328,14 @@ def speculative_generate(
     check_models(target, draft)
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     device = target.device
+    if backend == "compiled":
+        from .fast import speculative_compiled
+
+        rounds, new, stats, t_d, t_t, total = speculative_compiled(
+            target, draft, input_ids, max_new_tokens=max_new_tokens, gamma=gamma, temperature=temperature,
+            top_k=top_k, top_p=top_p, eos=eos, generator=generator)
+        seq = torch.cat([input_ids.to(device), torch.tensor([new], dtype=torch.long, device=device)], dim=1)
+        return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs)
     seq = input_ids.to(device)[0].tolist()
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     capacity = len(seq) + max_new_tokens + gamma + 1  # the most either cache ever holds

@@ -1,0 +1,294 @@
+"""The fast engine: a fixed-shape KV cache rolled back in place, compiled forward passes, one host
+sync per round. The eager loops in `decoding.py` and `speculative.py` stay the readable reference;
+this module is what `backend="compiled"` runs. Same maths, same accept/reject rule
+(`speculative.accept_reject`), cheaper passes.
+
+Why it is faster (notebook 07 measures each part):
+- eager decoding pays per-operator overhead on every step (Python, dispatch, a kernel launch per op);
+  for small models on a CPU and for any model on a fast GPU that overhead, not the weights, sets the
+  step time;
+- torch.compile (inductor) fuses the ~30 operators of a layer into a few kernels; on CUDA,
+  mode="reduce-overhead" also records the whole step as one CUDA graph, replayed with one launch;
+- compiling needs fixed shapes: the cache is a `StaticCache` of fixed length, every token width the
+  loop uses is compiled once (the target's verify pass is padded to gamma + 1 tokens), and a
+  rejection rolls the cache back by setting each layer's length tensor, no copy, no reallocation;
+- the tokens stay on the device; the host reads them once per round (`.tolist()`), to learn how many
+  were accepted and to look for EOS.
+
+Gemma2 alternates sliding-window and global attention layers. transformers' `StaticSlidingWindowLayer`
+keeps its fill level as a Python int that dynamo guards on, so every step would recompile (or
+re-record a CUDA graph). Here every layer's cache is a plain `StaticLayer` holding all positions,
+built from a copy of the config whose `layer_types` are all "full_attention"; the model itself keeps
+its own config, so it still builds a sliding-window mask from absolute positions for its sliding
+layers. Attention is therefore identical at every length, inside and past the window, and the cache
+stays fully static. The price: sliding layers keep (and on a GPU read past the mask of) the whole
+sequence instead of the last `sliding_window` positions, which costs memory past the window.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from transformers import StaticCache
+
+from .sampling import probs_from_logits
+
+# Each (model, token width, cache) is one compiled graph; allow more of them than dynamo's default 8.
+torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
+    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 512)
+
+BUCKET = 256  # cache lengths are rounded up to a multiple of this, so most calls reuse a compiled graph
+
+
+def static_cache(model, max_len: int) -> StaticCache:
+    """A StaticCache of `max_len` positions whose layers are all plain StaticLayers (see the module
+    docstring: exact for sliding-window models at every length, and free of dynamo recompiles)."""
+    cfg = copy.deepcopy(model.config.get_text_config(decoder=True))
+    if getattr(cfg, "layer_types", None) is not None:
+        cfg.layer_types = ["full_attention"] * len(cfg.layer_types)
+    cfg.sliding_window = None  # the cache only: the model's own config still has its window
+    return StaticCache(config=cfg, max_cache_len=max_len)
+
+
+def rollback(cache: StaticCache, length: int) -> None:
+    """Keep the first `length` positions: the next write goes to position `length`. No copy: entries
+    past it are overwritten later and masked until then (the mask is built from positions)."""
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(length)
+
+
+def cache_length(cache: StaticCache) -> int:
+    """Positions held (reads a device scalar: a host sync, so only for checks and tests)."""
+    return int(cache.layers[0].cumulative_length) if cache.layers[0].is_initialized else 0
+
+
+class Engine:
+    """One model's static cache and compiled forward passes, reused across calls.
+
+    `forward(ids)` runs the model on ids (1, W) at the cache's current length and returns float32
+    logits (W, V). The first call at each width W compiles (its time is kept in `compile_time[W]`);
+    prefill (any width, once per prompt) runs eagerly, uncompiled, as transformers advises.
+    """
+
+    def __init__(self, model, max_len: int, compile: bool = True):
+        self.model, self.max_len = model, max_len
+        self.device = model.device
+        self.cache = static_cache(model, max_len)
+        self.compiled = compile
+        self.compile_time: dict[int, float] = {}  # width -> seconds of the first (compiling) call
+        mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        self._step = torch.compile(self._forward, mode=mode, fullgraph=True, dynamic=False) if compile else self._forward
+
+    def _forward(self, ids):  # (1, W) -> (W, V)
+        return self.model(input_ids=ids, past_key_values=self.cache, use_cache=True).logits[0].float()
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor) -> None:
+        """Write ids (1, T) into an empty cache, eagerly (T differs per prompt: not worth a compile)."""
+        rollback(self.cache, 0)
+        if ids.shape[1]:
+            self._forward(ids)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        width = ids.shape[1]
+        if not ids.is_inference():  # a tensor made outside inference mode would make dynamo recompile
+            ids = ids.clone()
+        if width in self.compile_time:
+            if self.device.type == "cuda" and self.compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            return self._step(ids)
+        t0 = time.perf_counter()
+        out = self._step(ids)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.compile_time[width] = time.perf_counter() - t0
+        return out
+
+
+_ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def engine_for(model, needed_len: int, compile: bool = True) -> Engine:
+    """The model's engine for a cache of at least needed_len positions (one per length bucket)."""
+    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    max_len = -(-needed_len // BUCKET) * BUCKET
+    if limit:
+        if needed_len > limit:
+            raise ValueError(
+                f"prompt + max_new_tokens (+ gamma + 1 when drafting) needs {needed_len} positions, but the model "
+                f"holds {limit} (max_position_embeddings). Shorten the prompt or lower max_new_tokens."
+            )
+        max_len = min(max_len, limit)
+    engines = _ENGINES.setdefault(model, {})
+    key = (max_len, compile)
+    if key not in engines:
+        engines[key] = Engine(model, max_len, compile)
+    return engines[key]
+
+
+def clear_engines(model=None) -> None:
+    """Drop compiled engines (all, or one model's) and dynamo's cache, e.g. before measuring compile time."""
+    if model is None:
+        _ENGINES.clear()
+    else:
+        _ENGINES.pop(model, None)
+    torch._dynamo.reset()
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling without a host sync
+# ----------------------------------------------------------------------------------------------
+
+
+def sample_with_noise(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """argmax(probs / noise) with noise ~ Exp(1) i.i.d. is a sample from probs (the exponential race,
+    equivalent to Gumbel-max); unlike torch.multinomial it never synchronises with the host.
+    noise = ones gives the argmax (greedy). probs, noise: (..., V) -> (...)."""
+    return (probs / noise).argmax(-1)
+
+
+def exp_noise(shape, device, generator=None, greedy: bool = False) -> torch.Tensor:
+    if greedy:
+        return torch.ones(shape, device=device)
+    return torch.empty(shape, device=device).exponential_(generator=generator)
+
+
+@dataclass
+class FastStats:
+    """What the compiled loop measured besides its tokens."""
+
+    compile_time: float = 0.0  # seconds of first calls that compiled a new shape during this call
+    prefill_time: float = 0.0
+    rounds: int = 0
+    host_syncs: int = 0
+    n_accepted_per_round: list[int] = field(default_factory=list)
+
+
+def _eos_cut(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    """Tokens up to and including the first EOS, and whether one was found."""
+    for j, tok in enumerate(tokens):
+        if tok in eos:
+            return tokens[: j + 1], True
+    return tokens, False
+
+
+@torch.inference_mode()
+def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
+                            eos=frozenset(), generator=None, sync_every: int = 16, compile: bool = True):
+    """Plain decoding on the fast engine: one compiled 1-token pass per step, the token sampled on
+    the device, the host looking at the tokens only every `sync_every` steps (for EOS; the steps after
+    an EOS are computed and dropped, so the output is exact). Returns (new tokens, FastStats, seconds)."""
+    t_start = time.perf_counter()
+    ids = input_ids.to(model.device).clone()  # (1, T); a clone made in inference mode, like every later input
+    eng = engine_for(model, ids.shape[1] + max_new_tokens, compile)
+    stats, known = FastStats(), set(eng.compile_time)
+    t0 = time.perf_counter()
+    eng.prefill(ids[:, :-1])
+    stats.prefill_time = time.perf_counter() - t0
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    last, pending, new = ids[:, -1:], [], []  # last: (1, 1) on the device
+    for i in range(max_new_tokens):
+        probs = probs_from_logits(eng.forward(last)[-1], **warp)  # (V,)
+        noise = exp_noise(probs.shape, probs.device, generator, greedy=temperature == 0)
+        last = sample_with_noise(probs, noise).view(1, 1)
+        pending.append(last)
+        if len(pending) == sync_every or i == max_new_tokens - 1:
+            new += torch.cat(pending).view(-1).tolist()  # the host sync
+            stats.host_syncs += 1
+            pending = []
+            new, hit = _eos_cut(new, eos)
+            if hit:
+                break
+    stats.compile_time = sum(t for w, t in eng.compile_time.items() if w not in known)
+    return new, stats, time.perf_counter() - t_start
+
+
+@torch.inference_mode()
+def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, temperature=0.0, top_k=None,
+                         top_p=None, eos=frozenset(), generator=None, compile: bool = True):
+    """Speculative sampling on the fast engine. Same rule as the eager loop, with fixed shapes:
+    the draft steps one token at a time (width 1), the target verifies [last, x_1..x_k] padded to
+    gamma + 1 tokens, `accept_reject` decides on the device, and ONE `.tolist()` per round brings the
+    accepted count, the added token and the drafted tokens to the host.
+
+    Returns (rounds, new tokens, FastStats, draft seconds, target seconds, total seconds); on a CPU the
+    per-model seconds are exact (execution is synchronous), on CUDA they are host time, NaN.
+    """
+    from .speculative import Round, accept_reject  # late: speculative imports this module
+
+    t_start = time.perf_counter()
+    device = target.device
+    ids = input_ids.to(device).clone()  # (1, T); a clone made in inference mode, like every later input
+    width = gamma + 1
+    need = ids.shape[1] + max_new_tokens + width
+    te, de = engine_for(target, need, compile), engine_for(draft, need, compile)
+    known_t, known_d = set(te.compile_time), set(de.compile_time)
+    stats = FastStats()
+    t0 = time.perf_counter()
+    te.prefill(ids[:, :-1])
+    de.prefill(ids[:, :-1])
+    stats.prefill_time = time.perf_counter() - t0
+    cpu = device.type == "cpu"
+    greedy = temperature == 0
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    V = target.config.get_text_config().vocab_size
+    pad_tok = torch.zeros(gamma, dtype=torch.long, device=device)  # (gamma,)
+    pad_q = torch.zeros(gamma, V, device=device)  # (gamma, V)
+    zeros_u = torch.zeros(gamma, device=device)
+    rounds, new = [], []
+    t_draft = t_target = 0.0
+    L = ids.shape[1]  # sequence length; both caches hold L - 1 positions between rounds
+    last = ids[0, -1:]  # (1,) on the device
+    while len(new) < max_new_tokens:
+        k = min(gamma, max_new_tokens - len(new) - 1)  # never overshoot
+        noise = exp_noise((k + 1, V), device, generator, greedy)  # k draft samples + the added token
+        u = zeros_u if greedy else torch.rand(gamma, device=device, generator=generator)
+        # Draft: k width-1 compiled steps, tokens stay on the device.
+        td = time.perf_counter()
+        x, toks, qs = last, [], []
+        for i in range(k):
+            q = probs_from_logits(de.forward(x.view(1, 1))[-1], **warp)  # (V,)
+            x = sample_with_noise(q, noise[i]).view(1)
+            toks.append(x)
+            qs.append(q)
+        tt = time.perf_counter()
+        # Target: one compiled pass over [last, x_1..x_k, padding] (1, gamma + 1).
+        d = torch.cat(toks + [pad_tok[: gamma - k]])  # (gamma,)
+        p = probs_from_logits(te.forward(torch.cat([last, d]).view(1, width)), **warp)  # (gamma + 1, V)
+        q_all = torch.cat([torch.stack(qs), pad_q[: gamma - k]]) if k else pad_q  # (gamma, V)
+        n_t, dist, _ = accept_reject(p, q_all, d, u, k)
+        token = sample_with_noise(dist, noise[k])  # ()
+        info = torch.cat([n_t.view(1), token.view(1), d[:k]]).tolist()  # the round's one host sync
+        t_end = time.perf_counter()
+        t_draft += tt - td
+        t_target += t_end - tt
+        stats.host_syncs += 1
+        n, tok, drafted = info[0], info[1], info[2:]
+        emitted, hit = _eos_cut(drafted[:n] + [tok], eos)
+        kind = "target" if k == 0 else ("bonus" if n == k else "resample")
+        rounds.append(Round(drafted, n, tok, kind, [], [], emitted))
+        new += emitted
+        L += len(emitted)
+        if hit or len(new) >= max_new_tokens:
+            break
+        rollback(te.cache, L - 1)
+        if n == k and k > 0:  # the draft never saw x_k: one more width-1 step writes it
+            td = time.perf_counter()
+            de.forward(toks[-1].view(1, 1))
+            t_draft += time.perf_counter() - td
+        else:
+            rollback(de.cache, L - 1)
+        last = token.view(1)
+    stats.rounds = len(rounds)
+    stats.compile_time = sum(t for w, t in te.compile_time.items() if w not in known_t) + sum(
+        t for w, t in de.compile_time.items() if w not in known_d
+    )
+    if not cpu:
+        t_draft = t_target = float("nan")
+    return rounds, new, stats, t_draft, t_target, time.perf_counter() - t_start
