@@ -58,9 +58,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["lab", "test", "setup"])
     ap.add_argument("--online", action="store_true", help="lab: allow the Hugging Face Hub")
-    ap.add_argument("rest", nargs=argparse.REMAINDER, help="after --: passed to pytest / jupyter lab")
-    args = ap.parse_args(argv)
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    ap.epilog = "Arguments after -- go to pytest (test) or jupyter lab (lab)."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, rest = ap.parse_args(argv[:cut]), argv[cut + 1 :]  # our flags before --, theirs after
+    if args.online and args.command != "lab":
+        ap.error("--online only applies to `lab` (the tests always run offline)")
     py = ensure_env()
     if args.command == "setup":
         return 0

@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.abspath(".."))"""
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PRED_START, PRED_END = "<!-- predicted:start -->", "<!-- predicted:end -->"
+FAST_START, FAST_END = "<!-- fast:start -->", "<!-- fast:end -->"
 
 
 def sources(prefix: str = "") -> list[Path]:
@@ -140,6 +141,42 @@ def bench_table() -> str:
     return head + "\n" + "\n".join(rows) + "".join(f"\n\n{n}" for n in notes)
 
 
+def fast_table() -> str:
+    """The README's table of the compiled backend against every baseline, from data/results/bench-*.json
+    files whose summaries hold a "compiled" section."""
+    import json
+
+    nan = float("nan")
+    rows = []
+    for path in sorted((ROOT / "data" / "results").glob("bench-*.json")):
+        r = json.loads(path.read_text())
+        m = r["meta"]
+        for s in r["summary"]:
+            cs = s.get("compiled")
+            if not cs:
+                continue
+            tps = s["tokens_per_s"]
+            cells = " | ".join(f"{tps.get(k, nan):.1f}" for k in (
+                "hf", "hf_static", "hf_assisted", "ours_ar", "ours_ar_compiled", "ours_speculative", "ours_speculative_compiled"))
+            spec = "ours_speculative_compiled"
+            ratios = " / ".join(f"{cs.get(f'{spec}_vs_{b}', nan):.2f}x" for b in ("hf_assisted", "hf", "hf_static"))
+            comp = ", ".join(f"{v:.0f} s" for v in cs["compile_s"].values())
+            rows.append(
+                f"| {m['pair']} | {m['hardware']} | {m.get('prompt_set', 'workshop')} | {s['gamma']} | {s['temperature']} "
+                f"| {cs.get('alpha_checked', nan):.2f} | {cs.get('c_in_loop', nan):.3f} | {cells} | {ratios} | {comp} "
+                f"| [{path.name}](data/results/{path.name}) |"
+            )
+    if not rows:
+        return "(no compiled benchmark results yet: python -m utils.bench)"
+    head = (
+        "| pair | hardware | prompts | gamma | T | alpha (per checked token) | c (compiled, in the loop) | HF greedy | HF static cache "
+        "| HF assisted | our loop, eager | our loop, compiled | ours speculative, eager | ours speculative, compiled "
+        "| compiled speculative / HF assisted / HF greedy / HF static | compile time (first runs: AR, speculative) | data |"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    return head + "\n" + "\n".join(rows)
+
+
 def predicted_table() -> str:
     """Predicted Gemma2 speedups (Thm 3.8, best gamma) from the measured GPU cost ratios."""
     import json
@@ -169,6 +206,8 @@ def update_readme() -> None:
         text = _replace_between(text, BENCH_START, BENCH_END, bench_table())
     if PRED_START in text:
         text = _replace_between(text, PRED_START, PRED_END, predicted_table())
+    if FAST_START in text:
+        text = _replace_between(text, FAST_START, FAST_END, fast_table())
     readme.write_text(text)
 
 
@@ -183,7 +222,8 @@ def check() -> int:
             bad.append(ipynb.name)
     text = (ROOT / "README.md").read_text()
     if (readme_table() not in text or (BENCH_START in text and bench_table() not in text)
-            or (PRED_START in text and predicted_table() not in text)):
+            or (PRED_START in text and predicted_table() not in text)
+            or (FAST_START in text and fast_table() not in text)):
         bad.append("README.md tables")
     for b in bad:
         print(f"stale: {b} (run python scripts/build_notebooks.py)")

@@ -99,10 +99,15 @@ class ForwardClock:
 
 def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperature: float = 0.0, seed: int = 0):
     """One timed run. Returns dict(method, new_tokens, seconds, forward_s, forward_calls, alpha, tau, ...);
-    the time in forward passes is also kept per model (draft_forward_s, target_forward_calls, ...)."""
+    the time in forward passes is also kept per model (draft_forward_s, target_forward_calls, ...).
+    Compiled methods are not hooked (a hook added to a compiled model would make dynamo recompile):
+    their time in forward passes comes from the engine's own clocks (a CPU only: NaN on CUDA)."""
     cuda = torch.device(pair.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(pair.device)
+    if method in COMPILED:
+        row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
+        return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None)
     with ForwardClock(pair.target) as target, ForwardClock(pair.draft) as draft:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
     return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None,
@@ -118,6 +123,8 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
     eos = pair.target.generation_config.eos_token_id  # HF generate stops there: so do our loops
     if method == "hf":
         out, secs = hf_generate(pair.target, ids, max_new_tokens, temperature=temperature)
+    elif method == "hf_static":  # HF's strongest plain decoder: a static cache (generate compiles it on CUDA)
+        out, secs = hf_generate(pair.target, ids, max_new_tokens, temperature=temperature, cache_implementation="static")
     elif method == "hf_assisted":
         configure_assistant(pair.draft, gamma)
         out, secs = hf_generate(pair.target, ids, max_new_tokens, assistant=pair.draft, temperature=temperature)
@@ -126,6 +133,27 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
     elif method == "ours_ar":
         res = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, eos_token_id=eos, generator=gen)
         out, secs = res.sequences, sum(res.step_times)
+    elif method == "ours_ar_compiled":
+        _sync(pair.device)
+        t0 = time.perf_counter()
+        res = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, eos_token_id=eos,
+                                      generator=gen, backend="compiled")
+        _sync(pair.device)
+        out, secs = res.sequences, time.perf_counter() - t0
+        row.update(compile_s=res.compile_time)
+    elif method == "ours_speculative_compiled":
+        _sync(pair.device)
+        t0 = time.perf_counter()
+        res = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=gamma,
+                                   temperature=temperature, eos_token_id=eos, generator=gen, backend="compiled")
+        _sync(pair.device)
+        out, secs = res.sequences, time.perf_counter() - t0
+        n_draft = sum(len(r.drafted) + (r.kind == "bonus") for r in res.rounds)  # + the step that writes x_k
+        row.update(alpha=res.acceptance_rate, alpha_checked=res.checked_acceptance_rate, tau=res.tokens_per_round,
+                   draft_s=res.draft_time, target_s=res.target_time, compile_s=res.compile_time,
+                   host_syncs=res.host_syncs, forward_s=res.draft_time + res.target_time,
+                   draft_forward_s=res.draft_time, draft_forward_calls=n_draft,
+                   target_forward_s=res.target_time, target_forward_calls=len(res.rounds))
     elif method == "ours_speculative":
         _sync(pair.device)
         t0 = time.perf_counter()
@@ -146,12 +174,15 @@ def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repe
     """Median run of each method, the methods taking turns (A B C, A B C, ...) so that a machine
     that slows down or speeds up during the measurement affects them all alike."""
     runs = {m: [] for m in methods}
+    first = {}
     for i in range(warmup + repeats):
         for m in methods:
             r = run_method(m, pair, ids, max_new_tokens, gamma, temperature)
             if i >= warmup:
                 runs[m].append(r)
-    return {m: sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2] for m, rs in runs.items()}
+            else:  # compilation (compiled methods, HF static on CUDA) happens here: kept apart
+                first.setdefault(m, dict(warmup_s=r["seconds"], warmup_compile_s=r.get("compile_s", 0.0)))
+    return {m: dict(sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2], **first.get(m, {})) for m, rs in runs.items()}
 
 
 def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 5) -> dict:
@@ -204,7 +235,9 @@ def verify_cost_ratios(target, gammas) -> dict[str, float]:
     return {str(g): t[g + 1] / t[1] for g in gammas}
 
 
-METHODS = ["hf", "ours_ar", "hf_assisted", "ours_speculative"]
+METHODS = ["hf", "hf_static", "ours_ar", "ours_ar_compiled", "hf_assisted", "ours_speculative",
+           "ours_speculative_compiled"]
+COMPILED = ("ours_ar_compiled", "ours_speculative_compiled")
 
 
 def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.0,), methods=METHODS, repeats=3, progress=True):
@@ -264,14 +297,47 @@ def summarize(rows, c, verify_ratio=None):
             # Share of each method's time spent inside the models' forward passes; for HF assisted,
             # 1 / share bounds what any loop calling the same forward passes can gain over it.
             row["forward_share"] = {m: sum(r["forward_s"] for r in sel if r["method"] == m)
-                                    / sum(r["seconds"] for r in sel if r["method"] == m) for m in tps}
+                                    / sum(r["seconds"] for r in sel if r["method"] == m)
+                                    for m in tps if all(r.get("forward_s") is not None for r in sel if r["method"] == m)}
             if "hf_assisted" in tps:
                 row["ceiling_vs_hf_assisted"] = 1 / row["forward_share"]["hf_assisted"]
             if all(r.get("peak_bytes") for r in sel):  # GPU only
                 row["peak_bytes"] = {m: max(r["peak_bytes"] for r in sel if r["method"] == m) for m in tps}
             if "ours_speculative" in tps and "hf" in tps:
                 row["ours_vs_hf_greedy"] = tps["ours_speculative"] / tps["hf"]
+            if any(m in tps for m in COMPILED):
+                row["compiled"] = compiled_summary(sel, tps, g)
             out.append(row)
+    return out
+
+
+def compiled_summary(rows, tps, gamma) -> dict:
+    """The compiled methods against every baseline (ratios of tokens/s), their acceptance, the time
+    their first (compiling) runs took, and c and v as the compiled loop paid them (CPU: the engine's
+    clocks; the target's step is the compiled plain loop's time per token)."""
+    out = dict(compile_s={m: sum(r.get("warmup_compile_s", 0.0) for r in rows if r["method"] == m) for m in COMPILED if m in tps})
+    ar, spec = "ours_ar_compiled", "ours_speculative_compiled"
+    for base in ("hf", "hf_static", "hf_assisted", "ours_ar", "ours_speculative", ar):
+        for m in (spec, ar):
+            if m in tps and base in tps and base != m:
+                out[f"{m}_vs_{base}"] = tps[m] / tps[base]
+    sel = [r for r in rows if r["method"] == spec]
+    if sel:
+        n = sum(r["new_tokens"] for r in sel)
+        out["alpha"] = sum(r["alpha"] * r["new_tokens"] for r in sel) / n
+        out["alpha_checked"] = sum(r["alpha_checked"] * r["new_tokens"] for r in sel) / n
+        out["tau"] = n / sum(r["target_forward_calls"] for r in sel)
+        out["host_syncs_per_round"] = sum(r["host_syncs"] for r in sel) / sum(r["target_forward_calls"] for r in sel)
+        ar_rows = [r for r in rows if r["method"] == ar]
+        if ar_rows and all(r["draft_forward_s"] == r["draft_forward_s"] for r in sel):  # not NaN (CPU)
+            step = sum(r["seconds"] for r in ar_rows) / sum(r["new_tokens"] for r in ar_rows)
+            c = sum(r["draft_forward_s"] for r in sel) / sum(r["draft_forward_calls"] for r in sel) / step
+            v = sum(r["target_forward_s"] for r in sel) / sum(r["target_forward_calls"] for r in sel) / step
+            pred = expected_speedup(out["alpha_checked"], gamma, c, v)
+            out.update(c_in_loop=c, v_in_loop=v, predicted_speedup_in_loop=pred,
+                       measured_speedup_vs_ours_ar_compiled=tps[spec] / tps[ar],
+                       cost_model_error_in_loop=pred / (tps[spec] / tps[ar]) - 1,
+                       loop_share=sum(r["forward_s"] for r in sel) / sum(r["seconds"] for r in sel))
     return out
 
 
@@ -305,10 +371,11 @@ def metadata(pair, cost, max_new_tokens, repeats):
     )
 
 
-def save(result, out_dir: Path = RESULTS) -> Path:
+def save(result, out_dir: Path = RESULTS, tag: str | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     m = result["meta"]
     stem = f"bench-{m['pair']}-{m['device'].split(':')[0]}" + (f"-{m['quantization']}" if m["quantization"] else "")
+    stem += f"-{tag}" if tag else ""
     path = out_dir / f"{stem}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
@@ -334,14 +401,18 @@ def main(argv=None):
     ap.add_argument("--quantization", default=None, choices=["nf4", "fp4"])
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--tag", default=None, help="appended to the file name: bench-<pair>-<device>-<tag>.json")
     args = ap.parse_args(argv)
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+        ap.error(f"--tag must be letters, digits, - and _ (got {args.tag!r})")
     if args.threads:
         torch.set_num_threads(args.threads)
     pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
     prompts = json.loads((ROOT / "data" / "prompts.json").read_text())[args.prompts][: args.n_prompts]
     result = benchmark(pair, prompts, max_new_tokens=args.max_new_tokens, gammas=args.gammas,
                        temperatures=args.temperatures, methods=args.methods, repeats=args.repeats)
-    path = save(result, args.out)
+    result["meta"]["prompt_set"] = args.prompts
+    path = save(result, args.out, args.tag)
     print(json.dumps(result["meta"], indent=2))
     for s in result["summary"]:
         print(json.dumps(s))

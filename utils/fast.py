@@ -37,11 +37,7 @@ from transformers import StaticCache
 
 from .sampling import probs_from_logits
 
-# Each (model, token width, cache) is one compiled graph; allow more of them than dynamo's default 8.
-torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
-    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 512)
-
+RECOMPILE_LIMIT = 64  # compiled graphs of Engine._forward (all engines, all widths)
 BUCKET = 256  # cache lengths are rounded up to a multiple of this, so most calls reuse a compiled graph
 
 
@@ -104,7 +100,11 @@ class Engine:
                 torch.compiler.cudagraph_mark_step_begin()
             return self._step(ids)
         t0 = time.perf_counter()
-        out = self._step(ids)
+        # Every (engine, width) is one more compiled graph of the same function: allow more of them than
+        # dynamo's default 8, only here, where a new one is compiled (a global change would also let
+        # other compiled code, such as HF's static-cache generate, recompile more often).
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            out = self._step(ids)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.compile_time[width] = time.perf_counter() - t0

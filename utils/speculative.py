@@ -318,7 +318,12 @@ def speculative_generate(
     sampling. cache: "preallocated" (KV buffers written by index, cropped by moving an index) or
     "dynamic" (transformers' DynamicCache). time_models: measure draft and target time separately
     (on CUDA this synchronizes around every forward pass; pass False for the fastest run).
+    backend: "eager" (this function's loop, the one the notebooks read) or "compiled" (`utils.fast`:
+    a static cache rolled back in place, torch.compile, CUDA graphs on a GPU, one host sync per
+    round; same rule and same exactness; `cache` and `time_models` do not apply; the first call for
+    each model and token width compiles, reported as `compile_time`).
     """
+    check_backend(backend)
     if not isinstance(gamma, int) or gamma < 1:
         raise ValueError(f"gamma must be an integer >= 1 (got {gamma!r}): it is how many tokens the draft proposes.")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:

@@ -1,0 +1,247 @@
+"""The compiled backend (utils.fast) on the tiny pair, on the CPU: the static cache and its rollback
+are exact, compiled greedy equals HF greedy token for token, compiled sampling follows the target's
+distribution (chi-square), EOS and max_new_tokens are honoured exactly, one host sync per round.
+
+Compiling costs 5-40 s per (model, token width) on a 2-core CPU; the engines are shared by every
+test in this module (one cache length bucket), so each shape compiles once.
+"""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+from transformers import DynamicCache
+
+from utils import fast
+from utils.decoding import autoregressive_generate
+from utils.sampling import probs_from_logits
+from utils.speculative import speculative_generate
+
+
+def hf_greedy(model, ids, n, eos=None):
+    with torch.inference_mode():
+        return model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
+
+
+# ---------------------------------------------------------------- the cache (eager, no compilation)
+
+
+def test_static_cache_and_rollback_match_dynamic_cache_past_the_window(pair, prompts, encode):
+    """An all-StaticLayer cache + the model's own sliding masks gives the logits of transformers'
+    DynamicCache at every position, also past the sliding window (64 for the tiny pair), through
+    writes and rollbacks by length."""
+    window = pair.target.config.sliding_window
+    ids = encode(" ".join(prompts["workshop"]))[:, : window + 40]  # (1, window + 40)
+    eng = fast.Engine(pair.target, 256, compile=False)
+    dyn = DynamicCache()
+    with torch.inference_mode():
+        eng.prefill(ids[:, :-1])
+        pair.target(input_ids=ids[:, :-1], past_key_values=dyn, use_cache=True)
+        assert fast.cache_length(eng.cache) == ids.shape[1] - 1
+        steps = [(ids[:, -1:], 0), (torch.tensor([[5, 6, 7, 8]]), 3), (torch.tensor([[9, 10]]), 0), (torch.tensor([[11]]), 2)]
+        for step, n_drop in steps:
+            a = eng.forward(step)  # (W, V)
+            b = pair.target(input_ids=step, past_key_values=dyn, use_cache=True).logits[0]
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            if n_drop:
+                fast.rollback(eng.cache, fast.cache_length(eng.cache) - n_drop)
+                dyn.crop(-n_drop)
+            assert fast.cache_length(eng.cache) == dyn.get_seq_length()
+    assert fast.cache_length(eng.cache) > window
+
+
+def test_engine_caches_are_fully_static(pair):
+    cache = fast.static_cache(pair.target, 128)
+    assert not any(cache.is_sliding)
+    assert pair.target.config.layer_types.count("sliding_attention") > 0  # the model keeps its windows
+
+
+def test_sample_with_noise_is_a_sampler():
+    """argmax(p / E), E ~ Exp(1): frequencies match p (chi-square), and ones give the argmax."""
+    p = torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0])
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    draws = fast.sample_with_noise(p.expand(n, -1), fast.exp_noise((n, 5), "cpu", g))
+    counts = torch.bincount(draws, minlength=5).numpy()
+    assert counts[4] == 0
+    assert chisquare(counts[:4], p[:4].numpy() * n).pvalue > 1e-3
+    assert int(fast.sample_with_noise(p, torch.ones(5))) == 0
+
+
+# ---------------------------------------------------------------- compiled greedy == HF greedy
+
+
+@pytest.fixture(scope="module")
+def greedy_refs(pair, prompts, encode):
+    """20 prompts: 40 new tokens, 100 for every 4th (past the sliding window)."""
+    eos = pair.tokenizer.eos_token_id
+    refs = []
+    for i, text in enumerate(prompts["workshop"][:20]):
+        ids = encode(text)
+        n = 100 if i % 4 == 0 else 40
+        refs.append((ids, n, hf_greedy(pair.target, ids, n, eos)))
+    assert sum(r[2].shape[1] > pair.target.config.sliding_window for r in refs) >= 5
+    return refs
+
+
+@pytest.mark.parametrize("gamma", range(1, 9))
+def test_compiled_greedy_equals_hf_greedy(pair, greedy_refs, gamma):
+    eos = pair.tokenizer.eos_token_id
+    for ids, n, ref in greedy_refs:
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, eos_token_id=eos,
+                                   backend="compiled")
+        assert out.sequences.tolist() == ref.tolist()
+        assert out.host_syncs == len(out.rounds)  # one host sync per round
+        assert all(len(r.drafted) <= gamma and r.emitted[: r.n_accepted] == r.drafted[: r.n_accepted] for r in out.rounds)
+    assert out.compile_time == 0  # the last prompt reused the shapes compiled for the first
+
+
+def test_compiled_autoregressive_equals_hf_greedy(pair, greedy_refs):
+    eos = pair.tokenizer.eos_token_id
+    for ids, n, ref in greedy_refs[:6]:
+        out = autoregressive_generate(pair.target, ids, n, eos_token_id=eos, backend="compiled")
+        assert out.sequences.tolist() == ref.tolist()
+        assert out.new_tokens == ref.shape[1] - ids.shape[1]
+    assert out.compile_time == 0 and out.tokens_per_second > 0
+
+
+def test_compiled_greedy_agrees_with_eager_rounds(pair, encode):
+    """Same accepted counts round by round as the eager loop (same rule, same tokens)."""
+    ids = encode("The for statement is used to")
+    eager = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=60, gamma=4)
+    comp = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=60, gamma=4, backend="compiled")
+    assert comp.sequences.tolist() == eager.sequences.tolist()
+    assert [r.n_accepted for r in comp.rounds] == [r.n_accepted for r in eager.rounds]
+    assert comp.checked_acceptance_rate == eager.checked_acceptance_rate
+
+
+# ---------------------------------------------------------------- length and EOS
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5])
+def test_compiled_max_new_tokens_exact(pair, encode, n):
+    ids = encode("The return statement")
+    out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=4, backend="compiled")
+    assert out.sequences.tolist() == hf_greedy(pair.target, ids, n).tolist() if n else out.sequences.tolist() == ids.tolist()
+    ar = autoregressive_generate(pair.target, ids, n, backend="compiled")
+    assert ar.sequences.shape[1] == ids.shape[1] + n
+
+
+def test_compiled_never_overshoots_when_sampling(pair, encode):
+    ids = encode("A lambda expression")
+    g = torch.Generator().manual_seed(3)
+    for n in (5, 9, 17):
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=4, temperature=1.0,
+                                   generator=g, backend="compiled")
+        assert out.sequences.shape[1] == ids.shape[1] + n
+
+
+def test_compiled_eos_inside_a_draft_and_as_bonus(pair, encode):
+    """Each token of a greedy continuation taken as EOS in turn: generation stops right after its
+    first occurrence, exactly like target greedy, whether EOS was accepted from the draft or added by
+    the target. Both must occur; plain compiled decoding stops there too."""
+    ids = encode("The import statement is used to")
+    ref = hf_greedy(pair.target, ids, 40)[0, ids.shape[1]:].tolist()
+    seen = set()
+    for eos in dict.fromkeys(ref):
+        want = ref[: ref.index(eos) + 1]
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=40, gamma=4, eos_token_id=eos,
+                                   backend="compiled")
+        assert out.sequences[0, ids.shape[1]:].tolist() == want
+        last = out.rounds[-1]
+        seen.add("bonus" if last.kind == "bonus" and last.token == eos else "draft" if eos in last.drafted[: last.n_accepted] else "resample")
+        ar = autoregressive_generate(pair.target, ids, 40, eos_token_id=eos, backend="compiled")
+        assert ar.sequences[0, ids.shape[1]:].tolist() == want
+    assert {"bonus", "draft"} <= seen
+
+
+# ---------------------------------------------------------------- sampling exactness
+
+
+def _first_token_dist(pair, ids, **warp):
+    with torch.inference_mode():
+        return probs_from_logits(pair.target(ids).logits[0, -1], **warp)  # (V,)
+
+
+def _chi2_pvalue(p: torch.Tensor, draws: list[int], n_top: int = 5) -> float:
+    """Chi-square of draws against p: the n_top most likely tokens, then the rest; bins expecting
+    fewer than 5 counts are pooled. Nothing outside p's support may appear."""
+    n = len(draws)
+    assert all(p[t] > 0 for t in draws), "a token outside the target's support was emitted"
+    top = torch.argsort(p, descending=True)[:n_top].tolist()
+    probs = np.array([p[t].item() for t in top] + [max(0.0, 1 - sum(p[t].item() for t in top))])
+    counts = np.array([draws.count(t) for t in top] + [sum(d not in top for d in draws)])
+    keep = probs * n >= 5
+    pooled_p, pooled_c = probs[~keep].sum(), counts[~keep].sum()
+    probs = np.append(probs[keep], pooled_p) if pooled_p > 0 else probs[keep]
+    counts = np.append(counts[keep], pooled_c) if pooled_p > 0 else counts[keep]
+    return chisquare(counts, probs / probs.sum() * counts.sum()).pvalue
+
+
+WARPS = [dict(temperature=1.0), dict(temperature=0.8, top_k=8), dict(temperature=1.0, top_p=0.7)]
+
+
+@pytest.mark.parametrize("warp", WARPS, ids=["T=1", "T=0.8,top-k=8", "T=1,top-p=0.7"])
+def test_compiled_sampling_matches_target_distribution(pair, encode, warp):
+    """The first new token of compiled speculative sampling (gamma 2, so it is an accepted draft
+    token or a residual resample) follows the target's warped distribution: 600 runs, chi-square at
+    level 1e-3, as for the eager loop."""
+    ids = encode("The try statement specifies")
+    p = _first_token_dist(pair, ids, **warp).double()
+    g = torch.Generator().manual_seed(0)
+    firsts = [
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, generator=g,
+                             backend="compiled", **warp).sequences[0, ids.shape[1]].item()
+        for _ in range(600)
+    ]
+    assert _chi2_pvalue(p, firsts) > 1e-3
+
+
+def test_compiled_sampling_second_token_given_first(pair, encode):
+    """A later position: the second new token, given the most frequent first token, follows the
+    target's conditional distribution (chi-square, 1e-3). It comes out of the same round as the
+    first (gamma 4), so it exercises acceptance after an acceptance."""
+    ids = encode("The while statement is used for")
+    g = torch.Generator().manual_seed(1)
+    pairs = [
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=2, gamma=4, temperature=1.0, generator=g,
+                             backend="compiled").sequences[0, ids.shape[1]:].tolist()
+        for _ in range(800)
+    ]
+    first = max({a for a, _ in pairs}, key=[a for a, _ in pairs].count)
+    seconds = [b for a, b in pairs if a == first]
+    assert len(seconds) >= 150
+    p = _first_token_dist(pair, torch.cat([ids, torch.tensor([[first]])], 1), temperature=1.0).double()
+    assert _chi2_pvalue(p, seconds) > 1e-3
+
+
+def test_compiled_autoregressive_sampling_matches_target(pair, encode):
+    ids = encode("The try statement specifies")
+    p = _first_token_dist(pair, ids, temperature=1.0).double()
+    g = torch.Generator().manual_seed(2)
+    firsts = [autoregressive_generate(pair.target, ids, 1, temperature=1.0, generator=g, backend="compiled")
+              .sequences[0, -1].item() for _ in range(600)]
+    assert _chi2_pvalue(p, firsts) > 1e-3
+
+
+def test_compiled_sampling_is_reproducible(pair, encode):
+    ids = encode("The with statement is used to")
+    runs = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=30, temperature=1.0, backend="compiled",
+                                 generator=torch.Generator().manual_seed(7)).sequences.tolist() for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_compiled_errors(pair, encode):
+    ids = encode("x")
+    with pytest.raises(ValueError, match="backend must be"):
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=4, backend="fast")
+    with pytest.raises(ValueError, match="backend must be"):
+        autoregressive_generate(pair.target, ids, 4, backend="cuda-graphs")
+    with pytest.raises(ValueError, match="use_cache=True"):
+        autoregressive_generate(pair.target, ids, 4, use_cache=False, backend="compiled")
+    limit = pair.target.config.max_position_embeddings
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=limit, backend="compiled")
