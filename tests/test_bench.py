@@ -5,6 +5,7 @@ import json
 import pytest
 
 from utils import bench, datacamp
+from utils.models import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,43 @@ def test_datacamp_benchmark(pair, tmp_path):
     assert "speedup over normal" in text and "returns the target text" in text
     path = datacamp.save(r, tmp_path)
     assert path.name == "datacamp-tiny-cpu.json" and json.loads(path.read_text())["rows"][0]["new_tokens"] == 10
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--n-prompts", "0"], "--n-prompts must be >= 1"),
+    (["--n-prompts", "-19"], "--n-prompts must be >= 1"),
+    (["--n-prompts", "99"], "more than the"),
+    (["--gammas", "-1"], "--gammas must all be >= 1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["--temperatures", "inf"], "--temperatures must be finite"),
+    (["--temperatures", "-1"], "--temperatures must be finite and >= 0"),
+    (["--prompts", "_about"], "--prompts must be one of"),
+    (["--pair", "gemma3"], "--pair must be one of"),
+    (["--tag", "a/b"], "--tag must be"),
+    (["--out", "/proc/specdec"], "cannot write to --out"),
+])
+def test_bench_cli_checks_flags_before_loading(flags, says, tmp_path):
+    """Each bad flag: exit 2 within seconds, a message naming the flag, no traceback, nothing written."""
+    import subprocess
+    import sys
+    import time
+
+    out = [] if "--out" in flags else ["--out", str(tmp_path)]
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "utils.bench", *flags, *out], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
+    assert time.perf_counter() - t0 < 15  # importing torch is most of it
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_cli_refuses_to_overwrite(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "bench-tiny-cpu.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "utils.bench", "--out", str(tmp_path), "--device", "cpu"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert (tmp_path / "bench-tiny-cpu.json").read_text() == "{}"

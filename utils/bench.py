@@ -1,6 +1,6 @@
 """Timing: our loops against Hugging Face generate, with and without an assistant.
 
-    python -m utils.bench                          # tiny pair, workshop prompts, greedy, gamma 4
+    python -m utils.bench                          # tiny pair, workshop prompts, greedy, gamma 4 -> runs/
     python -m utils.bench --pair gemma2-2b-9b --prompts datacamp --max-new-tokens 200 --gammas 3 5
 
 Every number is a median over repeats after a warm-up, written with the hardware, versions, pair,
@@ -387,10 +387,53 @@ def save(result, out_dir: Path = RESULTS, tag: str | None = None) -> Path:
     return path
 
 
+LOCAL_RUNS = ROOT / "runs"  # ignored by git: where runs go unless --out says otherwise
+
+
+def _check_args(ap, args) -> tuple[list[str], Path]:
+    """Every flag checked before any model is loaded. Returns (prompts, output json path)."""
+    import math
+
+    from .models import PAIRS
+
+    if args.pair is not None and args.pair not in PAIRS:
+        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    for flag, value in (("--n-prompts", args.n_prompts), ("--max-new-tokens", args.max_new_tokens),
+                        ("--repeats", args.repeats), ("--threads", args.threads or 1)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1 (got {value})")
+    if any(g < 1 for g in args.gammas):
+        ap.error(f"--gammas must all be >= 1 (got {args.gammas}): gamma is how many tokens the draft proposes")
+    if any(not math.isfinite(t) or t < 0 for t in args.temperatures):
+        ap.error(f"--temperatures must be finite and >= 0 (got {args.temperatures}); 0 is greedy")
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+        ap.error(f"--tag must be letters, digits, - and _ (got {args.tag!r})")
+    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
+    if args.prompts not in sets:
+        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
+    prompts = sets[args.prompts]
+    if args.n_prompts > len(prompts):
+        ap.error(f"--n-prompts {args.n_prompts} is more than the {len(prompts)} prompts of {args.prompts!r}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pair = args.pair or __import__("os").environ.get("SPECDEC_PAIR", "tiny")
+    stem = f"bench-{pair}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "")
+    path = args.out / (stem + (f"-{args.tag}" if args.tag else "") + ".json")
+    if path.exists() and not args.overwrite:
+        ap.error(f"{path} exists; pass --overwrite to replace it, or another --out / --tag")
+    try:  # fail now, not after a run of many minutes
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / f".write-test-{__import__('os').getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        ap.error(f"cannot write to --out {args.out}: {e.strerror or e}")
+    return prompts[: args.n_prompts], path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
-    ap.add_argument("--prompts", default="workshop", help="a key of data/prompts.json")
+    ap.add_argument("--prompts", default="workshop", help="a key of data/prompts.json (workshop, heldout, datacamp)")
     ap.add_argument("--n-prompts", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--gammas", type=int, nargs="+", default=[4])
@@ -400,15 +443,15 @@ def main(argv=None):
     ap.add_argument("--device", default=None)
     ap.add_argument("--quantization", default=None, choices=["nf4", "fp4"])
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=LOCAL_RUNS,
+                    help="folder for the .json/.csv (default runs/, ignored by git; the committed results are in data/results)")
     ap.add_argument("--tag", default=None, help="appended to the file name: bench-<pair>-<device>-<tag>.json")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing result file")
     args = ap.parse_args(argv)
-    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
-        ap.error(f"--tag must be letters, digits, - and _ (got {args.tag!r})")
+    prompts, _ = _check_args(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
-    prompts = json.loads((ROOT / "data" / "prompts.json").read_text())[args.prompts][: args.n_prompts]
     result = benchmark(pair, prompts, max_new_tokens=args.max_new_tokens, gammas=args.gammas,
                        temperatures=args.temperatures, methods=args.methods, repeats=args.repeats)
     result["meta"]["prompt_set"] = args.prompts
