@@ -52,6 +52,25 @@ def test_forward_clocks_per_model_and_in_loop_costs(result):
     assert s["cost_model_error_in_loop"] == pytest.approx(s["predicted_speedup_in_loop"] / s["measured_speedup_vs_ours_ar"] - 1)
 
 
+def test_compiled_methods_in_the_summary(result):
+    """The compiled rows: same tokens as HF greedy, same acceptance as the eager loop (same rule, same
+    tokens at T = 0), one host sync per round, ratios consistent with the tokens/s, compile time kept
+    apart (paid in the warm-up run, not in the timed ones)."""
+    rows, (s,) = result["rows"], result["summary"]
+    cs, tps = s["compiled"], s["tokens_per_s"]
+    comp = [r for r in rows if r["method"] in bench.COMPILED]
+    assert comp and all(r["same_as_hf_greedy"] and r["compile_s"] == 0 for r in comp)
+    assert set(cs["compile_s"]) == set(bench.COMPILED) and all(v >= 0 for v in cs["compile_s"].values())
+    assert cs["alpha_checked"] == pytest.approx(s["alpha_checked"]) and cs["alpha"] == pytest.approx(s["alpha"])
+    assert cs["host_syncs_per_round"] == 1
+    spec = "ours_speculative_compiled"
+    for base in ("hf", "hf_static", "hf_assisted", "ours_ar", "ours_speculative", "ours_ar_compiled"):
+        assert cs[f"{spec}_vs_{base}"] == pytest.approx(tps[spec] / tps[base])
+    assert 0 < cs["c_in_loop"] < 1 and cs["v_in_loop"] > 0.5 and 0 < cs["loop_share"] <= 1
+    assert cs["predicted_speedup_in_loop"] == pytest.approx(
+        (1 - cs["alpha_checked"] ** 5) / (1 - cs["alpha_checked"]) / (4 * cs["c_in_loop"] + cs["v_in_loop"]))
+
+
 def test_memory_is_recorded(result, pair):
     m = result["meta"]
     w = m["weights_bytes"]

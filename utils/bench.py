@@ -140,7 +140,10 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
                                       generator=gen, backend="compiled")
         _sync(pair.device)
         out, secs = res.sequences, time.perf_counter() - t0
-        row.update(compile_s=res.compile_time)
+        n_steps = out.shape[1] - ids.shape[1]  # one compiled step per token (some wasted after an EOS)
+        row.update(compile_s=res.compile_time, forward_s=res.forward_time, forward_calls=n_steps,
+                   target_forward_s=res.forward_time, target_forward_calls=n_steps, draft_forward_s=0.0,
+                   draft_forward_calls=0)
     elif method == "ours_speculative_compiled":
         _sync(pair.device)
         t0 = time.perf_counter()
@@ -152,6 +155,7 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
         row.update(alpha=res.acceptance_rate, alpha_checked=res.checked_acceptance_rate, tau=res.tokens_per_round,
                    draft_s=res.draft_time, target_s=res.target_time, compile_s=res.compile_time,
                    host_syncs=res.host_syncs, forward_s=res.draft_time + res.target_time,
+                   forward_calls=n_draft + len(res.rounds),
                    draft_forward_s=res.draft_time, draft_forward_calls=n_draft,
                    target_forward_s=res.target_time, target_forward_calls=len(res.rounds))
     elif method == "ours_speculative":

@@ -23,6 +23,7 @@ class ARResult:
     total_time: float | None = None  # backend="compiled": seconds for all new tokens (no per-step split)
     n_new: int | None = None  # backend="compiled": how many tokens were generated
     compile_time: float = 0.0  # backend="compiled": seconds spent compiling (inside total_time)
+    forward_time: float | None = None  # backend="compiled": seconds inside the compiled steps (CPU; NaN on CUDA)
 
     @property
     def new_tokens(self) -> int:
@@ -70,7 +71,8 @@ def autoregressive_generate(
         new, stats, total = autoregressive_compiled(model, input_ids, max_new_tokens, temperature=temperature,
                                                     top_k=top_k, top_p=top_p, eos=eos, generator=generator)
         seq = torch.cat([input_ids.to(model.device), torch.tensor([new], dtype=torch.long, device=model.device)], 1)
-        return ARResult(seq, [], total_time=total, n_new=len(new), compile_time=stats.compile_time)
+        return ARResult(seq, [], total_time=total, n_new=len(new), compile_time=stats.compile_time,
+                        forward_time=stats.forward_time)
     seq = input_ids.to(model.device)  # (1, T)
     cache = _new_cache(capacity=input_ids.shape[1] + max_new_tokens) if use_cache else None
     timer, times = _Timer(model.device), []

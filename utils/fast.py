@@ -165,6 +165,7 @@ class FastStats:
 
     compile_time: float = 0.0  # seconds of first calls that compiled a new shape during this call
     prefill_time: float = 0.0
+    forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (CPU only; host time on CUDA)
     rounds: int = 0
     host_syncs: int = 0
     n_accepted_per_round: list[int] = field(default_factory=list)
@@ -194,7 +195,10 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     last, pending, new = ids[:, -1:], [], []  # last: (1, 1) on the device
     for i in range(max_new_tokens):
-        probs = probs_from_logits(eng.forward(last)[-1], **warp)  # (V,)
+        t0 = time.perf_counter()
+        logits = eng.forward(last)[-1]  # (V,)
+        stats.forward_time += time.perf_counter() - t0  # exact on a CPU; launch time on CUDA
+        probs = probs_from_logits(logits, **warp)  # (V,)
         noise = exp_noise(probs.shape, probs.device, generator, greedy=temperature == 0)
         last = sample_with_noise(probs, noise).view(1, 1)
         pending.append(last)
@@ -206,6 +210,8 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
             if hit:
                 break
     stats.compile_time = sum(t for w, t in eng.compile_time.items() if w not in known)
+    if model.device.type != "cpu":
+        stats.forward_time = float("nan")
     return new, stats, time.perf_counter() - t_start
 
 
