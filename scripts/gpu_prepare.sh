@@ -6,7 +6,7 @@
 # (CUDA=130 by default: torch 2.11+cu130 there) and is carried unpacked.
 #
 #   bash scripts/gpu_prepare.sh            # then, with the device tool: carry [".whl"] and run
-#   bash scripts/gpu_run.sh models-2b-9b   # (and the other parts, see scripts/gpu_run.sh)
+#   bash scripts/gpu_run.sh compiled-27b   # (and the other parts: bash scripts/gpu_run.sh --list)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CUDA="${CUDA:-130}"

@@ -1,24 +1,77 @@
 #!/usr/bin/env bash
-# The command a GPU session gives the device tool (carry [".whl"], made by scripts/gpu_prepare.sh).
-# Each part fits one 10-minute command; results land in $OUT (the device tool brings them back), to be
-# copied to data/results/ here (a part that runs out of time splits further: utils.shapes --sizes 2b). Parts:
+# The command a GPU session gives the device tool (carry [".whl"], made by scripts/gpu_prepare.sh):
+#   bash scripts/gpu_run.sh PART          one part; each fits one 10-minute device command
+#   bash scripts/gpu_run.sh --print PART  the command it runs (nothing installed or run)
+#   bash scripts/gpu_run.sh --list        the parts
+# Results land in $OUT (the device tool brings them back), to be copied to data/results/ here
+# (compiled parts: shapes-compiled-cuda-<part without "compiled-">.json). Every compiled part writes
+# its JSON after each step, starts no step after BUDGET_S seconds (default 400) and is stopped by
+# `timeout` at PART_TIMEOUT seconds (default 550; installing takes ~15 s of the 600): what it measured
+# stays, skipped steps are listed. The JSON's meta has the GPU name and torch/transformers/bnb versions.
+# Compiling one shape took 60-130 s on an H200 in a probe: a part compiles at most 6 (utils.fast engines
+# + HF static generate; --print PART, then add --dry-run, lists them). Order inside a part: what the goals
+# need first (compiled greedy, HF dynamic, the pair's rounds), then HF static of the pair's target, then
+# the self-draft, so a budget cut drops the tail. Compiled parts, most important first (a 30-minute
+# device session fits about three):
+#   compiled-27b        27b: compiled greedy, HF dynamic/static, % of the bandwidth bound; 2b->27b round
+#                       time, implied tok/s at alpha 0.6-0.9 and the goal ratios; 27b self-draft (5 shapes)
+#   compiled-2b-9b      2b and 9b: the same per model; 2b->9b round time; 9b self-draft (6 shapes)
+#   compiled-nf4        2b, 9b, 27b in NF4: weights, HF dynamic/static, compiled greedy where bitsandbytes
+#                       allows (a failure is recorded in the JSON, "errors") (6 shapes)
+#   compiled-self-9b / compiled-self-27b   the self-draft alone, if a part above skipped it (3 shapes)
+# Eager parts (the measurements of 2026-11-24):
 #   models-2b-9b   memory, step latency, HF greedy (dynamic, static cache): 2b and 9b, bf16 and NF4
 #   models-27b     the same for 27b
 #   pairs          ours vs HF assisted, 2b->9b and 2b->27b, bracketed at alpha~0 and alpha=1 (bf16)
-#   tiny           python -m utils.bench on the tiny pair, gamma 1-8, T 0 and 1
+#   tiny           python -m utils.bench on the tiny pair, gamma 1-8, T 0 and 1 (ran past 10 minutes on an H200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part="${1:?which part: models-2b-9b | models-27b | pairs | tiny}"
 OUT="${OUT:-data/results}"
+BUDGET_S="${BUDGET_S:-400}"
+PART_TIMEOUT="${PART_TIMEOUT:-550}"
+PARTS="compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny"
+
+usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "parts: $PARTS"; }
+
+command_for() {  # PART -> the python command (one word per line)
+  local c=(python3 -m utils.shapes --compiled --out "$OUT" --tag "${1#compiled-}" --budget-s "$BUDGET_S")
+  case "$1" in
+    compiled-27b)      printf '%s\n' "${c[@]}" --sizes --pairs 2b:27b ;;
+    compiled-2b-9b)    printf '%s\n' "${c[@]}" --sizes 2b --pairs 2b:9b ;;
+    compiled-nf4)      printf '%s\n' "${c[@]}" --sizes 2b 9b 27b --quant nf4 --pairs ;;
+    compiled-self-9b)  printf '%s\n' "${c[@]}" --sizes --pairs --self-draft 9b --no-hf-static ;;
+    compiled-self-27b) printf '%s\n' "${c[@]}" --sizes --pairs --self-draft 27b --no-hf-static ;;
+    models-2b-9b) printf '%s\n' python3 -m utils.shapes --sizes 2b 9b --pairs --out "$OUT" --tag "$1" ;;
+    models-27b)   printf '%s\n' python3 -m utils.shapes --sizes 27b --pairs --out "$OUT" --tag "$1" ;;
+    pairs)        printf '%s\n' python3 -m utils.shapes --sizes --pairs 2b:9b 2b:27b --out "$OUT" --tag "$1" ;;
+    tiny)         printf '%s\n' python3 -m utils.bench --device cuda --gammas 1 2 4 8 --temperatures 0 1 --out "$OUT" ;;
+    *) return 1 ;;
+  esac
+}
+
+print=0
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  --list) echo "$PARTS" | tr ' ' '\n'; exit 0 ;;
+  --print) print=1; shift ;;
+  "") usage >&2; exit 2 ;;
+esac
+part="${1:-}"
+[ $# -eq 1 ] || { echo "one part, please (got $# arguments)" >&2; usage >&2; exit 2; }
+if ! mapfile -t cmd < <(command_for "$part") || [ ${#cmd[@]} -eq 0 ]; then
+  echo "unknown part: $part" >&2; usage >&2; exit 2
+fi
+if [ "$print" = 1 ]; then printf '%s\n' "${cmd[*]}"; exit 0; fi
+
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 cp -r .whl/site/. /tmp/site/
 export PYTHONPATH="/tmp/site:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, bitsandbytes as b; print(torch.__version__, transformers.__version__, b.__version__)"
-case "$part" in
-  models-2b-9b) python3 -m utils.shapes --sizes 2b 9b --pairs --out "$OUT" --tag "$part" ;;
-  models-27b)   python3 -m utils.shapes --sizes 27b --pairs --out "$OUT" --tag "$part" ;;
-  pairs)        python3 -m utils.shapes --sizes --pairs 2b:9b 2b:27b --out "$OUT" --tag "$part" ;;
-  tiny)         python3 -m utils.bench --device cuda --gammas 1 2 4 8 --temperatures 0 1 --out "$OUT" ;;
-  *) echo "unknown part: $part" >&2; exit 2 ;;
-esac
+mkdir -p "$OUT"
+set +e
+timeout -k 20 "$PART_TIMEOUT" "${cmd[@]}"
+rc=$?
+set -e
+[ $rc -eq 124 ] && echo "part $part stopped at ${PART_TIMEOUT} s; its JSON in $OUT holds what was measured" >&2
+ls -l "$OUT"
+exit $rc

@@ -245,3 +245,47 @@ def test_compiled_errors(pair, encode):
     limit = pair.target.config.max_position_embeddings
     with pytest.raises(ValueError, match="max_position_embeddings"):
         speculative_generate(pair.target, pair.draft, ids, max_new_tokens=limit, backend="compiled")
+
+
+# ---------------------------------------------------------------- engines
+
+
+def test_compiled_self_draft_gets_its_own_cache(pair, encode):
+    """A model drafting for itself (alpha = 1): two engines, two caches, output = HF greedy, every
+    round fully accepted."""
+    ids = encode("The module provides")
+    out = speculative_generate(pair.target, pair.target, ids, max_new_tokens=30, gamma=4, backend="compiled")
+    assert out.sequences.tolist() == hf_greedy(pair.target, ids, 30).tolist()
+    assert all(r.kind == "bonus" for r in out.rounds[:-1])
+
+
+def test_no_recompile_for_new_prompt_lengths(pair, prompts, encode):
+    """After the first prompt, prompts of other lengths reuse the compiled graphs (dynamo compiles
+    no new graph): the first step's input has the same strides as every later one."""
+    from torch._dynamo.utils import counters
+
+    texts = prompts["heldout"][:4]
+    assert len({encode(t).shape[1] for t in texts}) > 1
+    autoregressive_generate(pair.target, encode(texts[0]), 8, backend="compiled")
+    speculative_generate(pair.target, pair.draft, encode(texts[0]), max_new_tokens=8, gamma=4, backend="compiled")
+    before = counters["stats"]["unique_graphs"]
+    for t in texts[1:]:
+        autoregressive_generate(pair.target, encode(t), 8, backend="compiled")
+        speculative_generate(pair.target, pair.draft, encode(t), max_new_tokens=8, gamma=4, backend="compiled")
+    assert counters["stats"]["unique_graphs"] == before
+
+
+def test_engines_are_freed_with_their_model():
+    import gc
+    import weakref
+
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    m = Gemma2ForCausalLM(Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=1, head_dim=16)).eval()
+    autoregressive_generate(m, torch.tensor([[1, 2, 3]]), 4, backend="compiled")
+    assert fast.engine_for(m, 8).compile_time  # the engine lives on the model
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -111,11 +110,11 @@ class Engine:
         return out
 
 
-_ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def engine_for(model, needed_len: int, compile: bool = True) -> Engine:
-    """The model's engine for a cache of at least needed_len positions (one per length bucket)."""
+def engine_for(model, needed_len: int, compile: bool = True, second: bool = False) -> Engine:
+    """The model's engine for a cache of at least needed_len positions (one per length bucket).
+    second=True gives another engine with its own cache: a model drafting for itself needs two caches
+    over one set of weights. Engines live on the model (`model._specdec_engines`), so they go when
+    the model goes."""
     limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     max_len = -(-needed_len // BUCKET) * BUCKET
     if limit:
@@ -125,20 +124,19 @@ def engine_for(model, needed_len: int, compile: bool = True) -> Engine:
                 f"holds {limit} (max_position_embeddings). Shorten the prompt or lower max_new_tokens."
             )
         max_len = min(max_len, limit)
-    engines = _ENGINES.setdefault(model, {})
-    key = (max_len, compile)
+    engines = model.__dict__.setdefault("_specdec_engines", {})  # a plain attribute, not a submodule
+    key = (max_len, compile, second)
     if key not in engines:
         engines[key] = Engine(model, max_len, compile)
     return engines[key]
 
 
-def clear_engines(model=None) -> None:
-    """Drop compiled engines (all, or one model's) and dynamo's cache, e.g. before measuring compile time."""
-    if model is None:
-        _ENGINES.clear()
-    else:
-        _ENGINES.pop(model, None)
-    torch._dynamo.reset()
+def clear_engines(model, reset_dynamo: bool = False) -> None:
+    """Drop a model's engines (their caches and compiled graphs); reset_dynamo=True also empties
+    dynamo's cache for every model, e.g. before measuring compile time."""
+    model.__dict__.pop("_specdec_engines", None)
+    if reset_dynamo:
+        torch._dynamo.reset()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +191,8 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     eng.prefill(ids[:, :-1])
     stats.prefill_time = time.perf_counter() - t0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-    last, pending, new = ids[:, -1:], [], []  # last: (1, 1) on the device
+    # last: (1, 1) on the device, contiguous like every later step's input (other strides recompile)
+    last, pending, new = ids[0, -1:].clone().view(1, 1), [], []
     for i in range(max_new_tokens):
         t0 = time.perf_counter()
         logits = eng.forward(last)[-1]  # (V,)
@@ -233,7 +232,7 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     ids = input_ids.to(device).clone()  # (1, T); a clone made in inference mode, like every later input
     width = gamma + 1
     need = ids.shape[1] + max_new_tokens + width
-    te, de = engine_for(target, need, compile), engine_for(draft, need, compile)
+    te, de = engine_for(target, need, compile), engine_for(draft, need, compile, second=draft is target)
     known_t, known_d = set(te.compile_time), set(de.compile_time)
     stats = FastStats()
     t0 = time.perf_counter()
@@ -250,7 +249,7 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     rounds, new = [], []
     t_draft = t_target = 0.0
     L = ids.shape[1]  # sequence length; both caches hold L - 1 positions between rounds
-    last = ids[0, -1:]  # (1,) on the device
+    last = ids[0, -1:].clone()  # (1,) on the device
     while len(new) < max_new_tokens:
         k = min(gamma, max_new_tokens - len(new) - 1)  # never overshoot
         noise = exp_noise((k + 1, V), device, generator, greedy)  # k draft samples + the added token

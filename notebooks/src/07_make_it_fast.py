@@ -1,0 +1,424 @@
+# %% [markdown]
+# # 07 · Make it fast: overhead, static caches, torch.compile and CUDA graphs
+#
+# Notebooks 01–05 ran every forward pass eagerly: Python calls PyTorch one operator at a time. On a
+# big GPU that is why Hugging Face's eager `generate` steps a 27b model nearly as fast as a 2b one,
+# and why speculative decoding then gains little: the draft costs almost what the target costs. This
+# notebook measures where an eager step's time goes, removes it piece by piece (a static KV cache,
+# `torch.compile`, CUDA graphs), and runs speculative decoding on that fast path (`utils.fast`).
+#
+# **You will learn**
+# - overhead-bound vs bandwidth-bound: the two floors of a decode step, measured on a GPU and here;
+# - what a static cache, `torch.compile` and CUDA graphs each remove;
+# - how a static cache rolls back a rejected draft: by setting a length, copying nothing;
+# - speculative decoding compiled, checked token for token against HF greedy, with $\alpha$ and $c$.
+#
+# **Time to run:** under 2 minutes on a laptop CPU with the tiny pair on a first run, most of it
+# compiling; under a minute once PyTorch has cached the compiled kernels (in `/tmp`).
+
+# %%
+# SETUP
+
+# %%
+import torch
+
+from utils.models import describe_device, environment_report, load_pair, load_prompts
+
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
+pair = load_pair(PAIR)
+tok, target, draft = pair.tokenizer, pair.target, pair.draft
+hw = describe_device(pair.device)  # for figure titles
+print(environment_report(pair))
+
+# %% [markdown]
+# ## 1. Two floors under every decode step
+#
+# At batch size 1 a decode step multiplies one token's activations by every weight matrix once.
+# Notebook 01 derived its first floor: every weight byte is read once. Eager PyTorch adds a second:
+# each operator (a matmul, a norm, a reshape, a softmax...) costs a fixed overhead, whatever its
+# size: Python, the dispatcher, and on a GPU a kernel launch. So
+#
+# $$t_\text{step} \;\ge\; \max\Big(\underbrace{\frac{\text{weight bytes}}{\text{memory bandwidth}}}_{\text{bandwidth-bound}},\;
+# \underbrace{n_\text{ops}\cdot t_\text{op}}_{\text{overhead-bound}}\Big),
+# \qquad n_\text{ops} \approx n_\text{layers}\cdot \text{ops per layer}.$$
+#
+# The first term grows with the *bytes* of the model, the second with its *number of layers*. A big
+# model on a slow GPU sits on the first; a small model anywhere, or a big one on a fast GPU driven
+# eagerly, sits on the second. Then $c$, the draft's step over the target's, is not the ratio of
+# their sizes but the ratio of their layer counts.
+#
+# This project measured real Gemma2 shapes on an H200 (random weights: time does not depend on
+# their values). The file says where the numbers come from:
+
+# %%
+import json
+
+from utils.models import ROOT
+from utils.overhead import gpu_label, load_gpu_results
+
+h200 = load_gpu_results(ROOT / "data/results/gpu-h200-2026-11-24.json")
+print(json.dumps(h200["provenance"], indent=1))
+
+# %% [markdown]
+# The weight bytes and layer counts of the three shapes come from their published configurations
+# (counted on PyTorch's `meta` device, nothing allocated); the bandwidth is the one the file's
+# bounds assume.
+
+# %%
+from utils.overhead import config_weight_bytes, cost_ratio_predictions, gpu_bandwidth, gpu_steps
+from utils.shapes import GEMMA2_SHAPES, gemma2_config
+
+layers = {s: shape["num_hidden_layers"] for s, shape in GEMMA2_SHAPES.items()}
+weights = {s: config_weight_bytes(gemma2_config(s)) for s in GEMMA2_SHAPES}  # bf16
+bw = gpu_bandwidth(h200)
+steps = gpu_steps(h200)
+for s in GEMMA2_SHAPES:
+    measured = f"eager step {steps[s]['eager step']:5.1f} ms" if s in steps else "eager step not in the file"
+    print(f"gemma-2-{s:3s}: {layers[s]:2d} layers, {weights[s] / 1e9:5.1f} GB bf16, "
+          f"bandwidth floor {1e3 * weights[s] / bw:5.2f} ms, {measured}")
+print(f"[{gpu_label(h200)}; bandwidth {bw / 1e12:.1f} TB/s]")
+
+# %%
+pred = cost_ratio_predictions(h200, layers, weights)
+for p in pred:
+    print(f"{p['pair']:7s}: c measured {p['measured']:.3f} | if bandwidth-bound (bytes) {p['bytes']:.3f} | "
+          f"if overhead-bound (layers) {p['layers']:.3f}")
+s2, s9 = steps["2b"], steps["9b"]
+print(f"9b / 2b: {weights['9b'] / weights['2b']:.1f}x the bytes, {s9['eager step'] / s2['eager step']:.2f}x the eager step time, "
+      f"{layers['9b'] / layers['2b']:.2f}x the layers; eager 2b step = {s2['eager step'] / s2['bandwidth floor']:.0f}x its bandwidth floor")
+
+# %%
+from utils.overhead import plot_gpu_overhead
+
+plot_gpu_overhead(steps, pred, gpu_label(h200));
+
+# %% [markdown]
+# Eager Gemma2 on this GPU is overhead-bound: the step times sit many times above the bandwidth
+# floor, and $c$ for 2b → 27b lands on the ratio of layer counts, not of bytes. (The two $c$ values
+# come from the pair runs; the 2b → 9b one lies above even the layer ratio, while the separate model
+# runs give the step-time ratio printed above: eager steps on a GPU host vary from run to run.) The
+# 2b draft has a small fraction of 27b's bytes but over half its layers, so its step costs over half
+# a target step, and with $c$ that high Leviathan et al.'s speedup
+# $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)}$ stays near 1 for any $\alpha$.
+#
+# ## 2. What an eager step costs per layer on this machine
+#
+# The same question here, measured: eager one-token steps (transformers' `DynamicCache`, after a
+# short prompt) of the tiny target and draft, and of random models with the tiny target's layer at
+# other layer counts, and at other widths with a fixed layer count. The models take turns, so that
+# a machine that slows down for a moment hurts them alike. An operator counter
+# (`utils.overhead.OpCounter`, a `TorchDispatchMode`) counts the ATen operators each step runs.
+
+# %%
+from transformers import AutoConfig
+
+from utils.overhead import measure_steps, sweep_models
+
+tiny_cfg = AutoConfig.from_pretrained(ROOT / "data/models/tiny-gemma2-target")
+prefix = tok(load_prompts("heldout")[0], return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+models = {f"{pair.name} target": target, f"{pair.name} draft": draft,
+          **sweep_models(tiny_cfg, device=pair.device, dtype=target.dtype)}
+rows = measure_steps(models, prefix)  # the models take turns, 5 rounds of 5 steps; each keeps its best round
+for r in rows:
+    print(f"{r.label:14s} {r.layers:2d} layers, width {r.hidden:4d}: {1e3 * r.seconds:6.2f} ms, "
+          f"{r.ops:5d} ATen ops, {r.weight_bytes / 2**20:6.1f} MiB of weights")
+
+# %% [markdown]
+# Fit $t = a + b \cdot n_\text{layers}$ over the layer counts, and the operator count the same way;
+# $b$ divided by the operators per layer is the eager overhead per operator, $t_\text{op}$. The
+# memory bandwidth is measured by summing a tensor far larger than the CPU's caches.
+
+# %%
+from utils.overhead import fit_line, memory_bandwidth, step_floor
+
+by_layers = [r for r in rows if r.label.endswith(" layers")]
+fit = fit_line([r.layers for r in by_layers], [r.seconds for r in by_layers])
+ops_fit = fit_line([r.layers for r in by_layers], [r.ops for r in by_layers])
+per_op = fit.b / ops_fit.b
+bandwidth = memory_bandwidth(pair.device)
+print(f"step = {1e3 * fit.a:.2f} ms + {1e3 * fit.b:.3f} ms x layers (r2 = {fit.r2:.3f}); "
+      f"{ops_fit.b:.0f} ATen ops per layer, {ops_fit.a:.0f} outside the layers")
+print(f"eager overhead per operator: {1e6 * per_op:.1f} us; memory bandwidth: {bandwidth / 1e9:.1f} GB/s")
+for r in rows[:2]:
+    bw_floor, oh_floor, _ = step_floor(r.weight_bytes, bandwidth, r.ops, per_op)
+    print(f"{r.label}: measured {1e3 * r.seconds:.2f} ms; floors: bytes / bandwidth {1e3 * bw_floor:.2f} ms, "
+          f"ops x per-op {1e3 * oh_floor:.2f} ms")
+widths = [r for r in rows if r.label.startswith("width")]
+w_small = [r for r in widths if r.hidden <= target.config.hidden_size]
+print(f"width {w_small[0].hidden} -> {w_small[-1].hidden} ({w_small[-1].weight_bytes / w_small[0].weight_bytes:.1f}x the bytes): "
+      f"{w_small[-1].seconds / w_small[0].seconds:.2f}x the time; width {widths[0].hidden} -> {widths[-1].hidden} "
+      f"({widths[-1].weight_bytes / widths[0].weight_bytes:.0f}x the bytes): {widths[-1].seconds / widths[0].seconds:.1f}x the time")
+
+# %%
+from utils.overhead import plot_layer_sweep
+
+plot_layer_sweep(rows, fit, bandwidth, per_op, f"eager one-token steps, {hw}",
+                 marks={f"{pair.name} target": target.config.hidden_size, f"{pair.name} draft": draft.config.hidden_size});
+
+# %% [markdown]
+# Up to the tiny models' widths, the time follows the number of operators, and the bytes matter
+# little: both tiny models are overhead-bound, far above their bandwidth floor, which is why the
+# 2-layer draft costs a small fraction of the 20-layer target although it is the *wider* model. Only
+# at the wider layers of the sweep does the work on the weights start to count (there a CPU's
+# arithmetic, not only its memory, sets the pace, so the measured time lies above both floors). The
+# fix for an overhead-bound step is not a smaller model but fewer, bigger operators.
+#
+# ## 3. What a static cache, `torch.compile` and CUDA graphs each remove
+#
+# - **Static cache.** `DynamicCache` grows each layer's keys and values by concatenation (a new,
+#   longer tensor every step). A `StaticCache` allocates `max_len` positions once and writes the new
+#   token's keys and values in place; attention reads all positions, masked past the length. On its
+#   own it does not make an eager step faster (it runs about as many operators, over more
+#   positions); what it buys is **fixed shapes and fixed addresses**, which the next two need.
+#   (`utils.fast.static_cache` builds every layer as a plain full-length `StaticLayer`, so that
+#   Gemma2's sliding-window layers stay static too; the model's own sliding mask keeps the result
+#   exact.)
+# - **`torch.compile`** traces the step once into a graph and generates fused kernels: the operators
+#   of a layer (counted in section 2) become a few, and Python and the dispatcher run once per step
+#   instead of once per operator. Fixed shapes mean it compiles once per token width.
+# - **CUDA graphs** (GPU only; `mode="reduce-overhead"`) record the compiled step's kernel launches
+#   once and replay the whole step with a single launch, so the CPU no longer paces the GPU.
+#
+# Measured on the target: one-token steps eagerly with each cache, then compiled (the first
+# compiled call compiles: its time is reported apart, not mixed into the step).
+
+# %%
+from utils import fast
+from utils.overhead import count_ops, dynamic_cache_step, engine_step, interleaved_seconds
+
+N_CACHE = 256  # positions: the compiled loops below use the same cache length bucket, so they reuse this engine
+dyn = dynamic_cache_step(target, prefix)
+static_eager = engine_step(fast.engine_for(target, N_CACHE, compile=False), prefix)
+compiled_engine = fast.engine_for(target, N_CACHE)
+compiled = engine_step(compiled_engine, prefix)
+compiled()  # compiles the one-token step
+seconds = interleaved_seconds({"eager, DynamicCache": dyn, "eager, static cache": static_eager, "compiled, static cache": compiled})
+step_ms = {name: 1e3 * s for name, s in seconds.items()}
+for name, ms in step_ms.items():
+    ops = f"{count_ops(dyn if 'Dynamic' in name else static_eager):5d} ATen ops" if name.startswith("eager") else "fused kernels"
+    print(f"{name:24s} {ms:6.2f} ms per step ({ops})")
+print(f"compiling the one-token step took {compiled_engine.compile_time[1]:.1f} s (once per token width); "
+      f"compiled = {step_ms['eager, DynamicCache'] / step_ms['compiled, static cache']:.1f}x faster than eager")
+
+# %%
+from utils.overhead import plot_backend_steps
+
+plot_backend_steps(step_ms, f"{pair.name} target, one-token step, {hw}");
+
+# %% [markdown]
+# Compiling removes a large part of the eager step here (the ratio above). A CPU has no kernel
+# launches to save, so CUDA graphs do not apply; on a GPU they do, and the H200 run shows the
+# combined effect: Hugging Face's `generate` with `cache_implementation="static"` compiles the
+# forward pass (with CUDA graphs) by itself, so "HF static" *is* the compiled path:
+
+# %%
+for m in h200["models"]:
+    print(f"gemma-2-{m['model']} {m['dtype']:4s}: HF eager, dynamic cache {m['hf_greedy_dynamic_tok_s']:6.1f} tok/s | "
+          f"static cache (compiled, CUDA graphs) {m['hf_greedy_static_tok_s']:6.1f} tok/s "
+          f"({m['hf_greedy_static_tok_s'] / m['hf_greedy_dynamic_tok_s']:.1f}x)"
+          + (f" | bandwidth bound {m['bandwidth_bound_tok_s']:.0f} tok/s, {m['bandwidth_bound_tok_s'] / m['hf_greedy_static_tok_s']:.1f}x "
+             "above static" if "bandwidth_bound_tok_s" in m else ""))
+print(f"[{gpu_label(h200)}]\n{h200['static_cache_note']}")
+d2, d9 = (next(m for m in h200["models"] if m["model"] == s and m["dtype"] == "bf16") for s in ("2b", "9b"))
+print(f"c(2b/9b) from these runs: eager {s2['eager step'] / s9['eager step']:.2f}, HF static "
+      f"{d9['hf_greedy_static_tok_s'] / d2['hf_greedy_static_tok_s']:.2f}; ratio of weight bytes {weights['2b'] / weights['9b']:.2f}")
+probe = h200["compiled_probe"]
+print(f"torch.compile on transformers' own Gemma2 StaticCache: 2b step {probe['2b_step_1_ms']} ms, "
+      f"{probe['compile_s_per_shape']} s to compile each shape. Why: {probe['why_slow']}")
+
+# %% [markdown]
+# Compiled and graphed, both shapes step several times faster, yet stay well below their bandwidth
+# bounds at batch 1, and $c$ hardly moves: the note says a fixed host cost per token remains, and a
+# fixed cost per step weighs on the small model as much as on the big one, just like per-operator
+# overhead. For speculative decoding that fixed cost is the enemy: $c$ only falls towards the ratio
+# of weight bytes once it is gone. `utils.fast` cuts more of it (sampling on the device, one host
+# sync per round). The last line is the other pitfall it avoids: a cache whose length lives in a
+# Python int makes the compiler re-specialise, and re-record CUDA graphs, at every step.
+#
+# ## 4. Rolling back by length
+#
+# After a rejection, the caches must forget the rejected tokens. A `DynamicCache` is cropped (new
+# tensors). A static cache only moves its length: every layer's `cumulative_length` is set to the
+# number of positions to keep (`fast.rollback(cache, n)` runs `layer.cumulative_length.fill_(n)`).
+# The rejected keys and values stay in memory, masked (the attention mask is built from positions),
+# until the next write overwrites them. No copy, no reallocation, no new shape: nothing for the
+# compiler to re-specialise. Here on the eager static engine: a verify pass over `WIDTH` tokens (the
+# last token and `WIDTH - 1` drafted ones), of which the first `KEEP` are kept.
+
+# %%
+eng = fast.engine_for(target, N_CACHE, compile=False)
+ids = tok(load_prompts("heldout")[1], return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+KEEP, WIDTH = 2, 5
+with torch.inference_mode():
+    eng.prefill(ids[:, :-1])
+    prompt_len = fast.cache_length(eng.cache)
+    drafted = torch.arange(11, 11 + WIDTH - 1, device=pair.device).view(1, -1)  # any token ids will do
+    verify = torch.cat([ids[:, -1:], drafted], 1)  # (1, WIDTH)
+    eng.forward(verify)
+    before = fast.cache_length(eng.cache)
+    fast.rollback(eng.cache, prompt_len + KEEP)
+    after = fast.cache_length(eng.cache)
+    layer = eng.cache.layers[0]
+    stale = [bool(layer.keys[0, :, pos].abs().sum() > 0) for pos in range(after, before)]
+print(f"prompt: {prompt_len} positions; after the verify pass of {WIDTH} tokens: {before}; "
+      f"after rollback (keep {KEEP} of them): {after}")
+print(f"positions {after}..{before - 1} still hold their keys in memory: {stale} (masked, overwritten next)")
+
+# %% [markdown]
+# The next pass writes at position `length` and attends only to positions below it: the result is
+# the one a cache that never saw the rejected tokens gives.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from transformers import DynamicCache
+
+with torch.inference_mode():
+    nxt = torch.tensor([[21, 22]], device=pair.device)
+    after_rollback = eng.forward(nxt)  # (2, V)
+    clean = DynamicCache()
+    kept = torch.cat([ids, verify[:, 1 : 1 + KEEP - 1], nxt], 1)  # prompt, kept tokens, next
+    fresh = target(input_ids=kept, past_key_values=clean, use_cache=True).logits[0, -2:].float()
+tol = 1e-4 if target.dtype == torch.float32 else 5e-2  # float rounding only (bf16 on a GPU rounds more)
+print("logits after rollback == logits of a cache that never saw the rejected tokens:",
+      torch.allclose(after_rollback, fresh, atol=tol, rtol=tol))
+
+# %%
+from utils.overhead import plot_cache_positions
+
+shown = before + 8
+plot_cache_positions(prompt_len, KEEP, before - after, shown,
+                     title=f"{pair.name} target's static cache after rollback (first {shown} of {eng.max_len} positions)");
+
+# %% [markdown]
+# ## 5. Speculative decoding on the fast path
+#
+# `speculative_generate(..., backend="compiled")` runs the same algorithm on compiled engines with
+# fixed shapes: the draft steps one token at a time (width 1), the target verifies
+# $[x_\text{last}, x_1..x_\gamma]$ in one pass padded to $\gamma+1$ tokens, the accept/reject rule
+# (`accept_reject`, shared with the eager loop) runs on the device, a rejection rolls both caches
+# back by length, and the host reads the round's tokens once (one `.tolist()` per round). So three
+# shapes compile: the target at widths 1 (plain decoding, above) and $\gamma+1$, the draft at
+# width 1. All cost models aside, the race: the held-out prompts, greedy, $\gamma = 4$, the four
+# methods taking turns on each prompt after a warm-up run that compiles.
+
+# %%
+from utils.overhead import race
+
+GAMMA, N_NEW = 4, 32
+prompts = load_prompts("heldout")
+result = race(pair, prompts, max_new_tokens=N_NEW, gamma=GAMMA)
+for m, r in result.items():
+    extra = f"  alpha {r['alpha']:.2f}, c {r['c']:.3f}, tau {r['tau']:.2f}" if "alpha" in r else ""
+    print(f"{m:21s} {r['tokens_per_s']:6.1f} tok/s{extra}")
+print(f"[{len(prompts)} held-out prompts x {N_NEW} new tokens, greedy, gamma={GAMMA}, {hw}]\n"
+      f"compile time, apart: target one-token step {compiled_engine.compile_time[1]:.1f} s (section 3), "
+      f"first speculative run {result['compiled speculative']['compile_s']:.1f} s (target width {GAMMA + 1}, draft width 1)")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for m, r in result.items():
+    print(f"{m}: every output equal to HF greedy: {r['equal_to_hf_greedy']}")
+print("one host sync per round (compiled speculative):", result["compiled speculative"]["host_syncs_per_round"] == 1)
+
+# %%
+from utils.plots import plot_bars
+
+plot_bars({m: r["tokens_per_s"] for m, r in result.items()}, "tokens / s (compile time excluded)",
+          f"{pair.name} on {hw}, {len(prompts)} held-out prompts, gamma={GAMMA}, greedy");
+
+# %% [markdown]
+# Compiling speeds up both models; does it speed up speculative decoding *over compiled plain
+# decoding*? That depends on $c$ and $v$ (the target's verify pass in one-token steps) as the
+# compiled loop pays them, through Leviathan et al.'s Thm 3.8:
+
+# %%
+from utils.theory import expected_speedup
+
+ar_c, ar_e = result["compiled AR"], result["eager AR"]
+for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
+    s = result[f"{kind} speculative"]
+    print(f"{kind:8s}: alpha {s['alpha']:.2f}, c {s['c']:.3f}, v {s['v']:.2f} -> predicted "
+          f"{expected_speedup(s['alpha'], GAMMA, s['c'], s['v']):.2f}x, measured {s['tokens_per_s'] / ar['tokens_per_s']:.2f}x "
+          f"over {kind} plain decoding")
+se, sc = result["eager speculative"], result["compiled speculative"]
+print(f"compiling moved c from {se['c']:.3f} to {sc['c']:.3f} and v from {se['v']:.2f} to {sc['v']:.2f}; "
+      f"compiled speculative vs eager plain decoding: {sc['tokens_per_s'] / ar_e['tokens_per_s']:.2f}x")
+print(f"share of the run inside forward passes: eager speculative {se['forward_share']:.0%}, "
+      f"compiled speculative {sc['forward_share']:.0%}")
+
+# %% [markdown]
+# Compiling shrinks both models' steps, but not in proportion: what is left of a step (calling the
+# compiled code, sampling, the loop's own work) is a fixed cost that weighs more on the 2-layer draft
+# than on the 20-layer target, and the verify pass over $\gamma+1$ tokens loses less than the
+# one-token step. So $c$ and $v$ can *rise* when both models are compiled, and speculative decoding
+# gains less over compiled plain decoding than over eager plain decoding; the two together still
+# compound. The cost model also misses more once the passes are cheap: it counts forward passes
+# only, and the loop's own work (sampling, `accept_reject`, concatenations, the host sync) is a larger
+# share of a compiled round (the last line). Read the speedup with its $c$ and $v$, as always.
+#
+# ## 6. On a GPU
+#
+# This repository's machines have no GPU, so the GPU figures are the committed H200 measurements
+# (section 1) and, once someone runs `python -m utils.shapes --compiled` (or the compiled parts of
+# `scripts/gpu_run.sh`) on a GPU and commits the result, any `data/results/shapes-*compiled*.json`:
+
+# %%
+from utils.overhead import plot_grouped
+
+gpu_tok_s = {f"{m['model']} {m['dtype']}": {"1. HF eager, dynamic cache": m["hf_greedy_dynamic_tok_s"],
+                                            "2. HF static cache (compiled)": m["hf_greedy_static_tok_s"],
+                                            "3. bandwidth bound": m.get("bandwidth_bound_tok_s", float("nan"))}
+             for m in h200["models"]}
+plot_grouped(gpu_tok_s, "tokens / s (greedy, batch 1; log scale)", f"Gemma2 shapes: {gpu_label(h200)}", log=True);
+
+# %%
+from utils.overhead import compiled_shapes_rows, shapes_label
+
+found = sorted((ROOT / "data/results").glob("shapes-*compiled*.json"))
+for path in found:
+    res = json.loads(path.read_text())
+    plot_grouped(compiled_shapes_rows(res), "tokens / s (log scale)", f"{path.name}: {shapes_label(res)}", log=True)
+print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if found else ": none committed yet, nothing to plot"))
+
+# %% [markdown]
+# What to expect there: eager, the step is overhead-bound and $c$ follows the layer counts
+# (section 1). The less fixed cost per step remains, the closer the step gets to the bandwidth floor
+# and $c$ to the ratio of weight bytes: that is where Leviathan et al.'s and Chen et al.'s speedups
+# come from (drafts far cheaper than their targets). HF's static path on the H200 did not get there
+# (section 3); the compiled GPU results above, once committed, show how far `utils.fast` gets.
+# gpt-fast combined exactly these pieces (a static cache overwritten in place, `torch.compile` with
+# CUDA graphs, speculative decoding) in a few hundred lines.
+#
+# ## Try this
+# - Set `GAMMA = 8` in section 5 (one more shape compiles): does the compiled race gain more or less
+#   than the eager one?
+# - In section 2, pass `widths=(128, 1024, 2048)` to `sweep_models`: where does the width start to
+#   matter on your machine, and is it the bandwidth floor or the arithmetic?
+# - Count the operators of the draft and the target with `count_ops`: does $c$ in isolation follow
+#   their ratio?
+# - Run `torch.set_num_threads(1)` before section 3: which step slows down more, eager or compiled?
+# - On a Colab GPU, set `PAIR = "gemma2-2b-9b"` and compare the compiled step with the bandwidth
+#   floor printed in section 1.
+#
+# ## What you learned
+# - A decode step has two floors, weight bytes / bandwidth and operators × per-operator overhead;
+#   eager Gemma2 on an H200 and the tiny pair on a CPU both sit on the second, so $c$ follows the
+#   layer counts, not the model sizes.
+# - A static cache fixes shapes and addresses; `torch.compile` fuses each layer's operators;
+#   CUDA graphs replay a whole step with one launch. HF's static-cache `generate` is that path.
+# - A static cache rolls back a rejected draft by setting its length: the stale entries are masked
+#   and overwritten, nothing is copied, and the result is exact.
+# - Compiled speculative decoding returns HF greedy's tokens exactly; whether it beats compiled plain
+#   decoding is again decided by $\alpha$, $c$ and $v$, measured where they are paid.
+#
+# ## References
+# - PyTorch team, *Accelerating Generative AI with PyTorch II: GPT, Fast* (gpt-fast), 2023:
+#   https://pytorch.org/blog/accelerating-generative-ai-2/
+# - `torch.compile` documentation: https://pytorch.org/docs/stable/generated/torch.compile.html
+# - CUDA graphs in PyTorch: https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs
+# - Hugging Face transformers, KV cache strategies (static cache and `torch.compile`):
+#   https://huggingface.co/docs/transformers/main/en/kv_cache
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+#   https://arxiv.org/abs/2211.17192
+# - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
+#   https://arxiv.org/abs/2302.01318

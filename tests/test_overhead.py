@@ -1,0 +1,154 @@
+"""utils.overhead: operator counts, fits, floors, the committed H200 file's helpers, the backend race."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from utils import overhead as oh  # noqa: E402
+from utils.models import ROOT  # noqa: E402
+from utils.shapes import GEMMA2_SHAPES, gemma2_config  # noqa: E402
+
+H200 = ROOT / "data" / "results" / "gpu-h200-2026-11-24.json"
+
+
+@pytest.fixture(scope="module")
+def h200():
+    return oh.load_gpu_results(H200)
+
+
+def test_fit_line_recovers_intercept_slope_and_r2():
+    x = np.array([1, 2, 5, 10, 20])
+    fit = oh.fit_line(x, 0.5 + 0.25 * x)
+    assert fit.a == pytest.approx(0.5) and fit.b == pytest.approx(0.25) and fit.r2 == pytest.approx(1.0)
+    assert fit(4) == pytest.approx(1.5)
+    noisy = oh.fit_line(x, 0.5 + 0.25 * x + np.array([0.3, -0.3, 0.3, -0.3, 0.3]))
+    assert 0 < noisy.r2 < 1
+
+
+def test_step_floor_is_the_larger_of_the_two_floors():
+    bw, ops, floor = oh.step_floor([1e9, 1e6], 1e12, [100, 100], 1e-5)
+    np.testing.assert_allclose(bw, [1e-3, 1e-6])
+    np.testing.assert_allclose(ops, [1e-3, 1e-3])
+    np.testing.assert_allclose(floor, [1e-3, 1e-3])
+
+
+def test_shrunk_model_keeps_gemma2_layer_pattern_and_scales_width(pair):
+    m = oh.shrunk_model(pair.target.config, layers=3, hidden=64)
+    cfg = m.config
+    assert cfg.num_hidden_layers == 3
+    assert cfg.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
+    assert cfg.hidden_size == 64
+    assert cfg.intermediate_size / 64 == pair.target.config.intermediate_size / pair.target.config.hidden_size
+    assert pair.target.config.num_hidden_layers == 20  # the original config is untouched
+    with torch.inference_mode():
+        assert m(torch.tensor([[2, 5, 7]])).logits.shape == (1, 3, cfg.vocab_size)
+
+
+def test_operator_count_grows_by_a_fixed_amount_per_layer_and_not_with_width(pair, encode):
+    """Eager ops per step are a + b x layers exactly (every layer runs the same operators), and the
+    width does not change the count: the basis of the overhead-bound floor."""
+    prefix = encode("The for statement is used to")
+    counts = [oh.count_ops(oh.dynamic_cache_step(oh.shrunk_model(pair.target.config, layers=L), prefix))
+              for L in (1, 2, 3, 4)]
+    per_layer = np.diff(counts)
+    assert len(set(per_layer.tolist())) == 1 and per_layer[0] > 30
+    wide = oh.count_ops(oh.dynamic_cache_step(oh.shrunk_model(pair.target.config, layers=2, hidden=256), prefix))
+    assert wide == counts[1]
+
+
+def test_measure_step_on_the_tiny_models(pair, encode):
+    prefix = encode("The for statement is used to")
+    t, d = oh.measure_steps({"target": pair.target, "draft": pair.draft}, prefix, rounds=2, n=3)
+    assert (t.layers, d.layers) == (20, 2)
+    assert 0 <= pair.target.get_memory_footprint() - t.weight_bytes < 1024  # all but a few buffers (rotary)
+    assert t.ops > 5 * d.ops  # 20 layers against 2
+    assert t.seconds > 0 and d.seconds > 0
+    # an eager step on utils.fast's static cache runs the same layers: about the same operator count
+    from utils.fast import Engine
+
+    static = oh.engine_step(Engine(pair.target, 64, compile=False), prefix)
+    assert abs(oh.count_ops(static) - t.ops) < t.ops // 10
+
+
+def test_config_weight_bytes_match_the_h200_file_and_the_tiny_model(h200, pair):
+    file_gb = {m["model"]: m["weights_gb"] for m in h200["models"] if m["dtype"] == "bf16"}
+    for size in ("2b", "9b"):
+        assert oh.config_weight_bytes(gemma2_config(size)) / 1e9 == pytest.approx(file_gb[size], rel=0.01)
+    assert oh.config_weight_bytes(pair.target.config, bytes_per_param=4) == oh.weight_bytes(pair.target)
+
+
+def test_h200_helpers(h200):
+    p = h200["provenance"]
+    assert {"gpu", "date", "weights", "torch", "transformers"} <= set(p)
+    label = oh.gpu_label(h200)
+    assert "H200" in label and "2026-11-24" in label and "random weights" in label
+    assert oh.gpu_bandwidth(h200) == pytest.approx(4.8e12, rel=0.02)  # the H200's HBM3e
+    steps = oh.gpu_steps(h200)
+    assert set(steps) == {"2b", "9b"}
+    for s in steps.values():
+        assert s["bandwidth floor"] < s["HF static cache (compiled)"] < s["eager step"]
+
+
+def test_c_follows_layer_counts_not_bytes_on_the_h200(h200):
+    """The committed measurement the notebook's section 1 rests on: eager HF on an H200 is
+    overhead-bound, so c(2b/27b) is near the ratio of layer counts, far from the ratio of bytes."""
+    layers = {s: v["num_hidden_layers"] for s, v in GEMMA2_SHAPES.items()}
+    weights = {s: oh.config_weight_bytes(gemma2_config(s)) for s in GEMMA2_SHAPES}
+    rows = {r["pair"]: r for r in oh.cost_ratio_predictions(h200, layers, weights)}
+    assert set(rows) == {"2b->9b", "2b->27b"}  # self-drafting rows are skipped
+    r = rows["2b->27b"]
+    assert abs(r["measured"] - r["layers"]) < 0.05 < 0.4 < r["measured"] - r["bytes"]
+
+
+def test_memory_bandwidth_is_plausible():
+    assert 1e8 < oh.memory_bandwidth(nbytes=2**26, repeats=2) < 1e13
+
+
+def test_unit_strides_keeps_the_tokens_and_gives_the_last_token_unit_strides(encode):
+    ids = encode("The while statement is used to")
+    u = oh._unit_strides(ids)
+    assert torch.equal(u, ids)
+    assert u.clone()[:, -1:].stride() == (1, 1)
+    assert ids[:, -1:].clone().stride() == (ids.shape[1], 1)  # what a plain clone keeps, and dynamo guards on
+    assert oh._unit_strides(ids[:, -1:]).stride() == (1, 1)
+
+
+def test_race_outputs_equal_hf_greedy(pair, prompts):
+    """Two prompts of different lengths, 12 tokens: every method returns HF greedy's tokens, the
+    compiled speculative loop syncs once per round, and the statistics are in range."""
+    res = oh.race(pair, prompts["heldout"][:2], max_new_tokens=12, gamma=4)
+    assert list(res) == list(oh.METHODS)
+    assert all(r["equal_to_hf_greedy"] for r in res.values())
+    assert all(r["tokens"] == 24 and r["tokens_per_s"] > 0 for r in res.values())
+    spec = res["compiled speculative"]
+    assert spec["host_syncs_per_round"] == 1
+    assert 0 <= spec["alpha"] <= 1 and 1 <= spec["tau"] <= 5 and spec["c"] > 0 and spec["v"] > 0
+    assert spec["alpha"] == res["eager speculative"]["alpha"]  # same rule, same tokens
+    assert res["eager AR"]["compile_s"] == 0
+
+
+def test_figures_draw(h200):
+    import matplotlib.pyplot as plt
+
+    rows = [oh.StepRow(f"{L} layers", L, 128, 1e-3 * (0.5 + 0.5 * L), 80 + 94 * L, 10**6 * L) for L in (1, 2, 5)]
+    rows += [oh.StepRow(f"width {h}", 4, h, 2e-3, 459, 1000 * h * h) for h in (32, 128)]
+    fit = oh.fit_line([1, 2, 5], [r.seconds for r in rows[:3]])
+    oh.plot_layer_sweep(rows, fit, 1e10, 5e-6, "t")
+    layers = {s: v["num_hidden_layers"] for s, v in GEMMA2_SHAPES.items()}
+    weights = {s: oh.config_weight_bytes(gemma2_config(s)) for s in GEMMA2_SHAPES}
+    oh.plot_gpu_overhead(oh.gpu_steps(h200), oh.cost_ratio_predictions(h200, layers, weights), oh.gpu_label(h200))
+    ax = oh.plot_cache_positions(10, 2, 3, 20)
+    assert len(ax.get_legend().get_texts()) == 4
+    oh.plot_backend_steps({"a": 1.0, "b": 2.0}, "t")
+    shapes = {"meta": {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-12-01"},
+              "models": [{"size": "2b", "quantization": None, "hf_dynamic_tokens_per_s": 40.0, "compiled_tok_s": 300.0,
+                          "hf_static_first_call_s": 70.0, "step_1_ms": 20.0}]}
+    table = oh.compiled_shapes_rows(shapes)
+    assert table == {"2b bf16": {"hf dynamic": 40.0, "compiled": 300.0}}
+    assert oh.shapes_label(shapes) == "NVIDIA H100 80GB HBM3, 2026-12-01, random weights"
+    oh.plot_grouped(table, "tok/s", "t", log=True)
+    plt.close("all")
