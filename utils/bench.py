@@ -239,6 +239,41 @@ def verify_cost_ratios(target, gammas) -> dict[str, float]:
     return {str(g): t[g + 1] / t[1] for g in gammas}
 
 
+@torch.inference_mode()
+def cold_draft_profile(pair, gamma: int = 4, bursts: int = 20) -> dict:
+    """Milliseconds of each of `gamma + 1` successive compiled draft steps right after a compiled
+    target verify pass, against the same steps back to back (medians over `bursts`): on a CPU the
+    target's pass evicts the draft's weights from the caches, and the draft's first steps run cold."""
+    from . import fast
+
+    de, te = fast.engine_for(pair.draft, 64), fast.engine_for(pair.target, 64)
+    x1 = torch.tensor([[5]], device=pair.device)
+    xw = torch.arange(5, 5 + gamma + 1, device=pair.device).view(1, -1)
+    de.prefill(torch.tensor([[3, 4]], device=pair.device))
+    te.prefill(torch.tensor([[3, 4]], device=pair.device))
+    de.forward(x1), te.forward(xw)  # compile (or reuse) both shapes
+
+    def burst():
+        out = []
+        for _ in range(gamma + 1):
+            fast.rollback(de.cache, 2)
+            _sync(pair.device)
+            t0 = time.perf_counter()
+            de.forward(x1)
+            _sync(pair.device)
+            out.append(1e3 * (time.perf_counter() - t0))
+        return out
+
+    after, back = [], []
+    for _ in range(bursts):
+        fast.rollback(te.cache, 2)
+        te.forward(xw)
+        after.append(burst())
+        back.append(burst())
+    med = [statistics.median(col) for col in zip(*after)]
+    return dict(after_target_ms=med, back_to_back_ms=[statistics.median(col) for col in zip(*back)])
+
+
 METHODS = ["hf", "hf_static", "ours_ar", "ours_ar_compiled", "hf_assisted", "ours_speculative",
            "ours_speculative_compiled"]
 COMPILED = ("ours_ar_compiled", "ours_speculative_compiled")
@@ -257,6 +292,8 @@ def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.
         for m, r in interleaved(methods, pair, ids, max_new_tokens, g, t, repeats=repeats).items():
             rows.append(dict(prompt=prompt, gamma=g, temperature=t, **r, tokens_per_s=r["new_tokens"] / r["seconds"]))
     mark_greedy_equality(rows)
+    if any(m in COMPILED for m in methods):
+        cost["cold_draft_steps"] = cold_draft_profile(pair, max(gammas))
     summary = summarize(rows, cost["c"], cost["verify_ratio"])
     return dict(meta=metadata(pair, cost, max_new_tokens, repeats), rows=rows, summary=summary)
 
