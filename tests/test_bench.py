@@ -141,3 +141,30 @@ def test_bench_cli_refuses_to_overwrite(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert (tmp_path / "bench-tiny-cpu.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["utils.datacamp", "--gamma", "-3"], "--gamma must be >= 1"),
+    (["utils.datacamp", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["utils.datacamp", "--n-prompts", "9"], "5 prompts"),
+    (["utils.datacamp", "--pair", "nope"], "--pair must be one of"),
+])
+def test_datacamp_cli_checks_flags_before_loading(argv, says, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", *argv, "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("module", ["utils.bench", "utils.datacamp", "utils.card", "utils.shapes"])
+def test_commands_honour_help_and_write_nothing(module):
+    """--help prints usage and exits 0 without measuring anything or touching a tracked file."""
+    import subprocess
+    import sys
+
+    before = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout
+    r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and "usage" in r.stdout
+    assert subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout == before

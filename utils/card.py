@@ -1,6 +1,7 @@
 """Numbers for the tiny pair's model card: acceptance rate alpha, cost ratio c, samples.
 
-    python -m utils.card            # measure, write data/models/card.json, print a summary
+    python -m utils.card            # measure, print, write runs/card.json (ignored by git)
+    python -m utils.card --write    # ... and replace the committed data/models/card.json and README.md
 
 alpha is measured exactly as speculative_generate reports it (accepted / drafted), greedy, gamma 4,
 64 new tokens per held-out prompt. c is the median time of one cached single-token decode step of
@@ -9,6 +10,7 @@ the draft divided by the target's, on this machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -39,7 +41,11 @@ def cost_ratio(pair, text: str = "The if statement is used for") -> dict:
     return step_cost_ratio(pair, ids, steps=64, repeats=5)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true",
+                    help="replace the committed data/models/card.json and data/models/README.md (default: runs/card.json)")
+    args = ap.parse_args(argv)
     prompts = json.loads((ROOT / "data" / "prompts.json").read_text())
     pair = load_pair("tiny", device="cpu")
     card = {
@@ -56,6 +62,12 @@ def main() -> None:
     report = MODELS_DIR / "training_report.json"
     if report.exists():
         card["training"] = json.loads(report.read_text())
+    if not args.write:
+        out = ROOT / "runs" / "card.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"wrote {out} (pass --write to replace the committed card)")
+        return
     CARD.write_text(json.dumps(card, indent=2) + "\n")
     (MODELS_DIR / "README.md").write_text(render_markdown(card))
     json.dump(card, sys.stdout, indent=2)

@@ -22,7 +22,7 @@ import torch
 
 from .bench import RESULTS, interleaved, metadata, step_cost_ratio
 from .decoding import draft_and_score
-from .models import load_pair, load_prompts
+from .models import ROOT, load_pair, load_prompts
 
 METHODS = {"normal": "hf", "HF assisted": "hf_assisted", "ours": "ours_speculative"}
 
@@ -94,8 +94,32 @@ def main(argv=None):
     ap.add_argument("--n-prompts", type=int, default=5)
     ap.add_argument("--device", default=None)
     ap.add_argument("--quantization", default=None, choices=["nf4", "fp4"])
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs",
+                    help="folder for the JSON (default runs/, ignored by git; the committed result is in data/results)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing result file")
     args = ap.parse_args(argv)
+    from .models import PAIRS
+
+    if args.pair is not None and args.pair not in PAIRS:
+        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--gamma", args.gamma),
+                        ("--repeats", args.repeats), ("--n-prompts", args.n_prompts)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1 (got {value})")
+    if args.n_prompts > 5:
+        ap.error(f"--n-prompts: the DataCamp tutorial has 5 prompts (got {args.n_prompts})")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pair_name = args.pair or __import__("os").environ.get("SPECDEC_PAIR", "tiny")
+    path = args.out / (f"datacamp-{pair_name}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "") + ".json")
+    if path.exists() and not args.overwrite:
+        ap.error(f"{path} exists; pass --overwrite to replace it, or another --out")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        ap.error(f"cannot write to --out {args.out}: {e.strerror or e}")
     pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
     with torch.inference_mode():
         result = run(pair, max_new_tokens=args.max_new_tokens, gamma=args.gamma, repeats=args.repeats, n_prompts=args.n_prompts)
