@@ -71,19 +71,6 @@ def test_sample_with_noise_is_a_sampler():
 # ---------------------------------------------------------------- compiled greedy == HF greedy
 
 
-@pytest.fixture(scope="module")
-def greedy_refs(pair, prompts, encode):
-    """20 prompts: 40 new tokens, 100 for every 4th (past the sliding window)."""
-    eos = pair.tokenizer.eos_token_id
-    refs = []
-    for i, text in enumerate(prompts["workshop"][:20]):
-        ids = encode(text)
-        n = 100 if i % 4 == 0 else 40
-        refs.append((ids, n, hf_greedy(pair.target, ids, n, eos)))
-    assert sum(r[2].shape[1] > pair.target.config.sliding_window for r in refs) >= 5
-    return refs
-
-
 @pytest.mark.parametrize("gamma", range(1, 9))
 def test_compiled_greedy_equals_hf_greedy(pair, greedy_refs, gamma):
     eos = pair.tokenizer.eos_token_id
