@@ -45,7 +45,6 @@ if "google.colab" in sys.modules:
 sys.path.insert(0, os.path.abspath(".."))"""
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
-PRED_START, PRED_END = "<!-- predicted:start -->", "<!-- predicted:end -->"
 FAST_START, FAST_END = "<!-- fast:start -->", "<!-- fast:end -->"
 GPU_START, GPU_END = "<!-- gpu:start -->", "<!-- gpu:end -->"
 
@@ -237,23 +236,6 @@ def gpu_table() -> str:
     return "\n".join(out) if out else "(no GPU measurements committed)"
 
 
-def predicted_table() -> str:
-    """Predicted Gemma2 speedups (Thm 3.8, best gamma) from the measured GPU cost ratios."""
-    import json
-
-    sys.path.insert(0, str(ROOT))
-    from utils.theory import best_speedups
-
-    ref = json.loads((ROOT / "data" / "results" / "reference_h100.json").read_text())
-    alphas = (0.6, 0.7, 0.8)
-    rows = [f"| draft → target, cache | c | " + " | ".join(f"alpha = {a}" for a in alphas) + " |",
-            "|---|---|" + "---|" * len(alphas)]
-    for name, c in ref["cost_ratios"].items():
-        cells = [f"{s:.2f}x (gamma {g})" for _, g, s in best_speedups(c, alphas)]
-        rows.append(f"| {name} | {c:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
 def _replace_between(text: str, start_mark: str, end_mark: str, body: str) -> str:
     start, end = text.index(start_mark) + len(start_mark), text.index(end_mark)
     return text[:start] + "\n" + body + "\n" + text[end:]
@@ -264,8 +246,6 @@ def update_readme() -> None:
     text = _replace_between(readme.read_text(), TABLE_START, TABLE_END, readme_table())
     if BENCH_START in text:
         text = _replace_between(text, BENCH_START, BENCH_END, bench_table())
-    if PRED_START in text:
-        text = _replace_between(text, PRED_START, PRED_END, predicted_table())
     if FAST_START in text:
         text = _replace_between(text, FAST_START, FAST_END, fast_table())
     if GPU_START in text:
@@ -284,7 +264,6 @@ def check() -> int:
             bad.append(ipynb.name)
     text = (ROOT / "README.md").read_text()
     if (readme_table() not in text or (BENCH_START in text and bench_table() not in text)
-            or (PRED_START in text and predicted_table() not in text)
             or (FAST_START in text and fast_table() not in text)
             or (GPU_START in text and gpu_table() not in text)):
         bad.append("README.md tables")
