@@ -51,7 +51,31 @@ def child_env(offline: bool) -> dict:
     env.setdefault("SPECDEC_PAIR", "tiny")
     if offline:
         env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = "1"
+    else:  # --online asked for the Hub: an offline switch left in the shell would silently win
+        env.pop("HF_HUB_OFFLINE", None)
+        env.pop("TRANSFORMERS_OFFLINE", None)
     return env
+
+
+# JupyterLab's first start asks "Would you like to get notified about official Jupyter news?" in a
+# pop-up that covers the playground; these defaults (in this project's environment only, not the
+# user's own settings) answer no and skip the update check: the notebooks run offline anyway.
+LAB_DEFAULTS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+LAB_FLAGS = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+
+
+def write_lab_defaults(prefix: Path) -> Path:
+    """Merge LAB_DEFAULTS into <env>/share/jupyter/lab/settings/overrides.json (JupyterLab's
+    application-level setting defaults) and return its path."""
+    import json
+
+    path = prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    for plugin, values in LAB_DEFAULTS.items():
+        current.setdefault(plugin, {}).update(values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
 
 
 def main(argv=None) -> int:
@@ -70,7 +94,8 @@ def main(argv=None) -> int:
     if args.command == "test":
         cmd = [str(py), "-m", "pytest", *rest]
         return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=True)).returncode
-    cmd = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *rest]
+    write_lab_defaults(VENV)
+    cmd = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *LAB_FLAGS, *rest]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and cloud machines often run as root
     return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=not args.online)).returncode

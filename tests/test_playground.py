@@ -58,3 +58,34 @@ def test_renderers_show_every_kind(pair, encode):
     assert counts["accepted"] > 0 and counts["resample"] > 0 and counts["rejected"] >= counts["resample"]
     text = rounds_text(out.rounds, pair.tokenizer)
     assert text.count("|") == len(out.rounds) - 1 and "~~" in text
+
+
+def test_long_prompt_speedup_counts_the_prefill_on_both_sides(pair, prompts):
+    """Issue 14: the speculative time included the prefill and the baseline did not, so a long prompt
+    reported a tiny speedup. Compare with both runs timed directly, prefill included."""
+    import time
+
+    from utils.decoding import autoregressive_generate
+
+    long = " ".join(prompts["workshop"] * 3)  # several hundred tokens, inside the 1024 context
+    ids = pair.tokenizer(long, return_tensors="pt").input_ids
+    assert 300 < ids.shape[1] < 900
+    play = Playground(pair, [long], max_new_tokens=16)
+    play.gamma.value, play.temperature.value = 4, 0.0  # greedy: the same tokens every run
+    s = play.run()
+    ratios = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        autoregressive_generate(pair.target, ids, s["new_tokens"])
+        t_ar = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=16, gamma=4)
+        ratios.append(t_ar / (time.perf_counter() - t0))
+    direct = sorted(ratios)[1]
+    assert 0.5 < s["measured_speedup"] / direct < 2, (s["measured_speedup"], ratios)
+    assert 0 < s["c"] < 1 and 0.5 < s["v"] < 5  # the prefill is not averaged into c and v
+
+
+def test_playground_refuses_no_prompts(pair):
+    with pytest.raises(ValueError, match="non-empty list"):
+        Playground(pair, [])

@@ -173,7 +173,7 @@ def test_prompt_near_context_limit(pair, prompts, encode):
     "kwargs, match",
     [
         (dict(gamma=0), "gamma must be an integer >= 1"),
-        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(temperature=-0.5), "temperature must be a finite number >= 0"),
         (dict(top_p=0.0), "top_p must be in"),
         (dict(top_p=1.5), "top_p must be in"),
         (dict(top_k=0), "top_k must be a positive integer"),

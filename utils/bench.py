@@ -24,6 +24,7 @@ import torch
 
 from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair
+from .results import write_json
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
@@ -418,7 +419,7 @@ def save(result, out_dir: Path = RESULTS, tag: str | None = None) -> Path:
     stem = f"bench-{m['pair']}-{m['device'].split(':')[0]}" + (f"-{m['quantization']}" if m["quantization"] else "")
     stem += f"-{tag}" if tag else ""
     path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["prompt", "gamma", "temperature", "method", "new_tokens", "seconds",
                                           "tokens_per_s", "forward_s", "forward_calls", "alpha", "tau", "peak_bytes"],

@@ -20,6 +20,7 @@ import torch
 from .decoding import autoregressive_generate
 from .models import MODELS_DIR, ROOT, load_pair
 from .bench import step_cost_ratio
+from .results import write_json
 from .speculative import speculative_generate
 
 CARD = MODELS_DIR / "card.json"
@@ -65,10 +66,10 @@ def main(argv=None) -> None:
     if not args.write:
         out = ROOT / "runs" / "card.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(card, indent=2) + "\n")
+        write_json(out, card)
         print(f"wrote {out} (pass --write to replace the committed card)")
         return
-    CARD.write_text(json.dumps(card, indent=2) + "\n")
+    write_json(CARD, card)
     (MODELS_DIR / "README.md").write_text(render_markdown(card))
     json.dump(card, sys.stdout, indent=2)
     print()

@@ -23,6 +23,7 @@ import torch
 from .bench import RESULTS, interleaved, metadata, step_cost_ratio
 from .decoding import draft_and_score
 from .models import ROOT, load_pair, load_prompts
+from .results import write_json
 
 METHODS = {"normal": "hf", "HF assisted": "hf_assisted", "ours": "ours_speculative"}
 
@@ -81,7 +82,7 @@ def save(result: dict, out_dir: Path = RESULTS) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"datacamp-{m['pair']}-{m['device'].split(':')[0]}" + (f"-{m['quantization']}" if m["quantization"] else "")
     path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     return path
 
 

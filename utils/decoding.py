@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .sampling import check_sampling_args, probs_from_logits, sample
-from .speculative import _new_cache, _Timer, check_backend, check_input_ids
+from .sampling import check_sampling_args, eos_set, probs_from_logits, sample
+from .speculative import _new_cache, _Timer, check_backend, check_generate_args, check_input_ids, check_length, check_model
 
 
 @dataclass
@@ -59,10 +59,12 @@ def autoregressive_generate(
     backend="compiled" runs `utils.fast`: a static cache, a compiled 1-token step (CUDA graphs on a
     GPU), tokens sampled on the device and read by the host every 16 steps; it needs use_cache.
     """
+    max_new_tokens = check_generate_args(max_new_tokens)
     check_sampling_args(temperature, top_k, top_p)
-    check_input_ids(input_ids)
+    check_model(model, "model")
+    check_input_ids(input_ids, model)
     check_backend(backend)
-    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    eos = eos_set(eos_token_id)
     if backend == "compiled":
         if not use_cache:
             raise ValueError('backend="compiled" decodes with a static KV cache: leave use_cache=True.')
@@ -74,14 +76,15 @@ def autoregressive_generate(
         return ARResult(seq, [], total_time=total, n_new=len(new), compile_time=stats.compile_time,
                         forward_time=stats.forward_time)
     seq = input_ids.to(model.device)  # (1, T)
-    cache = _new_cache(capacity=input_ids.shape[1] + max_new_tokens) if use_cache else None
+    n_alloc = check_length(model, input_ids.shape[1], max_new_tokens)
+    cache = _new_cache(capacity=n_alloc) if use_cache else None
     timer, times = _Timer(model.device), []
     feed = seq
     for _ in range(max_new_tokens):
         before = timer.total
         with timer:
             out = model(input_ids=feed, past_key_values=cache, use_cache=use_cache)
-            probs = probs_from_logits(out.logits[0, -1], temperature, top_k, top_p)  # (V,)
+            probs = probs_from_logits(out.logits[0, -1], temperature, top_k, top_p, check=False)  # (V,)
             nxt = sample(probs, generator) if temperature > 0 else probs.argmax()
         times.append(timer.total - before)
         seq = torch.cat([seq, nxt.view(1, 1)], dim=1)

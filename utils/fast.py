@@ -190,7 +190,7 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     t0 = time.perf_counter()
     eng.prefill(ids[:, :-1])
     stats.prefill_time = time.perf_counter() - t0
-    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     # last: (1, 1) on the device, contiguous like every later step's input (other strides recompile)
     last, pending, new = ids[0, -1:].clone().view(1, 1), [], []
     for i in range(max_new_tokens):
@@ -241,7 +241,7 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     stats.prefill_time = time.perf_counter() - t0
     cpu = device.type == "cpu"
     greedy = temperature == 0
-    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     V = target.config.get_text_config().vocab_size
     pad_tok = torch.zeros(gamma, dtype=torch.long, device=device)  # (gamma,)
     pad_q = torch.zeros(gamma, V, device=device)  # (gamma, V)

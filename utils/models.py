@@ -106,6 +106,10 @@ class IncompatiblePairError(PairError, ValueError):
     pass
 
 
+class DeviceError(PairError, ValueError):
+    """The device asked for does not exist here or cannot hold a pair."""
+
+
 class InsufficientMemoryError(PairError, MemoryError):
     pass
 
@@ -123,7 +127,7 @@ class Pair:
     def summary(self) -> str:
         rows = [f"pair {self.name!r} on {self.device} ({describe_device(self.device)})"]
         for role, m in (("draft", self.draft), ("target", self.target)):
-            n = sum(p.numel() for p in m.parameters())
+            n = parameter_count(m)
             q = getattr(m, "_specdec_quant", None) or "none"
             rows.append(
                 f"  {role:6s} {m.name_or_path.split('/')[-1]:32s} {n / 1e6:10.2f} M params "
@@ -133,6 +137,16 @@ class Pair:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def parameter_count(model) -> int:
+    """Parameters as the model was defined: a bitsandbytes 4-bit weight stores two values per byte
+    (its numel() is half), so its quant_state's shape is counted instead."""
+    n = 0
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        n += int(torch.Size(qs.shape).numel()) if qs is not None and getattr(qs, "shape", None) is not None else p.numel()
+    return n
 
 
 def describe_device(device) -> str:
@@ -147,9 +161,22 @@ def describe_device(device) -> str:
 def resolve_device(device=None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(
+            f"device={device!r} is not a PyTorch device: use 'cuda' (or 'cuda:0') for an NVIDIA GPU, 'mps' on a "
+            "Mac, 'cpu' otherwise, or None to pick the best one here."
+        ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(
+            f"device={str(device)!r}: the pairs load on 'cpu', 'cuda' (an NVIDIA GPU) or 'mps' (Apple); "
+            "'meta' and other devices hold no weights to decode with."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device='mps' was asked for, but this PyTorch sees no Apple GPU. Use device='cpu'.")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PairError(
+        raise DeviceError(
             f"device={str(device)!r} was asked for, but PyTorch sees no CUDA GPU "
             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
             "Use device='cpu' (the tiny pair runs fine there), or on Colab pick Runtime > Change runtime type > GPU."
@@ -354,4 +381,8 @@ def load_prompts(kind: str = "workshop") -> list[str]:
     """Prompts from data/prompts.json: 'workshop' (tiny pair), 'heldout', 'datacamp' (Gemma2 runs)."""
     import json
 
-    return json.loads((ROOT / "data" / "prompts.json").read_text())[kind]
+    sets = json.loads((ROOT / "data" / "prompts.json").read_text())
+    kinds = sorted(k for k in sets if not k.startswith("_"))
+    if kind not in kinds:
+        raise ValueError(f"no prompt set {kind!r} in data/prompts.json; choose one of {kinds}.")
+    return sets[kind]

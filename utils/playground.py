@@ -25,16 +25,39 @@ def loop_costs(out, target_step_s: float) -> tuple[float, float]:
     """c and v as one speculative run paid them, in units of the target's one-token step
     (`target_step_s`, measured in the plain loop): c = mean draft forward time per drafted token,
     v = mean target verification pass over gamma + 1 tokens (utils.bench.in_loop_costs measures the
-    same with forward hooks over many runs)."""
-    c = out.draft_time / max(1, out.n_drafted) / target_step_s
-    v = out.target_time / max(1, len(out.rounds)) / target_step_s
-    return c, v
+    same with forward hooks over many runs). Each model's first pass also reads the prompt (the
+    prefill), so it is left out when there are later passes to average."""
+    d_time, n_d = out.draft_time, out.n_drafted
+    if n_d > 1 and out.draft_first_time:
+        d_time, n_d = d_time - out.draft_first_time, n_d - 1
+    t_time, n_t = out.target_time, len(out.rounds)
+    if n_t > 1 and out.target_first_time:
+        t_time, n_t = t_time - out.target_first_time, n_t - 1
+    return d_time / max(1, n_d) / target_step_s, t_time / max(1, n_t) / target_step_s
+
+
+def target_alone_seconds(step_times: list[float], n_tokens: int) -> tuple[float, float]:
+    """From the plain loop's per-step times (the first step includes the prompt): the seconds the
+    target alone needs for n_tokens new tokens, prefill included as in the speculative run, and
+    its steady one-token step (the median of the later steps)."""
+    if not step_times:
+        raise ValueError("the plain loop produced no steps: give max_new_tokens >= 1.")
+    later = step_times[1:] or step_times
+    step = statistics.median(later)
+    return step_times[0] + step * max(0, n_tokens - 1), step
 
 
 class Playground:
     def __init__(self, pair, prompts: list[str], max_new_tokens: int = 48, seed: int = 0):
         import ipywidgets as w
 
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts or not all(isinstance(t, str) and t for t in prompts):
+            raise ValueError(
+                f"prompts must be a non-empty list of non-empty strings (got {prompts!r}); "
+                'e.g. utils.models.load_prompts("workshop").'
+            )
         self.pair = pair
         self._baseline: dict = {}
         style = {"description_width": "110px"}
@@ -65,11 +88,11 @@ class Playground:
         self.run()
         return w.VBox([w.HBox([w.VBox(self.controls[:3]), w.VBox(self.controls[3:])]), self.html, self.stats])
 
-    def _target_only_seconds_per_token(self, ids, n) -> float:
+    def _target_alone(self, ids, n) -> list[float]:
+        """Per-step times of the target alone on this prompt (cached per prompt and length)."""
         key = (tuple(ids[0].tolist()), n)
         if key not in self._baseline:
-            res = autoregressive_generate(self.pair.target, ids, n)
-            self._baseline[key] = statistics.median(res.step_times)
+            self._baseline[key] = autoregressive_generate(self.pair.target, ids, n).step_times
         return self._baseline[key]
 
     def run(self) -> dict:
@@ -81,8 +104,8 @@ class Playground:
             pair.target, pair.draft, ids, max_new_tokens=self.max_new_tokens.value, gamma=gamma,
             temperature=temp, generator=gen, eos_token_id=pair.tokenizer.eos_token_id,
         )
-        step = self._target_only_seconds_per_token(ids, self.max_new_tokens.value)
-        ar_seconds = step * max(1, out.new_tokens)
+        # Both sides include one prefill: the speculative run's first passes read the prompt too.
+        ar_seconds, step = target_alone_seconds(self._target_alone(ids, self.max_new_tokens.value), max(1, out.new_tokens))
         alpha, (c, v) = out.acceptance_rate, loop_costs(out, step)
         checked = out.checked_acceptance_rate
         alpha_ = 0.0 if checked != checked else checked  # NaN when nothing was checked

@@ -8,12 +8,19 @@ import numpy as np
 from .theory import expected_tokens_per_round
 
 
+def _need(data, name: str, what: str) -> None:
+    """A clear error for empty input, instead of one from deep inside matplotlib."""
+    if data is None or len(data) == 0:
+        raise ValueError(f"{name} is empty: nothing to plot. Give {what}.")
+
+
 def _ax(ax, size=(6, 3.5)):
     return ax if ax is not None else plt.subplots(figsize=size, layout="constrained")[1]
 
 
 def plot_step_times(series: dict[str, list[float]], ax=None, title="time per new token"):
     """series: label -> seconds per step. x: step index (= tokens already generated)."""
+    _need(series, "series", "a dict of label -> per-step seconds, e.g. {'no cache': result.step_times}")
     ax = _ax(ax)
     for label, times in series.items():
         ax.plot(np.arange(1, len(times) + 1), 1e3 * np.asarray(times), label=label, lw=1.2)
@@ -25,6 +32,7 @@ def plot_step_times(series: dict[str, list[float]], ax=None, title="time per new
 def plot_round(p, q, drafted, verification, tokenizer, top: int = 8):
     """One bar chart per drafted position: q (draft) and p (target) over the most likely tokens,
     the drafted token outlined, with min(1, p/q) and the uniform draw u in the title."""
+    _need(drafted, "drafted", "the drafted tokens of a round (utils.speculative.one_round)")
     k = len(drafted)
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3), layout="constrained", squeeze=False)
     for i, ax in enumerate(axes[0]):
@@ -51,6 +59,9 @@ def plot_round(p, q, drafted, verification, tokenizer, top: int = 8):
 
 def plot_distribution_check(samples: dict[str, list[int]], target_probs, tokenizer, top: int = 10, ax=None):
     """Empirical frequencies of the first generated token for each method against the target's p."""
+    _need(samples, "samples", "a dict of method -> sampled token ids")
+    for label, s in samples.items():
+        _need(s, f"samples[{label!r}]", "at least one sampled token id")
     ax = _ax(ax, (7, 3.5))
     ids = np.argsort(-np.asarray(target_probs))[:top]
     x = np.arange(len(ids))
@@ -67,6 +78,7 @@ def plot_distribution_check(samples: dict[str, list[int]], target_probs, tokeniz
 
 def plot_tau(measured: dict[int, tuple[float, float]], ax=None):
     """measured: gamma -> (alpha-hat, tokens per round). Curves: (1 - a^(g+1)) / (1 - a)."""
+    _need(measured, "measured", "a dict of gamma -> (alpha, tokens per round)")
     ax = _ax(ax)
     a = np.linspace(0, 0.99, 100)
     for g, (alpha, tau) in sorted(measured.items()):
@@ -78,6 +90,7 @@ def plot_tau(measured: dict[int, tuple[float, float]], ax=None):
 
 
 def plot_heatmap(values, rows, cols, row_label, col_label, title, ax=None, fmt="{:.2f}"):
+    _need(values, "values", "a list of rows of numbers")
     ax = _ax(ax, (6, 3.5))
     im = ax.imshow(np.asarray(values), cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(cols)), cols)
@@ -91,6 +104,7 @@ def plot_heatmap(values, rows, cols, row_label, col_label, title, ax=None, fmt="
 
 
 def plot_bars(table: dict[str, float], ylabel: str, title: str, ax=None):
+    _need(table, "table", "a dict of name -> value")
     ax = _ax(ax)
     names = list(table)
     ax.bar(names, [table[n] for n in names], color=plt.cm.tab10.colors[: len(names)])
@@ -103,6 +117,7 @@ def plot_bars(table: dict[str, float], ylabel: str, title: str, ax=None):
 
 def plot_time_split(split: dict[str, tuple[float, float]], title: str, ax=None):
     """Stacked bars per method: (seconds inside the models' forward passes, seconds elsewhere)."""
+    _need(split, "split", "a dict of method -> (forward seconds, other seconds)")
     ax = _ax(ax)
     names = list(split)
     fwd, other = [split[n][0] for n in names], [split[n][1] for n in names]
@@ -120,6 +135,7 @@ def plot_cost_model(summary: list[dict], title: str, ax=None):
     """Speedup over our own loop per gamma: measured (dots) vs Thm 3.8 with v = 1 (dashed), with c and
     v measured in isolation (solid) and as paid inside the loop (dotted), one colour per temperature.
     summary: rows of utils.bench's summary."""
+    _need(summary, "summary", "the rows of a utils.bench result's summary")
     ax = _ax(ax)
     for i, t in enumerate(sorted({s["temperature"] for s in summary})):
         rows = sorted((s for s in summary if s["temperature"] == t and "measured_speedup_vs_ours_ar" in s), key=lambda s: s["gamma"])

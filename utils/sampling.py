@@ -7,35 +7,75 @@ the argmax, which makes greedy decoding a special case of the same accept/reject
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 
-def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise a ValueError that says what to pass instead."""
-    if temperature is None or not temperature >= 0:
+def check_sampling_args(temperature, top_k, top_p) -> None:
+    """Raise a ValueError or TypeError that says what to pass instead."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a number >= 0 (got {temperature!r}); use 0 for greedy decoding, 1 for plain sampling.")
+    if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(
-            f"temperature must be >= 0 (got {temperature!r}); use 0 for greedy decoding, 1 for plain sampling."
+            f"temperature must be a finite number >= 0 (got {temperature!r}); use 0 for greedy decoding, 1 for plain sampling."
         )
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None (got {top_k!r}); use None to disable top-k.")
-    if top_p is not None and not (0 < top_p <= 1):
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1)):
         raise ValueError(f"top_p must be in (0, 1] or None (got {top_p!r}); use None or 1.0 to disable top-p.")
 
 
+def check_count(name: str, value, minimum: int, what: str) -> int:
+    """An integer argument (a Python or NumPy integer, not a bool) >= minimum, returned as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum} (got {value!r} of type {type(value).__name__}): {what}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r}): {what}.")
+    return int(value)
+
+
+def eos_set(eos_token_id) -> set[int]:
+    """eos_token_id as a set of ids: None, an int (or NumPy integer), a list/tuple of them, or a 0-d or
+    1-d integer tensor, as Hugging Face accepts."""
+    if eos_token_id is None:
+        return set()
+    if isinstance(eos_token_id, torch.Tensor):
+        if eos_token_id.is_floating_point() or eos_token_id.dim() > 1:
+            raise TypeError(f"eos_token_id as a tensor must be 0-d or 1-d integer ids (got {eos_token_id!r}).")
+        return set(eos_token_id.reshape(-1).tolist())
+    ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set)) else [eos_token_id]
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(
+                f"eos_token_id must be a token id (an int), a list of them or None (got {eos_token_id!r}); "
+                "pass tokenizer.eos_token_id, not the token's text."
+            )
+    return {int(i) for i in ids}
+
+
 def probs_from_logits(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+    check: bool = True,
 ) -> torch.Tensor:
     """Softmax of warped logits, in float32. Same order as Hugging Face: temperature, top-k, top-p.
 
     logits: (..., V). Returns (..., V) probabilities that sum to 1 on the last axis.
     temperature == 0 returns the one-hot vector of the argmax (greedy).
     """
+    if check:  # the loops check their arguments once and pass check=False (this reads a device value)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a torch.Tensor of shape (..., V) (got {type(logits).__name__}).")
+        check_sampling_args(temperature, top_k, top_p)
     logits = logits.float()
+    if check and logits.numel() and bool(torch.isneginf(logits).all(-1).any()):
+        raise ValueError("every logit of a row is -inf: there is no token to pick. Check the mask or the warping you applied.")
     if temperature == 0:
         return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (..., 1)
+        kth = torch.topk(logits, int(top_k), dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, idx = torch.sort(logits, dim=-1, descending=False)

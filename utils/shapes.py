@@ -43,6 +43,7 @@ import torch
 
 from .bench import RESULTS, _sync, forward_latency, hf_generate
 from .models import describe_device
+from .results import write_json
 from .speculative import speculative_generate
 
 # From the published config.json files of google/gemma-2-{2b,9b,27b}.
@@ -57,6 +58,26 @@ GEMMA2_SHAPES = {
 GEMMA2_COMMON = dict(vocab_size=256000, max_position_embeddings=8192, sliding_window=4096, attn_logit_softcapping=50.0,
                      final_logit_softcapping=30.0, hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
                      bos_token_id=2, eos_token_id=1, pad_token_id=0)
+
+
+def param_count(size: str) -> int:
+    """Parameters of a Gemma2 size from its shape (embedding tied to the LM head; norms left out)."""
+    c = {**GEMMA2_COMMON, **GEMMA2_SHAPES[size]}
+    h, hd = c["hidden_size"], c["head_dim"]
+    attn = h * hd * (2 * c["num_attention_heads"] + 2 * c["num_key_value_heads"])  # q, o, k, v
+    mlp = 3 * h * c["intermediate_size"]  # gate, up, down
+    return c["vocab_size"] * h + c["num_hidden_layers"] * (attn + mlp)
+
+
+def available_memory_bytes() -> float | None:
+    """MemAvailable from /proc/meminfo (Linux); None elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def gemma2_config(size: str, **overrides):
@@ -346,7 +367,7 @@ class _Recorder:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self.result, indent=2) + "\n")
+            write_json(tmp, self.result)
             os.replace(tmp, self.path)
 
     def attempt(self, row: dict, name: str, fn):
@@ -924,6 +945,18 @@ def _parse(argv):
             value = getattr(args, name)
             if value is not None and not value > 0:
                 ap.error(f"--{name.replace('_', '-')} must be > 0 (got {value})")
+    if args.device == "cpu" and not args.dry_run:
+        used = set(args.sizes) | {x for pr in args.pair_list for x in pr} | set(args.self_draft or [])
+        # float32 on a CPU; a pair holds both models at once
+        need = max([0] + [4 * param_count(s) for s in used] + [4 * (param_count(d) + param_count(t)) for d, t in args.pair_list])
+        free = available_memory_bytes()
+        if free is not None and need > 0.9 * free:
+            ap.error(f"--device cpu: these shapes need about {need / 2**30:.0f} GiB in float32 and this machine has "
+                     f"{free / 2**30:.0f} GiB available. The real Gemma2 shapes are meant for a GPU; on a CPU try "
+                     "--sizes 2b --pairs (one 2b model) or --dry-run to see the plan.")
+        if need:
+            print(f"note: --device cpu with real Gemma2 shapes: about {need / 2**30:.0f} GiB and slow (minutes per "
+                  "model); the measurements are meant for a GPU.", file=sys.stderr)
     args.path = _output_path(args.out, args.device, args.tag, args.compiled)
     if not args.force and not getattr(args, "dry_run", False) and _is_tracked(args.path):
         ap.error(f"{args.path} is tracked by git; pass --tag (or --out) to write elsewhere, or --force to overwrite it")
@@ -958,7 +991,7 @@ def main(argv=None):
 
     def save(result):
         args.path.parent.mkdir(parents=True, exist_ok=True)
-        args.path.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.path, result)
 
     result = run(args.sizes, args.quants, args.pair_list, device=args.device, max_new_tokens=args.max_new_tokens,
                  gamma=args.gamma, repeats=args.repeats, on_update=save)

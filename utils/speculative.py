@@ -15,12 +15,13 @@ to "accept while x_i is the target's argmax" and the output equals target greedy
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from .sampling import check_sampling_args, probs_from_logits, sample
+from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, sample
 
 # ----------------------------------------------------------------------------------------------
 # One verification step as a pure function on probabilities (unit-tested, used in notebook 03)
@@ -57,6 +58,7 @@ def verify_step(
     *,
     generator: torch.Generator | None = None,
     resample_from: str = "residual",
+    check: bool = True,
 ) -> Verification:
     """Accept/reject k drafted tokens.
 
@@ -65,9 +67,13 @@ def verify_step(
     draft_tokens: (k,) the drafted token ids.
     resample_from: "residual" is the correct rule. "p" is the WRONG rule of the Practitioner's
         Guide (sample a fresh token from p after a rejection); it is here only to show its bias.
+    check: validate the inputs first (shapes, probabilities, q(x_i) > 0); speculative_generate,
+        whose p and q are right by construction, passes False to save the host syncs.
     """
     if resample_from not in ("residual", "p"):
         raise ValueError('resample_from must be "residual" (correct) or "p" (the biased rule, for demos)')
+    if check:
+        check_verify_inputs(p, q, draft_tokens)
     k = draft_tokens.shape[0]
     u = torch.rand(k, generator=generator, device=p.device)
     n_t, dist, accept = accept_reject(p, q, draft_tokens, u)
@@ -78,6 +84,49 @@ def verify_step(
     if resample_from == "p":
         dist = p[n]
     return Verification(n, int(sample(dist, generator)), "resample", accept_l[: n + 1], u_l[: n + 1], dist)
+
+
+def _check_probs(x: torch.Tensor, name: str, what: str) -> None:
+    if not torch.isfinite(x).all() or (x < 0).any():
+        raise ValueError(
+            f"{name} must hold probabilities ({what}), but it has negative, NaN or infinite entries: "
+            "did you pass logits? Turn them into probabilities with utils.sampling.probs_from_logits."
+        )
+    sums = x.sum(-1)
+    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+        raise ValueError(
+            f"every row of {name} must sum to 1 ({what}); row sums are {[round(v, 4) for v in sums.tolist()]}. "
+            "Did you pass logits? Use utils.sampling.probs_from_logits."
+        )
+
+
+def check_verify_inputs(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor) -> None:
+    """Cheap checks of verify_step's inputs, with messages for the usual mistakes (logits instead of
+    probabilities, p and q swapped, a token the draft could not have sampled)."""
+    for name, x in (("p", p), ("q", q), ("draft_tokens", draft_tokens)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (got {type(x).__name__}).")
+    if draft_tokens.dim() != 1 or draft_tokens.is_floating_point() or draft_tokens.dtype == torch.bool:
+        raise ValueError(f"draft_tokens must be a 1-D tensor of k token ids (got shape {tuple(draft_tokens.shape)}, "
+                         f"dtype {draft_tokens.dtype}).")
+    k = draft_tokens.shape[0]
+    if q.dim() != 2 or p.dim() != 2 or q.shape[0] != k or p.shape[0] != k + 1 or p.shape[1] != q.shape[1]:
+        hint = " Did you swap p and q? p (the target) has one more row: the bonus position." if (
+            p.dim() == 2 and q.dim() == 2 and p.shape[0] + 1 == q.shape[0]) else ""
+        raise ValueError(
+            f"for k = {k} drafted tokens, p must be (k + 1, V) and q (k, V); got p {tuple(p.shape)}, "
+            f"q {tuple(q.shape)}.{hint}"
+        )
+    V = p.shape[1]
+    if k and (int(draft_tokens.min()) < 0 or int(draft_tokens.max()) >= V):
+        raise ValueError(f"draft_tokens must be ids in [0, {V}) (got {draft_tokens.tolist()}).")
+    _check_probs(p, "p", "the target's distribution at each position, shape (k + 1, V)")
+    _check_probs(q, "q", "the draft's distribution each token was sampled from, shape (k, V)")
+    if k and (q[torch.arange(k, device=q.device), draft_tokens.to(q.device)] <= 0).any():
+        raise ValueError(
+            "q gives probability 0 to a drafted token, so the draft could not have sampled it: pass the q "
+            "each token was drawn from (with the same temperature, top-k and top-p)."
+        )
 
 
 def accept_reject(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, u: torch.Tensor, k=None):
@@ -143,6 +192,8 @@ class SpeculativeOutput:
     total_time: float
     compile_time: float = 0.0  # backend="compiled": seconds of first calls that compiled a shape (in total_time)
     host_syncs: int | None = None  # backend="compiled": how often the host read device values
+    draft_first_time: float = 0.0  # eager: the draft's first pass, which also reads the prompt (in draft_time)
+    target_first_time: float = 0.0  # eager: the target's first pass, prompt included (in target_time)
 
     @property
     def n_drafted(self) -> int:
@@ -188,8 +239,19 @@ def check_backend(backend) -> None:
         )
 
 
+def check_model(model, name: str = "model") -> None:
+    """A Hugging Face causal LM (anything with a config that can be called), not None or a string."""
+    if model is None or isinstance(model, str) or not hasattr(model, "config") or not callable(model):
+        raise TypeError(
+            f"{name} must be a loaded Hugging Face causal language model (got {type(model).__name__}); "
+            f"load one with utils.models.load_pair(...), e.g. pair.{name if name in ('target', 'draft') else 'target'}."
+        )
+
+
 def check_models(target, draft) -> None:
-    """Draft and target must share a vocabulary (same ids for the same tokens)."""
+    """Both are models, and they share a vocabulary (same ids for the same tokens)."""
+    check_model(target, "target")
+    check_model(draft, "draft")
     vt, vd = target.config.get_text_config().vocab_size, draft.config.get_text_config().vocab_size
     if vt != vd:
         raise ValueError(
@@ -199,7 +261,8 @@ def check_models(target, draft) -> None:
         )
 
 
-def check_input_ids(input_ids) -> None:
+def check_input_ids(input_ids, model=None) -> None:
+    """A (1, T) integer tensor, T >= 1, every id inside the model's vocabulary (when a model is given)."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
         shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(
@@ -213,6 +276,41 @@ def check_input_ids(input_ids) -> None:
         )
     if input_ids.shape[1] < 1:
         raise ValueError("input_ids is empty: give at least one token (e.g. the BOS token).")
+    if input_ids.dtype == torch.bool:
+        raise ValueError("input_ids is a boolean tensor (an attention mask?): pass the token ids.")
+    if model is not None:
+        V = model.config.get_text_config().vocab_size
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= V:
+            raise ValueError(
+                f"input_ids holds ids outside the model's vocabulary [0, {V}) (min {lo}, max {hi}): "
+                "encode the prompt with this model's own tokenizer."
+            )
+
+
+def check_length(model, prompt_len: int, max_new_tokens: int) -> int:
+    """Warn, as Hugging Face does, when prompt + max_new_tokens passes the model's context length.
+    Returns how many positions a cache should allocate up front (capped, so that a huge
+    max_new_tokens does not allocate memory it will never use; buffers grow if needed)."""
+    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    need = prompt_len + max_new_tokens
+    if limit is not None and need > limit:
+        warnings.warn(
+            f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) = {need} is more than the model's "
+            f"context ({limit} positions, max_position_embeddings): text past it is usually degenerate. "
+            "Lower max_new_tokens or shorten the prompt.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return max(limit, prompt_len)
+    return need
+
+
+def check_generate_args(max_new_tokens, gamma=None) -> int:
+    """max_new_tokens an integer >= 0 and (when drafting) gamma an integer >= 1; returns max_new_tokens."""
+    if gamma is not None:
+        check_count("gamma", gamma, 1, "it is how many tokens the draft proposes per round")
+    return check_count("max_new_tokens", max_new_tokens, 0, "how many tokens to add after the prompt")
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -279,6 +377,7 @@ class _Timer:
         self.cuda = enabled and torch.device(device).type == "cuda"
         self.enabled = enabled
         self.total = 0.0 if enabled else float("nan")
+        self.first = None  # the first pass alone: it also processes the prompt (the prefill)
 
     def __enter__(self):
         if self.cuda:
@@ -290,7 +389,10 @@ class _Timer:
         if self.cuda:
             torch.cuda.synchronize()
         if self.enabled:
-            self.total += time.perf_counter() - self.t0
+            dt = time.perf_counter() - self.t0
+            self.total += dt
+            if self.first is None:
+                self.first = dt
 
 
 @torch.inference_mode()
@@ -324,14 +426,12 @@ def speculative_generate(
     each model and token width compiles, reported as `compile_time`).
     """
     check_backend(backend)
-    if not isinstance(gamma, int) or gamma < 1:
-        raise ValueError(f"gamma must be an integer >= 1 (got {gamma!r}): it is how many tokens the draft proposes.")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer (got {max_new_tokens!r}).")
+    max_new_tokens = check_generate_args(max_new_tokens, gamma)
+    gamma = int(gamma)
     check_sampling_args(temperature, top_k, top_p)
-    check_input_ids(input_ids)
     check_models(target, draft)
-    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    check_input_ids(input_ids, target)
+    eos = eos_set(eos_token_id)
     device = target.device
     if backend == "compiled":
         from .fast import speculative_compiled
@@ -341,9 +441,10 @@ def speculative_generate(
             top_k=top_k, top_p=top_p, eos=eos, generator=generator)
         seq = torch.cat([input_ids.to(device), torch.tensor([new], dtype=torch.long, device=device)], dim=1)
         return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs)
+    n_alloc = check_length(target, input_ids.shape[1], max_new_tokens)
     seq = input_ids.to(device)[0].tolist()
-    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-    capacity = len(seq) + max_new_tokens + gamma + 1  # the most either cache ever holds
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
+    capacity = n_alloc + gamma + 1  # the most either cache holds (within the model's context)
     t_cache, d_cache = _new_cache(cache, capacity), _new_cache(cache, capacity)
     t_timer, d_timer = _Timer(device, time_models), _Timer(device, time_models)
     rounds: list[Round] = []
@@ -392,7 +493,7 @@ def speculative_generate(
                 n = match.index(False)
                 v = Verification(n, int(p[n].argmax()), "bonus" if n == k else "resample", [], [])
             else:
-                v = verify_step(p, q, d, generator=generator)
+                v = verify_step(p, q, d, generator=generator, check=False)
             idx = torch.arange(k, device=p.device)
             p_x, q_x = p[idx, d].tolist(), q[idx, d].tolist()
         emitted = drafted[: v.n_accepted] + [v.token]
@@ -415,6 +516,8 @@ def speculative_generate(
         draft_time=d_timer.total,
         target_time=t_timer.total,
         total_time=time.perf_counter() - t_start,
+        draft_first_time=d_timer.first or 0.0,
+        target_first_time=t_timer.first or 0.0,
     )
 
 
@@ -425,8 +528,11 @@ def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None,
     Returns dict(drafted (k,), q (k, V), p (k+1, V), verification). Same maths as
     speculative_generate, which adds KV caches, EOS and length handling.
     """
-    check_input_ids(input_ids)
-    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    check_generate_args(0, gamma)
+    check_sampling_args(temperature, top_k, top_p)
+    check_models(target, draft)
+    check_input_ids(input_ids, target)
+    warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     x, q_rows, drafted = input_ids, [], []
     for _ in range(gamma):  # the draft proposes gamma tokens, one at a time
         q = probs_from_logits(draft(x).logits[0, -1], **warp)  # (V,)

@@ -12,14 +12,18 @@ A speedup exists for some gamma if and only if alpha > c.
 
 from __future__ import annotations
 
+import math
+import numbers
+
+from .sampling import check_count
+
 
 def _check(alpha: float, gamma: int, c: float | None = None) -> None:
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1] (got {alpha})")
-    if not isinstance(gamma, int) or gamma < 1:
-        raise ValueError(f"gamma must be an integer >= 1 (got {gamma!r})")
-    if c is not None and not c >= 0:
-        raise ValueError(f"c must be >= 0 (got {c})")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1] (got {alpha!r}): the chance a drafted token is accepted.")
+    check_count("gamma", gamma, 1, "it is how many tokens the draft proposes per round")
+    if c is not None and (isinstance(c, bool) or not isinstance(c, numbers.Real) or not c >= 0 or not math.isfinite(c)):
+        raise ValueError(f"c must be a finite number >= 0 (got {c!r}): the draft's step time over the target's.")
 
 
 def expected_tokens_per_round(alpha: float, gamma: int) -> float:
@@ -34,14 +38,15 @@ def expected_speedup(alpha: float, gamma: int, c: float, v: float = 1.0) -> floa
     """Expected walltime improvement over target-only decoding (Leviathan Thm 3.8), with the
     target's verification pass costing v one-token steps (the paper: v = 1)."""
     _check(alpha, gamma, c)
-    if v <= 0:
-        raise ValueError(f"v (verification pass / target step) must be > 0, got {v}")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"v (verification pass / target step) must be a finite number > 0, got {v!r}")
     return expected_tokens_per_round(alpha, gamma) / (gamma * c + v)
 
 
 def optimal_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
     """The gamma in 1..max_gamma with the largest expected speedup."""
     _check(alpha, 1, c)
+    max_gamma = check_count("max_gamma", max_gamma, 1, "the largest gamma to consider")
     return max(range(1, max_gamma + 1), key=lambda g: expected_speedup(alpha, g, c))
 
 

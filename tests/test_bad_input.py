@@ -1,0 +1,400 @@
+"""Issue 14: bad or edge input meets a clear error from the project's own checks (ValueError or
+TypeError with a message that says what to do), or a warning where Hugging Face warns; nothing runs
+on silently with wrong output. Command-line cases live beside each command's tests
+(test_bench.py, test_shapes.py); run.py's are at the end of this file."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from utils import models, plots, theory
+from utils.decoding import autoregressive_generate
+from utils.playground import Playground
+from utils.results import to_json
+from utils.sampling import check_sampling_args, eos_set, probs_from_logits
+from utils.speculative import check_length, one_round, speculative_generate, verify_step
+
+# ---------------------------------------------------------------------------------------------
+# Sampling arguments: every entry point shares check_sampling_args
+# ---------------------------------------------------------------------------------------------
+
+BAD_SAMPLING = [
+    (dict(temperature=-1), ValueError, "temperature must be a finite number >= 0"),
+    (dict(temperature=float("inf")), ValueError, "finite"),
+    (dict(temperature=float("nan")), ValueError, "finite"),
+    (dict(temperature="1"), TypeError, "temperature must be a number"),
+    (dict(temperature=None), TypeError, "temperature must be a number"),
+    (dict(temperature=True), TypeError, "temperature must be a number"),
+    (dict(top_k=0), ValueError, "top_k must be a positive integer"),
+    (dict(top_k=True), ValueError, "top_k must be a positive integer"),
+    (dict(top_k=2.5), ValueError, "top_k must be a positive integer"),
+    (dict(top_p=0), ValueError, "top_p must be in (0, 1]"),
+    (dict(top_p=1.5), ValueError, "top_p must be in (0, 1]"),
+    (dict(top_p="0.9"), ValueError, "top_p must be in (0, 1]"),
+]
+
+
+@pytest.mark.parametrize("kw, exc, says", BAD_SAMPLING)
+def test_probs_from_logits_checks_its_arguments(kw, exc, says):
+    args = dict(temperature=1.0, top_k=None, top_p=None) | kw
+    with pytest.raises(exc, match=says.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        probs_from_logits(torch.randn(5), **args)
+
+
+def test_probs_from_logits_negative_temperature_is_refused_not_inverted():
+    with pytest.raises(ValueError):
+        probs_from_logits(torch.tensor([0.0, 1.0, 2.0]), temperature=-1.0)
+
+
+def test_probs_from_logits_all_minus_inf_row():
+    logits = torch.tensor([[0.0, 1.0], [float("-inf"), float("-inf")]])
+    with pytest.raises(ValueError, match="every logit of a row is -inf"):
+        probs_from_logits(logits)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        probs_from_logits([0.0, 1.0])
+
+
+def test_numpy_numbers_are_accepted():
+    check_sampling_args(np.float32(0.7), np.int64(5), np.float64(0.9))
+    p = probs_from_logits(torch.randn(10), np.float64(0.7), np.int64(3), None)
+    assert (p > 0).sum() == 3 and torch.isclose(p.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("eos, want", [
+    (None, set()), (1, {1}), (np.int64(1), {1}), ([1, 2], {1, 2}), (torch.tensor(1), {1}), (torch.tensor([1, 2]), {1, 2}),
+])
+def test_eos_forms_hugging_face_accepts(eos, want):
+    assert eos_set(eos) == want
+
+
+@pytest.mark.parametrize("eos", ["</s>", ["</s>"], 1.0, torch.tensor([[1]]), torch.tensor([1.0]), True])
+def test_eos_text_or_float_is_refused(eos):
+    with pytest.raises(TypeError, match="eos_token_id"):
+        eos_set(eos)
+
+
+# ---------------------------------------------------------------------------------------------
+# The generation API
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ids(encode):
+    return encode("The if statement")  # (1, T)
+
+
+BAD_GENERATE = [
+    (dict(gamma=0), ValueError, "gamma must be an integer >= 1"),
+    (dict(gamma=True), TypeError, "gamma must be an integer"),
+    (dict(gamma=2.0), TypeError, "gamma must be an integer"),
+    (dict(gamma="4"), TypeError, "gamma must be an integer"),
+    (dict(max_new_tokens=-1), ValueError, "max_new_tokens must be an integer >= 0"),
+    (dict(max_new_tokens=4.0), TypeError, "max_new_tokens must be an integer"),
+    (dict(temperature=-1), ValueError, "temperature"),
+    (dict(temperature="hot"), TypeError, "temperature"),
+    (dict(temperature=float("inf")), ValueError, "finite"),
+    (dict(top_k=True), ValueError, "top_k"),
+    (dict(top_p=0.0), ValueError, "top_p"),
+    (dict(eos_token_id="</s>"), TypeError, "not the token's text"),
+    (dict(backend="fast"), ValueError, "backend must be"),
+]
+
+
+@pytest.mark.parametrize("kw, exc, says", BAD_GENERATE)
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_speculative_generate_refuses(pair, ids, kw, exc, says, backend):
+    args = dict(max_new_tokens=4, backend=backend) | kw
+    with pytest.raises(exc, match=says):
+        speculative_generate(pair.target, pair.draft, ids, **args)
+
+
+@pytest.mark.parametrize("kw, exc, says", [c for c in BAD_GENERATE if "gamma" not in c[0]])
+def test_autoregressive_generate_refuses(pair, ids, kw, exc, says):
+    args = dict(max_new_tokens=4) | kw
+    n = args.pop("max_new_tokens")
+    with pytest.raises(exc, match=says):
+        autoregressive_generate(pair.target, ids, n, **args)
+
+
+@pytest.mark.parametrize("kw, exc, says", [
+    (dict(gamma=0), ValueError, "gamma must be an integer >= 1"),
+    (dict(temperature=-1), ValueError, "temperature"),
+    (dict(top_p=2), ValueError, "top_p"),
+])
+def test_one_round_checks_like_the_loop(pair, ids, kw, exc, says):
+    with pytest.raises(exc, match=says):
+        one_round(pair.target, pair.draft, ids, **kw)
+
+
+def test_models_and_ids_are_checked(pair, ids):
+    for draft in (None, "google/gemma-2-2b", pair.tokenizer):
+        with pytest.raises(TypeError, match="draft must be a loaded Hugging Face causal language model"):
+            speculative_generate(pair.target, draft, ids, max_new_tokens=4)
+    with pytest.raises(TypeError, match="model must be a loaded"):
+        autoregressive_generate(None, ids, 4)
+    V = pair.target.config.vocab_size
+    for bad in (ids + V, ids - 1000):
+        with pytest.raises(ValueError, match=f"outside the model's vocabulary \\[0, {V}\\)"):
+            speculative_generate(pair.target, pair.draft, bad, max_new_tokens=4)
+        with pytest.raises(ValueError, match="outside the model's vocabulary"):
+            autoregressive_generate(pair.target, bad, 4)
+    for bad, says in ((ids[0], "2-D integer tensor"), (ids.float(), "2-D integer tensor"), (ids.repeat(2, 1), "batch size"),
+                      (ids[:, :0], "empty"), ([[2, 3]], "2-D integer tensor")):
+        with pytest.raises(ValueError, match=says):
+            speculative_generate(pair.target, pair.draft, bad, max_new_tokens=4)
+
+
+def test_numpy_and_tensor_arguments_work(pair, ids):
+    """What HF accepts runs here too: NumPy integers for gamma/top_k/max_new_tokens, eos as a tensor."""
+    ref = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=6, gamma=3, eos_token_id=1)
+    out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=np.int64(6), gamma=np.int32(3),
+                               eos_token_id=torch.tensor([1]))
+    assert torch.equal(out.sequences, ref.sequences)
+    gen = torch.Generator().manual_seed(0)
+    out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=6, gamma=np.int64(2), temperature=np.float32(0.8),
+                               top_k=np.int64(5), generator=gen)
+    assert out.new_tokens == 6
+    ar = autoregressive_generate(pair.target, ids, np.int64(5), eos_token_id=np.int64(1))
+    assert ar.sequences.shape[1] <= ids.shape[1] + 5
+
+
+def test_past_the_context_warns_as_hf_does_and_allocates_only_the_context(pair):
+    limit = pair.target.config.max_position_embeddings
+    with pytest.warns(UserWarning, match="more than the model's context"):
+        assert check_length(pair.target, 10, 10**12) == limit  # not 10**12 positions (384 GB)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_length(pair.target, 10, 100) == 110
+
+
+def test_huge_max_new_tokens_warns_before_any_work(pair, ids):
+    """The warning comes first (turned into an error here, so nothing runs after it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="max_new_tokens"):
+            speculative_generate(pair.target, pair.draft, ids, max_new_tokens=10**12)
+        with pytest.raises(UserWarning, match="max_new_tokens"):
+            autoregressive_generate(pair.target, ids, 10**12)
+
+
+def test_compiled_backend_refuses_past_the_context(pair, ids):
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=10**12, backend="compiled")
+
+
+# ---------------------------------------------------------------------------------------------
+# verify_step: the function learners call in exercises
+# ---------------------------------------------------------------------------------------------
+
+
+def _pq(k=3, V=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(k + 1, V, generator=g).softmax(-1)
+    q = torch.rand(k, V, generator=g).softmax(-1)
+    d = torch.multinomial(q, 1, generator=g)[:, 0]
+    return p, q, d
+
+
+def test_verify_step_refuses_logits():
+    p, q, d = _pq()
+    with pytest.raises(ValueError, match="logits"):
+        verify_step(p.log(), q, d)  # log-probabilities: negative
+    with pytest.raises(ValueError, match="sum to 1"):
+        verify_step(p * 3, q, d)  # positive but not normalised
+    with pytest.raises(ValueError, match="NaN"):
+        verify_step(p, q.masked_fill(q > 0.2, float("nan")), d)
+
+
+def test_verify_step_refuses_swapped_p_and_q():
+    p, q, d = _pq()
+    with pytest.raises(ValueError, match="Did you swap p and q"):
+        verify_step(q, p, d)
+
+
+@pytest.mark.parametrize("mutate, says", [
+    (lambda p, q, d: (p[:-1], q, d), r"p must be \(k \+ 1, V\)"),
+    (lambda p, q, d: (p, q[:, :-1], d), r"p must be \(k \+ 1, V\)"),
+    (lambda p, q, d: (p, q, d.float()), "1-D tensor of k token ids"),
+    (lambda p, q, d: (p, q, d.view(1, -1)), "1-D tensor of k token ids"),
+    (lambda p, q, d: (p, q, d + 100), r"ids in \[0, 6\)"),
+    (lambda p, q, d: (p, q, d.tolist()), "torch.Tensor"),
+])
+def test_verify_step_checks_shapes(mutate, says):
+    with pytest.raises((ValueError, TypeError), match=says):
+        verify_step(*mutate(*_pq()))
+
+
+def test_verify_step_refuses_a_token_q_could_not_have_sampled():
+    p, q, d = _pq()
+    q = q.clone()
+    q[0, d[0]] = 0
+    q[0] /= q[0].sum()
+    with pytest.raises(ValueError, match="probability 0 to a drafted token"):
+        verify_step(p, q, d)
+
+
+def test_verify_step_acceptance_probabilities_are_probabilities():
+    for seed in range(20):
+        v = verify_step(*_pq(seed=seed), generator=torch.Generator().manual_seed(seed))
+        assert all(0 <= a <= 1 for a in v.accept_prob) and not any(math.isnan(a) for a in v.accept_prob)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, prompts, theory, plots, the playground, result files
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device, says", [
+    ("meta", "hold no weights"), ("gpu", "use 'cuda'"), ("tpu", "not a PyTorch device"), (3.5, "not a PyTorch device"),
+    pytest.param("cuda", "PyTorch sees no CUDA GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+])
+def test_load_pair_device_errors(device, says):
+    with pytest.raises(ValueError, match=says):
+        models.load_pair("tiny", device=device)
+
+
+def test_load_prompts_unknown_set():
+    with pytest.raises(ValueError, match=r"choose one of \['datacamp', 'heldout', 'workshop'\]"):
+        models.load_prompts("nonexistent")
+    with pytest.raises(ValueError):
+        models.load_prompts("_about")  # the file's own notes are not a prompt set
+
+
+def test_summary_counts_4bit_parameters_like_the_original(pair):
+    pytest.importorskip("bitsandbytes")
+    q = models.load_pair("tiny", device="cpu", quantization="nf4")
+    assert models.parameter_count(q.target) == models.parameter_count(pair.target) == sum(
+        p.numel() for p in pair.target.parameters())
+    assert sum(p.numel() for p in q.target.parameters()) < models.parameter_count(q.target)  # packed: 2 per byte
+    n = f"{models.parameter_count(pair.target) / 1e6:10.2f} M params"
+    assert n in q.summary() and n in pair.summary()
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: theory.optimal_gamma(0.8, 0.1, max_gamma=0), "max_gamma must be an integer >= 1"),
+    (lambda: theory.expected_tokens_per_round(1.5, 4), "alpha must be a number in"),
+    (lambda: theory.expected_tokens_per_round(float("nan"), 4), "alpha must be a number in"),
+    (lambda: theory.expected_tokens_per_round(0.5, True), "gamma must be an integer"),
+    (lambda: theory.expected_speedup(0.5, 4, float("nan")), "c must be a finite number"),
+    (lambda: theory.expected_speedup(0.5, 4, 0.1, v=0), "v .* must be a finite number > 0"),
+])
+def test_theory_checks(call, says):
+    with pytest.raises((ValueError, TypeError), match=says):
+        call()
+
+
+def test_theory_accepts_numpy():
+    assert theory.optimal_gamma(np.float64(0.8), np.float32(0.1), max_gamma=np.int64(8)) >= 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda: plots.plot_step_times({}),
+    lambda: plots.plot_distribution_check({}, [0.5, 0.5], None),
+    lambda: plots.plot_distribution_check({"ours": []}, [0.5, 0.5], None),
+    lambda: plots.plot_tau({}),
+    lambda: plots.plot_heatmap([], [], [], "r", "c", "t"),
+    lambda: plots.plot_bars({}, "y", "t"),
+    lambda: plots.plot_time_split({}, "t"),
+    lambda: plots.plot_cost_model([], "t"),
+    lambda: plots.plot_round(torch.zeros(1, 3), torch.zeros(0, 3), [], None, None),
+])
+def test_plots_with_empty_input(call):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with pytest.raises(ValueError, match="is empty: nothing to plot"):
+        call()
+
+
+@pytest.mark.parametrize("prompts", [[], [""], [None], None])
+def test_playground_needs_prompts(pair, prompts):
+    with pytest.raises(ValueError, match="non-empty list of non-empty strings"):
+        Playground(pair, prompts)
+
+
+def test_result_files_are_strict_json():
+    from pathlib import Path
+
+    def refuse(const):
+        raise ValueError(f"non-standard JSON constant {const}")
+
+    assert json.loads(to_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {"a": None, "b": [None, 1.5]}
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "data").rglob("*.json"))
+    assert len(files) >= 5
+    for f in files:
+        json.loads(f.read_text(), parse_constant=refuse)  # NaN / Infinity would raise here
+
+
+# ---------------------------------------------------------------------------------------------
+# run.py: our flags before --, theirs after; the lab starts without the news pop-up
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_py(monkeypatch, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_py", Path(__file__).resolve().parents[1] / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(mod, "ensure_env", lambda: tmp_path / "bin" / "python")
+    monkeypatch.setattr(mod, "VENV", tmp_path)
+    monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)) or Done())
+    return mod, calls
+
+
+def test_run_lab_online_is_ours_not_jupyters(run_py):
+    mod, calls = run_py
+    assert mod.main(["lab", "--online"]) == 0
+    cmd, kw = calls[-1]
+    assert "--online" not in cmd  # jupyter-lab exits 2 on a flag it does not know
+    assert "HF_HUB_OFFLINE" not in kw["env"] and "TRANSFORMERS_OFFLINE" not in kw["env"]
+    assert mod.main(["lab"]) == 0
+    assert calls[-1][1]["env"]["HF_HUB_OFFLINE"] == "1"
+    mod.main(["lab", "--", "--port=9999"])
+    assert "--port=9999" in calls[-1][0]
+
+
+def test_run_test_online_is_refused_and_pytest_args_pass_through(run_py, capsys):
+    mod, calls = run_py
+    with pytest.raises(SystemExit) as e:
+        mod.main(["test", "--online"])
+    assert e.value.code == 2 and "--online only applies to `lab`" in capsys.readouterr().err and not calls
+    mod.main(["test", "--", "-k", "greedy"])
+    assert calls[-1][0][-2:] == ["-k", "greedy"] and calls[-1][1]["env"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_run_lab_turns_the_news_pop_up_off(run_py, tmp_path):
+    mod, calls = run_py
+    (tmp_path / "share/jupyter/lab/settings").mkdir(parents=True)
+    (tmp_path / "share/jupyter/lab/settings/overrides.json").write_text(json.dumps({"other:plugin": {"x": 1}}))
+    mod.main(["lab"])
+    cmd = calls[-1][0]
+    assert "--LabApp.news_url=None" in cmd
+    written = json.loads((tmp_path / "share/jupyter/lab/settings/overrides.json").read_text())
+    assert written["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert written["other:plugin"] == {"x": 1}  # other settings kept
+
+
+def test_shapes_on_a_cpu_refuses_what_does_not_fit(monkeypatch, capsys, tmp_path):
+    """`python -m utils.shapes` with defaults on a CPU used to climb past 11 GiB with no warning."""
+    from utils import shapes
+
+    monkeypatch.setattr(shapes, "available_memory_bytes", lambda: 22 * 2**30)
+    with pytest.raises(SystemExit) as e:
+        shapes._parse(["--device", "cpu", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "need about 111 GiB in float32" in err and "meant for a GPU" in err
+    args = shapes._parse(["--device", "cpu", "--sizes", "2b", "--pairs", "--out", str(tmp_path)])
+    assert args.device == "cpu" and "about 10 GiB and slow" in capsys.readouterr().err
