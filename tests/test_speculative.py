@@ -77,7 +77,8 @@ def _first_token_dist(pair, ids, **warp):
         return probs_from_logits(pair.target(ids).logits[0, -1], **warp)  # (V,)
 
 
-@pytest.mark.parametrize("warp", [dict(temperature=1.0), dict(temperature=0.8, top_k=8)], ids=["T=1", "T=0.8,top-k=8"])
+@pytest.mark.parametrize("warp", [dict(temperature=1.0), dict(temperature=0.8, top_k=8), dict(temperature=1.0, top_p=0.7)],
+                         ids=["T=1", "T=0.8,top-k=8", "T=1,top-p=0.7"])
 def test_sampling_matches_target_distribution(pair, encode, warp):
     """End to end: the first new token of speculative sampling follows the target's own (warped)
     distribution. 600 runs; tokens are binned (the 5 most likely, then the rest) and bins expecting
@@ -101,6 +102,32 @@ def test_sampling_matches_target_distribution(pair, encode, warp):
     probs = np.append(probs[keep], pooled_p) if pooled_p > 0 else probs[keep]
     counts = np.append(counts[keep], pooled_c) if pooled_p > 0 else counts[keep]
     assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("gamma", [1, 3])
+def test_joint_distribution_of_the_first_two_tokens(pair, encode, gamma):
+    """Later positions, end to end: the pair (x1, x2) of the first two new tokens follows the target's
+    joint p(x1) p(x2 | x1), computed exactly from the target (an independent reference: no draft, no
+    accept/reject). gamma 1: x2 comes from the next round (after a bonus or a resample); gamma 3: both
+    usually come from one round (acceptance after an acceptance). 1,000 runs; cells are the pairs
+    with an expected count >= 5, the rest pooled; chi-square at level 1e-3."""
+    ids = encode("The for statement is used to")
+    warp = dict(temperature=1.0)
+    p1 = _first_token_dist(pair, ids, **warp).double()
+    joint = {}
+    for a in torch.argsort(p1, descending=True)[:8].tolist():
+        p2 = _first_token_dist(pair, torch.cat([ids, torch.tensor([[a]])], 1), **warp).double()
+        for b in torch.argsort(p2, descending=True)[:8].tolist():
+            joint[(a, b)] = (p1[a] * p2[b]).item()
+    n = 1000
+    g = torch.Generator().manual_seed(10 + gamma)
+    draws = [tuple(speculative_generate(pair.target, pair.draft, ids, max_new_tokens=2, gamma=gamma, generator=g, **warp)
+                   .sequences[0, ids.shape[1]:].tolist()) for _ in range(n)]
+    cells = [c for c, q in joint.items() if q * n >= 5]
+    assert len(cells) >= 4
+    probs = np.array([joint[c] for c in cells] + [1 - sum(joint[c] for c in cells)])
+    counts = np.array([draws.count(c) for c in cells] + [sum(d not in cells for d in draws)])
+    assert chisquare(counts, probs * n).pvalue > 1e-3
 
 
 def test_sampling_is_reproducible_with_a_generator(pair, encode):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import platform
 import statistics
 import sys
@@ -55,6 +56,20 @@ def configure_assistant(draft, num_assistant_tokens: int = 4, schedule: str = "c
     gc.num_assistant_tokens_schedule = schedule
     gc.assistant_confidence_threshold = confidence_threshold
     return draft
+
+
+class _DropHFInternalNotice(logging.Filter):
+    """transformers 5.23's assisted generation calls the assistant's own generate() with a
+    generation_config *and* max_new_tokens/min_new_tokens (generation/candidate_generator.py), and then
+    warns about its own call: "Passing `generation_config` together with generation-related arguments
+    ... is deprecated". Nothing in our arguments causes it and a reader cannot act on it, so exactly
+    that message is dropped; every other transformers warning still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passing `generation_config` together with generation-related")
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_DropHFInternalNotice())
 
 
 def hf_generate(target, ids, max_new_tokens, *, assistant=None, prompt_lookup=None, temperature=0.0, eos_token_id=None, **kw):
@@ -398,6 +413,30 @@ def in_loop_costs(rows, alpha, gamma, measured) -> dict:
     c, v = per_call("ours_speculative", "draft") / step, per_call("ours_speculative", "target") / step
     pred = expected_speedup(alpha, gamma, c, v)
     return dict(c_in_loop=c, v_in_loop=v, predicted_speedup_in_loop=pred, cost_model_error_in_loop=pred / measured - 1)
+
+
+def out_of_sample(calibration: dict, evaluation: dict) -> list[dict]:
+    """The cost model tested out of sample: c and v as one process paid them (`calibration`, a
+    result of this module, e.g. the workshop-prompt sweep) predict the speedups that another process
+    measured on other prompts (`evaluation`, e.g. the held-out run), with the evaluation's own alpha
+    per checked token (acceptance is a property of the text, so it cannot be carried over). The
+    in-sample error (c and v from the evaluated run itself) is kept beside it. One row per
+    (gamma, temperature) both results hold."""
+    calib = {(s["gamma"], s["temperature"]): s for s in calibration["summary"] if "c_in_loop" in s}
+    rows = []
+    for s in evaluation["summary"]:
+        key = (s["gamma"], s["temperature"])
+        if key not in calib or "measured_speedup_vs_ours_ar" not in s:
+            continue
+        c, v = calib[key]["c_in_loop"], calib[key]["v_in_loop"]
+        pred = expected_speedup(s["alpha_checked"], s["gamma"], c, v)
+        measured = s["measured_speedup_vs_ours_ar"]
+        rows.append(dict(gamma=key[0], temperature=key[1], alpha_checked=s["alpha_checked"], c=c, v=v,
+                         measured=measured, predicted=pred, error=pred / measured - 1,
+                         in_sample_error=s.get("cost_model_error_in_loop"),
+                         calibration=calibration["meta"].get("prompt_set", "workshop"),
+                         evaluation=evaluation["meta"].get("prompt_set", "workshop")))
+    return rows
 
 
 def metadata(pair, cost, max_new_tokens, repeats):

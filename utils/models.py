@@ -21,6 +21,7 @@ float16 there. On CPU: float32.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -227,11 +228,42 @@ def check_memory(pair: PairSpec, dtype, quantization, quantize: str, free_bytes:
         )
 
 
+# Usual GPUs: (GiB free when a notebook starts, total GiB, has bfloat16).
+GPUS = {"T4 16GB": (15.0, 16.0, False), "L4 24GB": (22.5, 24.0, True), "A100 40GB": (39.5, 40.0, True),
+        "A100/H100 80GB": (79.0, 80.0, True)}
+
+
+def memory_fits(name: str) -> list[dict]:
+    """Which usual GPU holds pair `name`, in each precision, as `load_pair` decides it: check_memory's
+    estimate (weights + 15%) against the GPU's free memory, in the dtype load_pair would pick there
+    (no bfloat16 on a T4: float16, or float32 for Gemma2, which overflows in float16). One row per
+    precision: dict(precision, gib (on a bf16 GPU), fits=[GPU names])."""
+    pair = PAIRS[name]
+    rows = []
+    for label, q in (("bf16", None), ("NF4", "nf4")):
+        fits, gib = [], None
+        for gpu, (free, total, bf16) in GPUS.items():
+            dtype = torch.bfloat16 if bf16 else (torch.float32 if pair.target.repo.startswith("google/gemma-2") else torch.float16)
+            if gib is None and bf16:
+                gib = 1.15 * sum(estimate_bytes(getattr(pair, r), dtype, q) for r in ("draft", "target")) / 2**30
+            try:
+                check_memory(pair, dtype, q, "both", free * 2**30, total * 2**30)
+                fits.append(gpu if bf16 or dtype == torch.bfloat16 else f"{gpu} ({str(dtype).split('.')[-1]})")
+            except InsufficientMemoryError:
+                pass
+        rows.append(dict(precision=label, gib=gib, fits=fits))
+    return rows
+
+
 def quantization_config(quantization: str, compute_dtype: torch.dtype, double_quant: bool = False):
     """'nf4' or 'fp4' -> a transformers BitsAndBytesConfig (4-bit weights, compute in compute_dtype)."""
     if quantization not in ("nf4", "fp4"):
         raise ValueError(f"quantization must be None, 'nf4' or 'fp4' (got {quantization!r}).")
     try:
+        # On CPUs with AVX512-BF16, bitsandbytes tries to fetch an optional faster 4-bit kernel from the
+        # Hugging Face Hub (the `kernels` package) and logs a warning when it cannot; its own kernel is
+        # used instead and the results are the same. Offline and without `kernels` that is expected here.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
         import bitsandbytes  # noqa: F401
     except ImportError as e:
         raise PairError('4-bit loading needs bitsandbytes: %pip install "bitsandbytes>=0.48"') from e

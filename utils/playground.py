@@ -119,7 +119,7 @@ class Playground:
             v=v,
             measured_speedup=ar_seconds / out.total_time,
             predicted_speedup=expected_speedup(alpha_, gamma, c, v),
-            optimal_gamma=optimal_gamma(alpha_, c, max_gamma=10),
+            optimal_gamma=optimal_gamma(alpha_, c, max_gamma=10, v=v),
             counts=count_kinds(out.rounds),
             new_tokens=out.new_tokens,
             rounds=len(out.rounds),
@@ -138,7 +138,7 @@ class Playground:
             ("verify cost v (target pass / target step, this run)", f"{s['v']:.2f}"),
             ("measured speedup vs target alone", f"{s['measured_speedup']:.2f}x"),
             ("cost model (Thm 3.8 with v) predicts", f"{s['predicted_speedup']:.2f}x"),
-            ("optimal gamma for this alpha and c (v = 1)", str(s["optimal_gamma"])),
+            ("optimal gamma for this alpha, c and v", str(s["optimal_gamma"])),
             ("rounds / new tokens", f"{s['rounds']} / {s['new_tokens']}"),
         ]
         cells = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{v}</b></td></tr>" for k, v in rows)
@@ -146,7 +146,8 @@ class Playground:
 
 
 def acceptance_grid(pair, prompt: str, gammas, temperatures, max_new_tokens: int = 48, seed: int = 0):
-    """alpha-hat for every (temperature, gamma): rows are temperatures, columns gammas."""
+    """Acceptance per checked token (the alpha of Eq. 1 and Thm 3.8) for every (temperature, gamma):
+    rows are temperatures, columns gammas. Accepted / drafted would fall with gamma by construction."""
     ids = pair.tokenizer(prompt, return_tensors="pt").input_ids.to(pair.device)
     grid = []
     for t in temperatures:
@@ -155,6 +156,7 @@ def acceptance_grid(pair, prompt: str, gammas, temperatures, max_new_tokens: int
             gen = torch.Generator(device=pair.device).manual_seed(seed)
             out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=g,
                                        temperature=t, generator=gen)
-            row.append(out.acceptance_rate)
+            a = out.checked_acceptance_rate
+            row.append(0.0 if a != a else a)  # NaN when nothing was checked
         grid.append(row)
     return grid

@@ -43,11 +43,24 @@ def expected_speedup(alpha: float, gamma: int, c: float, v: float = 1.0) -> floa
     return expected_tokens_per_round(alpha, gamma) / (gamma * c + v)
 
 
-def optimal_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
-    """The gamma in 1..max_gamma with the largest expected speedup."""
+def optimal_gamma(alpha: float, c: float, max_gamma: int = 16, v=1.0, gammas=None) -> int:
+    """The gamma with the largest expected speedup, among 1..max_gamma (or the given `gammas`).
+
+    alpha must be acceptance per *checked* token (accepted / (accepted + rejections)): the i.i.d.
+    alpha of Eq. 1. Accepted / drafted is lower (tokens drafted after a rejection are never
+    checked) and falls with gamma, so it would pull the optimum down. v: the target's verify pass
+    over its one-token step, a number or a dict gamma -> v (it grows with the pass's width)."""
     _check(alpha, 1, c)
-    max_gamma = check_count("max_gamma", max_gamma, 1, "the largest gamma to consider")
-    return max(range(1, max_gamma + 1), key=lambda g: expected_speedup(alpha, g, c))
+    if gammas is None:
+        gammas = range(1, check_count("max_gamma", max_gamma, 1, "the largest gamma to consider") + 1)
+    gammas = [check_count("gammas", g, 1, "each candidate gamma") for g in gammas]
+    if not gammas:
+        raise ValueError("gammas is empty: give the gammas to choose from, e.g. [1, 2, 4, 8].")
+
+    def v_at(g):
+        return float(v[g] if g in v else v[str(g)]) if isinstance(v, dict) else v
+
+    return max(gammas, key=lambda g: expected_speedup(alpha, g, c, v_at(g)))
 
 
 def best_speedups(c: float, alphas=(0.6, 0.7, 0.8), max_gamma: int = 16) -> list[tuple[float, int, float]]:
