@@ -3,10 +3,12 @@
     python scripts/build_notebooks.py              # build + execute all (tiny pair, CPU, offline)
     python scripts/build_notebooks.py 03           # only notebooks whose name starts with 03
     python scripts/build_notebooks.py --check      # exit 1 if an .ipynb's code differs from its source
+    python scripts/build_notebooks.py --no-execute # build without running (the notebooks lose their outputs)
 
 The sources are jupytext "percent" scripts (one place to edit, reviewable diffs). A cell holding
 only `# SETUP` becomes the shared setup cell below, and a Colab badge is put on top, so neither is
-copied by hand. The committed notebooks carry the outputs of one full run made by this script.
+copied by hand. Both point to the repository set in pyproject.toml ([tool.specdec] repository;
+a fork sets its own). The committed notebooks carry the outputs of one full run made by this script.
 """
 
 from __future__ import annotations
@@ -24,7 +26,25 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 SRC_DIR = NB_DIR / "src"
-GITHUB_REPO = "specdec-notebooks/specdec-notebooks"  # where the Colab badges and the setup cell point
+
+
+def repository() -> tuple[str, str]:
+    """(URL, "OWNER/NAME") of the GitHub repository the badges and the setup cell point to:
+    [tool.specdec] repository in pyproject.toml."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:  # Python 3.10: tomli, which jupytext requires there
+        import tomli as tomllib
+    url = tomllib.loads(text).get("tool", {}).get("specdec", {}).get("repository", "")
+    m = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?", url)
+    if not m:
+        raise SystemExit(f"pyproject.toml: [tool.specdec] repository = {url!r}: expected "
+                         '"https://github.com/OWNER/NAME" (Colab opens notebooks from GitHub)')
+    return f"https://github.com/{m.group(1)}", m.group(1)
+
+
+REPO_URL, GITHUB_REPO = repository()
 BADGE = (
     "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
     f"(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{{name}})"
@@ -32,16 +52,20 @@ BADGE = (
 # Lines of requirements.txt the Colab setup cell skips (grep -E): Colab's own torch is kept, and its
 # runtime pins its own Jupyter, so the front end and the test tools are not installed there.
 COLAB_SKIP = "^(torch|jupyterlab|notebook|jupytext|pytest|nbval|playwright)[<>=!~ ]"
+# SPECDEC_REPO_URL and SPECDEC_COLAB_DIR override where the clone comes from and goes (for a session,
+# without a rebuild); tests/test_colab.py points them at a local copy to run a notebook as on Colab.
 SETUP = f"""\
 # Setup. In JupyterLab (python run.py lab) this only finds the repository; on Colab it first
 # fetches the repository and the packages the notebooks use (Colab's torch and Jupyter are kept).
 import os, sys
-if "google.colab" in sys.modules and not os.path.isdir("/content/specdec-notebooks"):
-    !git clone -q --depth 1 https://github.com/{GITHUB_REPO} /content/specdec-notebooks
-    !grep -v -E "{COLAB_SKIP}" /content/specdec-notebooks/requirements.txt > /tmp/requirements.txt
-    %pip install -q -r /tmp/requirements.txt
 if "google.colab" in sys.modules:
-    os.chdir("/content/specdec-notebooks/notebooks")
+    REPO_URL = os.environ.get("SPECDEC_REPO_URL", "{REPO_URL}")
+    REPO_DIR = os.environ.get("SPECDEC_COLAB_DIR", "/content/specdec-notebooks")
+    if not os.path.isdir(REPO_DIR):
+        !git clone -q --depth 1 {{REPO_URL}} {{REPO_DIR}}
+        !grep -v -E "{COLAB_SKIP}" {{REPO_DIR}}/requirements.txt > {{REPO_DIR}}/colab-requirements.txt
+        %pip install -q -r {{REPO_DIR}}/colab-requirements.txt
+    os.chdir(os.path.join(REPO_DIR, "notebooks"))
 sys.path.insert(0, os.path.abspath(".."))"""
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -241,6 +265,73 @@ def _replace_between(text: str, start_mark: str, end_mark: str, body: str) -> st
     return text[:start] + "\n" + body + "\n" + text[end:]
 
 
+COST_START, COST_END = "<!-- costmodel:start -->", "<!-- costmodel:end -->"
+PAIRS_START, PAIRS_END = "<!-- pairs:start -->", "<!-- pairs:end -->"
+
+
+def _span(values, fmt="{:.0%}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)} to {fmt.format(hi)}"
+
+
+def cost_model_text() -> str:
+    """The README's cost-model paragraph and out-of-sample table, generated from the committed sweep
+    (bench-tiny-cpu.json) and the held-out run (bench-tiny-cpu-heldout.json)."""
+    import json
+
+    sys.path.insert(0, str(ROOT))
+    from utils.bench import out_of_sample
+
+    sweep = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())
+    held = json.loads((ROOT / "data/results/bench-tiny-cpu-heldout.json").read_text())
+    S = [s for s in sweep["summary"] if "cost_model_error_in_loop" in s]
+    pct = "{:+.0%}"
+    share = lambda m: [s["forward_share"][m] for s in S]  # noqa: E731
+    lines = [
+        f"From `bench-tiny-cpu.json` ({len(S)} configurations, workshop prompts, {sweep['meta']['hardware']}): fed with "
+        f"c and v as the loop paid them, the cost model's error is {_span([s['cost_model_error_in_loop'] for s in S], pct)} "
+        "(the loop's own work is not in the model); with c and v measured in isolation it is "
+        f"{_span([s['cost_model_error_with_v'] for s in S], pct)}, with the paper's v = 1 "
+        f"{_span([s['cost_model_error'] for s in S], pct)}. Inside the loop the draft's pass cost "
+        f"{_span([s['c_in_loop'] for s in S], '{:.2f}')} target steps, against {sweep['meta']['c']:.3f} measured alone: "
+        "the first draft step after a target pass runs cold, and after a fully accepted round the draft's first pass "
+        "takes two tokens. Share of each run spent inside the models' forward passes: HF assisted "
+        f"{_span(share('hf_assisted'))}, our loop {_span(share('ours_speculative'))}.",
+        "",
+        "Out of sample: c and v from that sweep (one process, one day) predict the held-out run (another process, "
+        "other prompts, with its own alpha per checked token):",
+        "",
+        "| gamma | T | alpha per checked token (held-out) | c, v (from the sweep) | predicted | measured | error out of sample | error in sample |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in out_of_sample(sweep, held):
+        lines.append(f"| {r['gamma']} | {r['temperature']} | {r['alpha_checked']:.2f} | {r['c']:.3f}, {r['v']:.2f} | "
+                     f"{r['predicted']:.2f}x | {r['measured']:.2f}x | {r['error']:+.1%} | {r['in_sample_error']:+.1%} |")
+    return "\n".join(lines)
+
+
+def pairs_table() -> str:
+    """The README's pairs table; the "fits" column comes from utils.models.check_memory (the check
+    load_pair makes before it downloads anything)."""
+    sys.path.insert(0, str(ROOT))
+    from utils.models import PAIRS, memory_fits
+
+    rows = ["| name | draft → target | parameters (draft / target) | access | fits (from `check_memory`: weights + 15%) |",
+            "|---|---|---|---|---|"]
+    for name, spec in PAIRS.items():
+        d, t = spec.draft.repo.split("/")[-1], spec.target.repo.split("/")[-1]
+        n = lambda x: f"{x / 1e9:.2g} B" if x >= 1e9 else f"{x / 1e6:.3g} M"  # noqa: E731
+        size = f"{n(spec.draft.params)} / {n(spec.target.params)} ({spec.target.params / spec.draft.params:.0f}x)"
+        if name == "tiny":
+            rows.append(f"| `{name}` | {d} → {t} | {size} | ships here, offline | anything, CPU |")
+            continue
+        access = "gated (token + license)" if spec.target.repo.startswith("google/") else "ungated"
+        fits = "; ".join(f"{r['precision']} ({r['gib']:.1f} GiB): {', '.join(r['fits']) or 'none of these'}"
+                         for r in memory_fits(name))
+        rows.append(f"| `{name}` | {d} → {t} | {size} | {access} | {fits} |")
+    return "\n".join(rows)
+
+
 def update_readme() -> None:
     readme = ROOT / "README.md"
     text = _replace_between(readme.read_text(), TABLE_START, TABLE_END, readme_table())
@@ -250,6 +341,10 @@ def update_readme() -> None:
         text = _replace_between(text, FAST_START, FAST_END, fast_table())
     if GPU_START in text:
         text = _replace_between(text, GPU_START, GPU_END, gpu_table())
+    if COST_START in text:
+        text = _replace_between(text, COST_START, COST_END, cost_model_text())
+    if PAIRS_START in text:
+        text = _replace_between(text, PAIRS_START, PAIRS_END, pairs_table())
     readme.write_text(text)
 
 
@@ -265,7 +360,9 @@ def check() -> int:
     text = (ROOT / "README.md").read_text()
     if (readme_table() not in text or (BENCH_START in text and bench_table() not in text)
             or (FAST_START in text and fast_table() not in text)
-            or (GPU_START in text and gpu_table() not in text)):
+            or (GPU_START in text and gpu_table() not in text)
+            or (COST_START in text and cost_model_text() not in text)
+            or (PAIRS_START in text and pairs_table() not in text)):
         bad.append("README.md tables")
     for b in bad:
         print(f"stale: {b} (run python scripts/build_notebooks.py)")

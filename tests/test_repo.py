@@ -49,6 +49,23 @@ def test_every_notebook_has_badge_setup_and_try_this():
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs), f"{p.name}: no committed figure"
 
 
+def test_badges_and_setup_cell_point_to_the_repository_setting():
+    """One setting, [tool.specdec] repository in pyproject.toml, makes the Colab badges and the clone URL."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: tomli comes with jupytext there
+        import tomli as tomllib
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_notebooks import BADGE, SETUP
+
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["specdec"]["repository"]
+    owner_name = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(\.git)?/?", url).group(1)
+    assert f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/" in BADGE
+    assert f'os.environ.get("SPECDEC_REPO_URL", "https://github.com/{owner_name}")' in SETUP
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/") == 7
+
+
 def test_colab_setup_installs_what_the_notebooks_import_and_no_jupyter():
     """The setup cell's grep keeps the runtime packages and drops torch and the Jupyter/test tools."""
     sys.path.insert(0, str(ROOT / "scripts"))

@@ -67,21 +67,21 @@ PAIRS: dict[str, PairSpec] = {
             _G2B,
             ModelSpec("google/gemma-2-9b-it", 9.24e9, 0.92e9),
             gated=True,
-            about="the DataCamp tutorial's pair; bf16 needs ~24 GB of GPU memory, NF4 ~8 GB",
+            about="the DataCamp tutorial's pair; memory_fits('gemma2-2b-9b') says which GPU holds it",
         ),
         PairSpec(
             "gemma2-2b-27b",
             _G2B,
             ModelSpec("google/gemma-2-27b-it", 27.2e9, 1.18e9),
             gated=True,
-            about="the pair HF quotes for Gemma 2; bf16 needs ~62 GB (A100-80G/H100), NF4 ~20 GB",
+            about="the pair HF quotes for Gemma 2; in bf16 only an 80 GB GPU holds it (memory_fits)",
         ),
         PairSpec(
             "smollm2-135m-1.7b",
             ModelSpec("HuggingFaceTB/SmolLM2-135M-Instruct", 0.135e9, 0.028e9),
             ModelSpec("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.71e9, 0.10e9),
             gated=False,
-            about="ungated Apache-2.0 pair, one family and tokenizer, 13x size ratio; fits a T4 or a laptop",
+            about="ungated Apache-2.0 pair, one family and tokenizer; fits a T4 or a laptop",
         ),
     ]
 }

@@ -139,3 +139,55 @@ print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pa
 # - Replace `argmax()` in the loop with `torch.multinomial(logits[0, -1].softmax(-1), 1)[0]`.
 # - On a Colab GPU, set `PAIR = "smollm2-135m-1.7b"` and compare the measured tok/s with the
 #   bandwidth bound for the GPU you got.
+
+# %% [markdown]
+# ## Exercise: the KV-cache loop, by hand
+#
+# Write `greedy_generate(model, input_ids, max_new_tokens)`: greedy decoding **with a KV cache**,
+# returning the prompt followed by the new tokens, shape `(1, T + max_new_tokens)`. Feed the prompt
+# once, keep the `past_key_values` the model returns, and from then on feed only the newest token.
+# `check_01` compares your tokens with `model.generate` on workshop prompts (one of them runs past
+# the tiny pair's sliding window), and tells you whether your loop used the cache.
+#
+# Run the cell as it is first: while the function raises `NotImplementedError`, the checker only
+# says so. A reference solution is in `notebooks/solutions/ex01_greedy_loop.py`: try first.
+
+# %%
+from utils.exercises import check_01
+
+
+def greedy_generate(model, input_ids, max_new_tokens):
+    """input_ids: (1, T) -> (1, T + max_new_tokens), greedy, with a KV cache."""
+    # out = model(input_ids=..., past_key_values=..., use_cache=True)
+    # out.logits: (1, n, V); out.past_key_values: the cache to pass next time
+    raise NotImplementedError("write the loop here")
+
+
+check_01(greedy_generate, pair)
+
+# %% [markdown]
+# What a pass looks like: the reference solution, through the same checker.
+
+# %%
+from notebooks.solutions.ex01_greedy_loop import greedy_generate as reference
+
+check_01(reference, pair)
+
+# %% [markdown]
+# ## What you learned
+# - Decoding is a loop of forward passes: the arg max (or a sample) of the last position's
+#   distribution is the next token, and a six-line loop reproduces `model.generate` token for token.
+# - The KV cache keeps the keys and values of earlier tokens, so each step feeds one token and its
+#   cost stays flat; without it every step re-reads the whole prefix.
+# - A batch-1 decode step does about one FLOP per byte of weights read: it waits on memory (or, for
+#   small models run eagerly, on per-operator overhead), not on arithmetic.
+# - So one pass over several tokens costs about as much as a pass over one: the opening that
+#   speculative decoding uses.
+#
+# ## References
+# - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (why batch-1 decoding is
+#   memory-bound): https://arxiv.org/abs/2211.05102
+# - Hugging Face transformers, generation strategies: https://huggingface.co/docs/transformers/generation_strategies
+# - Hugging Face transformers, KV cache strategies: https://huggingface.co/docs/transformers/main/en/kv_cache
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+#   (where the next notebooks go): https://arxiv.org/abs/2211.17192

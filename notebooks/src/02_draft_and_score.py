@@ -146,3 +146,58 @@ plot_bars({"normal (target)": t_normal, "draft+score\n(draft's text)": t_ds, "sp
 #   only slower.
 # - The tutorial also claims "only greedy and sampling supported" and "no batch support": which of
 #   these hold for `speculative_generate`, and why?
+
+# %% [markdown]
+# ## Exercise: verification that can change a token
+#
+# Draft-and-score runs one target pass over the draft and keeps only a number. Use the same single
+# pass to *decide*. Write `greedy_verify(target, ids, k)`: `ids` is `(1, T + k)`, a prompt followed
+# by `k` drafted tokens. With **one** call `target(ids)`, return `(n_accepted, token)`: how many
+# drafted tokens, from the left, equal the target's arg max at their position, and the target's own
+# arg max right after them (its replacement for the first rejected token, or a bonus token when all
+# `k` are kept). Mind the shift: the logits at position `i` predict the token at `i + 1`.
+#
+# `check_02` grades it on drafts the draft model wrote, on the target's own text, and on the target's
+# text with one token replaced, and counts your forward passes. The reference solution is in
+# `notebooks/solutions/ex02_greedy_verify.py`.
+
+# %%
+from utils.exercises import check_02
+
+
+def greedy_verify(target, ids, k):
+    """ids: (1, T + k), ending with k drafted tokens -> (n_accepted, token). One target pass."""
+    # logits = target(ids).logits[0]  # (T + k, V)
+    raise NotImplementedError("verify here")
+
+
+check_02(greedy_verify, pair)
+
+# %% [markdown]
+# What a pass looks like: the reference solution, through the same checker.
+
+# %%
+from notebooks.solutions.ex02_greedy_verify import greedy_verify as reference
+
+check_02(reference, pair)
+
+# %% [markdown]
+# ## What you learned
+# - Draft-and-score returns the draft model's text: the target's pass yields a score, and nothing
+#   uses it to change a token, so the output follows the draft's distribution.
+# - It is faster than target decoding only because the target never decodes: it is draft decoding
+#   with a number attached.
+# - Verification must be able to reject a drafted token and put the target's own token there; the
+#   same single target pass gives everything needed to do it.
+# - Done that way (speculative decoding), the output equals target greedy decoding token for token,
+#   and the speed comes from accepting several tokens per target pass.
+#
+# ## References
+# - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the method
+#   reproduced in section 1).
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+#   https://arxiv.org/abs/2211.17192
+# - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
+#   https://arxiv.org/abs/2302.01318
+# - Hugging Face, *Assisted Generation: a new direction toward low-latency text generation*, 2023:
+#   https://huggingface.co/blog/assisted-generation

@@ -215,3 +215,60 @@ plot_tau(measured);
 # - Make the draft bad: `q6 = torch.full((6,), 1/6)`. What happens to the acceptance rate, and does
 #   the correct rule stay exact?
 # - Add `top_k=5` to the calls in section 3 (both draft and target are warped the same way).
+
+# %% [markdown]
+# ## Exercise: write `verify_step`
+#
+# Write one accept/reject step, `my_verify_step(p, q, draft_tokens, u, generator=None)`, with the
+# rule of section 1 (`utils.speculative.verify_step` implements it; here the uniforms `u` are passed
+# in so that every decision can be checked, and the function returns a plain tuple):
+#
+# - `p`: `(k + 1, V)` target probabilities, `q`: `(k, V)` draft probabilities, `draft_tokens`: `(k,)`, `u`: `(k,)`;
+# - accept $x_i$ while $u_i < p_i(x_i) / q_i(x_i)$; at the first rejection return `(i, token)` with
+#   the token sampled from the residual $\mathrm{norm}(\max(0, p_i - q_i))$;
+# - if all `k` are accepted, return `(k, token)` with the bonus token sampled from `p[k]`.
+#
+# Sample with `torch.multinomial(dist, 1, generator=generator)`. `check_03` first checks decisions
+# with known answers (greedy ones included), then runs thousands of rounds on two small vocabularies
+# and asks a chi-square test whether the emitted tokens follow $p$: the biased rule of section 3
+# fails it. The reference solution is in `notebooks/solutions/ex03_verify_step.py`.
+
+# %%
+from utils.exercises import check_03
+
+
+def my_verify_step(p, q, draft_tokens, u, generator=None):
+    """p: (k + 1, V), q: (k, V), draft_tokens: (k,), u: (k,) -> (n_accepted, token)."""
+    raise NotImplementedError("accept, reject, resample")
+
+
+check_03(my_verify_step)
+
+# %% [markdown]
+# What a pass looks like: the reference solution, through the same checker.
+
+# %%
+from notebooks.solutions.ex03_verify_step import verify_step as reference
+
+check_03(reference)
+
+# %% [markdown]
+# ## What you learned
+# - One round: accept each drafted token with probability $\min(1, p/q)$, replace the first
+#   rejected one by a sample from $\mathrm{norm}(\max(0, p - q))$, and add a bonus token from $p$
+#   when all were accepted. Every emitted token is then distributed exactly as the target's.
+# - Resampling from $p$ after a rejection (the Practitioner's Guide rule) over-produces the tokens
+#   the draft likes; a chi-square test against $p$ catches it.
+# - Greedy decoding is the same rule on one-hot distributions, so speculative greedy output equals
+#   target greedy output token for token.
+# - Measure $\alpha$ per checked token, accepted / (accepted + rejections): with it, Eq. 1's
+#   $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ predicts the tokens per round.
+#
+# ## References
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+#   (Algorithm 1, Eq. 1): https://arxiv.org/abs/2211.17192
+# - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023
+#   (the same rule, proved exact): https://arxiv.org/abs/2302.01318
+# - *The Machine Learning Practitioner's Guide to Speculative Decoding*, 2026 (the rule that
+#   resamples from $p$, section 3).
+# - SciPy, `scipy.stats.chisquare`: https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.chisquare.html

@@ -104,3 +104,65 @@ ax.legend(fontsize=8);
 # - Type your own prompt into the box, far from Python's documentation: what happens to $\alpha$?
 # - The measured speedup includes Python overhead that the cost model ignores: when does the
 #   prediction overshoot, and why?
+
+# %% [markdown]
+# ## Exercise: the cost model, by hand
+#
+# Write the two functions behind the figure above:
+#
+# - `tokens_per_round(alpha, gamma)`: the expected tokens per target pass,
+#   $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ (and its limit at $\alpha = 1$);
+# - `best_gamma(alpha, c, max_gamma=16)`: the $\gamma$ in 1..`max_gamma` with the largest
+#   expected speedup $\tau / (\gamma c + 1)$ (Thm 3.8 with $v = 1$).
+#
+# `check_04_tau` and `check_04_gamma` compare them with `utils.theory` on a grid of $\alpha$, $c$
+# and $\gamma$, and the first also with a simulation. The reference solution is in
+# `notebooks/solutions/ex04_cost_model.py`.
+
+# %%
+from utils.exercises import check_04_gamma, check_04_tau
+
+
+def tokens_per_round(alpha, gamma):
+    """Expected new tokens per target pass."""
+    raise NotImplementedError("Eq. 1 here")
+
+
+def best_gamma(alpha, c, max_gamma=16):
+    """The gamma in 1..max_gamma with the largest expected speedup."""
+    raise NotImplementedError("try every gamma")
+
+
+check_04_tau(tokens_per_round)
+check_04_gamma(best_gamma)
+
+# %% [markdown]
+# What a pass looks like: the reference solution, through the same checkers, then used on this
+# pair's $c$:
+
+# %%
+from notebooks.solutions.ex04_cost_model import best_gamma as reference_gamma
+from notebooks.solutions.ex04_cost_model import tokens_per_round as reference_tau
+
+check_04_tau(reference_tau)
+check_04_gamma(reference_gamma)
+print(f"c = {c:.3f} here: " + ", ".join(f"alpha {a}: best gamma {reference_gamma(a, c)}" for a in (0.5, 0.7, 0.9)))
+
+# %% [markdown]
+# ## What you learned
+# - $\alpha$ measures how much the draft's and the target's distributions overlap after the same
+#   warping ($\sum_x \min(p(x), q(x))$ per position); at temperature 0 only the arg max has to agree.
+# - A round yields $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average and costs
+#   $\gamma c + v$ target steps; their ratio is the expected speedup, and a speedup exists only
+#   when $\alpha > c$.
+# - A larger $\gamma$ is not always faster: every drafted token costs $c$ whether it is kept or not,
+#   so the best $\gamma$ grows with $\alpha$ and falls as $c$ grows.
+# - The measured speedup sits below the prediction by the loop's own overhead, which the cost model
+#   leaves out.
+#
+# ## References
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+#   (Eq. 1, Thm 3.8, the optimal $\gamma$): https://arxiv.org/abs/2211.17192
+# - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
+#   https://arxiv.org/abs/2302.01318
+# - ipywidgets, the sliders of the playground: https://ipywidgets.readthedocs.io/

@@ -252,3 +252,58 @@ for q in h200["pairs_gamma4_64_tokens"]:
 #   (more work per pass, so the cold start matters less)?
 # - `prompt lookup` shines when the output repeats the prompt: give it a prompt that contains the
 #   text it should continue.
+
+# %% [markdown]
+# ## Exercise: acceptance per checked token
+#
+# Section 3 reports $\alpha$ two ways. Write `acceptance_rates(rounds)` for a list of
+# `utils.speculative.Round` (what `speculative_generate(...).rounds` holds: each round's `drafted`
+# tokens, `n_accepted`, and `kind`, which is `"resample"` when the round ended in a rejection,
+# `"bonus"` when every drafted token was kept). Return `(per_drafted, per_checked)`:
+# accepted / drafted, and accepted / (accepted + rejections). Drafted tokens after a rejection are
+# thrown away without being checked, which is why the two differ, and why the cost model takes the
+# second.
+#
+# `check_05` grades it on hand-made rounds and on real runs at $\gamma$ 2 and 8. The reference
+# solution is in `notebooks/solutions/ex05_acceptance.py`.
+
+# %%
+from utils.exercises import check_05
+
+
+def acceptance_rates(rounds):
+    """rounds: list of utils.speculative.Round -> (accepted / drafted, accepted / (accepted + rejections))."""
+    raise NotImplementedError("count here")
+
+
+check_05(acceptance_rates, pair)
+
+# %% [markdown]
+# What a pass looks like: the reference solution, through the same checker.
+
+# %%
+from notebooks.solutions.ex05_acceptance import acceptance_rates as reference
+
+check_05(reference, pair)
+
+# %% [markdown]
+# ## What you learned
+# - Assisted generation is `generate(..., assistant_model=draft)`; in transformers 5.x its draft
+#   length, schedule and confidence threshold are read from the assistant's `generation_config`,
+#   and the heuristic schedule rewrites it as it runs. Fix them before comparing at a known $\gamma$.
+# - HF assisted, our loop and plain greedy decoding return the same tokens at temperature 0.
+# - A speedup is predicted by $\alpha$ per checked token, $c$ and $v$, and only if they are measured
+#   where they are paid: inside the loop, on your hardware.
+# - On the GPU measured here, eager steps are launch-bound and $c$ stays high: no pair clearly beats
+#   plain greedy decoding, and cheaper steps (notebook 07) matter more than a better draft.
+#
+# ## References
+# - Hugging Face transformers, generation strategies (assisted decoding, prompt lookup):
+#   https://huggingface.co/docs/transformers/generation_strategies
+# - Hugging Face, *Assisted Generation: a new direction toward low-latency text generation*, 2023:
+#   https://huggingface.co/blog/assisted-generation
+# - Saxena, *Prompt Lookup Decoding*, 2023: https://github.com/apoorvumang/prompt-lookup-decoding
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+#   (Thm 3.8, the cost model): https://arxiv.org/abs/2211.17192
+# - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the benchmark of
+#   section 4).

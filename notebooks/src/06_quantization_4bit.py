@@ -177,3 +177,53 @@ for name in ("smollm2-135m-1.7b", "gemma2-2b-9b", "gemma2-2b-27b"):
 # - Quantize only the draft of a GPU pair: memory barely changes (the target dominates), but does
 #   $c$ change?
 # - On a Colab GPU with `PAIR = "smollm2-135m-1.7b"`, rerun section 3: is NF4 faster there?
+
+# %% [markdown]
+# ## Exercise: what 4 bits cost
+#
+# Write `nf4_bytes(n_params, double_quant=False)`: the bytes of `n_params` weights stored by
+# bitsandbytes in NF4. Each weight takes 4 bits; each block of 64 weights also stores its scale
+# (absmax) as a float32. With double quantization those scales are themselves stored in 8 bits,
+# plus one float32 per 256 blocks. `check_06` compares your function with that formula and with
+# what bitsandbytes really stores for a weight it quantizes, then uses it on gemma-2-9b. The
+# reference solution is in `notebooks/solutions/ex06_nf4_memory.py`.
+
+# %%
+from utils.exercises import check_06
+
+
+def nf4_bytes(n_params, double_quant=False):
+    """Bytes of n_params 4-bit weights, quantization constants included."""
+    raise NotImplementedError("count the bits")
+
+
+check_06(nf4_bytes)
+
+# %% [markdown]
+# What a pass looks like: the reference solution, through the same checker.
+
+# %%
+from notebooks.solutions.ex06_nf4_memory import nf4_bytes as reference
+
+check_06(reference)
+
+# %% [markdown]
+# ## What you learned
+# - A `BitsAndBytesConfig` picks NF4 or FP4, the compute dtype each block is de-quantized to, and
+#   double quantization of the block scales.
+# - 4-bit weights cost a little over half a byte per parameter, but embeddings and norms stay in
+#   full precision, so a small vocabulary-heavy model shrinks far less than 8x against float32.
+# - 4-bit buys memory, not necessarily speed: on a CPU (and often at batch 1 on a GPU) the
+#   de-quantization costs more than the bytes it saves.
+# - Speculative sampling stays exact with respect to whatever target runs, quantized or not;
+#   quantizing one model only moves $\alpha$.
+# - On a T4 the Gemma2 2b→9b pair fits only in NF4 with float32 compute.
+#
+# ## References
+# - Dettmers et al., *QLoRA: Efficient Finetuning of Quantized LLMs*, 2023 (NF4, double
+#   quantization): https://arxiv.org/abs/2305.14314
+# - Hugging Face transformers, bitsandbytes quantization: https://huggingface.co/docs/transformers/quantization/bitsandbytes
+# - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (weight bytes bound batch-1
+#   decoding): https://arxiv.org/abs/2211.05102
+# - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the 4-bit timings
+#   quoted in section 3).

@@ -1,0 +1,325 @@
+"""The exercises' checkers (utils/exercises.py) pass every reference solution (notebooks/solutions/)
+and fail deliberately wrong answers with an AssertionError that says what was wrong."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils import exercises as ex
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = {  # checker -> (module in notebooks/solutions, function)
+    "check_01": ("ex01_greedy_loop", "greedy_generate"),
+    "check_02": ("ex02_greedy_verify", "greedy_verify"),
+    "check_03": ("ex03_verify_step", "verify_step"),
+    "check_04_tau": ("ex04_cost_model", "tokens_per_round"),
+    "check_04_gamma": ("ex04_cost_model", "best_gamma"),
+    "check_05": ("ex05_acceptance", "acceptance_rates"),
+    "check_06": ("ex06_nf4_memory", "nf4_bytes"),
+}
+NEEDS_PAIR = {"check_01", "check_02", "check_05"}
+
+
+def solution(checker):
+    module, name = SOLUTIONS[checker]
+    return getattr(importlib.import_module(f"notebooks.solutions.{module}"), name)
+
+
+def run(checker, fn, pair):
+    check = getattr(ex, checker)
+    return check(fn, pair) if checker in NEEDS_PAIR else check(fn)
+
+
+def fails(checker, fn, pair, *words):
+    """The checker raises AssertionError, and its message holds each of words (case-insensitive)."""
+    with pytest.raises(AssertionError) as err:
+        run(checker, fn, pair)
+    msg = str(err.value).lower()
+    for w in words:
+        assert w.lower() in msg, f"{w!r} not in the message:\n{err.value}"
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# every solution passes, every stub is "not done yet", every solution file is where the checker says
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("checker", list(SOLUTIONS))
+def test_reference_solution_passes(checker, pair, capsys):
+    assert run(checker, solution(checker), pair) is None  # a notebook cell ending with it shows only the message
+    out = capsys.readouterr().out
+    assert out.startswith("PASSED exercise")
+
+
+@pytest.mark.parametrize("checker", list(SOLUTIONS))
+def test_stub_is_reported_not_failed(checker, pair, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("your code here")
+
+    run(checker, stub, pair)  # no exception
+    out = capsys.readouterr().out
+    assert "not done yet" in out and "notebooks/solutions/" in out and "PASSED" not in out
+
+
+@pytest.mark.parametrize("checker", list(SOLUTIONS))
+def test_checker_names_an_existing_solution_file(checker):
+    path = ROOT / getattr(ex, checker).solution
+    assert path.is_file() and path.stem == SOLUTIONS[checker][0]
+
+
+def test_an_exception_in_the_learners_code_becomes_an_assertion_with_the_input(pair):
+    def broken(alpha, gamma):
+        return (1 - alpha ** (gamma + 1)) / (1 - alpha)  # ZeroDivisionError at alpha = 1
+
+    msg = fails("check_04_tau", broken, pair, "ZeroDivisionError", "alpha=1.0")
+    assert "input" in msg
+
+
+def test_a_function_object_is_required():
+    with pytest.raises(TypeError, match="without calling it"):
+        ex.check_04_tau(3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 01: the greedy loop
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def loop_without_cache(model, input_ids, max_new_tokens):
+    """Correct but slow: re-feeds the whole sequence every step."""
+    seq = input_ids
+    for _ in range(max_new_tokens):
+        nxt = model(seq).logits[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], 1)
+    return seq
+
+
+def test_01_a_correct_loop_without_cache_passes_and_is_told_so(pair, capsys):
+    ex.check_01(loop_without_cache, pair)
+    out = capsys.readouterr().out
+    assert out.startswith("PASSED") and "re-feeds the whole sequence" in out and "past_key_values" in out
+
+
+def test_01_the_solution_is_told_it_uses_a_cache(pair, capsys):
+    ex.check_01(solution("check_01"), pair)
+    assert "uses a KV cache" in capsys.readouterr().out
+
+
+def test_01_off_by_one_loop_fails(pair):
+    def off_by_one(model, input_ids, max_new_tokens):
+        return loop_without_cache(model, input_ids, max_new_tokens - 1)
+
+    fails("check_01", off_by_one, pair, "shape", "range of your loop")
+
+
+@torch.no_grad()
+def test_01_wrong_position_fails_and_names_the_token(pair):
+    def second_to_last(model, input_ids, max_new_tokens):
+        seq = input_ids
+        for _ in range(max_new_tokens):
+            nxt = model(seq).logits[:, -2 if seq.shape[1] > 1 else -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], 1)
+        return seq
+
+    fails("check_01", second_to_last, pair, "differs from model.generate", "logits[0, -1]")
+
+
+def test_01_only_new_tokens_fails(pair):
+    def new_only(model, input_ids, max_new_tokens):
+        return loop_without_cache(model, input_ids, max_new_tokens)[:, input_ids.shape[1]:]
+
+    fails("check_01", new_only, pair, "prompt in front")
+
+
+# ---------------------------------------------------------------------------------------------
+# 02: greedy verification
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _best(target, ids, k):
+    return target(ids).logits[0, -k - 1:].argmax(-1).tolist(), ids[0, -k:].tolist()
+
+
+def test_02_counting_every_match_instead_of_the_prefix_fails(pair):
+    def count_all(target, ids, k):
+        best, drafted = _best(target, ids, k)
+        n = sum(d == b for d, b in zip(drafted, best))
+        first_bad = next((i for i in range(k) if drafted[i] != best[i]), k)
+        return n, best[first_bad]
+
+    fails("check_02", count_all, pair, "accepted PREFIX")
+
+
+def test_02_keeping_the_drafted_token_fails(pair):
+    def keep_draft(target, ids, k):  # draft-and-score's habit: the draft's token stays
+        best, drafted = _best(target, ids, k)
+        n = 0
+        while n < k and drafted[n] == best[n]:
+            n += 1
+        return n, drafted[n] if n < k else best[k]
+
+    fails("check_02", keep_draft, pair, "its own token")
+
+
+def test_02_misaligned_logits_fail(pair):
+    def misaligned(target, ids, k):
+        with torch.no_grad():
+            best = target(ids).logits[0, -k:].argmax(-1).tolist() + [0]  # position i compared with token i
+        drafted, n = ids[0, -k:].tolist(), 0
+        while n < k and drafted[n] == best[n]:
+            n += 1
+        return n, best[n]
+
+    fails("check_02", misaligned, pair, "expected", "got")
+
+
+def test_02_one_pass_per_token_fails(pair):
+    def many_passes(target, ids, k):
+        with torch.no_grad():
+            best = [int(target(ids[:, : ids.shape[1] - k + i]).logits[0, -1].argmax()) for i in range(k + 1)]
+        drafted, n = ids[0, -k:].tolist(), 0
+        while n < k and drafted[n] == best[n]:
+            n += 1
+        return n, best[n]
+
+    fails("check_02", many_passes, pair, "exactly 1 target forward pass", "passes")
+
+
+# ---------------------------------------------------------------------------------------------
+# 03: verify_step
+# ---------------------------------------------------------------------------------------------
+
+
+def resample_from_p(p, q, draft_tokens, u, generator=None):
+    """The Practitioner's Guide rule: after a rejection, a fresh token from p (biased)."""
+    k = draft_tokens.shape[0]
+    for i in range(k):
+        x = int(draft_tokens[i])
+        if u[i] >= min(1.0, float(p[i, x] / q[i, x])):
+            return i, int(torch.multinomial(p[i], 1, generator=generator))
+    return k, int(torch.multinomial(p[k], 1, generator=generator))
+
+
+def test_03_resampling_from_p_fails_the_chi_square_test(pair):
+    msg = fails("check_03", resample_from_p, pair, "chi-square", "resample from p")
+    assert "residual" in msg
+
+
+def test_03_the_biased_rule_passes_every_fixed_case():
+    """So it is the chi-square test, not a fixed case, that catches it: the fixed cases alone are not enough."""
+    for _, p, q, x, u, want, _ in ex._fixed_cases():
+        n, t = resample_from_p(p, q, torch.tensor(x), torch.tensor(u), torch.Generator().manual_seed(0))
+        if want[0] == "reject":
+            assert n == 0
+        else:
+            assert (n, t) == want
+
+
+def test_03_wrong_ratio_fails_a_fixed_case(pair):
+    def q_over_p(p, q, draft_tokens, u, generator=None):
+        k = draft_tokens.shape[0]
+        for i in range(k):
+            x = int(draft_tokens[i])
+            if u[i] >= min(1.0, float(q[i, x] / p[i, x])) if p[i, x] > 0 else True:
+                r = (p[i] - q[i]).clamp_min(0)
+                return i, int(torch.multinomial(r if r.sum() > 0 else p[i], 1, generator=generator))
+        return k, int(torch.multinomial(p[k], 1, generator=generator))
+
+    fails("check_03", q_over_p, pair, "u=[0.51]", "p(x)/q(x)")
+
+
+def test_03_bonus_from_the_wrong_row_fails(pair):
+    def bonus_from_last_draft_row(p, q, draft_tokens, u, generator=None):
+        n, t = solution("check_03")(p, q, draft_tokens, u, generator)
+        k = draft_tokens.shape[0]
+        return (n, int(torch.multinomial(p[k - 1], 1, generator=generator))) if n == k else (n, t)
+
+    fails("check_03", bonus_from_last_draft_row, pair, "bonus")
+
+
+def test_03_accepts_a_verification_object():
+    from utils.speculative import Verification
+
+    def as_object(p, q, draft_tokens, u, generator=None):
+        n, t = solution("check_03")(p, q, draft_tokens, u, generator)
+        return Verification(n, t, "bonus" if n == draft_tokens.shape[0] else "resample", [], [])
+
+    for _, p, q, x, u, want, _ in ex._fixed_cases()[:3]:
+        assert ex._verify(as_object, p, q, torch.tensor(x), torch.tensor(u), None, "") == want
+
+
+# ---------------------------------------------------------------------------------------------
+# 04: the cost model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_04_exponent_off_by_one_fails(pair):
+    def tau_gamma(alpha, gamma):
+        return float(gamma) if alpha == 1 else (1 - alpha**gamma) / (1 - alpha)
+
+    fails("check_04_tau", tau_gamma, pair, "gamma + 1")
+
+
+def test_04_maximising_tau_instead_of_the_speedup_fails(pair):
+    def most_tokens(alpha, c, max_gamma=16):
+        return max_gamma
+
+    fails("check_04_gamma", most_tokens, pair, "not tau")
+
+
+def test_04_range_that_misses_max_gamma_fails(pair):
+    tau = solution("check_04_tau")
+
+    def short_range(alpha, c, max_gamma=16):
+        return max(range(1, max_gamma), key=lambda g: tau(alpha, g) / (g * c + 1))
+
+    fails("check_04_gamma", short_range, pair, "best_gamma(")
+
+
+# ---------------------------------------------------------------------------------------------
+# 05: acceptance rates
+# ---------------------------------------------------------------------------------------------
+
+
+def test_05_per_drafted_reported_as_per_checked_fails(pair):
+    def same_twice(rounds):
+        a = sum(r.n_accepted for r in rounds) / sum(len(r.drafted) for r in rounds)
+        return a, a
+
+    fails("check_05", same_twice, pair, "per checked", "resample")
+
+
+def test_05_every_unaccepted_token_counted_as_rejected_fails(pair):
+    def all_rejected(rounds):
+        d, a = sum(len(r.drafted) for r in rounds), sum(r.n_accepted for r in rounds)
+        return a / d, a / (a + (d - a))
+
+    fails("check_05", all_rejected, pair, "expected")
+
+
+# ---------------------------------------------------------------------------------------------
+# 06: NF4 memory
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda n, double_quant=False: n * 4 / 8, ["absmax"]),
+    (lambda n, double_quant=False: n * 4, ["half a byte"]),
+    (lambda n, double_quant=False: n / 2 + 4 * n / 64, ["double quantization"]),
+])
+def test_06_wrong_memory_estimates_fail(wrong, words, pair):
+    fails("check_06", wrong, pair, *words)
+
+
+def test_06_bitsandbytes_stores_what_the_formula_says():
+    measured = ex._bnb_measured()
+    if measured is None:
+        pytest.skip("bitsandbytes is not installed")
+    nf4 = solution("check_06")
+    for dq, b in measured.items():
+        assert abs(nf4(1024 * 1024, double_quant=dq) - b) / b < 1e-3

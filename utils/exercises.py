@@ -1,0 +1,680 @@
+"""Graded exercises: one or more per notebook. The learner writes a function, a checker grades it.
+
+    from utils.exercises import check_03
+    check_03(my_verify_step)   # prints "PASSED ...", or raises AssertionError saying what was wrong
+
+checker         notebook  the learner writes                                           solution (notebooks/solutions/)
+check_01        01        greedy_generate(model, input_ids, n): the KV-cache loop      ex01_greedy_loop.py
+check_02        02        greedy_verify(target, ids, k): verification in one pass      ex02_greedy_verify.py
+check_03        03        verify_step(p, q, draft_tokens, u, generator)                ex03_verify_step.py
+check_04_tau    04        tokens_per_round(alpha, gamma)                               ex04_cost_model.py
+check_04_gamma  04        best_gamma(alpha, c, max_gamma)                              ex04_cost_model.py
+check_05        05        acceptance_rates(rounds): per drafted and per checked token  ex05_acceptance.py
+check_06        06        nf4_bytes(n_params, double_quant): 4-bit weight memory       ex06_nf4_memory.py
+
+Every checker prints "PASSED exercise ..." when the function passes, prints a friendly note (and
+raises nothing) while the function is still the notebook's stub (it raises NotImplementedError),
+and raises AssertionError otherwise: which input, what was expected, what came back, and a hint.
+Checkers return None, so a notebook cell that ends with one shows only the message. The checks
+are the project's own kind of tests: token for token against Hugging Face's `generate`, chi-square
+goodness of fit with fixed seeds, closed forms against `utils.theory`, memory against what
+bitsandbytes really stores. Each runs in seconds on a laptop CPU with the shipped tiny pair.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import numpy as np
+import torch
+
+SOLUTIONS = "notebooks/solutions"
+
+
+class _NotDone(Exception):
+    """The learner's function still raises NotImplementedError."""
+
+
+def _checker(number: str, title: str, solution: str):
+    """Wrap a check: print PASSED with its summary, or a note for a stub; AssertionErrors go through."""
+
+    def wrap(check):
+        @functools.wraps(check)
+        def run(fn, *args, **kwargs):
+            if not callable(fn):
+                raise TypeError(f"check_{number} takes your function itself (got {type(fn).__name__}): "
+                                f"pass the name without calling it, e.g. check_{number}(my_function).")
+            try:
+                summary = check(fn, *args, **kwargs)
+            except _NotDone:
+                print(f"Exercise {number} ({title}): not done yet. Your function still raises NotImplementedError: "
+                      f"fill it in and run the cell again. (Stuck? The reference solution is {SOLUTIONS}/{solution}.)")
+                return None
+            print(f"PASSED exercise {number} ({title}). {summary}")
+            return None
+
+        run.solution = f"{SOLUTIONS}/{solution}"
+        return run
+
+    return wrap
+
+
+def _fail(number: str, solution: str, what: str, expected, got, hint: str) -> AssertionError:
+    return AssertionError(
+        f"\nExercise {number}: {what}\n  expected: {expected}\n  got:      {got}\n  hint: {hint}\n"
+        f"  (reference solution, once you have tried: {SOLUTIONS}/{solution})"
+    )
+
+
+def _call(fn, number: str, what: str, *args, **kwargs):
+    """Call the learner's function; a stub ends the check quietly, any other exception becomes an
+    AssertionError that says which input caused it."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise _NotDone from None
+    except Exception as e:  # noqa: BLE001 - the learner's code may raise anything; report it
+        raise AssertionError(
+            f"\nExercise {number}: your function raised {type(e).__name__}: {e}\n  input: {what}") from e
+
+
+_PAIR = None
+
+
+def _pair(pair=None):
+    """The pair to check on: the one given (the notebook's), else the tiny pair on the CPU (loaded once)."""
+    global _PAIR
+    if pair is not None:
+        return pair
+    if _PAIR is None:
+        from .models import load_pair
+
+        _PAIR = load_pair("tiny", device="cpu")
+    return _PAIR
+
+
+class _ForwardCounter:
+    """Counts a model's forward calls and the tokens fed to them (a forward pre-hook), while active."""
+
+    def __init__(self, model):
+        self.model, self.calls, self.tokens = model, 0, 0
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        self.calls += 1
+        self.tokens += int(ids.shape[1]) if ids is not None and ids.dim() >= 2 else 0
+
+    def __enter__(self):
+        self.handle = self.model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _number(x):
+    """A one-element tensor or array as a Python number; anything else unchanged."""
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    if isinstance(x, np.ndarray) and x.size == 1:
+        return x.item()
+    return x
+
+
+def _decode(tok, ids) -> str:
+    return repr(tok.decode(ids))
+
+
+# ----------------------------------------------------------------------------------------------
+# 01 · the KV-cache greedy loop, token for token against model.generate
+# ----------------------------------------------------------------------------------------------
+
+_S01 = "ex01_greedy_loop.py"
+
+
+@_checker("01", "the greedy decoding loop", _S01)
+def check_01(fn, pair=None) -> str:
+    """fn(model, input_ids, max_new_tokens) -> (1, T + max_new_tokens): prompt and greedy tokens.
+
+    Graded on the pair's target: token for token equal to `model.generate(do_sample=False)` on three
+    workshop prompts (one long enough to pass the tiny pair's sliding window of 64 tokens). A loop
+    without a KV cache passes too (it is correct, only slower): the summary says which one you wrote.
+    """
+    from .models import load_prompts
+
+    pair = _pair(pair)
+    model, tok = pair.target, pair.tokenizer
+    cases = list(zip(load_prompts()[:3], (16, 16, 64)))  # (prompt, new tokens)
+    fed, calls = [], []
+    for prompt, n in cases:
+        ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+        T = ids.shape[1]
+        with torch.inference_mode():
+            ref = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)  # (1, T + n)
+        with _ForwardCounter(model) as count:
+            got = _call(fn, "01", f"prompt {prompt!r}, max_new_tokens={n}", model, ids.clone(), n)
+        fed.append(count.tokens)
+        calls.append(count.calls)
+        what = f"greedy_generate(model, <{prompt!r}: {T} tokens>, max_new_tokens={n})"
+        if not isinstance(got, torch.Tensor) or got.dim() != 2 or got.shape[0] != 1:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise _fail("01", _S01, what, f"a (1, {T + n}) tensor of token ids", shape,
+                        "return the whole sequence, prompt included, shaped (1, T + max_new_tokens), as generate does.")
+        got = got.to(ref.device)
+        if got.shape[1] == n and T != n:
+            raise _fail("01", _S01, what, f"shape (1, {T + n})", tuple(got.shape),
+                        "you returned only the new tokens: put the prompt in front (torch.cat).")
+        stopped_at_eos = ref.shape[1] < T + n  # generate stops at EOS; a loop that goes on is fine
+        if got.shape[1] != T + n and not (stopped_at_eos and got.shape[1] >= ref.shape[1]):
+            hint = (f"you produced {got.shape[1] - T} new tokens instead of {n}: check the range of your loop "
+                    "(one new token per iteration, max_new_tokens iterations).")
+            raise _fail("01", _S01, what, f"shape (1, {T + n})", tuple(got.shape), hint)
+        if not torch.equal(got[:, :T], ref[:, :T]):
+            raise _fail("01", _S01, what, "the prompt's tokens first", got[0, :T].tolist(),
+                        "start from input_ids and append to it; do not change the prompt.")
+        m = ref.shape[1]
+        if not torch.equal(got[:, :m], ref):
+            i = int((got[0, :m] != ref[0]).nonzero()[0])
+            raise _fail("01", _S01, f"{what}: new token {i - T} differs from model.generate",
+                        f"{_decode(tok, ref[0, T:i + 1])} (id {int(ref[0, i])})",
+                        f"{_decode(tok, got[0, T:i + 1])} (id {int(got[0, i])})",
+                        "the next token is the arg max of the logits at the LAST position (logits[0, -1]); with a "
+                        "cache, feed only the newest token and pass the past_key_values the previous call returned.")
+    T0, n0 = tok(cases[0][0], return_tensors="pt").input_ids.shape[1], cases[0][1]
+    with_cache, no_cache = T0 + n0 - 1, sum(T0 + i for i in range(n0))
+    if fed[0] == with_cache:
+        how = (f"Your loop uses a KV cache: for the first prompt it fed the model {fed[0]} tokens in {calls[0]} passes "
+               f"(the prompt once, then one token per step).")
+    elif fed[0] == no_cache:
+        how = (f"Your loop re-feeds the whole sequence every step: {fed[0]} tokens for the first prompt, where a KV "
+               f"cache feeds {with_cache}. Correct, but the work grows with the length: try past_key_values.")
+    else:
+        how = f"For the first prompt your loop fed the model {fed[0]} tokens in {calls[0]} passes."
+    return f"{len(cases)} prompts, {sum(n for _, n in cases)} new tokens, identical to model.generate. {how}"
+
+
+# ----------------------------------------------------------------------------------------------
+# 02 · real verification: one target pass decides, and can replace a token
+# ----------------------------------------------------------------------------------------------
+
+_S02 = "ex02_greedy_verify.py"
+
+
+def _greedy_continue(model, ids: torch.Tensor, n: int) -> list[int]:
+    """n greedy tokens after ids (1, T), without a cache (short, and independent of the learner's code)."""
+    out = []
+    with torch.inference_mode():
+        for _ in range(n):
+            nxt = int(model(ids).logits[0, -1].argmax())
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]], device=ids.device)], 1)
+    return out
+
+
+def _greedy_reference(target, ids: torch.Tensor, k: int) -> tuple[int, int]:
+    """(accepted prefix, target's token) for the k drafted tokens at the end of ids (1, T + k)."""
+    with torch.inference_mode():
+        best = target(ids).logits[0, -k - 1:].argmax(-1).tolist()  # (k + 1,): position i predicts token i + 1
+    drafted = ids[0, -k:].tolist()
+    n = 0
+    while n < k and drafted[n] == best[n]:
+        n += 1
+    return n, best[n]
+
+
+@_checker("02", "verification that can change a token", _S02)
+def check_02(fn, pair=None, k: int = 5) -> str:
+    """fn(target, ids, k) -> (n_accepted, token): ids (1, T + k) ends with k drafted tokens; ONE target
+    pass; n_accepted = how many drafted tokens, from the left, equal the target's arg max; token = the
+    target's arg max right after them (a replacement after a rejection, a bonus if all k are kept).
+
+    Graded on drafts the draft model wrote, on the target's own text (all kept), and on the target's
+    text with one token replaced at position 0 or 2 (the tokens after it are again the target's own
+    choices, so a function that counts every match instead of the accepted prefix is caught).
+    """
+    from .models import load_prompts
+
+    pair = _pair(pair)
+    target, draft, tok = pair.target, pair.draft, pair.tokenizer
+    cases = []  # (description, ids (1, T + k))
+    for i, prompt in enumerate(load_prompts()[:2]):
+        ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+        d = torch.tensor([_greedy_continue(draft, ids, k)], device=pair.device)  # (1, k)
+        cases.append((f"prompt {prompt!r} + the draft model's {k} greedy tokens", torch.cat([ids, d], 1)))
+    prompt = load_prompts()[3]
+    ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)
+    own = _greedy_continue(target, ids, k)
+
+    def as_ids(tokens):  # list of n ids -> (1, n)
+        return torch.tensor([tokens], dtype=torch.long, device=pair.device)
+
+    cases.append((f"prompt {prompt!r} + the target's own {k} greedy tokens", torch.cat([ids, as_ids(own)], 1)))
+    for j in (0, 2):  # replace token j by the target's second choice, then let the target go on greedily
+        prefix = torch.cat([ids, as_ids(own[:j])], 1)
+        with torch.inference_mode():
+            second = int(target(prefix).logits[0, -1].topk(2).indices[1])
+        prefix = torch.cat([prefix, as_ids([second])], 1)
+        rest = _greedy_continue(target, prefix, k - j - 1)
+        cases.append((f"prompt {prompt!r} + the target's tokens with token {j} replaced by its second choice "
+                      f"{tok.decode([second])!r}", torch.cat([prefix, as_ids(rest)], 1)))
+    kept = 0  # drafted tokens the target kept, on the draft model's own drafts (the first two cases)
+    for c, (desc, x) in enumerate(cases):
+        want = _greedy_reference(target, x, k)
+        with _ForwardCounter(target) as count:
+            got = _call(fn, "02", desc, target, x.clone(), k)
+        what = f"greedy_verify(target, ids, k={k}) with ids = {desc}"
+        if count.calls != 1:
+            raise _fail("02", _S02, what, "exactly 1 target forward pass", f"{count.calls} passes",
+                        "verification is cheap because ONE pass over prompt + all k drafted tokens gives the target's "
+                        "choice at every drafted position at once: call target(ids) once, no generate, no loop.")
+        try:
+            n, t = (int(v) for v in got)
+        except (TypeError, ValueError):
+            raise _fail("02", _S02, what, "a pair (n_accepted, token) of ints", repr(got),
+                        "return a tuple: (how many drafted tokens were kept, the token the target adds).") from None
+        drafted = x[0, -k:].tolist()
+        if (n, t) != want:
+            if n > want[0]:
+                hint = ("count only the accepted PREFIX: stop at the first drafted token that is not the target's "
+                        "arg max (after a rejection the later drafted tokens are thrown away unchecked).")
+            elif n == want[0] and n < k and t == drafted[n]:
+                hint = ("at the first rejection the target puts ITS OWN token there (its arg max at that position), "
+                        "not the drafted one: keeping the draft's token is what draft-and-score does.")
+            else:
+                hint = ("logits[0, i] predict token i + 1: the k drafted tokens ids[0, -k:] are checked against "
+                        "logits[0, -k-1:-1].argmax(-1), and logits[0, -1] gives the bonus token.")
+            show = lambda r: f"({r[0]}, {tok.decode([r[1]])!r} = id {r[1]})"  # noqa: E731
+            raise _fail("02", _S02, what, show(want), show((n, t)), hint)
+        kept += n if c < 2 else 0
+    return (f"{len(cases)} drafts, each checked in one target pass. Of the draft model's {2 * k} drafted tokens the "
+            f"target kept {kept}, and after each rejection it put its own token: the text is the target's, which "
+            f"draft-and-score never guarantees.")
+
+
+# ----------------------------------------------------------------------------------------------
+# 03 · verify_step: the accept/reject rule, exact by chi-square
+# ----------------------------------------------------------------------------------------------
+
+_S03 = "ex03_verify_step.py"
+
+
+def _dist(*values) -> torch.Tensor:
+    t = torch.tensor(values, dtype=torch.float32)
+    return t / t.sum()
+
+
+# (name, p (k + 1, V), q (k, V)), k = 2, V = 6
+_CHI_CASES = [
+    ("an over-confident draft (notebook 03's example, gamma = 2)",
+     torch.stack([_dist(0.05, 0.10, 0.40, 0.25, 0.15, 0.05), _dist(0.30, 0.05, 0.05, 0.20, 0.20, 0.20),
+                  _dist(1, 1, 2, 2, 2, 2)]),
+     torch.stack([_dist(0.40, 0.30, 0.10, 0.10, 0.05, 0.05), _dist(0.10, 0.40, 0.10, 0.10, 0.20, 0.10)])),
+    ("zeros: q is 0 where p is not, and p is 0 where q is not",
+     torch.stack([_dist(0, 0, 0.5, 0.2, 0.2, 0.1), _dist(1, 1, 1, 1, 0, 0), _dist(1, 1, 1, 1, 1, 1)]),
+     torch.stack([_dist(0.3, 0, 0, 0.1, 0.6, 0), _dist(1, 1, 1, 1, 1, 1)])),
+]
+N_ROUNDS = 20_000  # rounds per case
+LEVEL = 1e-4  # a correct rule fails one chi-square test with probability 1e-4 (4 tests: < 0.1% in all)
+
+
+def _unpack(got, number, solution, what):
+    """(n_accepted, token) from a tuple or from an object with those attributes (like Verification)."""
+    if hasattr(got, "n_accepted") and hasattr(got, "token"):
+        got = (got.n_accepted, got.token)
+    try:
+        n, t = got
+        return int(n), int(t)
+    except (TypeError, ValueError):
+        raise _fail(number, solution, what, "a pair (n_accepted, token) of ints", repr(got),
+                    "return a tuple: (how many drafted tokens were accepted, the token the target adds).") from None
+
+
+def _verify(fn, p, q, x, u, generator, what):
+    got = _call(fn, "03", what, p.clone(), q.clone(), x.clone(), u.clone(), generator=generator)
+    n, t = _unpack(got, "03", _S03, what)
+    k, V = x.shape[0], p.shape[1]
+    if not (0 <= n <= k and 0 <= t < V):
+        raise _fail("03", _S03, what, f"0 <= n_accepted <= {k} and a token id in [0, {V})", (n, t),
+                    "n_accepted counts drafted tokens; token is a vocabulary id.")
+    return n, t
+
+
+def _fixed_cases():
+    """(description, p, q, x, u, check) with answers that need no statistics. check(n, t) -> None or a hint."""
+    eye = torch.eye(6)
+    p_g = eye[[3, 5, 1]]  # greedy target: arg max 3, then 5, then the bonus 1
+    p_r = torch.stack([_dist(0.2, 0.3, 0.3, 0.2, 0, 0), eye[4]])  # k = 1; bonus row one-hot at 4
+    q_r = _dist(0.4, 0.2, 0.2, 0.2, 0, 0)[None]  # x = 0: p/q = 0.5; x = 1: p/q = 1.5
+    res = {1, 2}  # norm(max(0, p - q)) for p_r[0], q_r[0]: tokens 1 and 2
+    return [
+        ("greedy (one-hot p and q), the draft agrees at token 1, not at token 2",
+         p_g, eye[[3, 2]], [3, 2], [0.5, 0.5], (1, 5),
+         "accept while x_i is the target's arg max, then add the target's token"),
+        ("greedy, the draft agrees at both tokens", p_g, eye[[3, 5]], [3, 5], [0.5, 0.5], (2, 1),
+         "all k accepted: the bonus token comes from p[k], the last row of p"),
+        ("greedy, the draft is wrong at token 1", p_g, eye[[2, 5]], [2, 5], [0.5, 0.5], (0, 3),
+         "a rejection at position 0 ends the round; the later drafted tokens are not checked"),
+        ("p(x)/q(x) = 0.5 and u = 0.49", p_r, q_r, [0], [0.49], (1, 4),
+         "accept when u < min(1, p(x)/q(x)); then the bonus comes from p[k]"),
+        ("p(x)/q(x) = 0.5 and u = 0.51", p_r, q_r, [0], [0.51], ("reject", res),
+         "reject when u >= p(x)/q(x), then sample from norm(max(0, p - q)): tokens 1 or 2 here"),
+        ("p(x) > q(x) and u = 0.999", p_r, q_r, [1], [0.999], (1, 4),
+         "when p(x) >= q(x) the drafted token is always accepted: min(1, p/q) = 1"),
+    ]
+
+
+def _chi_square(samples, probs):
+    """(tokens emitted where probs is 0, chi-square p-value on the others, observed frequencies)."""
+    from scipy.stats import chisquare
+
+    probs = probs.double().numpy()
+    counts = np.bincount(samples, minlength=len(probs))
+    keep = probs > 0
+    expected = probs[keep] / probs[keep].sum() * counts[keep].sum()
+    pvalue = chisquare(counts[keep], expected).pvalue if counts[keep].sum() else 0.0
+    return int(counts[~keep].sum()), float(pvalue), counts / max(1, counts.sum())
+
+
+def _rounds(fn, p, q, seed):
+    """N_ROUNDS rounds with x_i ~ q_i and u ~ U(0, 1)^k: the first and second emitted tokens."""
+    k = q.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.multinomial(q, N_ROUNDS, replacement=True, generator=g).T  # (N, k): drafted tokens
+    u = torch.rand(N_ROUNDS, k, generator=g)  # (N, k)
+    first, second = [], []
+    with torch.random.fork_rng(devices=[]):  # a rule that ignores `generator` is still reproducible
+        torch.manual_seed(seed)
+        for i in range(N_ROUNDS):
+            what = f"p {p.tolist()}, q {q.tolist()}, x {x[i].tolist()}, u {u[i].tolist()}"
+            n, t = _verify(fn, p, q, x[i], u[i], g, what)
+            emitted = x[i, :n].tolist() + [t]
+            first.append(emitted[0])
+            if len(emitted) > 1:
+                second.append(emitted[1])
+    return np.array(first), np.array(second)
+
+
+@_checker("03", "verify_step, the accept/reject rule", _S03)
+def check_03(fn) -> str:
+    """fn(p, q, draft_tokens, u, generator=None) -> (n_accepted, token).
+
+    p: (k + 1, V) target probabilities, q: (k, V) draft probabilities, draft_tokens: (k,) drafted ids,
+    u: (k,) uniform draws (accept x_i while u_i < min(1, p_i(x_i) / q_i(x_i))), generator: for the
+    one token the target adds (from the residual norm(max(0, p - q)) after a rejection, from p[k]
+    after k acceptances). The rule of `utils.speculative.verify_step`, with u passed in so each
+    decision can be checked, and a tuple returned instead of a Verification.
+
+    Graded on six cases with known answers (greedy ones included), then by chi-square: over 20,000
+    rounds on each of two small vocabularies, the first emitted token must follow p[0] and the second
+    (when the first draft was accepted) p[1], at level 1e-4 per test, with fixed seeds.
+    """
+    for desc, p, q, x, u, want, hint in _fixed_cases():
+        what = f"verify_step(p, q, draft_tokens={x}, u={u}): {desc}"
+        n, t = _verify(fn, p, q, torch.tensor(x), torch.tensor(u), torch.Generator().manual_seed(0), what)
+        if want[0] == "reject":
+            if n != 0 or t not in want[1]:
+                raise _fail("03", _S03, what, f"(0, a token in {sorted(want[1])})", (n, t), hint)
+        elif (n, t) != want:
+            raise _fail("03", _S03, what, want, (n, t), hint)
+    report = []
+    for c, (name, p, q) in enumerate(_CHI_CASES):
+        first, second = _rounds(fn, p, q, seed=c)
+        for pos, samples in ((0, first), (1, second)):
+            leaked, pvalue, freq = _chi_square(samples, p[pos])
+            what = (f"emitted token {pos + 1} over {len(samples)} rounds, {name}: p[{pos}] = "
+                    f"{[round(v, 3) for v in p[pos].tolist()]}, q[{pos}] = {[round(v, 3) for v in q[pos].tolist()]}")
+            if leaked:
+                raise _fail("03", _S03, what, "no token with p = 0", f"{leaked} such tokens emitted",
+                            "a token the target gives probability 0 can never come out: after a rejection sample from "
+                            "norm(max(0, p - q)), which is 0 wherever p is; accept with min(1, p/q), which is 0 there.")
+            if pvalue < LEVEL:
+                biased = torch.minimum(p[pos], q[pos]) + (1 - torch.minimum(p[pos], q[pos]).sum()) * p[pos]
+                looks_biased = _chi_square(samples, biased)[1] > pvalue
+                hint = ("your frequencies match 'resample from p after a rejection' (the Practitioner's Guide rule): "
+                        "sample from the residual norm(max(0, p - q)) instead." if looks_biased else
+                        "accept x_i when u_i < p(x_i)/q(x_i); after a rejection sample from norm(max(0, p - q)) at the "
+                        "rejected position; after k acceptances sample the bonus from p[k].")
+                raise _fail("03", _S03, f"{what}: chi-square p-value {pvalue:.1e} < {LEVEL:g}",
+                            f"frequencies {[round(v, 3) for v in p[pos].tolist()]}",
+                            f"frequencies {[round(v, 3) for v in freq.tolist()]}", hint)
+            report.append(pvalue)
+    return (f"Six decisions with known answers, then {len(report)} chi-square tests over {N_ROUNDS:,} rounds each: "
+            f"the emitted tokens follow the target's p (smallest p-value {min(report):.2f}, "
+            f"threshold {LEVEL:g}).")
+
+
+# ----------------------------------------------------------------------------------------------
+# 04 · the cost model: tokens per round and the best gamma
+# ----------------------------------------------------------------------------------------------
+
+_S04 = "ex04_cost_model.py"
+_ALPHAS = [0.0, 0.1, 0.5, 0.8, 0.95, 1.0]
+_GAMMAS = [1, 2, 4, 8]
+
+
+def _close(a, b) -> bool:
+    return isinstance(a, numbers.Real) and math.isclose(float(a), b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@_checker("04a", "expected tokens per round", _S04)
+def check_04_tau(fn) -> str:
+    """fn(alpha, gamma) -> tau = (1 - alpha^(gamma + 1)) / (1 - alpha), and gamma + 1 at alpha = 1.
+
+    Graded against `utils.theory.expected_tokens_per_round` on a grid of alpha (0 to 1, both ends
+    included) and gamma; the summary compares it with a simulation of 100,000 rounds.
+    """
+    from .theory import expected_tokens_per_round
+
+    for alpha in _ALPHAS:
+        for gamma in _GAMMAS:
+            want = expected_tokens_per_round(alpha, gamma)
+            what = f"tokens_per_round(alpha={alpha}, gamma={gamma})"
+            try:
+                got = _call(fn, "04a", what, alpha, gamma)
+            except AssertionError as e:
+                if alpha != 1:
+                    raise
+                raise AssertionError(f"{e}\n  hint: at alpha = 1 the formula is 0/0: return its limit, gamma + 1 "
+                                     "(every drafted token kept, plus the bonus).") from e.__cause__
+            got = _number(got)
+            if not _close(got, want):
+                if alpha == 1:
+                    hint = ("at alpha = 1 the formula is 0/0; its limit is gamma + 1 (every drafted token kept, "
+                            "plus the bonus).")
+                elif _close(got, (1 - alpha**gamma) / (1 - alpha)):
+                    hint = ("the exponent is gamma + 1: besides the accepted drafts, every round adds one token "
+                            "from the target.")
+                else:
+                    hint = "tau = 1 + alpha + alpha^2 + ... + alpha^gamma = (1 - alpha^(gamma + 1)) / (1 - alpha)."
+                raise _fail("04a", _S04, what, want, got, hint)
+    rng = np.random.default_rng(0)
+    accepts = rng.random((100_000, 4)) < 0.8  # (rounds, gamma): Bernoulli(alpha) acceptances
+    prefix = np.where(accepts.all(1), 4, accepts.argmin(1))  # accepted drafts before the first rejection
+    return (f"{len(_ALPHAS) * len(_GAMMAS)} values match utils.theory. At alpha 0.8, gamma 4 you predict "
+            f"{fn(0.8, 4):.3f} tokens per round; 100,000 simulated rounds give {(prefix + 1).mean():.3f}.")
+
+
+@_checker("04b", "the best gamma", _S04)
+def check_04_gamma(fn) -> str:
+    """fn(alpha, c, max_gamma=16) -> the gamma in 1..max_gamma with the largest expected speedup
+    tau / (gamma c + 1) (Leviathan et al., Thm 3.8).
+
+    Graded against `utils.theory.optimal_gamma` (ties: any gamma with the best speedup passes).
+    """
+    from .theory import expected_speedup, optimal_gamma
+
+    grid = [(a, c, m) for a in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95) for c in (0.01, 0.05, 0.2, 0.5) for m in (8, 16)]
+    for alpha, c, max_gamma in grid:
+        what = f"best_gamma(alpha={alpha}, c={c}, max_gamma={max_gamma})"
+        got = _number(_call(fn, "04b", what, alpha, c, max_gamma))
+        want = optimal_gamma(alpha, c, max_gamma)
+        best = expected_speedup(alpha, want, c)
+        ok = (isinstance(got, numbers.Integral) and not isinstance(got, bool) and 1 <= got <= max_gamma
+              and math.isclose(expected_speedup(alpha, int(got), c), best, rel_tol=1e-12))
+        if not ok:
+            hint = ("maximise the speedup tau / (gamma c + 1), not tau: tau always grows with gamma, but each "
+                    "drafted token costs c." if got == max_gamma else
+                    "try every gamma in 1..max_gamma (inclusive) and keep the one with the largest "
+                    "tau / (gamma c + 1).")
+            raise _fail("04b", _S04, what, f"{want} (speedup {best:.3f}x)", got, hint)
+    a, c = 0.8, 0.05
+    return (f"{len(grid)} cases match utils.theory. For alpha {a} and c {c} the best gamma is {fn(a, c)}, "
+            f"an expected {expected_speedup(a, fn(a, c), c):.2f}x; with alpha 0.3 <= c 0.5 even the best gamma "
+            f"gives {expected_speedup(0.3, fn(0.3, 0.5), 0.5):.2f}x: no speedup unless alpha > c.")
+
+
+# ----------------------------------------------------------------------------------------------
+# 05 · acceptance per drafted and per checked token
+# ----------------------------------------------------------------------------------------------
+
+_S05 = "ex05_acceptance.py"
+
+
+def _synthetic_rounds():
+    """Rounds with known rates: (description, rounds, (per drafted, per checked))."""
+    from .speculative import Round
+
+    def r(k, n, kind):
+        return Round(drafted=list(range(10, 10 + k)), n_accepted=n, token=7, kind=kind, p=[0.5] * k, q=[0.5] * k)
+
+    mixed = [r(4, 4, "bonus"), r(4, 1, "resample"), r(4, 0, "resample"), r(0, 0, "target")]
+    return [
+        ("gamma 4: one full round, rejections after 1 and after 0 accepted, one last round with k = 0",
+         mixed, (5 / 12, 5 / 7)),
+        ("every drafted token accepted", [r(3, 3, "bonus"), r(3, 3, "bonus")], (1.0, 1.0)),
+        ("gamma 8: one rejection after 2 accepted", [r(8, 2, "resample")], (2 / 8, 2 / 3)),
+    ]
+
+
+@_checker("05", "acceptance per checked token", _S05)
+def check_05(fn, pair=None) -> str:
+    """fn(rounds) -> (per_drafted, per_checked) for a list of `utils.speculative.Round`:
+    accepted / drafted, and accepted / (accepted + rejections), where a rejection is a round that
+    ended with kind == "resample" (after it, the rest of the draft is thrown away unchecked).
+
+    Graded on three hand-made lists of rounds, then on real speculative runs at temperature 1 and
+    gamma 2 and 8, against SpeculativeOutput.acceptance_rate and .checked_acceptance_rate.
+    """
+    from .models import load_prompts
+    from .speculative import speculative_generate
+
+    def grade(desc, rounds, want):
+        what = f"acceptance_rates(rounds) for {desc}"
+        got = _call(fn, "05", what, list(rounds))
+        try:
+            a, b = (float(v) for v in got)
+        except (TypeError, ValueError):
+            raise _fail("05", _S05, what, "a pair (per_drafted, per_checked) of floats", repr(got),
+                        "return a tuple of two numbers.") from None
+        if not (math.isclose(a, want[0], abs_tol=1e-9) and math.isclose(b, want[1], abs_tol=1e-9)):
+            if not math.isclose(a, want[0], abs_tol=1e-9):
+                hint = "per drafted: sum of n_accepted over sum of len(drafted)."
+            else:
+                hint = ("per checked: the drafted tokens after a rejection were never checked. Count the checked ones "
+                        "as accepted + one rejection per round whose kind is 'resample' (a 'bonus' round has none).")
+            raise _fail("05", _S05, what, f"({want[0]:.4f}, {want[1]:.4f})", f"({a:.4f}, {b:.4f})", hint)
+        return a, b
+
+    for desc, rounds, want in _synthetic_rounds():
+        grade(desc, rounds, want)
+    pair = _pair(pair)
+    rates = {}
+    for gamma in (2, 8):
+        drafted = accepted = rejected = 0
+        for i, prompt in enumerate(load_prompts()[:2]):
+            ids = pair.tokenizer(prompt, return_tensors="pt").input_ids.to(pair.device)
+            g = torch.Generator(device=pair.device).manual_seed(i)
+            out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=48, gamma=gamma,
+                                       temperature=1.0, generator=g)
+            grade(f"a speculative run (gamma {gamma}, T = 1, prompt {prompt!r})", out.rounds,
+                  (out.acceptance_rate, out.checked_acceptance_rate))
+            drafted, accepted, rejected = drafted + out.n_drafted, accepted + out.n_accepted, rejected + out.n_rejected
+        rates[gamma] = (accepted / drafted, accepted / (accepted + rejected))
+    (d2, c2), (d8, c8) = rates[2], rates[8]
+    return (f"On {pair.name} at T = 1: per drafted token {d2:.2f} at gamma 2 and {d8:.2f} at gamma 8, per checked "
+            f"token {c2:.2f} and {c8:.2f}. Accepted / drafted falls with gamma because of the unchecked tail; the cost "
+            f"model needs the rate per checked token.")
+
+
+# ----------------------------------------------------------------------------------------------
+# 06 · 4-bit weight memory
+# ----------------------------------------------------------------------------------------------
+
+_S06 = "ex06_nf4_memory.py"
+BLOCK = 64  # bitsandbytes' default blocksize for 4-bit weights
+BLOCK2 = 256  # double quantization: blocks of 256 scales share one float32 scale
+
+
+def _nf4_reference(n: float, double_quant: bool) -> float:
+    if double_quant:  # 8-bit scale per block, plus a float32 per 256 blocks
+        return n / 2 + n / BLOCK + 4 * n / (BLOCK * BLOCK2)
+    return n / 2 + 4 * n / BLOCK  # 4 bits per weight + one float32 absmax per block
+
+
+def _bnb_measured(shape=(1024, 1024)):
+    """Bytes bitsandbytes stores for a 4-bit weight of this shape: {double_quant: bytes}, or None
+    when bitsandbytes is missing. Counts the packed weights and the scales (not the 16-entry code)."""
+    try:
+        import bitsandbytes.functional as F
+    except ImportError:
+        return None
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for dq in (False, True):
+        packed, qs = F.quantize_4bit(w, blocksize=BLOCK, quant_type="nf4", compress_statistics=dq)
+        b = packed.numel() * packed.element_size() + qs.absmax.numel() * qs.absmax.element_size()
+        if dq:
+            b += qs.state2.absmax.numel() * qs.state2.absmax.element_size() + 4  # second-level scales + offset
+        out[dq] = b
+    return out
+
+
+@_checker("06", "4-bit (NF4) weight memory", _S06)
+def check_06(fn) -> str:
+    """fn(n_params, double_quant=False) -> bytes of n_params weights stored in NF4 by bitsandbytes:
+    4 bits per weight plus the quantization constants (one float32 absmax per block of 64 weights; with
+    double quantization an 8-bit absmax per block plus one float32 per 256 blocks).
+
+    Graded against that formula (to 0.1%) and against what bitsandbytes really stores for a
+    1024 x 1024 weight (to 0.5%), when bitsandbytes is installed.
+    """
+    from .models import PAIRS
+
+    for n in (BLOCK * BLOCK2 * 10, 4096 * 4096, 8.32e9):
+        for dq in (False, True):
+            what = f"nf4_bytes({n:g}, double_quant={dq})"
+            got = _number(_call(fn, "06", what, n, double_quant=dq))
+            want = _nf4_reference(n, dq)
+            if not (isinstance(got, numbers.Real) and math.isclose(float(got), want, rel_tol=1e-3)):
+                if isinstance(got, numbers.Real) and math.isclose(float(got), n / 2, rel_tol=1e-3):
+                    hint = "4 bits per weight is right, but each block of 64 weights also stores its scale (absmax)."
+                elif isinstance(got, numbers.Real) and math.isclose(float(got), n * 4, rel_tol=1e-2):
+                    hint = "4 bits = half a BYTE per weight: bytes = n_params * 4 / 8, plus the scales."
+                elif (isinstance(got, numbers.Real) and dq
+                      and math.isclose(float(got), _nf4_reference(n, False), rel_tol=1e-3)):
+                    hint = ("with double quantization each block's scale is stored in 8 bits (1 byte), plus one "
+                            "float32 per 256 blocks.")
+                else:
+                    hint = ("bytes = n/2 (4-bit weights) + 4 * n/64 (a float32 absmax per block of 64); double quant: "
+                            "n/2 + n/64 + 4 * n/(64 * 256).")
+                raise _fail("06", _S06, what, f"{want:,.0f} bytes", got, hint)
+    measured = _bnb_measured()
+    if measured is not None:
+        for dq, b in measured.items():
+            got = float(_call(fn, "06", f"nf4_bytes({1024 * 1024}, double_quant={dq})", 1024 * 1024, double_quant=dq))
+            if not math.isclose(got, b, rel_tol=5e-3):
+                raise _fail("06", _S06, f"a 1024 x 1024 weight quantized by bitsandbytes (double_quant={dq})",
+                            f"{b:,} bytes, as stored", f"{got:,.0f}", "count the packed weights and the absmax scales.")
+        real = "and what bitsandbytes stores for a 1024 x 1024 weight"
+    else:
+        real = "(bitsandbytes is not installed here, so the comparison with what it stores was skipped)"
+    spec = PAIRS["gemma2-2b-9b"].target
+    gb = (fn(spec.params - spec.embed_params) + 2 * spec.embed_params) / 1e9
+    bits = [8 * fn(2**24, double_quant=dq) / 2**24 for dq in (False, True)]
+    return (f"Your estimates match the formula {real}. NF4 costs {bits[0]:.3f} bits per weight, {bits[1]:.3f} with "
+            f"double quantization; gemma-2-9b (embeddings kept in bf16) would take {gb:.1f} GB, against "
+            f"{2 * spec.params / 1e9:.1f} GB in bf16.")
