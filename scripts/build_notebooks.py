@@ -147,7 +147,7 @@ def bench_table() -> str:
         for s in r["summary"]:
             tps = s["tokens_per_s"]
             rows.append(
-                f"| {m['pair']} | {m['hardware']} | {m['dtype'].replace('torch.', '')} | {s['gamma']} | {s['temperature']} "
+                f"| {m['pair']} | {m.get('prompt_set', 'workshop')} | {m['hardware']} | {m['dtype'].replace('torch.', '')} | {s['gamma']} | {s['temperature']} "
                 f"| {s['alpha']:.2f} / {s.get('alpha_checked', float('nan')):.2f} | {m['c']:.3f} / {s.get('c_in_loop', float('nan')):.3f} | {tps.get('hf', float('nan')):.1f} | {tps.get('hf_assisted', float('nan')):.1f} "
                 f"| {tps.get('ours_ar', float('nan')):.1f} | {tps.get('ours_speculative', float('nan')):.1f} "
                 f"| {s.get('predicted_speedup', float('nan')):.2f}x / {s.get('predicted_speedup_with_v', float('nan')):.2f}x / "
@@ -156,9 +156,9 @@ def bench_table() -> str:
                 f"| [{path.name}](data/results/{path.name}) |"
             )
     head = (
-        "| pair | hardware | dtype | gamma | T | alpha (per drafted / per checked token) | c (in isolation / in the loop) | HF greedy tok/s | HF assisted tok/s | our loop tok/s "
+        "| pair | prompts | hardware | dtype | gamma | T | alpha (per drafted / per checked token) | c (in isolation / in the loop) | HF greedy tok/s | HF assisted tok/s | our loop tok/s "
         "| ours speculative tok/s | speedup predicted (v = 1 / c, v in isolation / c, v in the loop) / measured | ours / HF assisted (bound at equal forward cost) | data |"
-        "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     if not rows:
         return "(no benchmark results yet: python -m utils.bench)"

@@ -27,14 +27,16 @@ CARD = MODELS_DIR / "card.json"
 
 
 def greedy_alpha(pair, prompts: list[str], gamma: int = 4, max_new_tokens: int = 64) -> dict:
-    """Pooled accepted / drafted over all prompts, and tokens per round."""
-    acc = drafted = rounds = new = 0
+    """Pooled acceptance over all prompts: accepted / drafted (HF's way of counting) and per checked
+    token (accepted / (accepted + rejections), the alpha of the cost model), and tokens per round."""
+    acc = drafted = rejected = rounds = new = 0
     for text in prompts:
         ids = pair.tokenizer(text, return_tensors="pt").input_ids.to(pair.device)
         out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=gamma)
-        acc, drafted = acc + out.n_accepted, drafted + out.n_drafted
+        acc, drafted, rejected = acc + out.n_accepted, drafted + out.n_drafted, rejected + out.n_rejected
         rounds, new = rounds + len(out.rounds), new + out.new_tokens
-    return {"alpha": acc / drafted, "tokens_per_round": new / rounds, "gamma": gamma, "max_new_tokens": max_new_tokens}
+    return {"alpha": acc / drafted, "alpha_checked": acc / (acc + rejected), "tokens_per_round": new / rounds,
+            "gamma": gamma, "max_new_tokens": max_new_tokens}
 
 
 def cost_ratio(pair, text: str = "The if statement is used for") -> dict:
@@ -92,6 +94,21 @@ def _minutes(tr: dict, role: str) -> str:
     return f"{sum(t.get(k, 0) for k in keys) / 60:.0f} min"
 
 
+def _heldout_speed() -> list[str]:
+    """Speed on held-out prompts, from the committed benchmark (data/results/bench-tiny-cpu-heldout.json)."""
+    path = ROOT / "data" / "results" / "bench-tiny-cpu-heldout.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    parts = [f"T = {s['temperature']:g}: {s['measured_speedup_vs_ours_ar']:.2f}x (alpha per checked token {s['alpha_checked']:.2f})"
+             for s in r["summary"] if "measured_speedup_vs_ours_ar" in s]
+    if not parts:
+        return []
+    m = r["meta"]
+    return [f"**Speed on held-out prompts** (`{path.relative_to(ROOT)}`, {m['hardware']}, {m['date']}, gamma "
+            f"{r['summary'][0]['gamma']}): speculative decoding over our plain loop, " + "; ".join(parts) + ".", ""]
+
+
 def render_markdown(card: dict) -> str:
     """data/models/README.md, generated from card.json (no number typed by hand)."""
     tr, g, c = card.get("training", {}), card["greedy"], card["cost"]
@@ -126,8 +143,11 @@ def render_markdown(card: dict) -> str:
     lines += [
         "",
         f"**Acceptance (greedy, gamma {g['gamma']}, {g['max_new_tokens']} new tokens on each of the held-out prompts "
-        f"of `data/prompts.json`):** alpha = {g['alpha']:.3f}, {g['tokens_per_round']:.2f} tokens per target pass.",
+        f"of `data/prompts.json`, text the pair was not trained on):** alpha = {g['alpha']:.3f} accepted / drafted"
+        + (f", {g['alpha_checked']:.3f} per checked token (the alpha of the cost model)" if "alpha_checked" in g else "")
+        + f", {g['tokens_per_round']:.2f} tokens per target pass.",
         "",
+        *_heldout_speed(),
         f"**Cost ratio on {card['hardware']} (torch {card['torch']}):** one cached decode step of the draft takes "
         f"{c['draft_step_ms']:.2f} ms, of the target {c['target_step_ms']:.2f} ms: c = {c['c']:.3f}. On a CPU a step "
         "costs roughly per layer, so c is close to the ratio of layer counts.",
