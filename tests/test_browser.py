@@ -3,10 +3,12 @@
 nbval only runs the kernel side. This test starts JupyterLab from this environment on a free
 localhost port with a random token, opens notebooks/04_playground.ipynb in Debian's Chromium
 (driven by Playwright, no browser download, no network), runs all cells, waits for the widgets,
-changes gamma and temperature through the sliders' own controls, and checks that the coloured
-token view changes and that no widget failed to render. It does this twice: in JupyterLab
-(/lab) and in Jupyter Notebook 7 (/notebooks), which the same server serves. Screenshots go to
-test-artifacts/ (lab-*.png, notebook7-*.png).
+hovers a drafted token (its tooltip carries p(x), q(x) and the decision), flips the resampling
+rule's switch (the plotly histogram must redraw with other bars), changes gamma and temperature
+through the sliders' own controls, and checks that the coloured token view changes and that no
+widget failed to render. It does this twice: in JupyterLab (/lab) and in Jupyter Notebook 7
+(/notebooks), which the same server serves. Screenshots go to test-artifacts/ (lab-*.png,
+notebook7-*.png).
 
 Needs `chromium` (Debian: apt-get install chromium) and the `playwright` Python package; skipped
 with a message otherwise. Bounded to about 3 minutes; the server is always shut down.
@@ -31,7 +33,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (Debian/Ubuntu) enables the browser test"
 )
-TOKEN_KINDS = ("accepted", "rejected", "resample", "bonus")
+TOKEN_KINDS = ("accepted", "rejected", "discarded", "resample", "bonus")
 
 
 def _free_port() -> int:
@@ -90,6 +92,15 @@ def _set_slider(page, label: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
+# The y values of the first trace of the plotly chart inside a widget with this class (the bars of
+# the rule switch's histogram), as JSON; null while the chart is not drawn. Plotly keeps a graph's
+# data on its div (.js-plotly-plot).
+PLOTLY_Y = """(cls) => {
+  const g = document.querySelector('.' + cls + ' .js-plotly-plot');
+  return g && g.data && g.data.length ? JSON.stringify(g.data[0].y) : null;
+}"""
+
+
 def _wait_until_all_cells_ran(page) -> None:
     """Every code cell has an execution count: none is queued or running ([*] or [ ])."""
     page.wait_for_function(
@@ -142,6 +153,25 @@ def test_playground_sliders_update_the_tokens(lab, ui):
             before = _counts(page)
             assert sum(before.values()) > 0
 
+            # a drafted token's tooltip: p(x), q(x), min(1, p/q) and the decision
+            drafted = page.locator(".specdec-token[data-p]").first
+            drafted.hover()
+            title = drafted.get_attribute("title")
+            assert "p(x)" in title and "q(x)" in title and "decision" in title
+
+            # the rule switch redraws the histogram of emitted tokens (plotly, in a widget Output)
+            hist = page.locator(".specdec-hist").first
+            hist.scroll_into_view_if_needed()
+            page.wait_for_function(f"() => ({PLOTLY_Y})('specdec-hist') !== null")
+            bars = page.evaluate(f"() => ({PLOTLY_Y})('specdec-hist')")
+            page.locator(".widget-toggle-buttons .widget-toggle-button", has_text="Guide").first.click()
+            page.wait_for_function(
+                f"(y) => {{ const now = ({PLOTLY_Y})('specdec-hist'); return now !== null && now !== y; }}", arg=bars
+            )
+            page.locator('.specdec-drift[data-rule="p"]').first.wait_for()
+            shot("2-guides-rule")
+            page.locator(".specdec-stats").first.scroll_into_view_if_needed()
+
             _set_slider(page, "gamma", "1")
             page.wait_for_function(
                 "(n) => document.querySelectorAll('.specdec-token.specdec-accepted').length != n", arg=before["accepted"]
@@ -149,15 +179,15 @@ def test_playground_sliders_update_the_tokens(lab, ui):
             after_gamma = _counts(page)
             assert page.locator(".widget-slider", has=page.locator(".widget-label", has_text="gamma")).first.locator(
                 ".widget-readout").inner_text().strip() == "1"
-            shot("2-gamma1")
+            shot("3-gamma1")
 
             _set_slider(page, "temperature", "1.5")
             page.wait_for_function(
-                "(c) => ['accepted','rejected','resample','bonus'].some(k => document.querySelectorAll('.specdec-token.specdec-' + k).length != c[k])",
+                "(c) => Object.keys(c).some(k => document.querySelectorAll('.specdec-token.specdec-' + k).length != c[k])",
                 arg=after_gamma,
             )
             after_temp = _counts(page)
-            shot("3-temperature", full_page=True)
+            shot("4-temperature", full_page=True)
 
             assert after_gamma != before and after_temp != after_gamma
             body = page.locator("body").inner_text()

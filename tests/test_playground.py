@@ -1,13 +1,19 @@
 """The playground's callback and the token renderer, driven from code (no browser)."""
 
+import copy
+import html as html_lib
 import re
 
 import pytest
+import torch
 
+from utils.interactive import CostModelExplorer, emitted_law, emitted_tokens, figure_of
 from utils.playground import Playground
 from utils.render import count_kinds, rounds_html, rounds_text
-from utils.speculative import speculative_generate
-from utils.theory import expected_speedup
+from utils.speculative import speculative_generate, verify_step, verify_step_biased
+from utils.theory import expected_speedup, expected_tokens_per_round, optimal_gamma
+
+KINDS = ("accepted", "rejected", "discarded", "resample", "bonus")
 
 
 @pytest.fixture(scope="module")
@@ -16,14 +22,24 @@ def pg(pair, prompts):
 
 
 def _dom_counts(html):
-    return {k: len(re.findall(f'class="specdec-token specdec-{k}"', html)) for k in ("accepted", "rejected", "resample", "bonus")}
+    return {k: len(re.findall(f'class="specdec-token specdec-{k}"', html)) for k in KINDS}
+
+
+def _spans(html):
+    """(kind, tooltip, data attributes) of every token span, in order."""
+    out = []
+    pattern = r'<span class="specdec-token specdec-(\w+)" title="([^"]*)" ([^>]*?) style='
+    for kind, title, attrs in re.findall(pattern, html):
+        data = {k: float(v) for k, v in re.findall(r'data-(p|q|accept|u)="([^"]*)"', attrs)}
+        out.append((kind, html_lib.unescape(title), data))
+    return out
 
 
 def test_changing_controls_reruns_and_updates_the_view(pg):
     pg.widget()
     first_html, first = pg.html.value, dict(pg.last)
     assert first["gamma"] == 4 and first["temperature"] == 0.0
-    assert _dom_counts(first_html) == {k: first["counts"][k] for k in ("accepted", "rejected", "resample", "bonus")}
+    assert _dom_counts(first_html) == {k: first["counts"][k] for k in KINDS}
 
     pg.gamma.value = 1  # the observer re-runs the callback
     assert pg.last["gamma"] == 1
@@ -34,7 +50,7 @@ def test_changing_controls_reruns_and_updates_the_view(pg):
     pg.temperature.value = 1.5
     assert pg.last["temperature"] == 1.5
     assert pg.html.value != greedy_html  # a sampled continuation replaces the greedy one
-    assert _dom_counts(pg.html.value) == {k: pg.last["counts"][k] for k in ("accepted", "rejected", "resample", "bonus")}
+    assert _dom_counts(pg.html.value) == {k: pg.last["counts"][k] for k in KINDS}
     assert "acceptance rate alpha" in pg.stats.value and f"{pg.last['alpha']:.2f}" in pg.stats.value
 
 
@@ -54,10 +70,13 @@ def test_renderers_show_every_kind(pair, encode):
     out = speculative_generate(pair.target, pair.draft, encode("A dictionary is"), max_new_tokens=40, gamma=6)
     counts = count_kinds(out.rounds)
     html = rounds_html(out.rounds, pair.tokenizer, prompt="A dictionary is")
-    assert _dom_counts(html) == {k: counts[k] for k in ("accepted", "rejected", "resample", "bonus")}
-    assert counts["accepted"] > 0 and counts["resample"] > 0 and counts["rejected"] >= counts["resample"]
+    assert _dom_counts(html) == {k: counts[k] for k in KINDS}
+    # one rejected token per rejection round; the drafts after it were never checked: discarded
+    assert counts["accepted"] > 0 and counts["resample"] > 0 and counts["rejected"] == counts["resample"]
+    assert counts["discarded"] == sum(len(r.drafted) - r.n_accepted - 1 for r in out.rounds if r.kind == "resample") > 0
+    assert "specdec-legend specdec-discarded" in html
     text = rounds_text(out.rounds, pair.tokenizer)
-    assert text.count("|") == len(out.rounds) - 1 and "~~" in text
+    assert text.count("|") == len(out.rounds) - 1 and "~~" in text and "{" in text
 
 
 def test_long_prompt_speedup_counts_the_prefill_on_both_sides(pair, prompts):
@@ -89,3 +108,169 @@ def test_long_prompt_speedup_counts_the_prefill_on_both_sides(pair, prompts):
 def test_playground_refuses_no_prompts(pair):
     with pytest.raises(ValueError, match="non-empty list"):
         Playground(pair, [])
+
+
+def _expected_spans(rounds):
+    """What each span should say, derived from the Rounds directly: (kind, p(x), q(x)) of drafted
+    tokens (accepted, then the rejected one, then the discarded ones), (kind, None, None) for the
+    target's token."""
+    out = []
+    for r in rounds:
+        for j in range(len(r.drafted)):
+            kind = "accepted" if j < r.n_accepted else "rejected" if j == r.n_accepted else "discarded"
+            out.append((kind, r.p[j], r.q[j]))
+        out.append((r.kind, None, None))
+    return out
+
+
+def test_tooltips_show_the_rounds_numbers(pair, encode):
+    gen = torch.Generator().manual_seed(3)
+    out = speculative_generate(pair.target, pair.draft, encode("A dictionary is"), max_new_tokens=40, gamma=5,
+                               temperature=1.0, generator=gen)  # no EOS: every token is shown
+    spans, expected = _spans(rounds_html(out.rounds, pair.tokenizer)), _expected_spans(out.rounds)
+    assert [s[0] for s in spans] == [e[0] for e in expected]
+    assert {"accepted", "rejected", "discarded", "resample"} <= {s[0] for s in spans}
+    for (kind, title, data), (_, p, q) in zip(spans, expected):
+        if p is None:  # the target's own token: no draft probabilities, says where it came from
+            assert "p(x)" not in title and "drawn from" in title and not data
+            continue
+        assert data["p"] == p and data["q"] == q  # full precision, straight from Round.p / Round.q
+        assert f"p(x) = {p:.4g}" in title and f"q(x) = {q:.4g}" in title
+        if kind == "discarded":
+            assert "never checked" in title and "min(1, p/q)" not in title and "accept" not in data
+        else:
+            assert data["accept"] == pytest.approx(min(1.0, p / q)) and f"min(1, p/q) = {min(1.0, p / q):.4g}" in title
+            assert title.count("decision: " + kind) == 1
+
+
+def test_tooltips_show_u_when_the_round_has_it(pair, encode):
+    """Rounds carry no uniforms yet; a round that does (r.u, one per checked token) shows them."""
+    gen = torch.Generator().manual_seed(3)
+    out = speculative_generate(pair.target, pair.draft, encode("A dictionary is"), max_new_tokens=24, gamma=5,
+                               temperature=1.0, generator=gen)
+    assert "u = " not in rounds_html(out.rounds, pair.tokenizer)  # not recorded: not shown, not invented
+    rounds = []
+    for r in out.rounds:
+        r = copy.copy(r)
+        r.u = [0.123456 + j / 100 for j in range(min(len(r.drafted), r.n_accepted + 1))]
+        rounds.append(r)
+    for kind, title, data in _spans(rounds_html(rounds, pair.tokenizer)):
+        if kind in ("accepted", "rejected"):
+            assert "u" in data and f"u = {data['u']:.4g}" in title
+            assert ("u < min(1, p/q)" if kind == "accepted" else "u >= min(1, p/q)") in title
+        else:
+            assert "u" not in data and "u = " not in title
+
+
+def test_target_text_beside_the_speculative_one(pg):
+    pg.top_k.value, pg.top_p.value, pg.gamma.value, pg.temperature.value = 0, 1.0, 4, 0.0
+    pg.run()
+    s = pg.last
+    assert s["first_difference"] is None and s["text"] == s["target_text"]  # greedy: token for token
+    assert "specdec-target-text" in pg.target_html.value and "specdec-token" not in pg.target_html.value
+    assert html_lib.escape(s["target_text"]) in pg.target_html.value and "the same tokens" in pg.target_html.value
+    pg.temperature.value = 1.0
+    assert html_lib.escape(pg.last["target_text"]) in pg.target_html.value
+
+
+def test_top_k_and_top_p_change_the_output(pg):
+    pg.top_k.value, pg.top_p.value, pg.gamma.value, pg.temperature.value = 0, 1.0, 4, 0.0
+    pg.run()
+    greedy = pg.last["text"]
+    pg.temperature.value = 1.0
+    sampled = pg.last["text"]
+    assert pg.last["top_k"] is None and pg.last["top_p"] is None and sampled != greedy
+    pg.top_k.value = 1  # both distributions one-hot: the greedy text again, from both loops
+    assert pg.last["top_k"] == 1 and pg.last["text"] == greedy and pg.last["first_difference"] is None
+    pg.top_k.value, pg.top_p.value = 0, 0.5
+    assert pg.last["top_k"] is None and pg.last["top_p"] == 0.5 and pg.last["text"] not in (greedy, sampled)
+    pg.top_p.value = 1.0
+
+
+def test_tau_curve_point_is_the_runs_statistics(pg):
+    pg.top_k.value, pg.top_p.value, pg.temperature.value = 0, 1.0, 0.0
+    for gamma in (3, 6):
+        pg.gamma.value = gamma
+        fig = figure_of(pg.tau_plot)  # what the browser draws
+        curve, point = fig["data"]
+        assert point["x"] == [pg.last["alpha_checked"]] and point["y"] == [pg.last["tokens_per_round"]]
+        assert curve["y"] == pytest.approx([expected_tokens_per_round(a, gamma) for a in curve["x"]])
+        assert curve["x"][0] == 0 and curve["x"][-1] == 1 and f"gamma = {gamma}" in fig["layout"]["title"]["text"]
+
+
+def _chi2_pvalue(counts, probs, n):
+    """Pearson's chi-square test of counts against probs, cells with expected count < 5 pooled."""
+    from scipy.stats import chisquare
+
+    obs, exp, pool_o, pool_e = [], [], 0.0, 0.0
+    for o, p in zip(counts, probs):
+        if n * p >= 5:
+            obs.append(o)
+            exp.append(n * p)
+        else:
+            pool_o, pool_e = pool_o + o, pool_e + n * p
+    if pool_e >= 5 or not obs:
+        obs.append(pool_o)
+        exp.append(pool_e)
+    elif pool_e > 0:  # too small for a cell of its own: merge it into the smallest one
+        i = exp.index(min(exp))
+        obs[i], exp[i] = obs[i] + pool_o, exp[i] + pool_e
+    return chisquare(obs, [e * sum(obs) / sum(exp) for e in exp]).pvalue
+
+
+def test_rule_switch_shows_the_guides_drift(pg):
+    pg.top_k.value, pg.top_p.value, pg.gamma.value, pg.temperature.value = 0, 1.0, 4, 0.0
+    pg.rule_widget()  # runs the playground if nothing has yet
+    demo = pg.rule_demo
+    demo.rule.value = "residual"
+    correct, y_correct = dict(demo.last), figure_of(demo.plot)["data"][0]["y"]
+    demo.rule.value = "p"  # the switch alone redraws the chart
+    biased, y_biased = dict(demo.last), figure_of(demo.plot)["data"][0]["y"]
+    # the chart: the top tokens' frequencies (the last bucket, all other tokens, is in the summary only)
+    assert y_correct == correct["freq"][:-1] and y_biased == biased["freq"][:-1] and y_biased != y_correct
+    assert figure_of(demo.plot)["data"][1]["y"] == correct["p"][:-1] == biased["p"][:-1]  # p beside the bars
+    assert 'data-rule="p"' in demo.summary.value and "temperature 1" in demo.summary.value
+    n = correct["n"]
+    assert n >= 2000 and 0.3 < correct["alpha"] < 0.99  # rejections happen at this position
+    # Correct rule: the emitted frequencies are a sample of p. The Guide's: far from p, a sample of
+    # min(p, q) + (1 - alpha) p instead. Fixed seed; tests at the 1e-3 / 1e-6 levels.
+    assert _chi2_pvalue([f * n for f in correct["freq"]], correct["p"], n) > 1e-3
+    assert _chi2_pvalue([f * n for f in biased["freq"]], biased["p"], n) < 1e-6
+    assert _chi2_pvalue([f * n for f in biased["freq"]], biased["law"], n) > 1e-3
+    assert biased["exact_tv"] > 3 * biased["noise"] and correct["exact_tv"] < 1e-6
+    assert correct["tv"] < 3 * correct["noise"] < biased["tv"]
+    demo.rule.value = "residual"
+
+
+@pytest.mark.parametrize("rule", ["residual", "p"])
+def test_vectorized_draws_follow_verify_step(rule):
+    """emitted_tokens (the histogram's sampler) has the law of verify_step / verify_step_biased's
+    first emitted token, on a small example where the two rules differ."""
+    p = torch.tensor([[0.4, 0.3, 0.2, 0.05, 0.05], [0.2] * 5])
+    q = torch.tensor([[0.1, 0.5, 0.1, 0.25, 0.05]])
+    law = emitted_law(p[0], q[0], rule)
+    assert float((law - p[0]).abs().sum()) > 0.1 if rule == "p" else torch.equal(law, p[0])
+    gen, n = torch.Generator().manual_seed(0), 3000
+    step = verify_step if rule == "residual" else verify_step_biased
+    firsts = []
+    for _ in range(n):
+        x = torch.multinomial(q[0], 1, generator=gen)
+        v = step(p, q, x, generator=gen)
+        firsts.append(int(x) if v.n_accepted else v.token)
+    loop = torch.bincount(torch.tensor(firsts), minlength=5).tolist()
+    vec = torch.bincount(emitted_tokens(p[0], q[0], n, rule, gen), minlength=5).tolist()
+    for counts in (loop, vec):
+        assert _chi2_pvalue(counts, law.tolist(), n) > 1e-3
+
+
+def test_cost_model_explorer():
+    cm = CostModelExplorer(alpha=0.8, gamma=4, c=0.05)
+    first = figure_of(cm.plot)
+    cm.gamma.value, cm.alpha.value, cm.c.value = 7, 0.6, 0.2
+    s, fig = cm.last, figure_of(cm.plot)
+    assert fig != first and s["speedup"] == pytest.approx(expected_speedup(0.6, 7, 0.2))
+    assert s["best_gamma"] == optimal_gamma(0.6, 0.2, 16)
+    curve, chosen, best = fig["data"][:3]
+    assert curve["x"] == list(range(1, 17))
+    assert curve["y"] == pytest.approx([expected_speedup(0.6, g, 0.2) for g in range(1, 17)])
+    assert chosen["x"] == [7] and best["x"] == [s["best_gamma"]]

@@ -2,8 +2,9 @@
 
     pg = Playground(pair, prompts)
     pg.widget()                     # in a notebook: sliders + coloured tokens + live statistics
+    pg.rule_widget()                # the correct rule vs the Practitioner's Guide's, as a live histogram
     pg.gamma.value = 6              # the same from code (this is how the tests drive it)
-    pg.last                         # statistics of the latest run (alpha, tau, speedups, counts)
+    pg.last                         # statistics of the latest run (alpha, tau, speedups, counts, texts)
 
 `run()` is the callback; it needs no browser and is unit-tested.
 """
@@ -16,7 +17,9 @@ import statistics
 import torch
 
 from .decoding import autoregressive_generate
+from .interactive import RuleDemo, show, tau_figure
 from .render import count_kinds, rounds_html
+from .sampling import probs_from_logits
 from .speculative import speculative_generate
 from .theory import expected_speedup, optimal_gamma
 
@@ -48,6 +51,11 @@ def target_alone_seconds(step_times: list[float], n_tokens: int) -> tuple[float,
 
 
 class Playground:
+    """Sliders for prompt, gamma, temperature, length, seed, top-k and top-p; the rounds as coloured
+    tokens (hover one for p(x), q(x), min(1, p/q), u and the decision) beside the target's own text
+    for the same settings and seed; live statistics; Eq. 1's tau curve with this run's point; and
+    (rule_widget()) the switch between the correct resampling rule and the Practitioner's Guide's."""
+
     def __init__(self, pair, prompts: list[str], max_new_tokens: int = 48, seed: int = 0):
         import ipywidgets as w
 
@@ -60,58 +68,92 @@ class Playground:
             )
         self.pair = pair
         self._baseline: dict = {}
+        self._demo_key = None
         style = {"description_width": "110px"}
         lay = w.Layout(width="420px")
+
+        def slider(cls, value, description, **kw):
+            return cls(value, description=description, style=style, layout=lay, continuous_update=False, **kw)
+
         self.prompt = w.Combobox(value=prompts[0], options=prompts, description="prompt", style=style, layout=lay)
-        self.gamma = w.IntSlider(4, min=1, max=10, description="gamma", style=style, layout=lay, continuous_update=False)
-        self.temperature = w.FloatSlider(
-            0.0, min=0.0, max=1.5, step=0.1, description="temperature", style=style, layout=lay, continuous_update=False
-        )
-        self.max_new_tokens = w.IntSlider(
-            max_new_tokens, min=8, max=128, step=8, description="max new tokens", style=style, layout=lay,
-            continuous_update=False,
-        )
+        self.gamma = slider(w.IntSlider, 4, "gamma", min=1, max=10)
+        self.temperature = slider(w.FloatSlider, 0.0, "temperature", min=0.0, max=3.0, step=0.1)
+        self.max_new_tokens = slider(w.IntSlider, max_new_tokens, "max new tokens", min=8, max=128, step=8)
         self.seed = w.IntText(seed, description="seed", style=style, layout=w.Layout(width="220px"))
-        self.html = w.HTML()
+        self.top_k = slider(w.IntSlider, 0, "top-k (0 = off)", min=0, max=50)
+        self.top_p = slider(w.FloatSlider, 1.0, "top-p (1 = off)", min=0.05, max=1.0, step=0.05)
+        half = w.Layout(width="50%", padding="0 8px 0 0")
+        self.html = w.HTML(layout=half)  # speculative sampling, token by token
+        self.target_html = w.HTML(layout=half)  # the target alone, same settings and seed
         self.stats = w.HTML()
+        self.tau_plot = w.Output(layout=w.Layout(min_height="300px"))
+        self.tau_plot.add_class("specdec-tau")
+        self.tau_fig = None
+        self.rule_demo = RuleDemo(seed=seed)
         self.last: dict = {}
         for c in self.controls:
             c.observe(lambda _change: self.run(), names="value")
 
     @property
     def controls(self):
-        return [self.prompt, self.gamma, self.temperature, self.max_new_tokens, self.seed]
+        return [self.prompt, self.gamma, self.temperature, self.max_new_tokens, self.seed, self.top_k, self.top_p]
 
     def widget(self):
         import ipywidgets as w
 
         self.run()
-        return w.VBox([w.HBox([w.VBox(self.controls[:3]), w.VBox(self.controls[3:])]), self.html, self.stats])
+        c = self.controls
+        return w.VBox([w.HBox([w.VBox(c[:4]), w.VBox(c[4:])]), w.HBox([self.html, self.target_html]),
+                       w.HBox([self.stats, self.tau_plot])])
 
-    def _target_alone(self, ids, n) -> list[float]:
-        """Per-step times of the target alone on this prompt (cached per prompt and length)."""
-        key = (tuple(ids[0].tolist()), n)
+    def rule_widget(self):
+        """The resampling-rule switch and its live histogram, on the current prompt's first position."""
+        if not self.last:
+            self.run()
+        return self.rule_demo.widget()
+
+    def sampling(self) -> dict:
+        """temperature, top_k and top_p as the controls set them (top-k 0 and top-p 1 mean off)."""
+        top_k, top_p = int(self.top_k.value), float(self.top_p.value)
+        return dict(temperature=float(self.temperature.value), top_k=top_k or None, top_p=top_p if top_p < 1 else None)
+
+    def _target_alone(self, ids, n, sampling, seed):
+        """The target alone on this prompt with these settings and seed (cached): its text goes beside
+        the speculative one, and its per-step times are the speedup's baseline."""
+        key = (tuple(ids[0].tolist()), n, tuple(sampling.values()), seed)
         if key not in self._baseline:
-            self._baseline[key] = autoregressive_generate(self.pair.target, ids, n).step_times
+            gen = torch.Generator(device=self.pair.device).manual_seed(seed)
+            self._baseline[key] = autoregressive_generate(self.pair.target, ids, n, generator=gen,
+                                                          eos_token_id=self.pair.tokenizer.eos_token_id, **sampling)
         return self._baseline[key]
 
     def run(self) -> dict:
-        """Generate with the current settings; update the HTML views; return the statistics."""
-        pair, gamma, temp = self.pair, self.gamma.value, float(self.temperature.value)
+        """Generate with the current settings; update the views; return the statistics."""
+        pair, gamma, seed, n = self.pair, self.gamma.value, int(self.seed.value), self.max_new_tokens.value
+        sampling = self.sampling()
+        temp = sampling["temperature"]
         ids = pair.tokenizer(self.prompt.value, return_tensors="pt").input_ids.to(pair.device)
-        gen = torch.Generator(device=pair.device).manual_seed(int(self.seed.value))
+        gen = torch.Generator(device=pair.device).manual_seed(seed)
         out = speculative_generate(
-            pair.target, pair.draft, ids, max_new_tokens=self.max_new_tokens.value, gamma=gamma,
-            temperature=temp, generator=gen, eos_token_id=pair.tokenizer.eos_token_id,
+            pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, generator=gen,
+            eos_token_id=pair.tokenizer.eos_token_id, **sampling,
         )
+        alone = self._target_alone(ids, n, sampling, seed)
         # Both sides include one prefill: the speculative run's first passes read the prompt too.
-        ar_seconds, step = target_alone_seconds(self._target_alone(ids, self.max_new_tokens.value), max(1, out.new_tokens))
+        ar_seconds, step = target_alone_seconds(alone.step_times, max(1, out.new_tokens))
         alpha, (c, v) = out.acceptance_rate, loop_costs(out, step)
         checked = out.checked_acceptance_rate
         alpha_ = 0.0 if checked != checked else checked  # NaN when nothing was checked
+        spec_new, alone_new = out.sequences[0, ids.shape[1]:].tolist(), alone.sequences[0, ids.shape[1]:].tolist()
+        diff = next((i for i, (a, b) in enumerate(zip(spec_new, alone_new)) if a != b), None)
+        if diff is None and len(spec_new) != len(alone_new):
+            diff = min(len(spec_new), len(alone_new))
         self.last = dict(
             gamma=gamma,
             temperature=temp,
+            top_k=sampling["top_k"],
+            top_p=sampling["top_p"],
+            seed=seed,
             alpha=alpha,
             alpha_checked=checked,
             tokens_per_round=out.tokens_per_round,
@@ -123,10 +165,56 @@ class Playground:
             counts=count_kinds(out.rounds),
             new_tokens=out.new_tokens,
             rounds=len(out.rounds),
+            text=pair.tokenizer.decode(spec_new),
+            target_text=pair.tokenizer.decode(alone_new),
+            first_difference=diff,  # index of the first new token where the two texts differ; None: identical
         )
-        self.html.value = rounds_html(out.rounds, pair.tokenizer, prompt=self.prompt.value)
+        self.html.value = _column(
+            "speculative sampling: the draft proposes, the target verifies",
+            rounds_html(out.rounds, pair.tokenizer, prompt=self.prompt.value),
+        )
+        self.target_html.value = self._target_html(alone_new, diff)
         self.stats.value = self._stats_html()
+        self.tau_fig = tau_figure(checked, gamma, out.tokens_per_round)
+        show(self.tau_plot, self.tau_fig)
+        self._update_rule_demo(ids, sampling, seed)
         return self.last
+
+    def _target_html(self, tokens, diff) -> str:
+        s = self.last
+        if diff is None:
+            note = "the same tokens as speculative sampling"
+            note += " (greedy: they must be)." if s["temperature"] == 0 else "."
+        else:
+            note = f"differs from new token {diff + 1} on"
+            if s["temperature"] > 0:
+                note += ("; both are samples from the target's distribution, drawn with the seed's random numbers "
+                         "in a different order.")
+        text = html.escape(self.pair.tokenizer.decode(tokens))
+        body = (f'<div class="specdec-target-text" style="font-family:monospace;white-space:pre-wrap;'
+                f'overflow-wrap:anywhere;line-height:1.7">'
+                f'<span style="font-weight:bold">{html.escape(self.prompt.value)}</span>{text}</div>')
+        return _column("the target alone, same settings and seed", f'<div style="font-family:sans-serif;font-size:12px;'
+                       f'margin-bottom:6px">{html.escape(note)}</div>{body}')
+
+    def _update_rule_demo(self, ids, sampling, seed) -> None:
+        """Give the rule demo p and q at the first new position of this prompt (cached per setting).
+        At temperature 0 both are one-hot and the two rules emit the same token, so it uses 1.0."""
+        t = sampling["temperature"] or 1.0
+        key = (tuple(ids[0].tolist()), sampling["temperature"], sampling["top_k"], sampling["top_p"], seed)
+        if key == self._demo_key:
+            return
+        self._demo_key = key
+        with torch.inference_mode():
+            z_t, z_d = self.pair.target(ids).logits[0, -1], self.pair.draft(ids).logits[0, -1]
+        warp = dict(temperature=t, top_k=sampling["top_k"], top_p=sampling["top_p"])
+        note = f"Position: the first new token after the prompt, temperature {t:g}"
+        note += "".join(f", {k.replace('_', '-')} {v}" for k, v in warp.items() if k != "temperature" and v is not None)
+        note += " (the playground is greedy; there p and q are one-hot and both rules emit the target's arg max)." \
+            if sampling["temperature"] == 0 else "."
+        self.rule_demo.seed = seed
+        self.rule_demo.set_distributions(probs_from_logits(z_t, **warp), probs_from_logits(z_d, **warp),
+                                         self.pair.tokenizer, note)
 
     def _stats_html(self) -> str:
         s = self.last
@@ -145,6 +233,11 @@ class Playground:
         return f'<table class="specdec-stats" style="font-family:sans-serif;font-size:13px">{cells}</table>'
 
 
+def _column(title: str, body: str) -> str:
+    head = "font-family:sans-serif;font-size:13px;font-weight:bold;margin-bottom:4px"
+    return f'<div style="{head}">{html.escape(title)}</div>{body}'
+
+
 def acceptance_grid(pair, prompt: str, gammas, temperatures, max_new_tokens: int = 48, seed: int = 0):
     """Acceptance per checked token (the alpha of Eq. 1 and Thm 3.8) for every (temperature, gamma):
     rows are temperatures, columns gammas. Accepted / drafted would fall with gamma by construction."""
@@ -160,3 +253,17 @@ def acceptance_grid(pair, prompt: str, gammas, temperatures, max_new_tokens: int
             row.append(0.0 if a != a else a)  # NaN when nothing was checked
         grid.append(row)
     return grid
+
+
+@torch.inference_mode()
+def expected_acceptance(pair, prompt: str, temperatures, max_new_tokens: int = 40) -> dict[float, float]:
+    """The expected alpha at each temperature, without sampling noise: sum_x min(p(x), q(x)) (Leviathan
+    Def. 3.1) after the same warping of both models, averaged over the positions of one fixed text,
+    the target's greedy continuation of `prompt`. At temperature 0 it is the fraction of positions
+    where the two arg maxes agree."""
+    ids = pair.tokenizer(prompt, return_tensors="pt").input_ids.to(pair.device)
+    seq = autoregressive_generate(pair.target, ids, max_new_tokens).sequences
+    n = ids.shape[1] - 1
+    z_t, z_d = pair.target(seq).logits[0, n:-1], pair.draft(seq).logits[0, n:-1]  # (new tokens, V)
+    return {t: float(torch.minimum(probs_from_logits(z_t, t), probs_from_logits(z_d, t)).sum(-1).mean())
+            for t in temperatures}

@@ -1,16 +1,18 @@
 # %% [markdown]
 # # 04 · Playground: move gamma and temperature, watch the rounds
 #
-# Pick a prompt, a draft length $\gamma$ and a temperature, and see every round of speculative
-# sampling: which drafted tokens the target accepted, which it rejected, and which tokens it put in
-# their place. Next to it: the measured acceptance rate, tokens per round, the cost ratio $c$ and
-# the verification cost $v$ (the target's pass over $\gamma+1$ tokens, in one-token steps) as this
-# run paid them, the speedup you actually got, and the speedup the cost model predicts from them.
+# Pick a prompt, a draft length $\gamma$, a temperature (and top-k, top-p) and see every round of
+# speculative sampling: which drafted tokens the target accepted, which one it rejected, which it
+# never checked, and which tokens it put in their place, beside the text the target writes alone.
+# Next to it: the measured acceptance rate, tokens per round, the cost ratio $c$ and the
+# verification cost $v$ (the target's pass over $\gamma+1$ tokens, in one-token steps) as this run
+# paid them, the speedup you actually got, and the speedup the cost model predicts from them.
 #
 # **You will learn**
-# - how $\gamma$ and temperature move the acceptance rate $\alpha$;
+# - how $\gamma$ and temperature move the acceptance rate $\alpha$ (not always the way you expect);
 # - why a larger $\gamma$ is not always faster: $\text{speedup} = \frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + v)}$ (Leviathan et al., Thm 3.8; the paper takes $v = 1$);
-# - the best $\gamma$ for a measured $\alpha$ and $c$.
+# - the best $\gamma$ for a measured $\alpha$ and $c$;
+# - what the Practitioner's Guide's resampling rule does to the output distribution, live.
 #
 # **Time to run:** about 30 s on a laptop CPU with the tiny pair (the sliders need a live kernel).
 
@@ -29,9 +31,15 @@ print(environment_report(pair))
 #
 # Colours: <span style="background:#c8f7c5">accepted draft token</span>
 # <span style="background:#fecaca;text-decoration:line-through">rejected draft token</span>
+# <span style="background:#f5f5f4;color:#78716c;outline:1px dashed #a8a29e">discarded, never checked</span>
 # <span style="background:#fed7aa">resampled by the target</span>
-# <span style="background:#bfdbfe">bonus token</span>. Hover a token for its round number. Timings
-# are wall-clock on this machine, so they move a little from run to run.
+# <span style="background:#bfdbfe">bonus token</span>
+# <span style="background:#e5e7eb">target only</span>. Only the first rejected token of a round was
+# checked: the tokens drafted after it are thrown away unseen. Hover a token for $p(x)$, $q(x)$,
+# $\min(1, p/q)$, the uniform draw $u$ (when the round recorded it) and the decision. On the right,
+# the target alone with the same settings and seed; below, the measured point on Eq. 1's curve
+# $\tau(\alpha)$ for this $\gamma$. Timings are wall-clock on this machine, so they move a little
+# from run to run.
 
 # %%
 from utils.playground import Playground
@@ -41,8 +49,8 @@ pg.widget()
 
 # %% [markdown]
 # Not running a kernel (reading this on GitHub)? The same view as text: `~~struck~~` tokens were
-# rejected, `[x]` resampled, `<x>` bonus, `|` separates rounds. The playground object can be driven
-# from code too, which is how the tests check it:
+# rejected, `{x}` discarded unchecked, `[x]` resampled, `<x>` bonus, `|` separates rounds. The
+# playground object can be driven from code too, which is how the tests check it:
 
 # %%
 from utils.render import rounds_text
@@ -60,11 +68,29 @@ for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
           f"speedup measured {s['measured_speedup']:.2f}x, predicted {s['predicted_speedup']:.2f}x  counts={s['counts']}")
 
 # %% [markdown]
+# ## The Practitioner's Guide's rule, live
+#
+# After a rejection the correct rule samples from $\text{norm}(\max(0, p - q))$; the Practitioner's
+# Guide samples from $p$ again. Flip the switch: the bars are the emitted token's frequencies over
+# thousands of rounds at one position (the first new token of the playground's prompt), the dashes
+# are $p$. With the Guide's rule the tokens the draft likes too much come out too often.
+
+# %%
+pg.rule_widget()
+
+# %%
+for rule in ("p", "residual"):  # the Guide's rule first, then back to the correct one
+    pg.rule_demo.rule.value = rule
+    d = pg.rule_demo.last
+    print(f"{rule:>8}: distance from p {d['tv']:.3f} (noise alone {d['noise']:.3f}; exact law {d['exact_tv']:.3f})")
+
+# %% [markdown]
 # ## Acceptance across gamma and temperature
 #
 # $\alpha$ depends on how alike $p$ and $q$ are after warping: at temperature 0 only the arg max
 # has to agree; at higher temperatures the whole distributions have to overlap
-# ($\alpha = \sum_x \min(p(x), q(x))$ at each position).
+# ($\alpha = \sum_x \min(p(x), q(x))$ at each position). Each cell is $\alpha$ per *checked* token
+# (accepted / (accepted + rejections)), the $\alpha$ of the cost model.
 
 # %%
 from utils.playground import acceptance_grid
@@ -72,7 +98,29 @@ from utils.plots import plot_heatmap
 
 gammas, temps = [1, 2, 4, 6, 8], [0.0, 0.5, 1.0, 1.5]
 grid = acceptance_grid(pair, load_prompts()[0], gammas, temps, max_new_tokens=40)
-plot_heatmap(grid, temps, gammas, "temperature", "gamma", f"acceptance rate, {pair.name}");
+plot_heatmap(grid, temps, gammas, "temperature", "gamma", f"acceptance per checked token, {pair.name}");
+
+# %%
+from utils.playground import expected_acceptance
+
+for t, row in zip(temps, grid):
+    print(f"T={t}: measured alpha, mean over gamma {sum(row) / len(row):.2f} (cells {min(row):.2f} to {max(row):.2f})")
+overlap = expected_acceptance(pair, load_prompts()[0], [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
+print("expected alpha, no sampling noise:", "  ".join(f"T={t}: {a:.2f}" for t, a in overlap.items()))
+t_min = min((t for t in overlap if t > 0), key=overlap.get)
+print(f"lowest at T={t_min}; higher at T=3.0 than at T={t_min}: {overlap[3.0] > overlap[t_min]}")
+
+# %% [markdown]
+# **What the data shows.** Acceptance does not fall steadily with temperature. Greedy decoding
+# (T = 0) only needs the arg max of $p$ and $q$ to agree, which the draft often manages. At a
+# moderate temperature the whole distributions count, and sampling now reaches the tails where
+# $p$ and $q$ differ most: $\alpha$ drops. At a high temperature both distributions flatten toward
+# uniform, so they become alike again and $\sum_x \min(p(x), q(x))$ rises (as $T \to \infty$ both
+# are uniform and $\alpha \to 1$). The line "expected alpha, no sampling noise" shows the shape
+# without the noise of sampling: the mean of $\sum_x \min(p(x), q(x))$ along one fixed text (the
+# target's greedy continuation) at each temperature; the line below it says where it is lowest. The heatmap is one prompt and one seed with 40 new tokens per
+# cell, a few dozen accept/reject decisions each, so neighbouring cells differ by noise as large
+# as the trend: compare rows, not cells, and try other prompts and seeds in the playground.
 
 # %% [markdown]
 # ## The best gamma for this pair
@@ -98,10 +146,23 @@ ax.set(xlabel="gamma", ylabel="expected speedup", title=f"{pair.name} on {pair.d
 ax.legend(fontsize=8);
 
 # %% [markdown]
+# The same model with sliders (hover the curve for the numbers), starting from this pair's greedy
+# $\alpha$ and measured $c$: where does the best $\gamma$ go as $\alpha$ rises or $c$ grows?
+
+# %%
+from utils.interactive import CostModelExplorer
+
+CostModelExplorer(alpha=round(sum(grid[0]) / len(grid[0]), 2), gamma=4, c=round(c, 3)).widget()
+
+# %% [markdown]
 # ## Try this
-# - Find the temperature where speculative sampling stops paying off for this pair.
-# - Set $\gamma = 10$ at temperature 0 and at 1.5: how many drafted tokens are wasted per round?
-# - Type your own prompt into the box, far from Python's documentation: what happens to $\alpha$?
+# - Move the temperature from 0 to 3: where is $\alpha$ lowest for this pair, and does speculative
+#   sampling pay off again at the top? Repeat with two or three seeds before you believe a difference.
+# - Set $\gamma = 10$ at temperature 0 and at 1.5: how many drafted tokens are discarded unchecked
+#   per round?
+# - At temperature 1, set top-k to 1: why are the text and $\alpha$ now exactly the greedy ones?
+# - Type your own prompt into the box, far from Python's documentation: what happens to $\alpha$,
+#   and to the Guide's rule's drift?
 # - The measured speedup includes Python overhead that the cost model ignores: when does the
 #   prediction overshoot, and why?
 
@@ -152,6 +213,8 @@ print(f"c = {c:.3f} here: " + ", ".join(f"alpha {a}: best gamma {reference_gamma
 # ## What you learned
 # - $\alpha$ measures how much the draft's and the target's distributions overlap after the same
 #   warping ($\sum_x \min(p(x), q(x))$ per position); at temperature 0 only the arg max has to agree.
+# - Acceptance is not monotone in temperature: moderate temperatures reach the tails where $p$ and
+#   $q$ differ, high ones flatten both toward uniform and the overlap rises again.
 # - A round yields $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average and costs
 #   $\gamma c + v$ target steps; their ratio is the expected speedup, and a speedup exists only
 #   when $\alpha > c$.

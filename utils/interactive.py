@@ -1,0 +1,278 @@
+"""Interactive plotly figures for notebook 04 (hover for the numbers), shown inside ipywidgets.
+
+    show(out, fig)                      # put a plotly figure into a w.Output (replaces what was there)
+    RuleDemo()                          # correct rule / the Guide's rule -> emitted-token frequencies vs p
+    CostModelExplorer(alpha, gamma, c)  # sliders -> expected speedup over gamma (Thm 3.8)
+    tau_figure(alpha, gamma, tau)       # Eq. 1's tau(alpha) for one gamma, with a measured point
+
+No FigureWidget: with plotly >= 6 it needs the extra `anywidget` package. A figure goes into a
+w.Output as plotly's own MIME bundle (application/vnd.plotly.v1+json), which the jupyterlab-plotly
+renderer shipped inside the plotly package draws in JupyterLab and Notebook 7 (VS Code draws it
+natively); a text/html copy that loads plotly.js from its CDN is the fallback (Colab). Static
+figures that must show on GitHub stay in matplotlib (utils.plots).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+
+import torch
+
+from .speculative import residual_distribution
+from .theory import expected_speedup, expected_tokens_per_round, optimal_gamma
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def mimebundle(fig) -> dict:
+    """A plotly figure as a display_data output: the plotly MIME type plus a text/html fallback."""
+    import plotly.io as pio
+
+    data = json.loads(pio.to_json(fig, validate=False, remove_uids=False))
+    data["config"] = CONFIG
+    fallback = fig.to_html(include_plotlyjs="cdn", full_html=False, config=CONFIG)
+    return {"output_type": "display_data", "data": {PLOTLY_MIME: data, "text/html": fallback}, "metadata": {}}
+
+
+def show(out, fig) -> None:
+    """Replace what the ipywidgets Output `out` shows with `fig` (works from widget callbacks too:
+    it sets the Output's outputs directly instead of capturing display())."""
+    out.outputs = (mimebundle(fig),)
+
+
+def figure_of(out) -> dict | None:
+    """The plotly figure dict an Output shows (what the browser draws): {"data": [...], "layout": ...}."""
+    for o in out.outputs:
+        if PLOTLY_MIME in o.get("data", {}):
+            return o["data"][PLOTLY_MIME]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# tau(alpha, gamma) with the measured point
+# ----------------------------------------------------------------------------------------------
+
+
+def tau_figure(alpha: float, gamma: int, tokens_per_round: float, n: int = 101):
+    """Eq. 1: expected tokens per round tau over alpha in [0, 1] for this gamma, and the run's
+    measured point (alpha per checked token, measured tokens per round). A NaN alpha (nothing was
+    checked) draws the curve only. Measured tau sits a little below the curve when the last rounds
+    were shortened to fit max_new_tokens or stopped at EOS."""
+    import plotly.graph_objects as go
+
+    xs = [i / (n - 1) for i in range(n)]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=[expected_tokens_per_round(a, gamma) for a in xs], mode="lines",
+                             name=f"Eq. 1, gamma = {gamma}", line=dict(color="#2563eb"),
+                             hovertemplate="alpha %{x:.2f}<br>tau %{y:.2f}<extra>Eq. 1</extra>"))
+    if alpha == alpha:  # not NaN
+        fig.add_trace(go.Scatter(x=[alpha], y=[tokens_per_round], mode="markers", name="this run",
+                                 marker=dict(size=12, color="#dc2626", symbol="diamond"),
+                                 hovertemplate="alpha per checked token %{x:.3f}<br>measured tau %{y:.2f}"
+                                               "<extra>this run</extra>"))
+    fig.update_layout(title=f"tokens per round tau vs alpha, gamma = {gamma}", xaxis_title="alpha (per checked token)",
+                      yaxis_title="tokens per round", height=300, width=460, margin=dict(l=50, r=10, t=40, b=40),
+                      yaxis_range=[0, gamma + 1.3], legend=dict(x=0.02, y=0.98))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# The Practitioner's Guide's rule vs the correct one, over many draws
+# ----------------------------------------------------------------------------------------------
+
+
+def emitted_tokens(p: torch.Tensor, q: torch.Tensor, n: int, rule: str = "residual", generator=None) -> torch.Tensor:
+    """n independent draws of the first token one round emits, for one position (verify_step with
+    k = 1, vectorized over draws): x ~ q; keep x if u < min(1, p(x)/q(x)); else draw from
+    norm(max(0, p - q)) (rule "residual", correct) or from p (rule "p", the Guide's rule, as in
+    verify_step_biased). p, q: (V,) probabilities. Returns (n,) token ids."""
+    if rule not in ("residual", "p"):
+        raise ValueError('rule must be "residual" (correct) or "p" (the biased rule)')
+    x = torch.multinomial(q, n, replacement=True, generator=generator)
+    u = torch.rand(n, generator=generator, device=q.device)
+    keep = u < (p[x] / q[x]).clamp(max=1)
+    dist = residual_distribution(p, q) if rule == "residual" else p
+    y = torch.multinomial(dist, n, replacement=True, generator=generator)
+    return torch.where(keep, x, y)
+
+
+def emitted_law(p: torch.Tensor, q: torch.Tensor, rule: str = "residual") -> torch.Tensor:
+    """The exact distribution of the emitted token: p for the correct rule; for the Guide's rule
+    min(p, q) + (1 - sum min(p, q)) p, which differs from p wherever min(p, q) != alpha p."""
+    if rule == "residual":
+        return p
+    m = torch.minimum(p, q)
+    return m + (1 - m.sum()) * p
+
+
+def _label(tokenizer, t: int) -> str:
+    return repr(tokenizer.decode([t])) if tokenizer is not None else str(t)
+
+
+class RuleDemo:
+    """A switch between the correct rule and the Practitioner's Guide's rule (after a rejection,
+    resample from p), and a bar chart of the emitted token's frequency over many draws against p,
+    for the `top` tokens most likely under p or q (`last` also holds the bucket of all others).
+
+    set_distributions(p, q, tokenizer, note) picks the position; flipping `rule` (or update())
+    redraws. `last` holds the numbers of the latest chart (buckets, frequencies, distances)."""
+
+    RULES = [("correct: from norm(max(0, p - q))", "residual"), ("the Guide's rule: from p", "p")]
+
+    def __init__(self, n_draws: int = 4000, top: int = 16, seed: int = 0):
+        import ipywidgets as w
+
+        self.n_draws, self.top, self.seed = n_draws, top, seed
+        self.rule = w.ToggleButtons(options=self.RULES, value="residual", description="resample",
+                                    tooltips=["the correct rule: the output follows p exactly",
+                                              "the Practitioner's Guide's rule: the output drifts from p"],
+                                    style={"description_width": "110px", "button_width": "260px"})
+        self.plot = w.Output(layout=w.Layout(min_height="340px"))
+        self.plot.add_class("specdec-hist")
+        self.summary = w.HTML()
+        self.p = self.q = None
+        self.last: dict = {}
+        self.rule.observe(lambda _change: self.update(), names="value")
+
+    def widget(self):
+        import ipywidgets as w
+
+        return w.VBox([self.rule, self.plot, self.summary])
+
+    def set_distributions(self, p: torch.Tensor, q: torch.Tensor, tokenizer=None, note: str = "") -> None:
+        """Use this position's target p and draft q, both (V,) after the same warping; redraw."""
+        self.p, self.q, self.tokenizer, self.note = p.float().cpu(), q.float().cpu(), tokenizer, note
+        self.update()
+
+    def update(self) -> dict:
+        """Draw n_draws emitted tokens with the selected rule; redraw the chart; return `last`."""
+        if self.p is None:
+            return {}
+        p, q, rule, n = self.p, self.q, self.rule.value, self.n_draws
+        gen = torch.Generator().manual_seed(self.seed)
+        counts = torch.bincount(emitted_tokens(p, q, n, rule, gen), minlength=p.numel()).double()
+        ids = torch.maximum(p, q).argsort(descending=True)[: self.top].tolist()
+        rest = torch.ones(p.numel(), dtype=torch.bool)
+        rest[ids] = False
+        law = emitted_law(p, q, rule)
+
+        def buckets(x):
+            return [float(x[t]) for t in ids] + [float(x[rest].sum())]
+
+        freq = buckets(counts / n)
+        p_b, q_b, law_b = buckets(p), buckets(q), buckets(law)
+        # total-variation distances over the same buckets (the top tokens and all others together)
+        tv = sum(abs(a - b) for a, b in zip(freq, p_b)) / 2
+        exact = sum(abs(a - b) for a, b in zip(law_b, p_b)) / 2
+        noise = sum(math.sqrt(2 * b * (1 - b) / (math.pi * n)) for b in p_b) / 2  # E[TV] from sampling alone
+        labels = [_label(self.tokenizer, t) for t in ids]
+        labels = [f"{s} #{t}" if labels.count(s) > 1 else s for s, t in zip(labels, ids)] + ["all others"]
+        # the chart shows the `top` tokens; "all others" (the last bucket) would dwarf them: summary only
+        name = dict((v, k) for k, v in self.RULES)[rule]
+        self.last = dict(rule=rule, labels=labels, token_ids=ids, freq=freq, p=p_b, q=q_b, law=law_b, n=n,
+                         tv=tv, noise=noise, exact_tv=exact, exact_tv_all_tokens=float((law - p).abs().sum() / 2),
+                         alpha=float(torch.minimum(p, q).sum()))
+        self.figure = self._figure(name)
+        show(self.plot, self.figure)
+        self.summary.value = (
+            f'<div class="specdec-drift" data-rule="{rule}" data-tv="{tv!r}" '
+            f'style="font-family:sans-serif;font-size:13px">'
+            f"{n} draws, rule <b>{html.escape(name)}</b>: over these {len(ids)} tokens and all others together, the "
+            f"emitted frequencies are at total-variation distance <b>{tv:.3f}</b> from p (sampling noise alone gives "
+            f"about {noise:.3f}); the rule's exact law is at {exact:.3f}. All other tokens together: emitted "
+            f"{freq[-1]:.3f}, p {p_b[-1]:.3f}. alpha = sum min(p, q) = {self.last['alpha']:.2f} here. {html.escape(self.note)}</div>"
+        )
+        return self.last
+
+    def _figure(self, name: str):
+        import plotly.graph_objects as go
+
+        s = {k: v[:-1] if k in ("labels", "freq", "p", "q") else v for k, v in self.last.items()}  # no "all others"
+        fig = go.Figure()
+        fig.add_trace(go.Bar(x=s["labels"], y=s["freq"], name=f"emitted ({s['n']} draws)", marker_color="#f59e0b",
+                             hovertemplate="%{x}<br>emitted %{y:.4f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=s["labels"], y=s["p"], mode="markers", name="p (target)",
+                                 marker=dict(symbol="line-ew-open", size=26, color="#1e3a8a", line=dict(width=3)),
+                                 hovertemplate="%{x}<br>p %{y:.4f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=s["labels"], y=s["q"], mode="markers", name="q (draft)",
+                                 marker=dict(symbol="circle-open", size=8, color="#6b7280"),
+                                 hovertemplate="%{x}<br>q %{y:.4f}<extra></extra>"))
+        fig.update_layout(title=f"emitted token vs p: {name}", yaxis_title="probability", height=340, width=760,
+                          margin=dict(l=50, r=10, t=40, b=80), bargap=0.25, legend=dict(x=0.75, y=0.98))
+        return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# The cost model, explored with sliders
+# ----------------------------------------------------------------------------------------------
+
+
+def speedup_figure(alpha: float, gamma: int, c: float, v: float = 1.0, max_gamma: int = 16):
+    """Thm 3.8's expected speedup over gamma = 1..max_gamma for this alpha, c and v, with the chosen
+    gamma and the best one marked; the line at 1 is the target alone."""
+    import plotly.graph_objects as go
+
+    gs = list(range(1, max_gamma + 1))
+    ys = [expected_speedup(alpha, g, c, v) for g in gs]
+    best = optimal_gamma(alpha, c, max_gamma, v)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=gs, y=ys, mode="lines+markers", name="expected speedup", line=dict(color="#2563eb"),
+                             hovertemplate="gamma %{x}<br>speedup %{y:.2f}x<extra></extra>"))
+    chosen = expected_speedup(alpha, gamma, c, v)
+    fig.add_trace(go.Scatter(x=[gamma], y=[chosen], mode="markers", name=f"gamma = {gamma}",
+                             marker=dict(size=13, color="#dc2626", symbol="diamond"),
+                             hovertemplate="gamma %{x}<br>speedup %{y:.2f}x<extra>chosen</extra>"))
+    fig.add_trace(go.Scatter(x=[best], y=[ys[best - 1]], mode="markers", name=f"best gamma = {best}",
+                             marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="#16a34a", width=3)),
+                             hovertemplate="gamma %{x}<br>speedup %{y:.2f}x<extra>best</extra>"))
+    fig.add_hline(y=1, line=dict(color="black", width=1, dash="dot"))
+    fig.update_layout(title=f"alpha = {alpha:.2f}, c = {c:.3f}, v = {v:.2f}", xaxis_title="gamma",
+                      yaxis_title="expected speedup", height=320, width=560, margin=dict(l=50, r=10, t=40, b=40))
+    return fig
+
+
+class CostModelExplorer:
+    """Sliders alpha, gamma and c -> the expected speedup over gamma (Leviathan Thm 3.8, with the
+    verification pass costing v target steps). `last` holds the numbers behind the chart."""
+
+    def __init__(self, alpha: float = 0.8, gamma: int = 4, c: float = 0.1, v: float = 1.0, max_gamma: int = 16):
+        import ipywidgets as w
+
+        style, lay = {"description_width": "60px"}, w.Layout(width="360px")
+        self.v, self.max_gamma = v, max_gamma
+        self.alpha = w.FloatSlider(alpha, min=0.0, max=1.0, step=0.01, description="alpha", style=style, layout=lay)
+        self.gamma = w.IntSlider(gamma, min=1, max=max_gamma, description="gamma", style=style, layout=lay)
+        self.c = w.FloatSlider(c, min=0.0, max=1.0, step=0.005, readout_format=".3f", description="c", style=style,
+                               layout=lay)
+        self.plot = w.Output(layout=w.Layout(min_height="320px"))
+        self.plot.add_class("specdec-costmodel")
+        self.summary = w.HTML()
+        self.last: dict = {}
+        for s in (self.alpha, self.gamma, self.c):
+            s.observe(lambda _change: self.update(), names="value")
+        self.update()
+
+    def widget(self):
+        import ipywidgets as w
+
+        return w.VBox([w.HBox([self.alpha, self.gamma, self.c]), self.plot, self.summary])
+
+    def update(self) -> dict:
+        a, g, c, v = float(self.alpha.value), int(self.gamma.value), float(self.c.value), self.v
+        best = optimal_gamma(a, c, self.max_gamma, v)
+        self.last = dict(alpha=a, gamma=g, c=c, v=v, speedup=expected_speedup(a, g, c, v), best_gamma=best,
+                         best_speedup=expected_speedup(a, best, c, v), tau=expected_tokens_per_round(a, g))
+        self.figure = speedup_figure(a, g, c, v, self.max_gamma)
+        show(self.plot, self.figure)
+        s = self.last
+        self.summary.value = (
+            f'<div style="font-family:sans-serif;font-size:13px">'
+            f'gamma = {g}: tau = {s["tau"]:.2f} tokens per round for '
+            f"{g} x {c:.3f} + {v:.2f} = {g * c + v:.2f} target steps, expected speedup <b>{s['speedup']:.2f}x</b>; "
+            f"best gamma {best} ({s['best_speedup']:.2f}x)."
+            + (" A speedup needs alpha > c." if v == 1 else "") + "</div>"
+        )
+        return self.last
