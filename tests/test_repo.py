@@ -39,7 +39,7 @@ def test_every_notebook_has_badge_setup_and_try_this():
     import nbformat
 
     nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert [p.name[:2] for p in nbs] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in nbs] == ["01", "02", "03", "04", "05", "06", "07", "08"]
     for p in nbs:
         nb = nbformat.read(p, as_version=4)
         assert "colab-badge.svg" in nb.cells[0].source and p.name in nb.cells[0].source
@@ -63,7 +63,7 @@ def test_badges_and_setup_cell_point_to_the_repository_setting():
     assert f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/" in BADGE
     assert f'os.environ.get("SPECDEC_REPO_URL", "https://github.com/{owner_name}")' in SETUP
     readme = (ROOT / "README.md").read_text()
-    assert readme.count(f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/") == 7
+    assert readme.count(f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/") == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
 
 
 def test_colab_setup_installs_what_the_notebooks_import_and_no_jupyter():

@@ -14,6 +14,7 @@ to "accept while x_i is the target's argmax" and the output equals target greedy
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -181,6 +182,8 @@ class Round:
     p: list[float]  # p(x_i) under the target for each drafted token
     q: list[float]  # q(x_i) under the draft
     emitted: list[int] = field(default_factory=list)  # accepted tokens + token, cut at EOS
+    gamma: int | None = None  # eager loop: the draft length the schedule allowed this round (None: not recorded)
+    u: list[float] = field(default_factory=list)  # uniform draws u_i for the checked tokens (empty when greedy)
 
 
 @dataclass
@@ -306,6 +309,24 @@ def check_length(model, prompt_len: int, max_new_tokens: int) -> int:
     return need
 
 
+SCHEDULES = ("constant", "heuristic")
+
+
+def check_adaptive_args(draft_confidence, schedule) -> None:
+    """draft_confidence None or a number in [0, 1); schedule one of SCHEDULES."""
+    what = ("the draft stops a round after a token it gave less than this probability (Hugging Face's "
+            "assistant_confidence_threshold, default 0.4); None never stops early")
+    if draft_confidence is not None and (isinstance(draft_confidence, bool) or not isinstance(draft_confidence, numbers.Real)):
+        raise TypeError(f"draft_confidence must be None or a number in [0, 1) (got {draft_confidence!r}): {what}.")
+    if draft_confidence is not None and not 0 <= draft_confidence < 1:
+        raise ValueError(f"draft_confidence must be None or a number in [0, 1) (got {draft_confidence!r}): {what}.")
+    if schedule not in SCHEDULES:
+        raise ValueError(
+            f'schedule must be "constant" (gamma tokens every round) or "heuristic" (Hugging Face\'s rule: gamma + 2 '
+            f"after a round whose drafted tokens were all accepted, else gamma - 1, at least 1), got {schedule!r}."
+        )
+
+
 def check_generate_args(max_new_tokens, gamma=None) -> int:
     """max_new_tokens an integer >= 0 and (when drafting) gamma an integer >= 1; returns max_new_tokens."""
     if gamma is not None:
@@ -411,6 +432,8 @@ def speculative_generate(
     cache: str = "preallocated",
     time_models: bool = True,
     backend: str = "eager",
+    draft_confidence: float | None = None,
+    schedule: str = "constant",
 ) -> SpeculativeOutput:
     """Generate up to max_new_tokens with speculative sampling; the output is distributed exactly as
     sampling from `target` (temperature/top-k/top-p applied to both models), and at temperature 0 it
@@ -424,8 +447,27 @@ def speculative_generate(
     a static cache rolled back in place, torch.compile, CUDA graphs on a GPU, one host sync per
     round; same rule and same exactness; `cache` and `time_models` do not apply; the first call for
     each model and token width compiles, reported as `compile_time`).
+
+    Adaptive drafting (eager backend only), as Hugging Face assisted generation does it:
+    draft_confidence: stop drafting in a round right after a token x_i whose probability under the
+        draft, q(x_i), is below this threshold; x_i itself stays in the draft. This is transformers'
+        `assistant_confidence_threshold` (generation/stopping_criteria.py, ConfidenceCriteria: the
+        softmax of the assistant's processed scores at the token it just chose, checked after that
+        token is appended). So q is the warped draft distribution when sampling, and the draft's plain
+        softmax (temperature 1) at temperature 0, where HF applies no warper. HF also retunes the
+        threshold between rounds when scikit-learn is installed (update_candidate_strategy, a ROC
+        curve); here it stays fixed. None (default) or 0: never stop early. Costs one host sync per
+        drafted token.
+    schedule: "constant" drafts gamma tokens every round; "heuristic" starts at gamma and, after each
+        round, adds 2 if every drafted token was accepted, else subtracts 1 (at least 1): HF's
+        `num_assistant_tokens_schedule="heuristic"` (generation/candidate_generator.py,
+        AssistedCandidateGenerator.update_candidate_strategy), restarted at gamma on every call, as
+        HF's "heuristic_transient" does. Each round records its gamma in `Round.gamma`.
+    Both only choose how many tokens to draft, from what the draft has already drafted or from past
+    rounds, before the target checks them: the output stays exactly the target's.
     """
     check_backend(backend)
+    check_adaptive_args(draft_confidence, schedule)
     max_new_tokens = check_generate_args(max_new_tokens, gamma)
     gamma = int(gamma)
     check_sampling_args(temperature, top_k, top_p)
@@ -434,6 +476,11 @@ def speculative_generate(
     eos = eos_set(eos_token_id)
     device = target.device
     if backend == "compiled":
+        if draft_confidence is not None or schedule != "constant":
+            raise ValueError(
+                'draft_confidence and schedule="heuristic" need backend="eager": the compiled engine drafts a fixed '
+                "gamma tokens per round with one host sync per round (stopping on the draft's confidence needs one per token)."
+            )
         from .fast import speculative_compiled
 
         rounds, new, stats, t_d, t_t, total = speculative_compiled(
@@ -465,14 +512,18 @@ def speculative_generate(
         drafted, q_rows = [], []
         if k > 0:
             # Draft: catch up on tokens it has not seen (the prompt, 1 token, or 2 after a bonus), then
-            # propose k. Tokens stay on the device: one host sync per round, not one per token.
+            # propose k. Tokens stay on the device: one host sync per round, not one per token (but one
+            # per token with draft_confidence, which reads the draft's probability of each token it drafts).
             x, toks = ids(seq[d_cache.get_seq_length() :]), []
             for _ in range(k):
-                q = probs_from_logits(forward(draft, d_cache, x, d_timer)[-1], **warp)  # (V,)
+                logits_d = forward(draft, d_cache, x, d_timer)[-1]  # (V,)
+                q = probs_from_logits(logits_d, **warp)  # (V,)
                 tok = sample(q, generator) if temperature > 0 else q.argmax()  # () on the device
                 toks.append(tok)
                 q_rows.append(q)
                 x = tok.view(1, 1)
+                if draft_confidence and (q if temperature > 0 else logits_d.float().softmax(-1))[tok] < draft_confidence:
+                    break  # HF's ConfidenceCriteria: the draft is unsure of x_i; keep it, draft no further
             drafted = torch.stack(toks).tolist()
             for j, tok in enumerate(drafted):  # the target would stop at EOS too: drop what follows
                 if tok in eos:
@@ -501,9 +552,11 @@ def speculative_generate(
             if tok in eos:
                 emitted = emitted[: j + 1]
                 break
-        rounds.append(Round(drafted, v.n_accepted, v.token, v.kind, p_x, q_x, emitted))
+        rounds.append(Round(drafted, v.n_accepted, v.token, v.kind, p_x, q_x, emitted, gamma, u=v.uniforms))
         seq.extend(emitted)
         n_new += len(emitted)
+        if schedule == "heuristic":  # transformers 5.23, generation/candidate_generator.py, update_candidate_strategy
+            gamma = gamma + 2 if v.n_accepted == len(drafted) else max(1, gamma - 1)
         # Roll both caches back to the accepted prefix (the new last token is not cached yet).
         _crop(t_cache, len(seq) - 1)
         _crop(d_cache, len(seq) - 1)

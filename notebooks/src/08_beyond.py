@@ -1,0 +1,320 @@
+# %% [markdown]
+# # 08 · Beyond: adaptive drafting
+#
+# Every loop so far drafted the same $\gamma$ tokens in every round. Text is not that regular: some
+# stretches are easy to guess (a closing bracket, the end of a common phrase) and the draft could
+# run far ahead; others are not, and every token drafted past the first mistake is thrown away.
+# Hugging Face's assisted generation has two rules that adapt the draft length as it goes. This
+# notebook adds both to our loop (`speculative_generate(..., schedule=..., draft_confidence=...)`),
+# checks that the output is still exactly the target's, and measures whether they pay, on prompts
+# the tiny pair was not tuned on.
+#
+# **You will learn**
+# - HF's two rules, read from its source: the *heuristic schedule* and the *confidence threshold*;
+# - why neither changes the output (only how many tokens are drafted);
+# - how far the draft's own confidence predicts whether the target will accept a token;
+# - when each rule gains tokens/s over a constant $\gamma$, and when it loses, measured.
+#
+# **Time to run:** under a minute on a laptop CPU with the tiny pair (the benchmark itself is read
+# from a file; rerun it with `python -m utils.beyond adaptive`, about 4 minutes).
+
+# %%
+# SETUP
+
+# %%
+import torch
+
+from utils.models import describe_device, environment_report, load_pair, load_prompts
+
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
+pair = load_pair(PAIR)
+tok, target, draft = pair.tokenizer, pair.target, pair.draft
+hw = describe_device(pair.device)  # for figure titles
+print(environment_report(pair))
+
+# %% [markdown]
+# ## 1. Two rules from Hugging Face
+#
+# Both are read from the **assistant's** `generation_config` in transformers (notebook 05). In our
+# loop they are two keyword arguments.
+#
+# **The heuristic schedule** (`num_assistant_tokens_schedule="heuristic"`; transformers'
+# `generation/candidate_generator.py`, `AssistedCandidateGenerator.update_candidate_strategy`).
+# Round $r$ drafts up to $\gamma_r$ tokens; if the target accepted all $k_r$ of them, the next round
+# may draft two more, otherwise one fewer:
+#
+# $$\gamma_{r+1} = \begin{cases}\gamma_r + 2 & \text{if } n_r = k_r \text{ (every drafted token accepted)}\\
+# \max(1,\ \gamma_r - 1) & \text{otherwise.}\end{cases}$$
+#
+# On average $\gamma$ stops moving where $2\,P(\text{all accepted}) = 1 - P(\text{all accepted})$,
+# i.e. where a round is fully accepted one time in three. With a per-token acceptance $\alpha$
+# (Leviathan et al.'s i.i.d. model), $P(\text{all } \gamma \text{ accepted}) = \alpha^\gamma$, so the
+# schedule drifts towards $\gamma^\ast = \ln 3 / \ln(1/\alpha)$: long drafts on easy text, short ones
+# on hard text. (HF keeps the last $\gamma$ in the assistant's config for the next call; ours starts
+# again at the given $\gamma$, as HF's `"heuristic_transient"` does.)
+#
+# **The confidence threshold** (`assistant_confidence_threshold`, default 0.4; transformers'
+# `generation/stopping_criteria.py`, `ConfidenceCriteria`). The draft proposes $x_i \sim q_i$ and
+# stops the round right after it when it was unsure of it:
+#
+# $$\text{stop after } x_i \quad\text{if}\quad q_i(x_i) < \tau .$$
+#
+# $x_i$ itself is still proposed. $q_i$ is the distribution the draft sampled from; at $T = 0$ it is
+# the draft's plain softmax (HF applies no temperature when greedy), so $q_i(x_i)$ is its top
+# probability. With scikit-learn installed HF also moves $\tau$ between rounds (a ROC curve over
+# past tokens); ours keeps it fixed.
+#
+# **Why the output stays exact.** Both rules decide how many tokens to draft *before* the target
+# sees them, from the draft's own tokens or from past rounds. Leviathan et al.'s accept/reject rule
+# returns a token distributed as the target's for every draft length, so any such choice of length
+# leaves the output unchanged; at $T = 0$ it is still exactly HF greedy. In our loop each rule is two
+# lines:
+
+# %%
+import inspect
+
+from utils.speculative import speculative_generate
+
+src = inspect.getsource(speculative_generate).splitlines()
+for i, line in enumerate(src):
+    if "if draft_confidence and" in line or 'if schedule == "heuristic"' in line:
+        print("\n".join(src[i : i + 2]) + "\n")
+
+# %% [markdown]
+# Checked on the held-out prompts: greedy output with each rule equals HF greedy token for token.
+# (`tests/test_adaptive.py` also checks sampling at $T = 1$ with chi-square tests.)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+prompts = load_prompts("heldout")
+eos = tok.eos_token_id
+RULES = {"heuristic": dict(schedule="heuristic"), "confidence 0.4": dict(draft_confidence=0.4),
+         "both": dict(schedule="heuristic", draft_confidence=0.4)}
+for name, rule in RULES.items():
+    same = []
+    for text in prompts[:3]:
+        ids = tok(text, return_tensors="pt").input_ids.to(pair.device)
+        with torch.inference_mode():
+            ref = target.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=eos, pad_token_id=0)
+        out = speculative_generate(target, draft, ids, max_new_tokens=40, gamma=4, eos_token_id=eos, **rule)
+        same.append(torch.equal(out.sequences, ref))
+    print(f"{name}: equal to HF greedy on {len(same)} prompts: {all(same)}")
+
+# %% [markdown]
+# ## 2. What the schedule does, round by round
+#
+# One held-out prompt, greedy, 64 new tokens; the orange line is the $\gamma$ each round was
+# allowed, the bars what the draft proposed and what the target kept.
+
+# %%
+from utils.beyond import plot_schedules
+
+ids = tok(prompts[0], return_tensors="pt").input_ids.to(pair.device)
+outs = {f"{name}, gamma from 4": speculative_generate(target, draft, ids, max_new_tokens=64, gamma=4, eos_token_id=eos, **kw)
+        for name, kw in [("constant", {}), ("heuristic", dict(schedule="heuristic")),
+                         ("confidence 0.4", dict(draft_confidence=0.4))]}
+for name, out in outs.items():
+    print(f"{name:30s}: {len(out.rounds):2d} rounds (target passes), {out.n_drafted:3d} drafted, "
+          f"alpha per drafted {out.acceptance_rate:.2f}, per checked {out.checked_acceptance_rate:.2f}")
+plot_schedules(outs, f"{pair.name}, greedy, held-out prompt 1: {prompts[0]!r}");
+
+# %% [markdown]
+# The heuristic schedule climbs through runs of fully accepted rounds and falls back after a miss;
+# the threshold keeps $\gamma = 4$ as a cap but ends many rounds early. Fewer drafted tokens means
+# fewer draft passes, and more of them accepted; but a round cut short also yields fewer tokens,
+# so the same text can take more rounds, each a target pass. Which effect wins depends on what a draft pass costs
+# ($c$) and on how well the draft's confidence predicts a rejection.
+#
+# ## 3. Is the draft's confidence a signal?
+#
+# For every drafted token the target checked (constant $\gamma = 4$, six held-out prompts): the
+# draft's probability of that token, split by whether the target accepted it. The dotted lines are
+# the thresholds measured below.
+
+# %%
+from utils.beyond import confidence_and_outcome, plot_confidence
+
+THRESHOLDS = (0.2, 0.4, 0.6)
+signal = {}
+for T in (0.0, 1.0):
+    g = torch.Generator(device=pair.device).manual_seed(0)
+    signal[T] = []
+    for text in prompts[:6]:
+        ids = tok(text, return_tensors="pt").input_ids.to(pair.device)
+        out = speculative_generate(target, draft, ids, max_new_tokens=48, gamma=4, temperature=T, eos_token_id=eos, generator=g)
+        signal[T] += confidence_and_outcome(pair, ids, out, T)
+for T, pairs in signal.items():
+    for t in THRESHOLDS:
+        below = [a for c, a in pairs if c < t]
+        above = [a for c, a in pairs if c >= t]
+        print(f"T = {T:g}, threshold {t}: {len(below) / len(pairs):4.0%} of checked tokens below it, accepted "
+              f"{sum(below) / max(1, len(below)):4.0%} of the time; above it accepted {sum(above) / max(1, len(above)):4.0%}")
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3), layout="constrained")
+for ax, (T, pairs) in zip(axes, signal.items()):
+    plot_confidence(pairs, THRESHOLDS, f"T = {T:g}, {pair.name}, held-out prompts", ax=ax)
+
+# %% [markdown]
+# A token the draft was sure of is accepted more often than one it was unsure of, so the rule has
+# something to work with. But look at what it cuts: at $T = 1$ the draft *samples*, and a sampled
+# token is often one it gave a small probability, which the target may accept all the same
+# (acceptance is $\min(1, p/q)$, not a match of top choices). There the threshold ends most rounds
+# after a token or two, whatever the target would have said.
+#
+# ## 4. Measured: held-out prompts, constant $\gamma$ against both rules
+#
+# `python -m utils.beyond adaptive --threads 1 --out data/results` ran our loop with a constant
+# $\gamma = 4$, the heuristic schedule from 4, and thresholds 0.2, 0.4 (HF's default) and 0.6 with
+# $\gamma = 4$ as a cap, at $T = 0$ and $T = 1$, and our plain loop without a draft as the baseline.
+# Per prompt the configurations took turns after a warm-up run, and each kept its median of three
+# runs. It ran on one thread: the machine's two cores were shared with other jobs, and two threads
+# fighting a third process for two cores stall badly. The timings are still noisy (the file keeps every
+# repeat, and `spread` below is the median over prompts of (slowest − fastest) / median).
+
+# %%
+import json
+
+from utils.models import ROOT
+
+res = json.loads((ROOT / "data/results/adaptive-tiny-cpu-heldout.json").read_text())
+m = res["meta"]
+print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m['transformers']}, {m['date']}; "
+      f"{m['n_prompts']} {m['prompt_set']} prompts x {m['max_new_tokens']} new tokens; the run took {m['wall_s'] / 60:.1f} min]")
+print(f"{'T':>3} {'configuration':16s} {'tok/s':>6} {'vs plain':>8} {'vs const':>8} {'alpha drafted/checked':>21} "
+      f"{'drafted/round':>13} {'tokens/round':>12} {'mean gamma':>10} {'spread':>6}")
+for s in res["summary"]:
+    spec = "alpha" in s
+    print(f"{s['temperature']:>3g} {s['config']:16s} {s['tokens_per_s']:6.1f} {s['speedup_vs_plain']:7.2f}x "
+          + (f"{s['vs_constant']:7.2f}x " if "vs_constant" in s else " " * 9)
+          + (f"{s['alpha']:10.2f} / {s['alpha_checked']:.2f}      {s['drafted_per_round']:13.2f} {s['tokens_per_round']:12.2f} "
+             f"{s['mean_gamma']:10.2f}" if spec else " " * 62)
+          + f" {s['noise_median_spread']:5.0%}")
+print("greedy outputs equal to the plain loop's:", all(s["all_equal_plain"] for s in res["summary"] if s["temperature"] == 0))
+
+# %%
+from utils.overhead import plot_grouped
+
+table = {s["config"]: {} for s in res["summary"]}
+for s in res["summary"]:
+    table[s["config"]][f"T = {s['temperature']:g}"] = s["tokens_per_s"]
+ax = plot_grouped(table, "tokens / s (median runs, all prompts)", f"{m['pair']} on {m['hardware']}, {m['prompt_set']} prompts")
+ax.tick_params(axis="x", rotation=15)
+
+# %% [markdown]
+# ## 5. When it helps, and when it does not
+#
+# A rule changes two numbers of a round: the tokens it yields, $\bar\tau$ on average, and the
+# tokens drafted, $\bar k$ (one draft pass each). With a draft pass costing $c$ target steps and the
+# verify pass one, Leviathan et al.'s Thm 3.8 for rounds of any length reads
+#
+# $$\text{speedup} \approx \frac{\bar\tau}{\bar k\,c + 1}.$$
+#
+# A rule that drafts less ($\bar k$ below the constant's) also yields less ($\bar\tau$ below): it
+# wins exactly when draft passes are dear, above a break-even cost
+# $c^\ast = \frac{\bar\tau_\text{const} - \bar\tau}{\bar\tau\,\bar k_\text{const} - \bar\tau_\text{const}\,\bar k}$
+# (`utils.beyond.break_even_c`). The counts are exact (no clock), so $c^\ast$ is too; against it,
+# the $c$ this loop paid (a draft pass over the plain loop's step, from the file) and the measured
+# ratio of tokens/s. Its noise: the same ratio from each repeat alone (in repeat $i$ all
+# configurations ran one after the other, so each repeat is a fair comparison); a rule counts as
+# faster or slower only if every repeat agrees.
+
+# %%
+from utils.beyond import break_even_c
+
+const = {s["temperature"]: s for s in res["summary"] if s["config"] == f"constant {m['gamma']}"}
+verdict = []
+for s in res["summary"]:
+    k = const[s["temperature"]]
+    if "alpha" not in s or s is k:
+        continue
+    be = break_even_c(s["tokens_per_round"], s["drafted_per_round"], k["tokens_per_round"], k["drafted_per_round"])
+    c_loop = k["c_in_loop"]
+    model_wins = (c_loop > be["c_star"]) == be["wins_above"]
+    where = ("at every c" if be["wins_above"] else "at no c") if be["c_star"] == 0 else \
+        f"for c {'above' if be['wins_above'] else 'below'} {be['c_star']:.2f}"
+    lo, hi = min(s["vs_constant_by_repeat"]), max(s["vs_constant_by_repeat"])
+    word = "faster than" if lo > 1 else "slower than" if hi < 1 else "within noise of"
+    verdict.append((s["temperature"], s["config"], word))
+    print(f"T = {s['temperature']:g}, {s['config']:15s}: tau {s['tokens_per_round']:.2f} vs {k['tokens_per_round']:.2f}, "
+          f"k {s['drafted_per_round']:.2f} vs {k['drafted_per_round']:.2f} -> faster {where}; at c = {c_loop:.2f} "
+          f"{'faster' if model_wins else 'slower'}. Measured {s['vs_constant']:.2f}x ({lo:.2f} to {hi:.2f} over repeats), "
+          f"faster on {s['prompts_faster_than_constant']} of {s['n_prompts']} prompts")
+print(f"[c: {m['c']:.3f} in isolation; in the loop with constant gamma "
+      + ", ".join(f"{k['c_in_loop']:.3f} at T = {T:g}" for T, k in const.items()) + "]")
+
+# %% [markdown]
+# And where the heuristic schedule settles, against the constant $\gamma$ the cost model calls best
+# for the measured $\alpha$ and $c$ (`utils.theory.optimal_gamma`, verify pass at one step):
+
+# %%
+import math
+
+from utils.theory import optimal_gamma
+
+for T, k in const.items():
+    a = k["alpha_checked"]
+    h = next(s for s in res["summary"] if s["temperature"] == T and s["config"].startswith("heuristic"))
+    print(f"T = {T:g}: alpha per checked token {a:.2f} -> the schedule's fixed point ln 3 / ln(1/alpha) = "
+          f"{math.log(3) / math.log(1 / a):.1f}; best constant gamma at c = {k['c_in_loop']:.2f}: {optimal_gamma(a, k['c_in_loop'])}; "
+          f"mean gamma of the schedule over {m['max_new_tokens']}-token runs from {m['gamma']}: {h['mean_gamma']:.1f}")
+
+# %%
+for word in ("faster than", "within noise of", "slower than"):
+    names = [f"{cfg} at T = {T:g}" for T, cfg, w in verdict if w == word]
+    print(f"measured {word} constant gamma {m['gamma']}: {', '.join(names) if names else 'none'}")
+
+# %% [markdown]
+# How to read it:
+#
+# - **The heuristic schedule** follows $\alpha$: its mean $\gamma$ moves towards
+#   $\ln 3/\ln(1/\alpha)$, up on easy text, down on hard text. That fixed point ignores $c$, so it
+#   is not the cost model's best $\gamma$ and can settle above or below it; and on short runs the
+#   schedule spends much of its time moving from where it started. It helps most where the
+#   acceptance changes along the text (long easy stretches between hard ones), which a constant
+#   cannot follow.
+# - **The confidence threshold** drafts less and yields less per round: it saves draft passes (and,
+#   on a CPU, narrows the verify pass) but spends more target passes on the same text. It pays above
+#   the break-even $c^\ast$: with drafts whose step is a large share of the target's (eager pairs on
+#   a GPU, $c$ near the ratio of layer counts, notebook 07), not with a nearly free draft.
+# - At $T = 1$ the threshold reads the probability of a *sampled* token, often a small one by
+#   design (section 3), so it ends most rounds after about one drafted token: speculative decoding
+#   shrinks to $\gamma \approx 1$, whatever $\gamma$ was asked for.
+# - Differences of a few percent sit inside the timing noise of a shared machine; the counts
+#   ($\bar\tau$, $\bar k$, $c^\ast$) do not, and they say which way a rule leans on other hardware.
+#
+# ## Try this
+# - Start the heuristic at `gamma=1` and at `gamma=12` on the prompt of section 2: how many rounds
+#   until it reaches the same level?
+# - Combine both rules (`schedule="heuristic", draft_confidence=0.4`): the threshold caps rounds
+#   that the schedule wants to grow. Which wins?
+# - Rerun the benchmark with `--thresholds 0.05 0.1` and with `--gamma 8`: with a longer cap, does
+#   the threshold become worth it?
+# - Put the predicted ratio of section 5 in a loop over $c$ from 0.05 to 1: from which $c$ does the
+#   threshold 0.4 beat the constant $\gamma$ at $T = 0$?
+# - Section 3 at `temperature=0.5`: how does the split between accepted and rejected tokens move?
+#
+# ## What you learned
+# - HF's heuristic schedule adds 2 to $\gamma$ after a fully accepted round and removes 1 otherwise;
+#   it settles where one round in three is fully accepted, $\gamma^\ast = \ln 3/\ln(1/\alpha)$.
+# - HF's confidence threshold ends a round after a token the draft gave less than $\tau$; the token
+#   is still proposed.
+# - Both only choose the draft length before the target checks it, so the output is exactly the
+#   target's (greedy: HF greedy), as the tests and section 1 check.
+# - Whether either pays is again a matter of $\bar\tau$, $\bar k$ and $c$: shorter drafts save draft
+#   passes but spend target passes, which only pays when draft passes are expensive.
+#
+# ## References
+# - Hugging Face transformers, generation strategies (assisted decoding, `num_assistant_tokens`,
+#   `num_assistant_tokens_schedule`, `assistant_confidence_threshold`):
+#   https://huggingface.co/docs/transformers/generation_strategies
+# - Mamou et al. (Intel Labs and Hugging Face), *Faster Assisted Generation with Dynamic
+#   Speculation*, Hugging Face blog, 2024: https://huggingface.co/blog/dynamic_speculation_lookahead;
+#   the paper: *Dynamic Speculation Lookahead Accelerates Speculative Decoding of Large Language
+#   Models*, https://arxiv.org/abs/2405.04304
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+#   https://arxiv.org/abs/2211.17192
+# - transformers 5.23 source: `generation/candidate_generator.py` (`update_candidate_strategy`) and
+#   `generation/stopping_criteria.py` (`ConfidenceCriteria`).

@@ -1,0 +1,180 @@
+"""Adaptive drafting in speculative_generate: the draft's confidence threshold and the heuristic
+schedule (Hugging Face's assistant_confidence_threshold and num_assistant_tokens_schedule="heuristic").
+They only choose how many tokens to draft, so the output stays exact: greedy equals HF greedy,
+sampling follows the target's distribution."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from utils.sampling import probs_from_logits
+from utils.speculative import speculative_generate
+
+OPTIONS = {
+    "confidence 0.4": dict(draft_confidence=0.4),
+    "heuristic": dict(schedule="heuristic"),
+    "both": dict(draft_confidence=0.4, schedule="heuristic"),
+}
+
+
+def heuristic_next(r) -> int:
+    """HF's rule: +2 after a round whose drafted tokens were all accepted, else -1, at least 1."""
+    return r.gamma + 2 if r.n_accepted == len(r.drafted) else max(1, r.gamma - 1)
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_greedy_equals_target_greedy(pair, greedy_refs, options):
+    eos = pair.tokenizer.eos_token_id
+    for ids, n, ref in greedy_refs:
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=4, eos_token_id=eos, **options)
+        assert out.sequences.tolist() == ref.tolist()
+        assert all(len(r.drafted) <= r.gamma for r in out.rounds)
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_sampling_matches_target_distribution(pair, encode, options):
+    """The first new token follows the target's distribution at T = 1: 600 runs, the 5 most likely
+    tokens and the rest as bins (bins expecting < 5 pooled), chi-square at level 1e-3 (as in
+    test_speculative.py)."""
+    ids = encode("The try statement specifies")
+    with torch.inference_mode():
+        p = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0).double()
+    g = torch.Generator().manual_seed(1)
+    firsts = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0,
+                                   generator=g, **options).sequences[0, ids.shape[1]].item() for _ in range(600)]
+    top = torch.argsort(p, descending=True)[:5].tolist()
+    probs = np.array([p[t].item() for t in top] + [1 - sum(p[t].item() for t in top)])
+    counts = np.array([firsts.count(t) for t in top] + [sum(f not in top for f in firsts)])
+    keep = probs * 600 >= 5
+    probs = np.append(probs[keep], probs[~keep].sum()) if (~keep).any() else probs
+    counts = np.append(counts[keep], counts[~keep].sum()) if (~keep).any() else counts
+    assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+
+
+def test_joint_distribution_of_the_first_two_tokens_with_both_options(pair, encode):
+    """A later position too: with the heuristic schedule starting at gamma 1 and the threshold, the
+    second token often comes from a second round whose length depends on the first round. The pair
+    (x1, x2) must follow the target's joint p(x1) p(x2 | x1): 1,000 runs, cells expecting >= 5,
+    chi-square at level 1e-3 (as in test_speculative.py)."""
+    ids = encode("The for statement is used to")
+    with torch.inference_mode():
+        def dist(x):
+            return probs_from_logits(pair.target(x).logits[0, -1], temperature=1.0).double()
+
+        p1, joint = dist(ids), {}
+        for a in torch.argsort(p1, descending=True)[:8].tolist():
+            p2 = dist(torch.cat([ids, torch.tensor([[a]])], 1))
+            for b in torch.argsort(p2, descending=True)[:8].tolist():
+                joint[(a, b)] = (p1[a] * p2[b]).item()
+    n, g = 1000, torch.Generator().manual_seed(2)
+    draws = [tuple(speculative_generate(pair.target, pair.draft, ids, max_new_tokens=2, gamma=1, temperature=1.0, generator=g,
+                                        draft_confidence=0.4, schedule="heuristic").sequences[0, ids.shape[1]:].tolist())
+             for _ in range(n)]
+    cells = [c for c, q in joint.items() if q * n >= 5]
+    assert len(cells) >= 4
+    probs = np.array([joint[c] for c in cells] + [1 - sum(joint[c] for c in cells)])
+    counts = np.array([draws.count(c) for c in cells] + [sum(d not in cells for d in draws)])
+    assert chisquare(counts, probs * n).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_heuristic_schedule_follows_hf_rule(pair, prompts, encode, temperature):
+    """Round 1 drafts at most the starting gamma; each next round's gamma is HF's rule applied to the
+    round before; a round drafts min(gamma, what is left - 1) tokens (fewer only at an EOS). Over
+    the prompts the schedule both grows and shrinks."""
+    eos = pair.tokenizer.eos_token_id
+    steps = set()
+    g = torch.Generator().manual_seed(3)
+    for text in prompts["heldout"][:4]:
+        out = speculative_generate(pair.target, pair.draft, encode(text), max_new_tokens=40, gamma=3, eos_token_id=eos,
+                                   temperature=temperature, generator=g, schedule="heuristic")
+        rs = out.rounds
+        assert rs[0].gamma == 3
+        left = 40
+        for r, nxt in zip(rs, rs[1:] + [None]):
+            assert len(r.drafted) == min(r.gamma, left - 1) or (r.drafted and r.drafted[-1] == eos)
+            left -= len(r.emitted)
+            if nxt is not None:
+                assert nxt.gamma == heuristic_next(r)
+                steps.add(nxt.gamma - r.gamma)
+    assert steps & {2} and steps & {-1}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_confidence_threshold_shortens_drafts(pair, prompts, encode, temperature):
+    """Fewer tokens drafted per round than with a constant gamma. At T = 1 the recorded q(x_i) is
+    the probability the rule reads: every token but a round's last was drafted with q >= threshold,
+    and a round cut short (below min(gamma, what is left - 1), not at an EOS) ends on q < threshold."""
+    eos, thr = pair.tokenizer.eos_token_id, 0.4
+    mean, cut = {}, 0
+    for conf in (None, thr):
+        g = torch.Generator().manual_seed(4)
+        n_drafted = n_rounds = 0
+        for text in prompts["heldout"][:4]:
+            out = speculative_generate(pair.target, pair.draft, encode(text), max_new_tokens=40, gamma=4, eos_token_id=eos,
+                                       temperature=temperature, generator=g, draft_confidence=conf)
+            left = 40
+            for r in out.rounds:
+                n_drafted, n_rounds = n_drafted + len(r.drafted), n_rounds + (r.kind != "target")
+                if conf and temperature > 0:
+                    assert all(q >= thr for q in r.q[:-1])
+                    if len(r.drafted) < min(r.gamma, left - 1) and r.drafted[-1] != eos:
+                        assert r.q[-1] < thr
+                        cut += 1
+                left -= len(r.emitted)
+        mean[conf] = n_drafted / n_rounds
+    assert mean[thr] < mean[None]
+    assert cut > 0 or temperature == 0
+
+
+def test_zero_threshold_and_constant_schedule_change_nothing(pair, encode):
+    ids = encode("The while statement is used for")
+    a = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=30, gamma=4, temperature=1.0,
+                             generator=torch.Generator().manual_seed(5))
+    b = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=30, gamma=4, temperature=1.0,
+                             generator=torch.Generator().manual_seed(5), draft_confidence=0.0, schedule="constant")
+    assert a.sequences.tolist() == b.sequences.tolist()
+    assert [r.drafted for r in a.rounds] == [r.drafted for r in b.rounds]
+    assert all(r.gamma == 4 for r in b.rounds)
+
+
+@pytest.mark.parametrize("bad, err", [(1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), (2, ValueError),
+                                      ("0.4", TypeError), (True, TypeError)])
+def test_bad_draft_confidence(pair, encode, bad, err):
+    with pytest.raises(err, match="draft_confidence must be None or a number in \\[0, 1\\)"):
+        speculative_generate(pair.target, pair.draft, encode("Hello"), max_new_tokens=4, draft_confidence=bad)
+
+
+@pytest.mark.parametrize("bad", ["dynamic", "Heuristic", None, "heuristic_transient"])
+def test_bad_schedule(pair, encode, bad):
+    with pytest.raises(ValueError, match='schedule must be "constant"'):
+        speculative_generate(pair.target, pair.draft, encode("Hello"), max_new_tokens=4, schedule=bad)
+
+
+@pytest.mark.parametrize("options", [dict(draft_confidence=0.4), dict(schedule="heuristic"), dict(draft_confidence=0.0)])
+def test_compiled_backend_refuses_adaptive_options(pair, encode, options):
+    with pytest.raises(ValueError, match='need backend="eager"'):
+        speculative_generate(pair.target, pair.draft, encode("Hello"), max_new_tokens=4, backend="compiled", **options)
+
+
+def test_break_even_cost_ratio():
+    """utils.beyond.break_even_c: the cost ratio at which two round profiles are equally fast."""
+    from utils.beyond import break_even_c, round_speedup
+
+    be = break_even_c(2.0, 1.0, 3.0, 3.0)  # drafts less, yields less: wins when draft passes are dear
+    assert be["wins_above"] and round_speedup(2.0, 1.0, be["c_star"]) == pytest.approx(round_speedup(3.0, 3.0, be["c_star"]))
+    assert break_even_c(3.2, 3.0, 3.0, 3.0) == dict(c_star=0.0, wins_above=True)  # more tokens, same drafting
+    assert break_even_c(2.0, 3.0, 3.0, 3.0) == dict(c_star=0.0, wins_above=False)
+
+
+@pytest.mark.parametrize("argv", [["adaptive", "--thresholds", "1.5"], ["adaptive", "--gamma", "0"], ["adaptive", "--prompts", "nope"],
+                                  ["adaptive", "--n-prompts", "99"], ["adaptive", "--temperatures", "-1"], ["nope"]])
+def test_beyond_cli_checks_flags_before_loading(argv, monkeypatch):
+    import utils.models
+    from utils.beyond import main
+
+    monkeypatch.setattr(utils.models, "load_pair", lambda *a, **k: pytest.fail("loaded a model before checking the flags"))
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2

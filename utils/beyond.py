@@ -1,0 +1,305 @@
+"""Beyond the basic loop (notebook 08): measurements of what Hugging Face assisted generation adds.
+
+    python -m utils.beyond adaptive                      # tiny pair, held-out prompts -> runs/
+    python -m utils.beyond adaptive --out data/results   # the committed result
+
+`adaptive`: adaptive drafting against a constant gamma. Our speculative loop with a constant gamma,
+with HF's "heuristic" schedule (gamma + 2 after a fully accepted round, else - 1), and with the
+draft's confidence threshold (HF's assistant_confidence_threshold) at a few values, at T = 0 and
+T = 1, plus our plain loop (no draft) for the speedup baseline. Per prompt the configurations take
+turns (A B C.., A B C..) after a warm-up, and each keeps its median of the repeats, so a machine
+that slows down for a while slows them alike; on a shared CPU the timings stay noisy, and the file
+keeps every repeat so that the noise can be read off. Written as adaptive-<pair>-<device>-<prompts>.json
+with the hardware, versions, date and prompt set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .models import ROOT
+
+LOCAL_RUNS = ROOT / "runs"  # ignored by git: where runs go unless --out says otherwise
+
+
+def adaptive_configs(gamma: int = 4, thresholds=(0.2, 0.4, 0.6)) -> dict[str, dict | None]:
+    """Name -> keyword arguments of speculative_generate (None: our plain loop, no draft)."""
+    out = {"plain": None, f"constant {gamma}": dict(gamma=gamma), f"heuristic from {gamma}": dict(gamma=gamma, schedule="heuristic")}
+    out.update({f"confidence {t:g}": dict(gamma=gamma, draft_confidence=t) for t in thresholds})
+    return out
+
+
+def _run(pair, ids, kwargs, max_new_tokens, temperature, seed=0) -> dict:
+    """One timed run of our plain loop (kwargs None) or of our speculative loop with kwargs."""
+    from .decoding import autoregressive_generate
+    from .speculative import speculative_generate
+
+    eos = pair.target.generation_config.eos_token_id
+    gen = torch.Generator(device=pair.device).manual_seed(seed)
+    cuda = torch.device(pair.device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    if kwargs is None:
+        out = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, eos_token_id=eos, generator=gen)
+    else:
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   eos_token_id=eos, generator=gen, time_models=not cuda, **kwargs)
+    if cuda:
+        torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    new = out.sequences[0, ids.shape[1]:].tolist()
+    row = dict(new_tokens=len(new), seconds=secs, new_ids=new)
+    if kwargs is not None:
+        rs = out.rounds
+        row.update(rounds=len(rs), drafted=out.n_drafted, accepted=out.n_accepted, rejected=out.n_rejected,
+                   gammas=[r.gamma for r in rs], drafted_per_round=[len(r.drafted) for r in rs],
+                   draft_s=out.draft_time, target_s=out.target_time)
+    return row
+
+
+def compare_adaptive(pair, prompts, *, gamma=4, thresholds=(0.2, 0.4, 0.6), temperatures=(0.0, 1.0), max_new_tokens=48,
+                     repeats=3, warmup=1, progress=True) -> dict:
+    """Tokens/s and acceptance of each configuration of `adaptive_configs` on each prompt and
+    temperature. Per prompt the configurations take turns, `warmup` rounds are dropped, and each
+    keeps the median of `repeats` runs (every run seeded alike, so the repeats do the same work).
+    Returns dict(meta, rows (one per prompt x temperature x configuration), summary (one per
+    temperature x configuration: tokens/s over all prompts, alpha per drafted and per checked token,
+    speedups over the plain loop and over the constant gamma, prompts where it beat the constant gamma)).
+    """
+    from tqdm.auto import tqdm
+
+    from .bench import metadata, step_cost_ratio
+
+    configs = adaptive_configs(gamma, thresholds)
+    cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))
+    rows = []
+    t_start = time.perf_counter()
+    for text, t in tqdm([(p, t) for p in prompts for t in temperatures], disable=not progress, desc="adaptive"):
+        ids = pair.tokenizer(text, return_tensors="pt").input_ids.to(pair.device)
+        runs = {name: [] for name in configs}
+        for i in range(warmup + repeats):
+            for name, kw in configs.items():
+                r = _run(pair, ids, kw, max_new_tokens, t)
+                if i >= warmup:
+                    runs[name].append(r)
+        plain_ids = runs["plain"][0]["new_ids"]
+        for name, rs in runs.items():
+            med = dict(sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2])
+            new_ids = med.pop("new_ids")
+            rows.append(dict(prompt=text, temperature=t, config=name, **med, seconds_all=[r["seconds"] for r in rs],
+                             tokens_per_s=med["new_tokens"] / med["seconds"],
+                             **({"same_as_plain": new_ids == plain_ids} if t == 0 else {})))
+    meta = metadata(pair, cost, max_new_tokens, repeats)
+    meta.update(gamma=gamma, thresholds=list(thresholds), temperatures=list(temperatures), warmup=warmup,
+                configs={k: v for k, v in configs.items()}, wall_s=time.perf_counter() - t_start, n_prompts=len(prompts),
+                timing="per prompt the configurations take turns after a warm-up; each keeps the median of its repeats; "
+                       "tokens/s = all new tokens / all median seconds. Shared CPU: noisy, see noise_median_spread.")
+    return dict(meta=meta, rows=rows, summary=summarize_adaptive(rows, gamma))
+
+
+def _tps_at(rows, i: int) -> float:
+    """Tokens/s over `rows` (one per prompt) from their i-th timed repeat."""
+    return sum(r["new_tokens"] for r in rows) / sum(r["seconds_all"][i] for r in rows)
+
+
+def summarize_adaptive(rows, gamma=4) -> list[dict]:
+    """One row per temperature x configuration (see compare_adaptive)."""
+    out = []
+    const = f"constant {gamma}"
+    for t in sorted({r["temperature"] for r in rows}):
+        sel = [r for r in rows if r["temperature"] == t]
+        by = {c: [r for r in sel if r["config"] == c] for c in dict.fromkeys(r["config"] for r in sel)}
+        tps = {c: sum(r["new_tokens"] for r in rs) / sum(r["seconds"] for r in rs) for c, rs in by.items()}
+        step = 1 / tps["plain"] if "plain" in tps else math.nan  # seconds per token of the plain loop: one target step
+        per_prompt = {c: {r["prompt"]: r["tokens_per_s"] for r in rs} for c, rs in by.items()}
+        for c, rs in by.items():
+            s = dict(temperature=t, config=c, tokens_per_s=tps[c], new_tokens=sum(r["new_tokens"] for r in rs),
+                     noise_median_spread=statistics.median((max(r["seconds_all"]) - min(r["seconds_all"])) / r["seconds"] for r in rs))
+            if "plain" in tps:
+                s["speedup_vs_plain"] = tps[c] / tps["plain"]
+            if "drafted" in rs[0]:
+                acc, dr, rej, rounds = (sum(r[k] for r in rs) for k in ("accepted", "drafted", "rejected", "rounds"))
+                s.update(alpha=acc / dr if dr else math.nan, alpha_checked=acc / (acc + rej) if acc + rej else math.nan,
+                         drafted_per_round=dr / rounds, tokens_per_round=s["new_tokens"] / rounds,
+                         mean_gamma=sum(sum(r["gammas"]) for r in rs) / rounds,
+                         draft_share=sum(r["draft_s"] for r in rs) / sum(r["seconds"] for r in rs),
+                         # c and v as this loop paid them: a draft pass (one per drafted token) and a verify
+                         # pass (one per round), each over the plain loop's time per token
+                         c_in_loop=sum(r["draft_s"] for r in rs) / dr / step if dr else math.nan,
+                         v_in_loop=sum(r["target_s"] for r in rs) / rounds / step)
+            if const in tps and c != const:
+                s["vs_constant"] = tps[c] / tps[const]
+                # the same ratio from each repeat alone: repeat i of every configuration ran at about the
+                # same time (they take turns), so the spread of these is the timing noise of the ratio
+                s["vs_constant_by_repeat"] = [_tps_at(rs, i) / _tps_at(by[const], i) for i in range(len(rs[0]["seconds_all"]))]
+                s["prompts_faster_than_constant"] = sum(per_prompt[c][p] > per_prompt[const][p] for p in per_prompt[c])
+                s["n_prompts"] = len(per_prompt[c])
+            if t == 0:
+                s["all_equal_plain"] = all(r["same_as_plain"] for r in rs)
+            out.append(s)
+    return out
+
+
+@torch.inference_mode()
+def confidence_and_outcome(pair, ids, out, temperature: float = 0.0) -> list[tuple[float, bool]]:
+    """(the draft's confidence, accepted?) for every drafted token the target checked in `out`, a
+    speculative_generate result for the prompt `ids` (1, T). Confidence is what the threshold rule
+    reads (HF's ConfidenceCriteria): the draft's probability of its token, from its plain softmax at
+    T = 0 and its distribution at T > 0; one draft pass over the final sequence gives it at every
+    position (a rejected token's prefix is the accepted prefix, which that sequence holds). Tokens
+    drafted after a rejection were never checked and are left out."""
+    from .sampling import probs_from_logits
+
+    seq = out.sequences.to(pair.device)
+    logits = pair.draft(seq).logits[0].float()  # (L, V): row j predicts the token at j + 1
+    q = logits.softmax(-1) if temperature == 0 else probs_from_logits(logits, temperature=temperature)
+    pos, pairs = ids.shape[1], []
+    for r in out.rounds:
+        checked = r.drafted[: r.n_accepted + (r.kind == "resample")]
+        pairs += [(q[pos - 1 + i, x].item(), i < r.n_accepted) for i, x in enumerate(checked)]
+        pos += len(r.emitted)
+    return pairs
+
+
+def plot_schedules(outs: dict, title: str, ax=None):
+    """Per round: the gamma a schedule allowed (a line) and the tokens drafted and accepted (bars),
+    one row of panels per speculative_generate result in `outs` (label -> result)."""
+    import matplotlib.pyplot as plt
+
+    axes = ax if ax is not None else plt.subplots(len(outs), 1, figsize=(7, 1.9 * len(outs)), sharex=True,
+                                                   layout="constrained")[1]
+    axes = [axes] if not hasattr(axes, "__len__") else axes
+    for a, (label, out) in zip(axes, outs.items()):
+        x = range(1, len(out.rounds) + 1)
+        a.bar(x, [len(r.drafted) for r in out.rounds], color="#c8d4e8", label="drafted")
+        a.bar(x, [r.n_accepted for r in out.rounds], color="#4c72b0", width=0.5, label="accepted")
+        a.step(x, [r.gamma for r in out.rounds], where="mid", color="#dd8452", lw=2, label="gamma allowed")
+        top = max(max(r.gamma, len(r.drafted)) for r in out.rounds)
+        a.set(ylabel="tokens", title=label, ylim=(0, 1.5 * top))
+        a.legend(fontsize=7, ncol=3, loc="upper left")
+    axes[-1].set_xlabel("round")
+    axes[0].figure.suptitle(title, fontsize=10)
+    return axes
+
+
+def plot_confidence(pairs: list[tuple[float, bool]], thresholds, title: str, ax=None):
+    """Histograms of the draft's confidence for drafted tokens the target accepted and rejected,
+    with the thresholds marked."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ax = ax if ax is not None else plt.subplots(figsize=(6, 3), layout="constrained")[1]
+    bins = np.linspace(0, 1, 21)
+    for ok, color, label in ((True, "#4c72b0", "accepted"), (False, "#c44e52", "rejected")):
+        vals = [c for c, a in pairs if a == ok]
+        ax.hist(vals, bins, alpha=0.6, color=color, label=f"{label} ({len(vals)})", density=True)
+    for t in thresholds:
+        ax.axvline(t, color="k", ls=":", lw=1)
+    ax.set(xlabel="draft's probability of its token (what the threshold reads)", ylabel="density", title=title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def round_speedup(tau: float, k: float, c: float, v: float = 1.0) -> float:
+    """Leviathan et al.'s Thm 3.8 for rounds of any length: mean tokens per round `tau` over the cost
+    of a mean round, `k` draft passes of c target steps each and one verify pass of v steps."""
+    return tau / (k * c + v)
+
+
+def break_even_c(tau: float, k: float, tau_ref: float, k_ref: float) -> dict:
+    """Where a configuration (tau tokens and k drafted per round) and a reference (tau_ref, k_ref)
+    are equally fast under `round_speedup` with v = 1: c* = (tau_ref - tau) / (tau k_ref - tau_ref k).
+    Returns dict(c_star, wins_above): the configuration is faster for every c > c_star if wins_above,
+    for every c < c_star if not; c_star 0 means at every c (wins_above True) or at none (False)."""
+    # ratio(c) = tau (k_ref c + 1) / (tau_ref (k c + 1)); it tends to tau k_ref / (tau_ref k) as c grows
+    at_zero, at_inf = tau / tau_ref, (tau * k_ref) / (tau_ref * k) if k else math.inf
+    if (at_zero > 1) == (at_inf > 1):  # no crossing for c >= 0
+        return dict(c_star=0.0, wins_above=at_zero > 1)
+    return dict(c_star=(tau_ref - tau) / (tau * k_ref - tau_ref * k), wins_above=at_inf > 1)
+
+
+def _check_args(ap, args) -> Path:
+    """Every flag checked before any model is loaded. Returns the output json path."""
+    from .models import PAIRS
+
+    if args.pair is not None and args.pair not in PAIRS:
+        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    for flag, value in (("--n-prompts", 1 if args.n_prompts is None else args.n_prompts), ("--max-new-tokens", args.max_new_tokens),
+                        ("--repeats", args.repeats), ("--gamma", args.gamma), ("--threads", args.threads or 1)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1 (got {value})")
+    if any(not 0 < t < 1 for t in args.thresholds):
+        ap.error(f"--thresholds must all be in (0, 1) (got {args.thresholds}): the draft's probability below which it stops")
+    if any(not math.isfinite(t) or t < 0 for t in args.temperatures):
+        ap.error(f"--temperatures must be finite and >= 0 (got {args.temperatures}); 0 is greedy")
+    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
+    if args.prompts not in sets:
+        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
+    if args.n_prompts is not None and args.n_prompts > len(sets[args.prompts]):
+        ap.error(f"--n-prompts {args.n_prompts} is more than the {len(sets[args.prompts])} prompts of {args.prompts!r}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
+    path = args.out / f"adaptive-{pair}-{device.split(':')[0]}-{args.prompts}.json"
+    if path.exists() and not args.overwrite:
+        ap.error(f"{path} exists; pass --overwrite to replace it, or another --out")
+    try:  # fail now, not after a run of minutes
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        ap.error(f"cannot write to --out {args.out}: {e.strerror or e}")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.beyond", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{adaptive}")
+    a = sub.add_parser("adaptive", help="adaptive drafting (heuristic schedule, confidence threshold) vs a constant gamma",
+                       description=compare_adaptive.__doc__)
+    a.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
+    a.add_argument("--prompts", default="heldout", help="a key of data/prompts.json (default heldout)")
+    a.add_argument("--n-prompts", type=int, default=None, help="the first N prompts of the set (default all)")
+    a.add_argument("--max-new-tokens", type=int, default=48)
+    a.add_argument("--gamma", type=int, default=4, help="the constant gamma, and where the heuristic schedule starts")
+    a.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.4, 0.6], help="draft confidence thresholds (HF's default 0.4)")
+    a.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+    a.add_argument("--repeats", type=int, default=3, help="timed runs per configuration and prompt, after one warm-up")
+    a.add_argument("--device", default=None)
+    a.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    a.add_argument("--out", type=Path, default=LOCAL_RUNS,
+                   help="folder for the .json (default runs/, ignored by git; the committed result is in data/results)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+    args = ap.parse_args(argv)
+    path = _check_args(a, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .models import load_pair, load_prompts
+    from .results import write_json
+
+    pair = load_pair(args.pair, device=args.device)
+    prompts = load_prompts(args.prompts)[: args.n_prompts]
+    result = compare_adaptive(pair, prompts, gamma=args.gamma, thresholds=args.thresholds, temperatures=args.temperatures,
+                              max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    result["meta"]["prompt_set"] = args.prompts
+    write_json(path, result)
+    print(json.dumps({k: v for k, v in result["meta"].items() if k != "configs"}, indent=1))
+    for s in result["summary"]:
+        print(json.dumps(s))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
