@@ -33,6 +33,12 @@ print(environment_report(pair))
 # vocabulary at every position. The last position's scores define the next-token distribution
 # $p(\cdot \mid x_{1..t}) = \mathrm{softmax}(z_t / T)$. Greedy decoding takes the arg max;
 # sampling draws from it. Append, repeat.
+#
+# The temperature $T$, and top-k or top-p truncation when they are used, *warp* that distribution
+# before sampling. Keep this in mind for speculative decoding (notebook 03): there only the
+# **target's** warping decides the distribution of the output; the draft's warping changes only how
+# often its guesses are accepted, that is, the speed. This project warps the draft the same way as
+# the target, because that usually maximizes acceptance.
 
 # %%
 prompt = load_prompts()[0]
@@ -90,9 +96,21 @@ print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache
 #
 # With the cache, one step multiplies one token's activations by every weight matrix once:
 # about $2N$ floating-point operations for $N$ parameters, while reading all $N$ parameters from
-# memory ($2N$ bytes in bf16). That is **1 FLOP per byte**. An H100 does about 990 TFLOP/s (bf16,
-# dense) but reads only about 3.35 TB/s: it would need roughly 300 FLOPs per byte to be busy. So at
-# batch size 1 the GPU waits on memory, and the fastest possible decoding speed is
+# memory ($2N$ bytes in bf16). That is **1 FLOP per byte**. A GPU's datasheet gives its arithmetic
+# rate and its memory bandwidth; their ratio is how many FLOPs it must do per byte read to keep its
+# arithmetic units busy. For an H100 (figures from NVIDIA's datasheet, cited in the cell):
+
+# %%
+# NVIDIA H100 SXM, https://www.nvidia.com/en-us/data-center/h100/ (Specifications): BF16 Tensor Core
+# 1,979 TFLOPS *with sparsity* (dense is half of that), GPU memory bandwidth 3.35 TB/s.
+H100_SXM = {"bf16_dense_flop_per_s": 1979e12 / 2, "bytes_per_s": 3.35e12}
+print(f"H100 SXM: {H100_SXM['bf16_dense_flop_per_s'] / 1e12:.0f} TFLOP/s bf16 (dense), "
+      f"{H100_SXM['bytes_per_s'] / 1e12:.2f} TB/s: busy only above "
+      f"{H100_SXM['bf16_dense_flop_per_s'] / H100_SXM['bytes_per_s']:.0f} FLOPs per byte read")
+
+# %% [markdown]
+# A decode step offers far fewer. So at batch size 1 the GPU waits on memory, and the fastest
+# possible decoding speed is
 #
 # $$\text{tokens/s} \;\le\; \frac{\text{memory bandwidth (bytes/s)}}{\text{bytes read per token}\;(\approx \text{weight bytes})}.$$
 
@@ -110,24 +128,62 @@ for name, b in rows.items():
     print(f"{name:18s} {b / 1e9:6.1f} " + " ".join(bounds))
 
 # %% [markdown]
-# (gemma-2-9b in bf16, 18.5 GB, does not fit a 16 GB T4 at all: there only 4-bit works; see
-# notebook 06.) Real decoders land below these bounds. This project measured a gemma-2-9b-shaped
-# model on an H100 with Hugging Face's eager `generate` at about 12 tok/s with the default dynamic
-# cache and about 74 tok/s with a static cache, against the ≈181 tok/s bound above: at batch size 1
-# the GPU spends much of each step on kernel-launch overhead, not only on memory.
-#
+# (gemma-2-9b in bf16 does not fit a 16 GB T4 at all, see its size above: there only 4-bit works;
+# see notebook 06.) Real decoders land below these bounds. This project measured a
+# gemma-2-9b-shaped model (random weights: speed does not depend on their values) with Hugging
+# Face's `generate`, greedy, on an H200, a GPU with more bandwidth than those in the table. The
+# results file carries its provenance and the H200's own bound:
+
+# %%
+import json
+
+from utils.models import ROOT
+
+h200 = json.loads((ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
+pv = h200["provenance"]
+m9 = next(m for m in h200["models"] if m["model"] == "9b" and m["dtype"] == "bf16")
+print(f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['transformers']}, batch {pv['batch']}; "
+      f"weights: {pv['weights']}]")
+print(f"gemma-2-9b shape, bf16, {m9['weights_gb']} GB of weights, HF generate, greedy:")
+for label, tps in (("dynamic cache (the default)", m9["hf_greedy_dynamic_tok_s"]),
+                   ("static cache (compiled by generate)", m9["hf_greedy_static_tok_s"])):
+    print(f"  {label:36s} {tps:6.1f} tok/s  ({tps / m9['bandwidth_bound_tok_s']:.0%} of the bound)")
+print(f"  {'bandwidth bound on this GPU':36s} {m9['bandwidth_bound_tok_s']:6.1f} tok/s")
+
+# %% [markdown]
+# With the default dynamic cache, eager `generate` reaches only a small share of the bound: at
+# batch size 1 the GPU spends much of each step waiting for the host to launch its many small
+# kernels, not reading memory. The static cache's row is much faster, but not because of the cache
+# itself: when the cache is static and the model is on a GPU, `generate` switches on
+# `torch.compile` by itself (transformers' `_valid_auto_compile_criteria`), and the default compile
+# mode, printed below, records CUDA graphs, which replay a whole step's kernels with one launch. On a
+# CPU `generate` does not compile, and a static cache alone changes little (this repository's CPU
+# benchmark, printed below). Notebook 07 takes these pieces apart.
+
+# %%
+from transformers import CompileConfig
+
+print(f"transformers' default CompileConfig mode: {CompileConfig().mode!r} (CUDA graphs on a GPU)")
+cpu = json.loads((ROOT / "data/results/bench-tiny-cpu-heldout.json").read_text())
+row = cpu["summary"][0]["tokens_per_s"]
+print(f"tiny target, HF greedy on a CPU ({cpu['meta']['hardware']}, {cpu['meta']['date']}): dynamic cache "
+      f"{row['hf']:.1f} tok/s, static cache {row['hf_static']:.1f} tok/s")
+
+# %% [markdown]
 # And the loaded pair?
 
 # %%
 for role, m in (("draft", pair.draft), ("target", pair.target)):
     print(f"{role:6s}: {m.get_memory_footprint() / 2**20:7.1f} MiB of weights, "
           f"{m.config.num_hidden_layers} layers")
-print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pair.device}")
+step_ms = 1e3 / with_cache.tokens_per_second
+print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pair.device}, "
+      f"{step_ms:.2f} ms per step, {step_ms / pair.target.config.num_hidden_layers:.2f} ms per layer")
 
 # %% [markdown]
 # The tiny target's weights (a few MB, printed above) fit in a CPU's caches, so here bandwidth is not the limit
-# either: each of its layers costs a roughly fixed overhead per step (well under a millisecond on a
-# laptop CPU), and the time grows with the *number of layers*. Either way the lesson is the same:
+# either: each of its layers costs a roughly fixed overhead per step (the time per layer printed
+# above), and the time grows with the *number of layers*. Either way the lesson is the same:
 # one decode step uses the hardware poorly, and **checking several tokens in one forward pass costs
 # about as much as generating one**. A cheap draft model guessing ahead, and the big model checking
 # all the guesses at once, is the idea of the next notebooks.

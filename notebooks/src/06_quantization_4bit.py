@@ -31,16 +31,49 @@ print(environment_report(full))
 # %% [markdown]
 # ## 1. The knobs
 #
-# NF4 ("normal float 4") places its 16 levels at the quantiles of a normal distribution, which fits
-# trained weights better than FP4's evenly spaced exponent/mantissa levels. Weights are stored per
-# block of 64 with one scale each; **double quantization** also quantizes those scales (≈0.37 bits
-# per parameter saved). The **compute dtype** is what each block is de-quantized to before the
-# matmul: bf16 on recent GPUs, float32 on CPUs (and for Gemma2 on a T4, which lacks bf16).
+# A `BitsAndBytesConfig` holds them: the 4-bit type (`bnb_4bit_quant_type`), double quantization
+# (`bnb_4bit_use_double_quant`) and the compute dtype (`bnb_4bit_compute_dtype`).
 
 # %%
 print(quantization_config("nf4", full.dtype, double_quant=True))
 
 # %% [markdown]
+# A 4-bit weight is an index into a code book of 16 codes, scaled by its block's largest magnitude
+# (absmax). bitsandbytes has two code books, printed below from the library itself. **FP4** is a tiny
+# floating-point format (sign, exponent and mantissa bits): its levels are not evenly spaced, the
+# gaps grow with the exponent, fine near zero and coarse near the ends (its magnitudes times 12 show
+# the pattern). **NF4** ("normal float 4", QLoRA) places its levels at quantiles of a normal
+# distribution, so that normally distributed weights, as trained weights roughly are, use every
+# level about equally often; it has an exact zero and one more positive level than negative ones.
+# QLoRA (Dettmers et al., 2023) found NF4 more accurate than FP4.
+
+# %%
+import bitsandbytes.functional as bnbf
+
+for kind in ("nf4", "fp4"):
+    codes = bnbf.get_4bit_type(kind, device="cpu").tolist()
+    levels = sorted(set(codes))
+    print(f"{kind.upper()}: {len(codes)} codes, {len(levels)} distinct levels: " + " ".join(f"{v:+.3f}" for v in levels))
+    print("     gaps between neighbours: " + " ".join(f"{b - a:.3f}" for a, b in zip(levels, levels[1:])))
+fp4_mag = sorted({abs(v) for v in bnbf.get_4bit_type("fp4", device="cpu").tolist()})
+print("FP4 magnitudes x 12:", [round(12 * v, 4) for v in fp4_mag])
+
+# %% [markdown]
+# Weights are stored per block with one absmax scale each (bitsandbytes' default block is 64
+# weights, a float32 scale). **Double quantization** also quantizes those scales to 8 bits, in
+# blocks of 256 scales with one float32 each (QLoRA, section 3), which saves:
+
+# %%
+BLOCK, BLOCK2 = 64, 256  # bitsandbytes' default blocks: weights per scale; scales per second-level scale
+plain = 32 / BLOCK  # bits of scale per parameter: one float32 per block
+double = 8 / BLOCK + 32 / (BLOCK * BLOCK2)  # an 8-bit scale per block, plus one float32 per 256 blocks
+print(f"scale bits per parameter: {plain:.3f} without, {double:.3f} with double quantization: "
+      f"{plain - double:.3f} bits per parameter saved")
+
+# %% [markdown]
+# The **compute dtype** is what each block is de-quantized to before the matmul: bf16 on recent
+# GPUs, float32 on CPUs (and for Gemma2 on a T4, which lacks bf16).
+#
 # ## 2. Memory
 
 # %%
@@ -70,9 +103,18 @@ ax.legend();
 # %% [markdown]
 # Less than the 8× you might expect from 32 → 4 bits: bitsandbytes leaves the embeddings (and the
 # tied output layer) and the norms unquantized, and for a small vocabulary-heavy model that is a big
-# share. These models have too few blocks for double quantization's saving on the scales to show. For gemma-2-9b the embeddings are 10% of the parameters, so NF4 takes it from 18.5 GB
-# (bf16) to about 6 GB (section 5 computes it).
-#
+# share. These models have too few blocks for double quantization's saving on the scales to show.
+# A large model is mostly quantized layers, so 4-bit shrinks nearly all of it (the exercise at the
+# end computes by how much):
+
+# %%
+from utils.models import PAIRS, estimate_bytes
+
+nine_b = PAIRS["gemma2-2b-9b"].target
+print(f"gemma-2-9b: {estimate_bytes(nine_b, torch.bfloat16, None) / 1e9:.1f} GB of weights in bf16; "
+      f"embeddings {nine_b.embed_params / nine_b.params:.0%} of the parameters, the rest in quantized layers")
+
+# %% [markdown]
 # ## 3. Speed, honestly
 
 # %%
@@ -89,11 +131,34 @@ print(f"[{full.name} target, {environment_report(full).splitlines()[1]}, greedy,
 
 # %% [markdown]
 # On this CPU the 4-bit model is slower: reading fewer bytes saves nothing when the weights already
-# sit in cache, and de-quantizing every block costs extra work. On a GPU with a large model the
-# balance moves (fewer bytes to read per step), but at batch size 1 published NF4 numbers are
-# usually 0.7–1.0× of bf16 speed. The DataCamp tutorial's own table shows this too: its 4-bit
-# "normal" run took 27.65 s against 17.89 s in bf16, although the article calls 4-bit an
-# improvement. What 4-bit reliably buys is **memory**.
+# sit in cache, and de-quantizing every block costs extra work. On a GPU with a large model fewer
+# bytes per step could help, but the de-quantization kernels cost time too. This project measured
+# Gemma2 shapes (random weights) on an H200 with Hugging Face's `generate`, greedy, at batch size 1;
+# the file carries its provenance:
+
+# %%
+import json
+
+from utils.models import ROOT
+
+h200 = json.loads((ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
+pv = h200["provenance"]
+print(f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['transformers']}, "
+      f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}]")
+by = {(m["model"], m["dtype"]): m for m in h200["models"]}
+for size in ("2b", "9b"):
+    bf, nf = by[(size, "bf16")], by[(size, "nf4")]
+    print(f"gemma-2-{size} shape, {bf['weights_gb']} GB bf16 / {nf['weights_gb']} GB NF4: " + ", ".join(
+        f"{cache} cache {bf[k]:.1f} -> {nf[k]:.1f} tok/s (NF4 at {nf[k] / bf[k]:.2f}x bf16)"
+        for cache, k in (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))))
+
+# %% [markdown]
+# NF4 was slower than bf16 in every row above, with either cache. The DataCamp tutorial's own
+# figures point the same way (DataCamp, *Speculative Decoding: A Guide With Implementation
+# Examples*, 2024, https://www.datacamp.com/tutorial/speculative-decoding): averaged over its five
+# prompts at 200 new tokens, its 4-bit "normal inference" took 27.65 s against 25.09 s in bf16
+# (both the article's five-prompt averages), although the article calls 4-bit an improvement. What
+# 4-bit reliably buys is **memory**.
 #
 # ## 4. Acceptance with quantized models
 #
@@ -112,12 +177,13 @@ setups = {
     "both NF4": (variants["NF4"].draft, variants["NF4"].target),
 }
 for name, (d, t) in setups.items():
-    acc = drafted = 0
+    acc = drafted = rejected = 0
     for p in held:
         x = full.tokenizer(p, return_tensors="pt").input_ids.to(full.device)
         o = speculative_generate(t, d, x, max_new_tokens=40, gamma=4)
-        acc, drafted = acc + o.n_accepted, drafted + o.n_drafted
-    print(f"{name:12s} greedy alpha = {acc / drafted:.3f}")
+        acc, drafted, rejected = acc + o.n_accepted, drafted + o.n_drafted, rejected + o.n_rejected
+    print(f"{name:12s} greedy: accepted/drafted {acc / drafted:.3f}, alpha per checked token {acc / (acc + rejected):.3f}")
+print(f"[{full.name}, {len(held)} held-out prompts (topics not trained on), gamma=4, 40 new tokens]")
 
 # %%
 q_target = variants["NF4"].target
@@ -226,4 +292,4 @@ check_06(reference)
 # - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (weight bytes bound batch-1
 #   decoding): https://arxiv.org/abs/2211.05102
 # - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the 4-bit timings
-#   quoted in section 3).
+#   quoted in section 3): https://www.datacamp.com/tutorial/speculative-decoding
