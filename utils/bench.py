@@ -25,7 +25,7 @@ import torch
 
 from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair
-from .results import write_json
+from .results import check_output, write_json
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
@@ -499,15 +499,7 @@ def _check_args(ap, args) -> tuple[list[str], Path]:
     pair = args.pair or __import__("os").environ.get("SPECDEC_PAIR", "tiny")
     stem = f"bench-{pair}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "")
     path = args.out / (stem + (f"-{args.tag}" if args.tag else "") + ".json")
-    if path.exists() and not args.overwrite:
-        ap.error(f"{path} exists; pass --overwrite to replace it, or another --out / --tag")
-    try:  # fail now, not after a run of many minutes
-        args.out.mkdir(parents=True, exist_ok=True)
-        probe = args.out / f".write-test-{__import__('os').getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        ap.error(f"cannot write to --out {args.out}: {e.strerror or e}")
+    check_output(ap, path, args.out, args.overwrite, "another --out / --tag")  # fail now, not after many minutes
     return prompts[: args.n_prompts], path
 
 

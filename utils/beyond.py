@@ -250,15 +250,9 @@ def _check_args(ap, args) -> Path:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
     path = args.out / f"adaptive-{pair}-{device.split(':')[0]}-{args.prompts}.json"
-    if path.exists() and not args.overwrite:
-        ap.error(f"{path} exists; pass --overwrite to replace it, or another --out")
-    try:  # fail now, not after a run of minutes
-        args.out.mkdir(parents=True, exist_ok=True)
-        probe = args.out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        ap.error(f"cannot write to --out {args.out}: {e.strerror or e}")
+    from .results import check_output
+
+    check_output(ap, path, args.out, args.overwrite)  # fail now, not after a run of minutes
     return path
 
 

@@ -25,3 +25,19 @@ def to_json(obj, **kwargs) -> str:
 
 def write_json(path: Path, obj) -> None:
     Path(path).write_text(to_json(obj, indent=2) + "\n")
+
+
+def check_output(ap, path: Path, out: Path, overwrite: bool, other: str = "another --out") -> None:
+    """For a command line: refuse (ap.error, exit 2) an existing result file without --overwrite, and
+    an --out folder that cannot be written, before any work starts rather than after a long run."""
+    import os
+
+    if path.exists() and not overwrite:
+        ap.error(f"{path} exists; pass --overwrite to replace it, or {other}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        ap.error(f"cannot write to --out {out}: {e.strerror or e}")
