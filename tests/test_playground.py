@@ -1,6 +1,5 @@
 """The playground's callback and the token renderer, driven from code (no browser)."""
 
-import copy
 import html as html_lib
 import re
 
@@ -143,23 +142,25 @@ def test_tooltips_show_the_rounds_numbers(pair, encode):
             assert title.count("decision: " + kind) == 1
 
 
-def test_tooltips_show_u_when_the_round_has_it(pair, encode):
-    """Rounds carry no uniforms yet; a round that does (r.u, one per checked token) shows them."""
+def test_tooltips_show_the_recorded_u(pair, encode):
+    """Sampled rounds record their uniform draws (Round.u, one per checked token) and the tooltip
+    shows them, consistent with the decision; greedy rounds draw none, and none is shown or invented."""
     gen = torch.Generator().manual_seed(3)
     out = speculative_generate(pair.target, pair.draft, encode("A dictionary is"), max_new_tokens=24, gamma=5,
                                temperature=1.0, generator=gen)
-    assert "u = " not in rounds_html(out.rounds, pair.tokenizer)  # not recorded: not shown, not invented
-    rounds = []
-    for r in out.rounds:
-        r = copy.copy(r)
-        r.u = [0.123456 + j / 100 for j in range(min(len(r.drafted), r.n_accepted + 1))]
-        rounds.append(r)
-    for kind, title, data in _spans(rounds_html(rounds, pair.tokenizer)):
+    assert all(len(r.u) == min(len(r.drafted), r.n_accepted + 1) for r in out.rounds if r.drafted)
+    seen = 0
+    for kind, title, data in _spans(rounds_html(out.rounds, pair.tokenizer)):
         if kind in ("accepted", "rejected"):
+            seen += 1
             assert "u" in data and f"u = {data['u']:.4g}" in title
+            assert (data["u"] < data["accept"]) == (kind == "accepted")
             assert ("u < min(1, p/q)" if kind == "accepted" else "u >= min(1, p/q)") in title
         else:
             assert "u" not in data and "u = " not in title
+    assert seen > 0
+    greedy = speculative_generate(pair.target, pair.draft, encode("A dictionary is"), max_new_tokens=24, gamma=5)
+    assert all(r.u == [] for r in greedy.rounds) and "u = " not in rounds_html(greedy.rounds, pair.tokenizer)
 
 
 def test_target_text_beside_the_speculative_one(pg):
