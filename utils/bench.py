@@ -190,19 +190,32 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
     return row
 
 
-def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1) -> dict:
-    """Median run of each method, the methods taking turns (A B C, A B C, ...) so that a machine
-    that slows down or speeds up during the measurement affects them all alike."""
-    runs = {m: [] for m in methods}
-    first = {}
+def take_turns(run, names, repeats: int = 3, warmup: int = 1) -> tuple[dict, dict]:
+    """Call run(name) for each name in turn (A B C, A B C, ...), so that a machine that slows down or
+    speeds up during the measurement affects them all alike. Returns (the timed runs per name, the
+    first warm-up run per name)."""
+    runs, first = {n: [] for n in names}, {}
     for i in range(warmup + repeats):
-        for m in methods:
-            r = run_method(m, pair, ids, max_new_tokens, gamma, temperature)
+        for n in names:
+            r = run(n)
             if i >= warmup:
-                runs[m].append(r)
-            else:  # compilation (compiled methods, HF static on CUDA) happens here: kept apart
-                first.setdefault(m, dict(warmup_s=r["seconds"], warmup_compile_s=r.get("compile_s", 0.0)))
-    return {m: dict(sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2], **first.get(m, {})) for m, rs in runs.items()}
+                runs[n].append(r)
+            else:
+                first.setdefault(n, r)
+    return runs, first
+
+
+def median_run(rs: list[dict]) -> dict:
+    """The run with the median "seconds"."""
+    return sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
+
+
+def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1) -> dict:
+    """Median run of each method, the methods taking turns (take_turns). Compilation (compiled
+    methods, HF static on CUDA) happens in the warm-up run: its time is kept apart."""
+    runs, first = take_turns(lambda m: run_method(m, pair, ids, max_new_tokens, gamma, temperature), methods, repeats, warmup)
+    warm = {m: dict(warmup_s=r["seconds"], warmup_compile_s=r.get("compile_s", 0.0)) for m, r in first.items()}
+    return {m: dict(median_run(rs), **warm.get(m, {})) for m, rs in runs.items()}
 
 
 def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 5) -> dict:

@@ -78,7 +78,7 @@ def compare_adaptive(pair, prompts, *, gamma=4, thresholds=(0.2, 0.4, 0.6), temp
     """
     from tqdm.auto import tqdm
 
-    from .bench import metadata, step_cost_ratio
+    from .bench import median_run, metadata, step_cost_ratio, take_turns
 
     configs = adaptive_configs(gamma, thresholds)
     cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))
@@ -86,15 +86,10 @@ def compare_adaptive(pair, prompts, *, gamma=4, thresholds=(0.2, 0.4, 0.6), temp
     t_start = time.perf_counter()
     for text, t in tqdm([(p, t) for p in prompts for t in temperatures], disable=not progress, desc="adaptive"):
         ids = pair.tokenizer(text, return_tensors="pt").input_ids.to(pair.device)
-        runs = {name: [] for name in configs}
-        for i in range(warmup + repeats):
-            for name, kw in configs.items():
-                r = _run(pair, ids, kw, max_new_tokens, t)
-                if i >= warmup:
-                    runs[name].append(r)
+        runs, _ = take_turns(lambda name: _run(pair, ids, configs[name], max_new_tokens, t), configs, repeats, warmup)
         plain_ids = runs["plain"][0]["new_ids"]
         for name, rs in runs.items():
-            med = dict(sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2])
+            med = dict(median_run(rs))
             new_ids = med.pop("new_ids")
             rows.append(dict(prompt=text, temperature=t, config=name, **med, seconds_all=[r["seconds"] for r in rs],
                              tokens_per_s=med["new_tokens"] / med["seconds"],

@@ -581,7 +581,7 @@ def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None,
     Returns dict(drafted (k,), q (k, V), p (k+1, V), verification). Same maths as
     speculative_generate, which adds KV caches, EOS and length handling.
     """
-    check_generate_args(0, gamma)
+    check_count("gamma", gamma, 1, "it is how many tokens the draft proposes")
     check_sampling_args(temperature, top_k, top_p)
     check_models(target, draft)
     check_input_ids(input_ids, target)
