@@ -24,12 +24,16 @@
 #   models-27b     the same for 27b
 #   pairs          ours vs HF assisted, 2b->9b and 2b->27b, bracketed at alpha~0 and alpha=1 (bf16)
 #   tiny           python -m utils.bench on the tiny pair, gamma 1-8, T 0 and 1 (ran past 10 minutes on an H200)
+# Batched speculative decoding (notebook 09):
+#   batched-cost   c(B) and v(B) for B = 1..64 on real 2b and 27b Gemma2 shapes (random weights, bf16):
+#                  batched-cost-2b-27b-cuda.json
+#   batched        python -m utils.beyond batched on the tiny pair: tokens/s against B (batched-tiny-cuda.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-data/results}"
 BUDGET_S="${BUDGET_S:-400}"
 PART_TIMEOUT="${PART_TIMEOUT:-550}"
-PARTS="compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny"
+PARTS="compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny batched-cost batched"
 
 usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "parts: $PARTS"; }
 
@@ -45,6 +49,8 @@ command_for() {  # PART -> the python command (one word per line)
     models-27b)   printf '%s\n' python3 -m utils.shapes --sizes 27b --pairs --out "$OUT" --tag "$1" ;;
     pairs)        printf '%s\n' python3 -m utils.shapes --sizes --pairs 2b:9b 2b:27b --out "$OUT" --tag "$1" ;;
     tiny)         printf '%s\n' python3 -m utils.bench --device cuda --gammas 1 2 4 8 --temperatures 0 1 --out "$OUT" ;;
+    batched-cost) printf '%s\n' python3 -m utils.beyond batched-cost --shapes 2b:27b --device cuda --out "$OUT" ;;
+    batched)      printf '%s\n' python3 -m utils.beyond batched --device cuda --out "$OUT" ;;
     *) return 1 ;;
   esac
 }

@@ -142,7 +142,7 @@ def test_models_and_ids_are_checked(pair, ids):
             speculative_generate(pair.target, pair.draft, bad, max_new_tokens=4)
         with pytest.raises(ValueError, match="outside the model's vocabulary"):
             autoregressive_generate(pair.target, bad, 4)
-    for bad, says in ((ids[0], "2-D integer tensor"), (ids.float(), "2-D integer tensor"), (ids.repeat(2, 1), "batch size"),
+    for bad, says in ((ids[0], "2-D integer tensor"), (ids.float(), "2-D integer tensor"), (torch.zeros(0, 3, dtype=torch.long), "batch size"),
                       (ids[:, :0], "empty"), ([[2, 3]], "2-D integer tensor")):
         with pytest.raises(ValueError, match=says):
             speculative_generate(pair.target, pair.draft, bad, max_new_tokens=4)

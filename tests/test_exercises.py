@@ -18,8 +18,9 @@ SOLUTIONS = {  # checker -> (module in notebooks/solutions, function)
     "check_04_gamma": ("ex04_cost_model", "best_gamma"),
     "check_05": ("ex05_acceptance", "acceptance_rates"),
     "check_06": ("ex06_nf4_memory", "nf4_bytes"),
+    "check_09": ("ex09_realign", "realign"),
 }
-NEEDS_PAIR = {"check_01", "check_02", "check_05"}
+NEEDS_PAIR = {"check_01", "check_02", "check_05", "check_09"}
 
 
 def solution(checker):
@@ -323,3 +324,13 @@ def test_06_bitsandbytes_stores_what_the_formula_says():
     nf4 = solution("check_06")
     for dq, b in measured.items():
         assert abs(nf4(1024 * 1024, double_quant=dq) - b) / b < 1e-3
+
+
+def test_09_rows_not_shifted_fail_with_the_expected_index_and_a_hint(pair):
+    """Rows left where they were (no right shift) fail on the first hand-made case."""
+    import torch
+
+    def unshifted(m, L):
+        return torch.arange(L + int(m.max()))[None].repeat(len(m), 1)
+
+    fails("check_09", unshifted, pair, "expected: [[0, 1, 2, 3, 4], [-1, -1, 0, 1, 2]]", "M - m[b]")

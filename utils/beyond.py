@@ -223,6 +223,201 @@ def break_even_c(tau: float, k: float, tau_ref: float, k_ref: float) -> dict:
     return dict(c_star=(tau_ref - tau) / (tau * k_ref - tau_ref * k), wins_above=at_inf > 1)
 
 
+# ----------------------------------------------------------------------------------------------
+# Batched speculative decoding (notebook 09)
+# ----------------------------------------------------------------------------------------------
+
+
+def left_padded(tokenizer, texts, device="cpu"):
+    """(input_ids, attention_mask) of `texts`, left-padded as HF generate expects."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    return enc.input_ids.to(device), enc.attention_mask.to(device)
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def verify_cost(target, draft, ids, mask, gamma: int = 4, iters: int = 10, repeats: int = 3) -> dict:
+    """What a round costs at this batch, from the models alone: the median time of one target pass
+    over (B, 1) tokens (a plain decoding step), over (B, gamma + 1) tokens (a verify pass), and of one
+    draft step (B, 1), each after the prompt is cached and rolled back after every call. Returns
+    dict(B, target_step_s, verify_s, draft_step_s, v = verify / step, c = draft step / target step)."""
+    from transformers import DynamicCache
+
+    from .batched import _crop_right, _forward, _Timer, check_batch
+
+    valid = check_batch(ids, mask)
+    off = _Timer(ids.device, False)
+
+    def timed(model, width):
+        cache = DynamicCache()
+        if ids.shape[1] > 1:
+            _forward(model, cache, ids[:, :-1], valid[:, :-1], off)  # the prompt, cached
+        x = ids[:, -1:].repeat(1, width)  # (B, width): what is fed does not change the cost
+        v = torch.cat([valid, torch.ones_like(valid[:, :1]).repeat(1, width - 1)], 1)
+        L = cache.get_seq_length()
+        times = []
+        for _ in range(repeats + 1):
+            _sync(ids.device)
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                _forward(model, cache, x, v, off)
+                _crop_right(cache, L)
+            _sync(ids.device)
+            times.append((time.perf_counter() - t0) / iters)
+        return statistics.median(times[1:])  # the first repeat warms up
+
+    step, verify, d_step = timed(target, 1), timed(target, gamma + 1), timed(draft, 1)
+    return dict(B=int(ids.shape[0]), target_step_s=step, verify_s=verify, draft_step_s=d_step, v=verify / step, c=d_step / step)
+
+
+def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, seed=0) -> dict:
+    from .batched import autoregressive_batched, speculative_batched
+
+    eos = pair.target.generation_config.eos_token_id
+    gen = torch.Generator(device=pair.device).manual_seed(seed)
+    _sync(pair.device)
+    t0 = time.perf_counter()
+    if method == "plain (ours)":
+        out = autoregressive_batched(pair.target, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     eos={eos}, generator=gen)
+        new = sum(out.new_tokens)
+    elif method == "plain (HF generate)":
+        kw = dict(do_sample=True, temperature=temperature, top_k=None, top_p=None) if temperature > 0 else dict(do_sample=False)
+        seq = pair.target.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                   pad_token_id=pair.target.generation_config.pad_token_id, **kw)
+        new_ids = seq[:, ids.shape[1]:]
+        ended = (new_ids == eos).long().cumsum(1)  # tokens after a row's first EOS are padding
+        new = int(((ended == 0) | ((ended == 1) & (new_ids == eos))).sum())
+        out = None
+    else:
+        out = speculative_batched(pair.target, pair.draft, ids, mask, max_new_tokens=max_new_tokens, gamma=gamma,
+                                  temperature=temperature, eos={eos}, generator=gen, time_models=False)  # at B = 1 too
+        new = sum(out.new_tokens)
+    _sync(pair.device)
+    secs = time.perf_counter() - t0
+    row = dict(new_tokens=new, seconds=secs)
+    if out is not None:
+        row.update(rounds=out.rounds, mean_rows_per_round=statistics.mean(out.batch_sizes) if out.batch_sizes else 0.0)
+    if out is not None and method != "plain (ours)":
+        row.update(drafted=sum(out.drafted), accepted=sum(out.accepted), rejected=sum(out.rejected),
+                   ragged_rounds=out.ragged_rounds, alpha=out.acceptance_rate, alpha_checked=out.checked_acceptance_rate,
+                   tokens_per_row_round=new / max(1, sum(out.batch_sizes)))
+    return row
+
+
+def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes=(1, 2, 4, 8, 16, 32, 64), gamma: int = 4,
+                prompt_len: int = 128, device=None, dtype=torch.bfloat16, overrides: dict | None = None, progress=True) -> dict:
+    """`verify_cost` on real Gemma2 shapes with random weights (utils.shapes): how c(B) and v(B) move
+    with the batch where the weights are real-sized. Timing does not depend on the weights' values,
+    acceptance does, so none is reported; the speedup it implies at a given alpha is
+    tau(alpha, gamma) / (gamma c + v). `overrides` shrinks both configurations (tests on a CPU)."""
+    from tqdm.auto import tqdm
+
+    from .shapes import gemma2_config, random_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ov = overrides or {}
+    draft = random_model(gemma2_config(draft_size, **ov), device=device, dtype=dtype, seed=1)
+    target = random_model(gemma2_config(target_size, **ov), device=device, dtype=dtype, seed=2)
+    V = target.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    costs = []
+    for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
+        ids = torch.randint(3, V, (B, prompt_len), generator=g).to(device)
+        costs.append(verify_cost(target, draft, ids, torch.ones_like(ids), gamma))
+    return dict(draft=draft_size, target=target_size, gamma=gamma, prompt_len=prompt_len, dtype=str(dtype), device=str(device),
+                overrides=ov, costs=costs)
+
+
+BATCH_METHODS = ("plain (ours)", "plain (HF generate)", "speculative (ours)")
+
+
+def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, temperatures=(0.0, 1.0), max_new_tokens=48,
+                    repeats=3, warmup=1, progress=True) -> dict:
+    """Tokens/s of plain batched decoding (ours and HF generate) and of batched speculative decoding
+    at each batch size B (the first B prompts, left-padded), plus `verify_cost` at each B (what a
+    verify pass and a draft step cost relative to a plain step). Per B and temperature the methods
+    take turns after a warm-up and each keeps its median run. Returns dict(meta, rows, costs)."""
+    from tqdm.auto import tqdm
+
+    from .bench import median_run, metadata, take_turns
+
+    if max(batch_sizes) > len(prompts):
+        raise ValueError(f"batch size {max(batch_sizes)} needs as many prompts; got {len(prompts)}.")
+    rows, costs = [], []
+    t_start = time.perf_counter()
+    for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
+        ids, mask = left_padded(pair.tokenizer, prompts[:B], pair.device)
+        costs.append(verify_cost(pair.target, pair.draft, ids, mask, gamma))
+        for t in temperatures:
+            runs, _ = take_turns(lambda m: _run_batched(pair, ids, mask, m, max_new_tokens, gamma, t), BATCH_METHODS, repeats, warmup)
+            for m, rs in runs.items():
+                med = median_run(rs)
+                rows.append(dict(B=B, temperature=t, method=m, **med, seconds_all=[r["seconds"] for r in rs],
+                                 tokens_per_s=med["new_tokens"] / med["seconds"]))
+    meta = metadata(pair, {}, max_new_tokens, repeats)
+    meta.update(gamma=gamma, batch_sizes=list(batch_sizes), temperatures=list(temperatures), warmup=warmup,
+                methods=list(BATCH_METHODS), wall_s=time.perf_counter() - t_start, n_prompts=max(batch_sizes),
+                timing="per batch size and temperature the methods take turns after a warm-up; each keeps the median of "
+                       "its repeats; tokens/s = new tokens of all rows / seconds. costs: median of repeats x iters calls.")
+    return dict(meta=meta, rows=rows, costs=costs)
+
+
+def batched_table(result, temperature: float = 0.0) -> list[dict]:
+    """Per B: tokens/s of each method, speculative / plain (ours) and / plain (HF), alpha, c, v, and the
+    speedup the cost model predicts from them: tau / (gamma c + v), tau = tokens a row gains per round."""
+    out = []
+    for cost in result["costs"]:
+        B = cost["B"]
+        r = {row["method"]: row for row in result["rows"] if row["B"] == B and row["temperature"] == temperature}
+        if not r:
+            continue
+        spec = r["speculative (ours)"]
+        out.append(dict(B=B, **{f"{m} tok/s": r[m]["tokens_per_s"] for m in BATCH_METHODS},
+                        speedup_vs_ours=spec["tokens_per_s"] / r["plain (ours)"]["tokens_per_s"],
+                        speedup_vs_hf=spec["tokens_per_s"] / r["plain (HF generate)"]["tokens_per_s"],
+                        alpha=spec["alpha"], alpha_checked=spec["alpha_checked"], c=cost["c"], v=cost["v"],
+                        tau=spec["tokens_per_row_round"],
+                        predicted=spec["tokens_per_row_round"] / (result["meta"]["gamma"] * cost["c"] + cost["v"])))
+    return out
+
+
+def plot_batched(result, temperature: float = 0.0, axes=None):
+    """Left: tokens/s against B for each method. Right: the speedup of batched speculative decoding
+    over plain batched decoding (ours) against B, beside v(B), what a verify pass of gamma + 1 tokens
+    costs in plain steps: the gain shrinks as v grows."""
+    import matplotlib.pyplot as plt
+
+    table = batched_table(result, temperature)
+    if not table:
+        raise ValueError(f"no rows at temperature {temperature} in this result.")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    Bs = [r["B"] for r in table]
+    for m, style in zip(BATCH_METHODS, ("o-", "s--", "^-")):
+        axes[0].plot(Bs, [r[f"{m} tok/s"] for r in table], style, label=m)
+    axes[0].set(xscale="log", xlabel="batch size B", ylabel="tokens/s (all rows)", xticks=Bs, xticklabels=Bs,
+                title=f"throughput, T = {temperature:g}")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(Bs, [r["speedup_vs_ours"] for r in table], "^-", color="C2", label="speculative / plain (ours)")
+    axes[1].axhline(1, color="grey", lw=0.8)
+    axes[1].set(xscale="log", xlabel="batch size B", ylabel="speedup", xticks=Bs, xticklabels=Bs, title="gain vs cost of a verify pass")
+    ax2 = axes[1].twinx()
+    ax2.plot(Bs, [r["v"] for r in table], "x:", color="C3", label=f"v: verify pass / plain step (gamma + 1 = {result['meta']['gamma'] + 1})")
+    ax2.set_ylabel("v (plain steps)")
+    lines = axes[1].get_lines()[:1] + ax2.get_lines()
+    axes[1].legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper right")
+    return axes
+
+
 def _check_args(ap, args) -> Path:
     """Every flag checked before any model is loaded. Returns the output json path."""
     from .models import PAIRS
@@ -251,10 +446,83 @@ def _check_args(ap, args) -> Path:
     return path
 
 
+def _check_batched_args(ap, args) -> Path:
+    """Every flag of `batched` checked before any model is loaded. Returns the output json path."""
+    from .models import PAIRS
+    from .results import check_output
+
+    if args.pair is not None and args.pair not in PAIRS:
+        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--repeats", args.repeats), ("--gamma", args.gamma),
+                        ("--threads", args.threads or 1), ("--batch-sizes", min(args.batch_sizes))):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1 (got {value})")
+    if any(not math.isfinite(t) or t < 0 for t in args.temperatures):
+        ap.error(f"--temperatures must be finite and >= 0 (got {args.temperatures}); 0 is greedy")
+    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
+    if args.prompts not in sets:
+        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
+    if max(args.batch_sizes) > len(sets[args.prompts]):
+        ap.error(f"--batch-sizes up to {max(args.batch_sizes)} needs as many prompts; {args.prompts!r} has {len(sets[args.prompts])}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
+    path = args.out / f"batched-{pair}-{device.split(':')[0]}.json"
+    check_output(ap, path, args.out, args.overwrite)
+    return path
+
+
+def _main_batched_cost(ap, args) -> int:
+    from .results import check_output, write_json
+    from .shapes import GEMMA2_SHAPES, _versions
+
+    sizes = args.shapes.split(":")
+    if len(sizes) != 2 or any(s not in GEMMA2_SHAPES for s in sizes):
+        ap.error(f"--shapes must be DRAFT:TARGET with sizes from {sorted(GEMMA2_SHAPES)} (got {args.shapes!r})")
+    for flag, value in (("--batch-sizes", min(args.batch_sizes)), ("--gamma", args.gamma), ("--prompt-len", args.prompt_len)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1 (got {value})")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA GPU is visible here; run it on a GPU machine (scripts/gpu_run.sh batched-cost)")
+    if not device.startswith("cuda"):
+        print(f"note: {args.shapes} in bf16 on {device} is slow and needs tens of GB; it is made for a GPU", file=sys.stderr)
+    path = args.out / f"batched-cost-{sizes[0]}-{sizes[1]}-{device.split(':')[0]}.json"
+    check_output(ap, path, args.out, args.overwrite)
+    result = shape_costs(*sizes, batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma, prompt_len=args.prompt_len, device=device)
+    from .models import describe_device
+
+    result["meta"] = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
+                          timing="verify_cost: median of repeats x iters calls after a warm-up, cache rolled back after each")
+    write_json(path, result)
+    for c in result["costs"]:
+        print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in c.items()}))
+    print(f"wrote {path}")
+    return 0
+
+
+def _main_batched(ap, args) -> int:
+    path = _check_batched_args(ap, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .models import load_pair, load_prompts
+    from .results import write_json
+
+    pair = load_pair(args.pair, device=args.device)
+    result = compare_batched(pair, load_prompts(args.prompts), batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma,
+                             temperatures=args.temperatures, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    result["meta"]["prompt_set"] = args.prompts
+    write_json(path, result)
+    for t in args.temperatures:
+        for row in batched_table(result, t):
+            print(json.dumps(dict(temperature=t, **{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})))
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.beyond", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{adaptive}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{adaptive,batched,batched-cost}")
     a = sub.add_parser("adaptive", help="adaptive drafting (heuristic schedule, confidence threshold) vs a constant gamma",
                        description=compare_adaptive.__doc__)
     a.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
@@ -270,7 +538,34 @@ def main(argv=None) -> int:
     a.add_argument("--out", type=Path, default=LOCAL_RUNS,
                    help="folder for the .json (default runs/, ignored by git; the committed result is in data/results)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+    b = sub.add_parser("batched", help="batched speculative decoding vs plain batched decoding at several batch sizes",
+                       description=compare_batched.__doc__)
+    b.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
+    b.add_argument("--prompts", default="workshop", help="a key of data/prompts.json with at least max(--batch-sizes) prompts (default workshop)")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    b.add_argument("--max-new-tokens", type=int, default=48)
+    b.add_argument("--gamma", type=int, default=4)
+    b.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+    b.add_argument("--repeats", type=int, default=3, help="timed runs per method and batch size, after one warm-up")
+    b.add_argument("--device", default=None)
+    b.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    b.add_argument("--out", type=Path, default=LOCAL_RUNS,
+                   help="folder for the .json (default runs/, ignored by git; the committed result is in data/results)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+    bc = sub.add_parser("batched-cost", help="c(B) and v(B) on real Gemma2 shapes with random weights (made for a GPU)",
+                        description=shape_costs.__doc__)
+    bc.add_argument("--shapes", default="2b:27b", help="DRAFT:TARGET Gemma2 sizes (default 2b:27b)")
+    bc.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    bc.add_argument("--gamma", type=int, default=4)
+    bc.add_argument("--prompt-len", type=int, default=128)
+    bc.add_argument("--device", default=None)
+    bc.add_argument("--out", type=Path, default=LOCAL_RUNS, help="folder for the .json (default runs/)")
+    bc.add_argument("--overwrite", action="store_true", help="replace an existing result file")
     args = ap.parse_args(argv)
+    if args.command == "batched":
+        return _main_batched(b, args)
+    if args.command == "batched-cost":
+        return _main_batched_cost(bc, args)
     path = _check_args(a, args)
     if args.threads:
         torch.set_num_threads(args.threads)

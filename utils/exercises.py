@@ -11,6 +11,7 @@ check_04_tau    04        tokens_per_round(alpha, gamma)                        
 check_04_gamma  04        best_gamma(alpha, c, max_gamma)                              ex04_cost_model.py
 check_05        05        acceptance_rates(rounds): per drafted and per checked token  ex05_acceptance.py
 check_06        06        nf4_bytes(n_params, double_quant): 4-bit weight memory       ex06_nf4_memory.py
+check_09        09        realign(m, L): where each column of a ragged batch comes from ex09_realign.py
 
 Every checker prints "PASSED exercise ..." when the function passes, prints a friendly note (and
 raises nothing) while the function is still the notebook's stub (it raises NotImplementedError),
@@ -678,3 +679,70 @@ def check_06(fn) -> str:
     return (f"Your estimates match the formula {real}. NF4 costs {bits[0]:.3f} bits per weight, {bits[1]:.3f} with "
             f"double quantization; gemma-2-9b (embeddings kept in bf16) would take {gb:.1f} GB, against "
             f"{2 * spec.params / 1e9:.1f} GB in bf16.")
+
+
+# ----------------------------------------------------------------------------------------------
+# 09 · batched speculative decoding: keeping ragged rows right-aligned
+# ----------------------------------------------------------------------------------------------
+
+_S09 = "ex09_realign.py"
+
+
+def _realign_reference(m: list[int], L: int) -> list[list[int]]:
+    M = max(m)
+    return [[j - (M - mb) if j - (M - mb) >= 0 else -1 for j in range(L + M)] for mb in m]
+
+
+@_checker("09", "realigning ragged rows", _S09)
+def check_09(fn, pair=None) -> str:
+    """fn(m, L) -> (B, L + M) long tensor: row b of a right-aligned batch of L columns keeps m[b] new
+    columns (L, L+1, ...) this round; the new layout has L + M columns, M = max(m), and column j of
+    row b comes from column j - (M - m[b]) of the old row plus its candidates, or is padding (-1).
+
+    Graded on hand-made and random cases against that rule, then by using it: the batched loop of
+    utils.batched with the learner's function in place of its own must still equal HF greedy on each
+    prompt alone.
+    """
+    import random
+
+    from . import batched
+    from .beyond import left_padded
+    from .models import load_prompts
+    from .speculative import speculative_generate
+
+    rng = random.Random(0)
+    cases = [([2, 0], 3), ([1, 1, 1], 4), ([5], 1), ([0, 3, 1, 2], 2)]
+    cases += [([rng.randint(0, 5) for _ in range(rng.randint(1, 6))], rng.randint(1, 8)) for _ in range(20)]
+    for m, L in cases:
+        if max(m) == 0:
+            continue
+        what = f"realign(m=torch.tensor({m}), L={L})"
+        got = _call(fn, "09", what, torch.tensor(m), L)
+        want = _realign_reference(m, L)
+        ok = isinstance(got, torch.Tensor) and got.shape == (len(m), L + max(m))
+        if ok:
+            got_l = [[int(v) if v >= 0 else -1 for v in row] for row in got.tolist()]
+            ok = got_l == want
+        if not ok:
+            hint = ("every row must end in the last column: row b moves right by M - m[b], so new column j reads old "
+                    "column j - (M - m[b]); columns with a negative source are padding.")
+            raise _fail("09", _S09, what, want, got.tolist() if isinstance(got, torch.Tensor) else repr(got), hint)
+    pair = _pair(pair)
+    ids, mask = left_padded(pair.tokenizer, load_prompts()[:4], pair.device)
+    own = batched.realign_index
+    batched.realign_index = lambda m, L, M=None: fn(m, L).to(m.device).long()
+    try:
+        out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=24, gamma=4, eos_token_id=1)
+    finally:
+        batched.realign_index = own
+    T = ids.shape[1]
+    for b, text in enumerate(load_prompts()[:4]):
+        one = pair.tokenizer(text, return_tensors="pt").input_ids.to(pair.device)
+        with torch.inference_mode():
+            ref = pair.target.generate(one, max_new_tokens=24, do_sample=False, eos_token_id=1, pad_token_id=0)[0, one.shape[1]:]
+        mine = out.sequences[b, T : T + out.new_tokens[b]].tolist()
+        if mine != ref.tolist():
+            raise _fail("09", _S09, f"the batched loop using your function, row {b} ({text!r})", ref.tolist(), mine,
+                        "the index passed the small cases but broke the caches: return a long tensor (B, L + M).")
+    return (f"Your index passed {len(cases)} cases and, inside the batched loop, kept all 4 rows equal to HF greedy alone "
+            f"through {out.rounds} rounds ({out.ragged_rounds} of them ragged).")

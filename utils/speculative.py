@@ -264,18 +264,19 @@ def check_models(target, draft) -> None:
         )
 
 
-def check_input_ids(input_ids, model=None) -> None:
-    """A (1, T) integer tensor, T >= 1, every id inside the model's vocabulary (when a model is given)."""
+def check_input_ids(input_ids, model=None, batched: bool = False) -> None:
+    """A (1, T) integer tensor ((B, T) when `batched`), T >= 1, every id inside the model's vocabulary
+    (when a model is given)."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
         shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(
             f"input_ids must be a 2-D integer tensor of shape (1, prompt_length), got {shape}; "
             'use tokenizer(prompt, return_tensors="pt").input_ids.'
         )
-    if input_ids.shape[0] != 1:
+    if input_ids.shape[0] < 1 or (input_ids.shape[0] != 1 and not batched):
         raise ValueError(
-            f"batch size must be 1 (got {input_ids.shape[0]}): this implementation decodes one sequence at a "
-            "time, like Hugging Face assisted generation. Loop over your prompts."
+            f"batch size must be 1 here (got {input_ids.shape[0]}): this function decodes one sequence at a time. "
+            "speculative_generate (eager backend) takes a (B, T) batch with its attention_mask; or loop over your prompts."
         )
     if input_ids.shape[1] < 1:
         raise ValueError("input_ids is empty: give at least one token (e.g. the BOS token).")
@@ -434,12 +435,16 @@ def speculative_generate(
     backend: str = "eager",
     draft_confidence: float | None = None,
     schedule: str = "constant",
+    attention_mask: torch.Tensor | None = None,
 ) -> SpeculativeOutput:
     """Generate up to max_new_tokens with speculative sampling; the output is distributed exactly as
     sampling from `target` (temperature/top-k/top-p applied to both models), and at temperature 0 it
     equals `target.generate(do_sample=False)` token for token.
 
-    input_ids: (1, T) prompt. generator: a torch.Generator on the models' device, for reproducible
+    input_ids: (1, T) prompt, or (B, T) prompts left-padded with their attention_mask (0 for padding),
+    as the tokenizer returns them with padding_side="left": then `utils.batched` decodes all rows at
+    once (eager backend, constant gamma) and returns a `batched.BatchedOutput` whose `sequences` is
+    shaped like HF generate's, each row exact on its own (notebook 09). generator: a torch.Generator on the models' device, for reproducible
     sampling. cache: "preallocated" (KV buffers written by index, cropped by moving an index) or
     "dynamic" (transformers' DynamicCache). time_models: measure draft and target time separately
     (on CUDA this synchronizes around every forward pass; pass False for the fastest run).
@@ -472,9 +477,24 @@ def speculative_generate(
     gamma = int(gamma)
     check_sampling_args(temperature, top_k, top_p)
     check_models(target, draft)
-    check_input_ids(input_ids, target)
+    check_input_ids(input_ids, target, batched=True)
     eos = eos_set(eos_token_id)
     device = target.device
+    if attention_mask is not None:
+        from .batched import check_batch
+
+        check_batch(input_ids, attention_mask)
+    if input_ids.shape[0] > 1 or (attention_mask is not None and not bool(attention_mask.bool().all())):
+        if backend != "eager" or draft_confidence is not None or schedule != "constant":
+            raise ValueError(
+                "a batch (B > 1, or an attention_mask with padding) runs on the eager backend with a constant gamma: "
+                'leave backend="eager", draft_confidence=None and schedule="constant", or pass one prompt at a time.')
+        from .batched import speculative_batched
+
+        check_length(target, input_ids.shape[1], max_new_tokens)
+        return speculative_batched(target, draft, input_ids, attention_mask, max_new_tokens=max_new_tokens, gamma=gamma,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, eos=eos, generator=generator,
+                                   time_models=time_models)
     if backend == "compiled":
         if draft_confidence is not None or schedule != "constant":
             raise ValueError(

@@ -1,0 +1,276 @@
+# %% [markdown]
+# # 09 · Batched speculative decoding
+#
+# A server does not decode one prompt at a time: it decodes a batch. Hugging Face's assisted
+# generation still refuses to (transformers 5.23), and no speculative decoding tutorial shows how, or
+# measures what happens to the gain. The difficulty is that rows do not agree: in the same round one
+# row accepts all its drafted tokens and another rejects the first, so the rows grow by different
+# amounts (*ragged* acceptance), and a batch is a rectangle.
+#
+# This notebook runs our loop on a batch: `speculative_generate(target, draft, ids,
+# attention_mask=mask)`, with the same accept/reject rule applied to each row. It checks that every
+# row is exactly what the target alone would write, then measures tokens/s against the batch size,
+# and shows why the gain shrinks as the batch grows.
+#
+# **You will learn**
+# - how to keep ragged rows in one rectangle: left padding, right alignment, positions and masks
+#   counted in each row's own tokens;
+# - why each row stays exact (greedy: HF greedy on that prompt alone, token for token);
+# - the cost model with a batch: a verify pass of $\gamma + 1$ tokens is nearly free at batch 1 and
+#   not at batch 16;
+# - measured: tokens/s of plain batched decoding and batched speculative decoding for $B$ = 1 to 16.
+#
+# **Time to run:** under a minute on a laptop CPU with the tiny pair (the benchmark is read from a
+# file; rerun it with `python -m utils.beyond batched`, a few minutes).
+
+# %%
+# SETUP
+
+# %%
+import torch
+
+from utils.models import describe_device, environment_report, load_pair, load_prompts
+
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
+pair = load_pair(PAIR)
+tok, target, draft = pair.tokenizer, pair.target, pair.draft
+hw = describe_device(pair.device)  # for figure titles
+print(environment_report(pair))
+
+# %% [markdown]
+# ## 1. Hugging Face: one prompt at a time
+#
+# Assisted generation (notebook 05) with two prompts:
+
+# %%
+from utils.beyond import left_padded
+
+texts = load_prompts()[:4]
+ids, mask = left_padded(tok, texts, pair.device)  # (B, T), padded on the left
+try:
+    target.generate(ids[:2], attention_mask=mask[:2], assistant_model=draft, max_new_tokens=8, do_sample=False)
+except ValueError as e:
+    print("ValueError:", e)
+
+# %% [markdown]
+# ## 2. One rectangle for rows of different lengths
+#
+# Decoder-only models generate after the last column, so prompts are padded on the **left**
+# (`tokenizer.padding_side = "left"`, what HF `generate` expects). The mask says which columns are
+# real tokens:
+
+# %%
+for row, m in zip(ids.tolist(), mask.tolist()):
+    print(" ".join("·" if not v else tok.decode([t]).strip() or "␣" for t, v in zip(row, m)))
+
+# %% [markdown]
+# Padding must not change a row's result, so nothing may be counted in columns:
+#
+# - the **position** of a token (what its rotary embedding encodes) is the number of real tokens
+#   before it in its own row, $\text{pos}_b(j) = \sum_{i<j} \text{mask}_b(i)$;
+# - query $i$ sees key $j$ if $j$ is a real token and $j \le i$; in Gemma2's **sliding-window**
+#   layers also only if $\text{pos}_b(i) - \text{pos}_b(j) < w$, fewer than $w$ of the row's own
+#   tokens back (transformers counts the window in columns, so a padded row would see fewer of its
+#   tokens than alone; our loop builds the masks itself, `utils.batched.build_masks`).
+#
+# A round then works on all rows at once: the draft proposes $k$ tokens, $(B, 1)$ at a time; the
+# target checks $(B, k + 1)$ tokens in **one** pass; each row applies the accept/reject rule of
+# notebook 03 to its own tokens (`speculative.accept_reject`, the same function). Row $b$ keeps
+# $n_b$ drafted tokens and adds one of its own, so it grows by $m_b = n_b + 1$.
+#
+# Rows that grew less are shifted right by $M - m_b$ columns ($M = \max_b m_b$), which become
+# padding: every row ends in the last column again, and the KV caches are realigned by one gather
+# per tensor, no recomputation. Finished rows (EOS or `max_new_tokens`) leave the batch, and columns
+# that are padding in every row are dropped. Where each new column comes from:
+
+# %%
+from utils.batched import realign_index
+
+L, m = 3, torch.tensor([2, 0, 1])  # three rows of 3 columns grew by 2, 0 and 1 tokens
+print(realign_index(m, L))  # source column of each new column; negative: padding
+
+# %% [markdown]
+# ## 3. A batch, decoded
+#
+# Four prompts, 40 new tokens each, greedy, $\gamma = 4$:
+
+# %%
+from utils.speculative import speculative_generate
+
+out = speculative_generate(target, draft, ids, attention_mask=mask, max_new_tokens=40, gamma=4,
+                           eos_token_id=tok.eos_token_id)  # (B, T + new), like HF generate
+T = ids.shape[1]
+for b in range(len(texts)):
+    print(f"row {b}: accepted {out.accepted[b]:2d}/{out.drafted[b]:2d} drafted | {tok.decode(out.sequences[b, T:])!r}")
+print(f"{out.rounds} rounds; after {out.ragged_rounds} of them the rows had grown by different amounts")
+
+# %% [markdown]
+# Each row against the target alone, without padding, without the other rows (HF greedy):
+
+# %%
+for b, text in enumerate(texts):
+    one = tok(text, return_tensors="pt").input_ids.to(pair.device)
+    ref = target.generate(one, max_new_tokens=40, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    print(f"row {b} equals HF greedy alone:", out.sequences[b, T : T + out.new_tokens[b]].tolist() == ref[0, one.shape[1]:].tolist())
+
+# %% [markdown]
+# The rows really are ragged. Tokens each row added in each round (a round's maximum is $\gamma + 1$;
+# a blank cell: the row had finished):
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+grid = np.array(out.added, dtype=float).T  # (B, rounds)
+grid[grid == 0] = np.nan
+fig, ax = plt.subplots(figsize=(9, 2.2))
+im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=1, vmax=5)
+ax.set(xlabel="round", ylabel="row", yticks=range(len(texts)), title=f"tokens added per row and round ({pair.name}, gamma 4, greedy)")
+fig.colorbar(im, ax=ax, label="tokens")
+plt.show()
+
+# %% [markdown]
+# With sampling ($T > 0$) each row draws its own uniforms and its own resampled token, so each row
+# follows the target's distribution on its own: `tests/test_batched.py` checks the joint
+# distribution of the first two tokens of every row with a chi-square test (48 rows of two prompts
+# in one batch, 1,200 draws per prompt), and that the greedy rows equal HF greedy alone past the
+# sliding window, with EOS and `max_new_tokens` per row.
+#
+# ### Exercise 09
+# Write `realign(m, L)`: the index of section 2, where each new column of a row comes from. The
+# checker tries hand-made and random cases, then puts your function inside the batched loop and
+# checks that every row still equals HF greedy alone.
+
+# %%
+from utils.exercises import check_09
+
+
+def realign(m, L):
+    """m: (B,) tokens each row added; L: columns before. Return (B, L + M) source columns (negative: padding)."""
+    raise NotImplementedError  # your code here
+
+
+check_09(realign, pair)
+
+# %% [markdown]
+# ## 4. Why batching shrinks the gain
+#
+# Notebook 04's cost model, with a batch. Measure times in plain decoding steps *at this batch
+# size*: a draft step costs $c(B)$, a verify pass of $\gamma + 1$ tokens costs $v(B)$. A round drafts
+# $\gamma$ tokens and verifies once, and each row gains $\bar\tau$ tokens on average, so
+#
+# $$\text{speedup}(B) \approx \frac{\bar\tau}{\gamma\, c(B) + v(B)} .$$
+#
+# At batch 1 a step reads every weight to compute one token per row, so checking $\gamma + 1$ tokens
+# costs about as much as one: $v \approx 1$. With $B$ rows the verify pass computes
+# $B(\gamma + 1)$ tokens per weight read. Once that is enough work to keep the arithmetic units busy
+# (compute-bound), it costs about $\gamma + 1$ plain steps, and the rejected drafts are paid in full.
+# `verify_cost` times both passes directly:
+
+# %%
+from utils.beyond import verify_cost
+
+for B in (1, 4, 16):
+    ids_b, mask_b = left_padded(tok, load_prompts()[:B], pair.device)
+    cost = verify_cost(target, draft, ids_b, mask_b, gamma=4, iters=5, repeats=2)
+    print(f"B = {B:2d}: plain step {cost['target_step_s'] * 1e3:5.1f} ms, verify pass (5 tokens per row) "
+          f"{cost['verify_s'] * 1e3:5.1f} ms: v = {cost['v']:.2f} plain steps; draft step c = {cost['c']:.2f}")
+
+# %% [markdown]
+# On a GPU the same happens much later. A forward pass does about 2 FLOPs per parameter per token and
+# reads each bf16 parameter (2 bytes) once, so it does $B(\gamma + 1)$ FLOPs per byte read; an H100
+# needs about 295 (notebook 01) to be busy:
+
+# %%
+H100_SXM = {"bf16_dense_flop_per_s": 1979e12 / 2, "bytes_per_s": 3.35e12}  # datasheet, see notebook 01
+need = H100_SXM["bf16_dense_flop_per_s"] / H100_SXM["bytes_per_s"]  # FLOPs per byte to be compute-bound
+for gamma in (2, 4, 8):
+    print(f"gamma {gamma}: the verify pass stays memory-bound up to about B = {need / (gamma + 1):.0f} rows")
+
+# %% [markdown]
+# (This counts the weights only; the KV cache, read once per row, adds bytes that grow with $B$ and
+# the context and push the point further out.) So on a GPU batched speculative decoding keeps most
+# of its gain at small and moderate batches, which is what BASS reports: 2.15x over optimized
+# regular decoding for a 7.8B model at batch 8 on an A100 (Qian et al. 2024). A 2-core CPU has
+# little arithmetic to spare, and the tiny models' steps are mostly overhead at batch 1, so the
+# point comes early here.
+#
+# ## 5. Measured: tokens/s against the batch size
+#
+# `python -m utils.beyond batched --threads 1 --out data/results` decoded the first $B$ workshop
+# prompts, 48 new tokens per row, with plain batched decoding (our loop with the same masks, and HF
+# `generate`) and with batched speculative decoding ($\gamma = 4$), at $T = 0$ and $T = 1$. Per batch
+# size the methods took turns after a warm-up, each keeping its median run.
+
+# %%
+import json
+
+from utils.beyond import batched_table, plot_batched
+from utils.models import ROOT
+
+res = json.loads((ROOT / "data/results/batched-tiny-cpu.json").read_text())
+meta = res["meta"]
+print(f"[{meta['pair']} pair, {meta['hardware']}, {meta['torch_threads']} thread(s), torch {meta['torch']}, "
+      f"transformers {meta['transformers']}, {meta['date']}; gamma {meta['gamma']}, {meta['max_new_tokens']} new tokens per row, "
+      f"median of {meta['repeats']}]")
+for t in meta["temperatures"]:
+    print(f"\nT = {t:g}:  B  plain(ours)  plain(HF)  speculative  speedup  vs HF  alpha   tau     c     v  predicted")
+    for r in batched_table(res, t):
+        print(f"       {r['B']:3d} {r['plain (ours) tok/s']:10.0f} {r['plain (HF generate) tok/s']:10.0f} "
+              f"{r['speculative (ours) tok/s']:11.0f} {r['speedup_vs_ours']:7.2f}x {r['speedup_vs_hf']:5.2f}x "
+              f"{r['alpha']:6.2f} {r['tau']:5.2f} {r['c']:5.2f} {r['v']:5.2f} {r['predicted']:8.2f}x")
+
+# %%
+plot_batched(res, 0.0)
+plt.suptitle(f"{meta['pair']} pair on {meta['hardware']}, gamma {meta['gamma']}", y=1.02)
+plt.show()
+
+# %%
+rows0 = batched_table(res, 0.0)
+lo, hi = rows0[0], rows0[-1]
+print(f"At T = 0 batched speculative decoding is {lo['speedup_vs_ours']:.2f}x plain batched decoding at B = {lo['B']} and "
+      f"{hi['speedup_vs_ours']:.2f}x at B = {hi['B']}, while a verify pass went from v = {lo['v']:.2f} to {hi['v']:.2f} plain "
+      f"steps and a draft step from c = {lo['c']:.2f} to {hi['c']:.2f}. The cost model predicted {lo['predicted']:.2f}x and "
+      f"{hi['predicted']:.2f}x from the measured tau, c and v.")
+
+# %% [markdown]
+# Read the figure with the formula: plain batched decoding gains tokens/s almost for free as $B$
+# grows (a step over 16 rows costs far less than 16 steps), and the verify pass stops being free at
+# the same time, so the speculative loop's advantage shrinks and can turn into a loss. Where it turns
+# is set by the hardware ($v(B)$ and $c(B)$) and by the text ($\bar\tau$). This 2-core CPU reaches
+# it early; a large GPU much later. On a GPU our eager loop would also be launch-bound
+# (notebook 07), and the real Gemma2 measurement of $v(B)$ is still to be made: the command is
+# `python -m utils.beyond batched --device cuda` (the tiny pair), and `verify_cost` on
+# `utils.shapes.random_model` for real shapes.
+#
+# How the serving engines do it: vLLM flattens the drafted tokens of all requests into one list with
+# per-request offsets (`cu_num_draft_tokens`) and runs its rejection sampler kernel once per request
+# over them, so no padding is computed; our $(B, k)$ rectangle pads instead, which is simpler to read
+# and costs the columns of the padding.
+#
+# ## Try this
+# - Rerun section 3 with `temperature=1.0` and a generator: do the rows stay ragged? Which row
+#   accepts most, and is it the same as at $T = 0$?
+# - `python -m utils.beyond batched --gamma 2` and `--gamma 8`: where does the gain cross 1 now?
+#   Use the formula: which of $c(B)$, $v(B)$ and $\bar\tau$ moved?
+# - Give one prompt a long prefix: how much padding does the batch carry, and what does it cost?
+#
+# ## What you learned
+# - A batch of prompts is left-padded and kept right-aligned; positions and masks are counted in
+#   each row's own tokens, so padding changes nothing (greedy rows equal HF greedy alone).
+# - Rows accept different numbers of tokens in a round; shifting the shorter rows right (a gather
+#   on the caches, no recomputation) keeps one rectangle. Finished rows leave.
+# - The accept/reject rule is the same, row by row: each row's distribution is the target's.
+# - The speedup is $\bar\tau / (\gamma c(B) + v(B))$: as $B$ grows a verify pass costs more plain
+#   steps, so the gain shrinks, early on a small CPU and late on a large GPU.
+#
+# ## References
+# - Qian et al., *BASS: Batched Attention-optimized Speculative Sampling*, Findings of ACL 2024:
+#   https://arxiv.org/abs/2404.15778 (2.15x over optimized regular decoding, 7.8B model, batch 8,
+#   one A100).
+# - vLLM's rejection sampler (drafts of all requests flattened, `cu_num_draft_tokens`):
+#   https://github.com/vllm-project/vllm/blob/main/vllm/v1/sample/rejection_sampler.py
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+#   https://arxiv.org/abs/2211.17192
+# - Hugging Face, padding side for decoder-only generation:
+#   https://huggingface.co/docs/transformers/llm_tutorial#wrong-padding-side

@@ -1,0 +1,274 @@
+"""Batched speculative decoding (utils/batched.py): every row exact on its own.
+
+Greedy rows equal HF greedy on that prompt alone, token for token, past the sliding window, with
+ragged acceptance, EOS per row and max_new_tokens per row; sampled rows follow the target's joint
+distribution of their first two tokens (chi-square per row); bad batches get clear errors.
+"""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from utils.batched import autoregressive_batched, build_masks, check_batch
+from utils.sampling import probs_from_logits
+from utils.speculative import speculative_generate
+
+
+@pytest.fixture(scope="module")
+def batch(pair, prompts):
+    """8 workshop prompts of different lengths, left-padded as HF generate expects."""
+    tok = pair.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    texts = prompts["workshop"][:8]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    tok.padding_side = side
+    assert len(set(enc.attention_mask.sum(1).tolist())) > 1  # the rows really are padded differently
+    return texts, enc.input_ids, enc.attention_mask
+
+
+def alone(pair, encode, text, n, eos=1):
+    """HF greedy on one prompt, no padding: the reference each row must equal."""
+    ids = encode(text)
+    with torch.inference_mode():
+        out = pair.target.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def row_new(out, b, T):
+    return out.sequences[b, T : T + out.new_tokens[b]].tolist()
+
+
+@pytest.fixture(scope="module")
+def refs70(pair, encode, batch):
+    return [alone(pair, encode, t, 70) for t in batch[0]]
+
+
+@pytest.mark.parametrize("gamma", [1, 4, 7])
+def test_greedy_rows_equal_hf_greedy_alone(pair, batch, refs70, gamma):
+    """70 new tokens: prompt + new passes the sliding window (64), so the per-row sliding masks matter."""
+    texts, ids, mask = batch
+    out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=70, gamma=gamma, eos_token_id=1)
+    T = ids.shape[1]
+    assert ids.shape[1] + 70 > pair.target.config.sliding_window
+    for b in range(len(texts)):
+        assert row_new(out, b, T) == refs70[b], f"row {b}"
+    assert torch.equal(out.sequences[:, :T], ids)
+    assert out.ragged_rounds > 0  # rows accepted different numbers of tokens in some round
+    assert len(set(out.row_acceptance())) > 1
+
+
+def test_output_is_shaped_like_hf_generate(pair, batch):
+    """Same shape and values as HF's own batched greedy generate (which pads finished rows)."""
+    _, ids, mask = batch
+    with torch.inference_mode():
+        hf = pair.target.generate(ids, attention_mask=mask, max_new_tokens=30, do_sample=False, eos_token_id=1, pad_token_id=0)
+    out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=30, gamma=3, eos_token_id=1)
+    assert out.sequences.shape == hf.shape
+    assert torch.equal(out.sequences, hf)
+
+
+def test_eos_per_row(pair, encode, batch):
+    """A frequent token made the EOS: rows stop at different rounds, are padded after it, and each
+    equals HF greedy alone with the same EOS."""
+    texts, ids, mask = batch
+    T = ids.shape[1]
+    ref0 = alone(pair, encode, texts[0], 40, eos=None)
+    eos = max(set(ref0), key=ref0.count)  # the most frequent token of one continuation
+    out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=40, gamma=4, eos_token_id=eos)
+    lengths = set()
+    for b, text in enumerate(texts):
+        ref = alone(pair, encode, text, 40, eos=eos)
+        new = row_new(out, b, T)
+        assert new == ref
+        assert (new[-1] == eos) == (len(new) < 40)
+        assert (out.sequences[b, T + len(new):] == 0).all()  # pad_token_id after the row ends
+        lengths.add(len(new))
+    assert len(lengths) > 1 and min(lengths) < 40
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 13])
+def test_max_new_tokens_exact_per_row(pair, batch, refs70, n):
+    texts, ids, mask = batch
+    out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=n, gamma=4, eos_token_id=1)
+    assert out.sequences.shape == (len(texts), ids.shape[1] + n)
+    for b in range(len(texts)):
+        assert row_new(out, b, ids.shape[1]) == refs70[b][:n]
+
+
+def test_plain_batched_decoding_equals_hf_alone(pair, batch, refs70):
+    texts, ids, mask = batch
+    out = autoregressive_batched(pair.target, ids, mask, max_new_tokens=70, eos={1})
+    for b in range(len(texts)):
+        assert row_new(out, b, ids.shape[1]) == refs70[b]
+
+
+def test_one_padded_row_and_unpadded_batches(pair, encode):
+    """B = 1 with left padding equals the unpadded run; a batch without a mask (equal lengths) works."""
+    ids = encode("The try statement specifies")
+    ref = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=20, gamma=3).sequences[0, ids.shape[1]:]
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], 1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], 1)
+    out = speculative_generate(pair.target, pair.draft, padded, attention_mask=mask, max_new_tokens=20, gamma=3)
+    assert out.sequences[0, padded.shape[1]:].tolist() == ref.tolist()
+    two = speculative_generate(pair.target, pair.draft, ids.repeat(2, 1), max_new_tokens=20, gamma=3)
+    assert two.sequences[:, ids.shape[1]:].tolist() == [ref.tolist()] * 2
+    one_token = speculative_generate(pair.target, pair.draft, torch.tensor([[2], [2]]), max_new_tokens=5, gamma=2)
+    assert one_token.sequences.shape == (2, 6)
+
+
+def _dist(pair, ids, **warp):
+    with torch.inference_mode():
+        return probs_from_logits(pair.target(ids).logits[0, -1], **warp).double()  # (V,)
+
+
+def _joint(pair, ids, top=6, **warp):
+    """The target's exact p(x1) p(x2 | x1) over the `top` most likely x1 and, for each, x2."""
+    p1, joint = _dist(pair, ids, **warp), {}
+    for a in torch.argsort(p1, descending=True)[:top].tolist():
+        p2 = _dist(pair, torch.cat([ids, torch.tensor([[a]])], 1), **warp)
+        for b in torch.argsort(p2, descending=True)[:top].tolist():
+            joint[(a, b)] = (p1[a] * p2[b]).item()
+    return joint
+
+
+@pytest.mark.parametrize("gamma", [1, 3])
+def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, gamma):
+    """Two prompts of different lengths, 24 copies of each in one left-padded batch of 48, 25 calls:
+    1,200 draws of (x1, x2) per prompt. max_new_tokens 3 keeps rows of one call in different rounds
+    (ragged). Per prompt: cells with an expected count >= 5, the rest pooled, chi-square at 1e-3."""
+    texts = ["The for statement is used to", "A list"]
+    warp = dict(temperature=1.0)
+    enc = [encode(t)[0] for t in texts]
+    T = max(len(e) for e in enc)
+    rows = [torch.cat([torch.zeros(T - len(e), dtype=torch.long), e]) for e in enc for _ in range(24)]
+    ids = torch.stack(rows)
+    mask = (torch.arange(T)[None, :] >= torch.tensor([T - len(e) for e in enc for _ in range(24)])[:, None]).long()
+    g = torch.Generator().manual_seed(20 + gamma)
+    draws = {0: [], 1: []}
+    ragged = 0
+    for _ in range(25):
+        out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=3, gamma=gamma,
+                                   generator=g, **warp)
+        ragged += out.ragged_rounds
+        for b in range(ids.shape[0]):
+            draws[b // 24].append(tuple(out.sequences[b, T : T + 2].tolist()))
+    assert ragged > 0
+    for i, e in enumerate(enc):
+        joint, n = _joint(pair, e[None], **warp), len(draws[i])
+        cells = [c for c, q in joint.items() if q * n >= 5]
+        assert len(cells) >= 4
+        probs = np.array([joint[c] for c in cells] + [1 - sum(joint[c] for c in cells)])
+        counts = np.array([draws[i].count(c) for c in cells] + [sum(d not in cells for d in draws[i])])
+        assert chisquare(counts, probs * n).pvalue > 1e-3, texts[i]
+
+
+def test_sampling_is_reproducible(pair, batch):
+    _, ids, mask = batch
+    runs = [speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=12, gamma=3, temperature=1.0,
+                                 generator=torch.Generator().manual_seed(5)).sequences for _ in range(2)]
+    assert torch.equal(*runs)
+
+
+def test_sliding_masks_count_a_rows_own_tokens(pair):
+    """Row 0 has 3 pad columns: its sliding mask reaches `window` of its own tokens back, not columns."""
+    w = pair.target.config.sliding_window
+    L = w + 8
+    valid = torch.ones(2, L, dtype=torch.bool)
+    valid[0, :3] = False
+    masks = build_masks(pair.target, valid, 1, torch.float32)
+    seen = (masks["sliding_attention"][:, 0, -1] == 0).sum(-1).tolist()  # keys the last query sees
+    assert seen == [w, w]
+    assert (masks["full_attention"][:, 0, -1] == 0).sum(-1).tolist() == [L - 3, L]
+
+
+def test_models_without_layer_types(pair):
+    """A Llama-style pair (one mask for all layers, no sliding window): rows still equal greedy alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+               max_position_embeddings=128, pad_token_id=0, eos_token_id=None, bos_token_id=None)
+    target = LlamaForCausalLM(LlamaConfig(num_hidden_layers=3, **cfg)).eval()
+    draft = LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, **cfg)).eval()
+    prompts = [torch.tensor([[5, 6, 7, 8, 9]]), torch.tensor([[11, 12]])]
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 0, 11, 12]])
+    mask = (ids != 0).long()
+    out = speculative_generate(target, draft, ids, attention_mask=mask, max_new_tokens=12, gamma=3)
+    for b, p in enumerate(prompts):
+        with torch.inference_mode():
+            ref = target.generate(p, max_new_tokens=12, do_sample=False, pad_token_id=0)[0, p.shape[1]:]
+        assert out.sequences[b, 5:].tolist() == ref.tolist()
+
+
+def test_bad_batches_get_clear_errors(pair, batch):
+    _, ids, mask = batch
+    right = mask.flip(1)  # padding on the right
+    with pytest.raises(ValueError, match='padding_side = "left"'):
+        speculative_generate(pair.target, pair.draft, ids, attention_mask=right, max_new_tokens=4)
+    with pytest.raises(ValueError, match="shaped like input_ids"):
+        speculative_generate(pair.target, pair.draft, ids, attention_mask=mask[:, 1:], max_new_tokens=4)
+    with pytest.raises(ValueError, match="0 \\(padding\\) and 1"):
+        speculative_generate(pair.target, pair.draft, ids, attention_mask=mask * 2, max_new_tokens=4)
+    with pytest.raises(ValueError, match="eager backend with a constant gamma"):
+        speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=4, backend="compiled")
+    with pytest.raises(ValueError, match="eager backend with a constant gamma"):
+        speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=4, draft_confidence=0.4)
+    with pytest.raises(ValueError, match="pad on the left"):
+        check_batch(ids, right)
+    holes = mask.clone()
+    holes[:, -2] = 0
+    with pytest.raises(ValueError, match="holes"):
+        check_batch(ids, holes)
+
+
+def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
+    """verify_cost returns positive times and their ratios; shape_costs runs the GPU path on a CPU
+    with shrunken configurations; batched_table and plot_batched read a result made of them."""
+    from utils.beyond import batched_table, left_padded, plot_batched, shape_costs, verify_cost
+
+    ids, mask = left_padded(pair.tokenizer, ["The if statement", "A"], "cpu")
+    c = verify_cost(pair.target, pair.draft, ids, mask, gamma=3, iters=2, repeats=1)
+    assert c["B"] == 2 and c["target_step_s"] > 0 and c["verify_s"] > 0 and c["draft_step_s"] > 0
+    assert c["v"] == pytest.approx(c["verify_s"] / c["target_step_s"]) and c["c"] == pytest.approx(c["draft_step_s"] / c["target_step_s"])
+    small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
+                 head_dim=32, vocab_size=512)
+    res = shape_costs("2b", "9b", batch_sizes=(1, 2), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
+                      overrides=small, progress=False)
+    assert [r["B"] for r in res["costs"]] == [1, 2] and all(r["v"] > 0 for r in res["costs"])
+    rows = [dict(B=1, temperature=0.0, method=m, tokens_per_s=t, alpha=0.5, alpha_checked=0.6, tokens_per_row_round=2.0)
+            for m, t in zip(("plain (ours)", "plain (HF generate)", "speculative (ours)"), (10.0, 8.0, 15.0))]
+    result = dict(meta=dict(gamma=3), rows=rows, costs=[c | dict(B=1)])
+    (r,) = batched_table(result, 0.0)
+    assert r["speedup_vs_ours"] == pytest.approx(1.5) and r["speedup_vs_hf"] == pytest.approx(15 / 8)
+    assert r["predicted"] == pytest.approx(2.0 / (3 * c["c"] + c["v"]))
+    plot_batched(result, 0.0)
+    with pytest.raises(ValueError, match="no rows at temperature"):
+        plot_batched(result, 1.0)
+
+
+def test_the_batched_command_checks_flags_before_loading(tmp_path, capsys):
+    from utils.beyond import main
+
+    for argv, says in ((["--batch-sizes", "0"], "--batch-sizes must be >= 1"), (["--batch-sizes", "1", "64"], "needs as many prompts"),
+                       (["--temperatures", "-1"], "--temperatures"), (["--pair", "nope"], "--pair must be one of")):
+        with pytest.raises(SystemExit) as e:
+            main(["batched", "--out", str(tmp_path), *argv])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["batched", "--help"])
+    assert e.value.code == 0 and "batch" in capsys.readouterr().out
+
+
+def test_the_batched_cost_command_checks_flags_before_loading(tmp_path, capsys, monkeypatch):
+    from utils.beyond import main
+
+    for argv, says in ((["--shapes", "2b"], "--shapes must be DRAFT:TARGET"), (["--shapes", "2b:70b"], "--shapes must be"),
+                       (["--gamma", "0"], "--gamma must be >= 1")):
+        with pytest.raises(SystemExit) as e:
+            main(["batched-cost", "--out", str(tmp_path), *argv])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        main(["batched-cost", "--device", "cuda", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "no CUDA GPU" in capsys.readouterr().err
