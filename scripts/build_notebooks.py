@@ -332,6 +332,72 @@ def pairs_table() -> str:
     return "\n".join(rows)
 
 
+BEYOND_START, BEYOND_END = "<!-- beyond:start -->", "<!-- beyond:end -->"
+
+
+def _load(name: str):
+    import json
+
+    path = ROOT / "data" / "results" / name
+    return (json.loads(path.read_text()), path) if path.exists() else (None, path)
+
+
+def beyond_table() -> str:
+    """Notebooks 08-11's committed measurements, one row per configuration worth reading: adaptive
+    drafting (the best rule against a constant gamma), batched (smallest and largest batch), prompt
+    lookup (copy and free prompts), self-speculation (the best exit with and without its adapter)."""
+    head = ("| notebook | what | T | compared with | tokens/s | speedup | alpha (per drafted / per checked) | c | hardware | data |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+
+    def link(path):
+        return f"[{path.name}](data/results/{path.name})"
+
+    def hw(meta):
+        return meta["hardware"]
+
+    def a(x, key="alpha", key2="alpha_checked"):
+        return f"{x[key]:.2f} / {x[key2]:.2f}" if x.get(key) is not None and x.get(key2) is not None else "–"
+
+    res, path = _load("adaptive-tiny-cpu-heldout.json")
+    if res:
+        for t in res["meta"]["temperatures"]:
+            rules = [r for r in res["summary"] if r["temperature"] == t and "vs_constant" in r and not r["config"].startswith("constant")]
+            if rules:
+                best = max(rules, key=lambda r: r["vs_constant"])
+                rows.append(f"| 08 | adaptive: {best['config']} (best rule) | {t:g} | constant gamma {res['meta']['gamma']} | "
+                            f"{best['tokens_per_s']:.0f} | {best['vs_constant']:.2f}x | {a(best)} | – | {hw(res['meta'])} | {link(path)} |")
+    res, path = _load("batched-tiny-cpu.json")
+    if res:
+        sys.path.insert(0, str(ROOT))
+        from utils.beyond import batched_table
+
+        for t in res["meta"]["temperatures"]:
+            table = batched_table(res, t)
+            for r in (table[0], table[-1]) if table else ():
+                rows.append(f"| 09 | batched speculative, B = {r['B']} (gamma {res['meta']['gamma']}) | {t:g} | plain batched (ours), same B | "
+                            f"{r['speculative (ours) tok/s']:.0f} | {r['speedup_vs_ours']:.2f}x | {a(r)} | {r['c']:.2f} (v {r['v']:.2f}) | "
+                            f"{hw(res['meta'])} | {link(path)} |")
+    res, path = _load("lookup-tiny-cpu.json")
+    if res:
+        for r in res["summary"]:
+            if r["method"] == "ours_lookup":
+                rows.append(f"| 10 | prompt lookup, {r['kind']} prompts (gamma {res['meta']['gamma']}, n-gram {res['meta']['max_ngram']}) | "
+                            f"{r['temperature']:g} | our plain loop | {r['tokens_per_s']:.0f} | {r['speedup_vs_plain']:.2f}x | {a(r)} | 0 | "
+                            f"{hw(res['meta'])} | {link(path)} |")
+    res, path = _load("selfspec-tiny-cpu.json")
+    if res:
+        for t in res["meta"]["temperatures"]:
+            for adapter in (False, True):
+                exits = [r for r in res["summary"] if r["temperature"] == t and r.get("k") and r["adapter"] == adapter]
+                if exits:
+                    best = max(exits, key=lambda r: r["speedup_vs_plain"])
+                    rows.append(f"| 11 | self-speculation, best exit: {best['draft']} (gamma {res['meta']['gamma']}) | {t:g} | our plain loop | "
+                                f"{best['tokens_per_s']:.0f} | {best['speedup_vs_plain']:.2f}x | {a(best)} | {best['c']:.2f} | "
+                                f"{hw(res['meta'])} | {link(path)} |")
+    return head + "\n" + "\n".join(rows) if rows else head
+
+
 def update_readme() -> None:
     readme = ROOT / "README.md"
     text = _replace_between(readme.read_text(), TABLE_START, TABLE_END, readme_table())
@@ -345,6 +411,8 @@ def update_readme() -> None:
         text = _replace_between(text, COST_START, COST_END, cost_model_text())
     if PAIRS_START in text:
         text = _replace_between(text, PAIRS_START, PAIRS_END, pairs_table())
+    if BEYOND_START in text:
+        text = _replace_between(text, BEYOND_START, BEYOND_END, beyond_table())
     readme.write_text(text)
 
 
@@ -362,7 +430,8 @@ def check() -> int:
             or (FAST_START in text and fast_table() not in text)
             or (GPU_START in text and gpu_table() not in text)
             or (COST_START in text and cost_model_text() not in text)
-            or (PAIRS_START in text and pairs_table() not in text)):
+            or (PAIRS_START in text and pairs_table() not in text)
+            or (BEYOND_START in text and beyond_table() not in text)):
         bad.append("README.md tables")
     for b in bad:
         print(f"stale: {b} (run python scripts/build_notebooks.py)")

@@ -19,8 +19,10 @@ SOLUTIONS = {  # checker -> (module in notebooks/solutions, function)
     "check_05": ("ex05_acceptance", "acceptance_rates"),
     "check_06": ("ex06_nf4_memory", "nf4_bytes"),
     "check_09": ("ex09_realign", "realign"),
+    "check_10": ("ex10_find_draft", "find_draft"),
+    "check_11": ("ex11_exit_head", "exit_head"),
 }
-NEEDS_PAIR = {"check_01", "check_02", "check_05", "check_09"}
+NEEDS_PAIR = {"check_01", "check_02", "check_05", "check_09", "check_11"}
 
 
 def solution(checker):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -420,54 +419,24 @@ def plot_batched(result, temperature: float = 0.0, axes=None):
 
 def _check_args(ap, args) -> Path:
     """Every flag checked before any model is loaded. Returns the output json path."""
-    from .models import PAIRS
+    from .results import check_bench_flags
 
-    if args.pair is not None and args.pair not in PAIRS:
-        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
-    for flag, value in (("--n-prompts", 1 if args.n_prompts is None else args.n_prompts), ("--max-new-tokens", args.max_new_tokens),
-                        ("--repeats", args.repeats), ("--gamma", args.gamma), ("--threads", args.threads or 1)):
-        if value < 1:
-            ap.error(f"{flag} must be >= 1 (got {value})")
     if any(not 0 < t < 1 for t in args.thresholds):
         ap.error(f"--thresholds must all be in (0, 1) (got {args.thresholds}): the draft's probability below which it stops")
-    if any(not math.isfinite(t) or t < 0 for t in args.temperatures):
-        ap.error(f"--temperatures must be finite and >= 0 (got {args.temperatures}); 0 is greedy")
-    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
-    if args.prompts not in sets:
-        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
-    if args.n_prompts is not None and args.n_prompts > len(sets[args.prompts]):
-        ap.error(f"--n-prompts {args.n_prompts} is more than the {len(sets[args.prompts])} prompts of {args.prompts!r}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
-    path = args.out / f"adaptive-{pair}-{device.split(':')[0]}-{args.prompts}.json"
-    from .results import check_output
-
-    check_output(ap, path, args.out, args.overwrite)  # fail now, not after a run of minutes
-    return path
+    counts = {"--n-prompts": args.n_prompts, "--max-new-tokens": args.max_new_tokens, "--repeats": args.repeats,
+              "--gamma": args.gamma, "--threads": args.threads}
+    return check_bench_flags(ap, args, "adaptive", counts, suffix=f"-{args.prompts}")[0]
 
 
 def _check_batched_args(ap, args) -> Path:
     """Every flag of `batched` checked before any model is loaded. Returns the output json path."""
-    from .models import PAIRS
-    from .results import check_output
+    from .results import check_bench_flags
 
-    if args.pair is not None and args.pair not in PAIRS:
-        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
-    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--repeats", args.repeats), ("--gamma", args.gamma),
-                        ("--threads", args.threads or 1), ("--batch-sizes", min(args.batch_sizes))):
-        if value < 1:
-            ap.error(f"{flag} must be >= 1 (got {value})")
-    if any(not math.isfinite(t) or t < 0 for t in args.temperatures):
-        ap.error(f"--temperatures must be finite and >= 0 (got {args.temperatures}); 0 is greedy")
-    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
-    if args.prompts not in sets:
-        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
-    if max(args.batch_sizes) > len(sets[args.prompts]):
-        ap.error(f"--batch-sizes up to {max(args.batch_sizes)} needs as many prompts; {args.prompts!r} has {len(sets[args.prompts])}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
-    path = args.out / f"batched-{pair}-{device.split(':')[0]}.json"
-    check_output(ap, path, args.out, args.overwrite)
+    counts = {"--max-new-tokens": args.max_new_tokens, "--repeats": args.repeats, "--gamma": args.gamma,
+              "--threads": args.threads, "--batch-sizes": min(args.batch_sizes)}
+    path, prompts = check_bench_flags(ap, args, "batched", counts)
+    if max(args.batch_sizes) > len(prompts):
+        ap.error(f"--batch-sizes up to {max(args.batch_sizes)} needs as many prompts; {args.prompts!r} has {len(prompts)}")
     return path
 
 

@@ -12,6 +12,8 @@ check_04_gamma  04        best_gamma(alpha, c, max_gamma)                       
 check_05        05        acceptance_rates(rounds): per drafted and per checked token  ex05_acceptance.py
 check_06        06        nf4_bytes(n_params, double_quant): 4-bit weight memory       ex06_nf4_memory.py
 check_09        09        realign(m, L): where each column of a ragged batch comes from ex09_realign.py
+check_10        10        find_draft(seq, gamma, max_ngram): the prompt-lookup n-gram draft ex10_find_draft.py
+check_11        11        exit_head(target, hidden): the early-exit head (norm, LM head, cap) ex11_exit_head.py
 
 Every checker prints "PASSED exercise ..." when the function passes, prints a friendly note (and
 raises nothing) while the function is still the notebook's stub (it raises NotImplementedError),
@@ -746,3 +748,93 @@ def check_09(fn, pair=None) -> str:
                         "the index passed the small cases but broke the caches: return a long tensor (B, L + M).")
     return (f"Your index passed {len(cases)} cases and, inside the batched loop, kept all 4 rows equal to HF greedy alone "
             f"through {out.rounds} rounds ({out.ragged_rounds} of them ragged).")
+
+
+# ----------------------------------------------------------------------------------------------
+# 10 · prompt lookup: the n-gram draft taken from the context
+# ----------------------------------------------------------------------------------------------
+
+_S10 = "ex10_find_draft.py"
+
+_S10_CASES = [  # (seq, gamma, max_ngram) -> what find_draft returns; each one says what it checks
+    (([5, 6, 7, 8, 5, 6], 3, 2), "a 2-gram match: copy the tokens that followed it"),
+    (([1, 2, 9, 1, 2, 8, 1, 2], 1, 2), "the MOST RECENT earlier occurrence wins (8 followed the later '1 2', 9 the earlier)"),
+    (([3, 4, 9, 0, 4, 7, 3, 4], 2, 2), "the longest n first: '3 4' matches before '4' alone does"),
+    (([3, 9, 4, 5, 6, 4], 2, 2), "no 2-gram match: fall back to n = 1 ('4' at index 2)"),
+    (([1, 2, 3, 4], 3, 2), "no match at all: ([], 0)"),
+    (([7, 1, 2, 7], 5, 2), "fewer than gamma tokens left: copy what there is"),
+    (([2, 2, 2], 4, 2), "an occurrence may overlap the tail: '2 2' at index 0 is followed by the last '2'"),
+    (([8], 3, 2), "a single token: nothing before it to match"),
+    (([4, 5, 6, 4, 5, 6, 4, 5], 4, 3), "max_ngram = 3: '6 4 5' at index 2"),
+]
+
+
+@_checker("10", "the n-gram finder", _S10)
+def check_10(fn) -> str:
+    """fn(seq, gamma, max_ngram) -> (draft, n), like `utils.lookup.find_draft`: for n from max_ngram
+    down to 1, the most recent earlier occurrence of the last n tokens that has a token after it, and
+    up to gamma tokens that followed; ([], 0) when nothing matches.
+
+    Graded on hand-made cases (each says what it checks), then on 300 random sequences over a
+    4-token alphabet (full of repeats), against find_draft.
+    """
+    import random
+
+    from .lookup import find_draft
+
+    rng = random.Random(0)
+    cases = list(_S10_CASES)
+    for _ in range(300):
+        seq = [rng.randrange(4) for _ in range(rng.randrange(1, 16))]
+        cases.append(((seq, rng.randrange(1, 6), rng.randrange(1, 4)), "a random sequence"))
+    for (seq, gamma, max_ngram), why in cases:
+        expected = find_draft(list(seq), gamma, max_ngram)
+        what = f"find_draft({seq}, gamma={gamma}, max_ngram={max_ngram}): {why}"
+        got = _call(fn, "10", what, list(seq), gamma, max_ngram)
+        got = (list(got[0]), int(got[1])) if isinstance(got, (tuple, list)) and len(got) == 2 else got
+        if got != expected:
+            raise _fail("10", _S10, what, expected, repr(got),
+                        "try n from max_ngram down to 1; for each, scan start positions from right to left (the last n "
+                        "tokens themselves do not count: a match needs a token after it) and return "
+                        "(seq[start + n : start + n + gamma], n) at the first hit.")
+    return f"{len(cases)} sequences, the same drafts as utils.lookup.find_draft."
+
+
+# ----------------------------------------------------------------------------------------------
+# 11 · self-speculation: the early-exit head
+# ----------------------------------------------------------------------------------------------
+
+_S11 = "ex11_exit_head.py"
+
+
+@_checker("11", "the early-exit head", _S11)
+def check_11(fn, pair=None) -> str:
+    """fn(target, hidden) -> logits: a layer's output hidden (1, T, d) through the target's final norm,
+    LM head and soft-capping (1, T, V). Checked against `utils.selfspec.exit_logits` at the first, the
+    middle and the last-but-one layer's output of a fixed text."""
+    from .selfspec import exit_logits, hidden_states, softcap
+
+    target = _pair(pair).target
+    ids = torch.arange(5, 37).view(1, -1).to(target.device)  # 32 token ids, a fixed text
+    hs = hidden_states(target, ids)
+    for k in (1, len(hs) // 2, len(hs) - 2):
+        what = f"exit_head(target, hidden) with hidden = the output of layer {k}, shape {tuple(hs[k].shape)}"
+        with torch.inference_mode():
+            got = _call(fn, "11", what, target, hs[k])
+            want = exit_logits(target, hs[k])
+            no_norm = softcap(target.lm_head(hs[k]), target.config)
+            no_cap = target.lm_head(target.model.norm(hs[k]))
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise _fail("11", _S11, what, f"logits of shape {tuple(want.shape)}", shape, "return the head's logits for every position.")
+        if not torch.allclose(got.float(), want.float(), atol=1e-4, rtol=1e-4):
+            if torch.allclose(got.float(), no_norm.float(), atol=1e-4):
+                hint = "apply the target's final norm (target.model.norm) before the LM head."
+            elif torch.allclose(got.float(), no_cap.float(), atol=1e-4):
+                hint = ("apply Gemma2's soft-capping after the LM head: cap * tanh(logits / cap), "
+                        "cap = target.config.final_logit_softcapping.")
+            else:
+                hint = "norm -> lm_head -> soft-capping, in that order."
+            raise _fail("11", _S11, what, "logits equal to norm -> lm_head -> soft-capping",
+                        f"logits that differ by up to {(got - want).abs().max().item():.3g}", hint)
+    return "Your head equals norm -> lm_head -> soft-capping at three exit layers."

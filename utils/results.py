@@ -41,3 +41,40 @@ def check_output(ap, path: Path, out: Path, overwrite: bool, other: str = "anoth
         probe.unlink()
     except OSError as e:
         ap.error(f"cannot write to --out {out}: {e.strerror or e}")
+
+
+def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "") -> tuple[Path, list[str]]:
+    """The flags the benchmark commands share, checked before any model is loaded: --pair (a key of
+    utils.models.PAIRS), each of `counts` ({"--flag": value}, None allowed) >= 1, --warmup >= 0 and
+    --temperatures finite and >= 0 where the command has them, --prompts a set of data/prompts.json
+    (with at least --n-prompts prompts where given), and the output file
+    <kind>-<pair>-<device><suffix>.json (check_output). Returns (that path, the prompt set)."""
+    import json
+    import math
+    import os
+
+    import torch
+
+    from .models import PAIRS, ROOT
+
+    if args.pair is not None and args.pair not in PAIRS:
+        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be >= 1 (got {value})")
+    if getattr(args, "warmup", 0) < 0:
+        ap.error(f"--warmup must be >= 0 (got {args.warmup})")
+    temps = getattr(args, "temperatures", [])
+    if any(not math.isfinite(t) or t < 0 for t in temps):
+        ap.error(f"--temperatures must be finite and >= 0 (got {temps}); 0 is greedy")
+    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
+    if args.prompts not in sets:
+        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
+    n = getattr(args, "n_prompts", None)
+    if n is not None and n > len(sets[args.prompts]):
+        ap.error(f"--n-prompts {n} is more than the {len(sets[args.prompts])} prompts of {args.prompts!r}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
+    path = args.out / f"{kind}-{pair}-{device.split(':')[0]}{suffix}.json"
+    check_output(ap, path, args.out, args.overwrite)  # fail now, not after a run of minutes
+    return path, sets[args.prompts]

@@ -1,0 +1,355 @@
+# %% [markdown]
+# # 11 · Self-speculation: the target drafts for itself
+#
+# Every draft so far was a second model: smaller, trained separately, with its own weights in
+# memory. The target already holds a cheaper model inside it: its first $k$ layers. Run them, skip
+# the rest, and read the hidden state with the target's own final norm and LM head: that is a
+# draft that costs about $k/n$ of a target step and no extra memory. The target, all $n$ layers,
+# still verifies every token, so the output stays exactly the target's, whatever $k$ is.
+#
+# Whether it is *fast* is another matter. This notebook builds the early-exit draft on the shipped
+# 20-layer tiny target, checks that nothing is copied and nothing changes in the output, measures
+# acceptance and speed against $k$, explains why this target drafts poorly from its own early
+# layers, and trains a small exit adapter (the target frozen) to see what early-exit training buys.
+#
+# **You will learn**
+# - how to build a draft that shares every weight with the target (`utils.selfspec.early_exit_draft`);
+# - why the output is exact by construction, and how the tests check it;
+# - the trade-off in $k$: the draft's cost $c \approx k/n$ rises while its acceptance $\alpha$ rises;
+# - why a model never trained for early exit drafts poorly this way, and what an exit adapter or
+#   LayerSkip's early-exit loss changes.
+#
+# **Time to run:** under a minute on a laptop CPU with the tiny pair (the benchmark and the adapter
+# training are read from files; rerun them with `python -m utils.selfspec` and
+# `python -m utils.selfspec train`).
+
+# %%
+# SETUP
+
+# %%
+import torch
+
+from utils.models import describe_device, environment_report, load_pair, load_prompts
+
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
+pair = load_pair(PAIR)
+tok, target, draft_model = pair.tokenizer, pair.target, pair.draft
+hw = describe_device(pair.device)  # for figure titles
+print(environment_report(pair))
+
+# %% [markdown]
+# ## 1. The draft is a view of the target
+#
+# A decoder-only LM computes a residual stream $h_0 = \text{embed}(x)$,
+# $h_i = \text{layer}_i(h_{i-1})$ for $i = 1..n$, and reads the last one with its head. Gemma2's
+# head is a final RMSNorm, the LM head $W$ (tied to the embeddings) and a soft cap on the logits:
+#
+# $$p(\cdot \mid x) = \operatorname{softmax}\big(\text{cap}\cdot\tanh(W\,\text{norm}(h_n)/\text{cap})\big).$$
+#
+# The **early exit at layer $k$** applies the same head to $h_k$:
+#
+# $$q_k(\cdot \mid x) = \operatorname{softmax}\big(\text{cap}\cdot\tanh(W\,\text{norm}(h_k)/\text{cap})\big).$$
+#
+# `early_exit_draft(target, k)` builds a model of the target's own class whose embeddings, first
+# $k$ layers, final norm and LM head *are* the target's modules (the same Python objects), with a
+# copy of the config that says `num_hidden_layers = k`. Nothing is copied:
+
+# %%
+from utils.selfspec import early_exit_draft
+
+n_layers = target.config.num_hidden_layers
+d8 = early_exit_draft(target, 8)
+same = {
+    "lm_head.weight": d8.lm_head.weight is target.lm_head.weight,
+    "embed_tokens": d8.model.embed_tokens is target.model.embed_tokens,
+    "final norm": d8.model.norm is target.model.norm,
+    "layers 0..7": all(a is b for a, b in zip(d8.model.layers, target.model.layers)),
+}
+target_ids = {id(p) for p in target.parameters()}
+new = sum(p.numel() for p in d8.parameters() if id(p) not in target_ids)
+print(f"target: {n_layers} layers; draft: {d8.config.num_hidden_layers} layers")
+print("shared (the same object):", same)
+print(f"parameters the draft adds: {new}; the shipped draft model has {sum(p.numel() for p in draft_model.parameters()):,} of its own")
+
+# %% [markdown]
+# The draft keeps its own KV cache (layer indices $0..k-1$) inside `speculative_generate`, as any
+# draft does. (LayerSkip goes further: the verify pass reuses the draft's cache and activations
+# for the first $k$ layers; our loop recomputes them, which is simpler and still exact.)
+#
+# ## 2. Exact by construction
+#
+# The draft only proposes; Leviathan et al.'s accept/reject rule with the full target decides. So
+# at $T = 0$ the output must equal HF greedy decoding of the target, for every $k$:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from utils.speculative import speculative_generate
+
+prompts = load_prompts("heldout")
+eos = tok.eos_token_id
+for k in (2, 8, 16):
+    d = early_exit_draft(target, k)
+    same = []
+    for text in prompts[:3]:
+        ids = tok(text, return_tensors="pt").input_ids.to(pair.device)
+        with torch.inference_mode():
+            ref = target.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=eos, pad_token_id=0)
+        out = speculative_generate(target, d, ids, max_new_tokens=40, gamma=4, eos_token_id=eos)
+        same.append(torch.equal(out.sequences, ref))
+    print(f"exit at k = {k:2d}: equal to HF greedy on {len(same)} held-out prompts: {all(same)}")
+
+# %% [markdown]
+# (`tests/test_selfspec.py` also checks the draft's logits against the early exit computed by hand
+# at every $k$, and sampling at $T = 1$ with a chi-square test.)
+#
+# ## 3. How well do the early layers draft?
+#
+# One target pass gives every $h_k$, so we can read every exit at once (the "logit lens"): at each
+# position of the held-out prompts' greedy continuations, does the exit's arg max equal the
+# target's (what greedy drafting needs), and how far is its distribution, $\mathrm{KL}(p\,\|\,q_k)$
+# (what sampling needs)?
+
+# %%
+import statistics
+
+from utils.selfspec import exit_agreement, layer_update_norms
+
+texts = []
+for text in prompts:
+    ids = tok(text, return_tensors="pt").input_ids.to(pair.device)
+    with torch.inference_mode():
+        texts.append(target.generate(ids, max_new_tokens=48, do_sample=False, eos_token_id=eos, pad_token_id=0))
+lens = [exit_agreement(target, x) for x in texts]
+lens = [dict(k=rows[0]["k"], top1=statistics.mean(r["top1"] for r in rows), kl=statistics.mean(r["kl"] for r in rows))
+        for rows in zip(*lens)]
+updates = [statistics.mean(u) for u in zip(*(layer_update_norms(target, x) for x in texts))]
+for r in lens:
+    print(f"exit at k = {r['k']:2d}: arg max equal to the target's at {r['top1']:4.0%} of positions, KL {r['kl']:.2f} nats; "
+          f"layer {r['k']} changed the residual stream by {updates[r['k'] - 1]:.1%}")
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.3), layout="constrained")
+a1.plot([r["k"] for r in lens], [r["top1"] for r in lens], "o-", label="arg max = target's")
+a1b = a1.twinx()
+a1b.plot([r["k"] for r in lens], [r["kl"] for r in lens], "s--", color="#c44e52", label="KL(p || q_k)")
+a1.set(xlabel="exit layer k", ylabel="share of positions", title="exit k against the target (held-out text)")
+a1b.set_ylabel("nats")
+a1.legend(loc="upper left", fontsize=8)
+a1b.legend(loc="center right", fontsize=8)
+a2.bar(range(1, n_layers + 1), updates, color="#4c72b0")
+a2.set(xlabel="layer i", ylabel="||h_i - h_(i-1)|| / ||h_(i-1)||", title="how much each layer changes the residual stream")
+idle = [i + 1 for i, u in enumerate(updates) if u < 0.05]
+print(f"layers that change the stream by less than 5%: {idle} (at most {max(updates[i - 1] for i in idle):.1%}); "
+      f"the others: at least {min(u for u in updates if u >= 0.05):.0%}")
+
+# %% [markdown]
+# Two things show.
+#
+# **The early layers are not drafts.** Nothing in the target's training ever asked $h_k$ to be
+# read by the LM head: the loss only looked at $h_n$. The intermediate layers are free to hold the
+# residual stream in any basis that later layers can use, and the LM head reads it only near the
+# end. So the exits agree with the target at few positions until late, and far from it in KL.
+#
+# **Eight layers barely move the stream.** The tiny target was trained at 12 layers and then grown
+# to 20 by inserting layers that start as the identity (`scripts/train_tiny_pair.py`, `grow()`);
+# after 600 more steps, those layers (the short bars, printed above) still barely change the stream.
+# An exit just after one of them reads nearly the same state as one just before it, hence equal
+# acceptance at $k = 4$ and $6$, or $8$ and $10$, while the draft pays for the extra layers.
+#
+# ## 4. Measured: acceptance, cost and speed against $k$
+#
+# `python -m utils.selfspec --out data/results` ran our speculative loop ($\gamma = 4$) with the
+# exit at each $k$, with the exit plus the adapter of section 5, with the shipped 2-layer draft
+# model, and our plain loop without a draft, at $T = 0$ and $T = 1$ on the held-out prompts; per
+# prompt the drafts took turns. $c$ is each draft's decode step over the target's, measured alone.
+
+# %%
+import json
+
+from utils.models import ROOT
+
+res = json.loads((ROOT / "data/results/selfspec-tiny-cpu.json").read_text())
+m = res["meta"]
+print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m['transformers']}, {m['date']}; "
+      f"{m['n_prompts']} {m['prompt_set']} prompts x {m['max_new_tokens']} new tokens, median of {m['repeats']} after "
+      f"{m['warmup']} warm-up; target step {res['costs']['target_step_ms']:.1f} ms]")
+print(f"{'T':>3} {'draft':18s} {'c':>5} {'alpha drafted/checked':>21} {'tokens/round':>12} {'tok/s':>6} {'measured':>8} "
+      f"{'predicted':>9} {'best gamma':>10}")
+for s in res["summary"]:
+    if s["draft"] == "plain":
+        print(f"{s['temperature']:>3g} {'plain loop':18s} {'':>5} {'':>21} {'':>12} {s['tokens_per_s']:6.1f}")
+        continue
+    print(f"{s['temperature']:>3g} {s['draft']:18s} {s['c']:5.2f} {s['alpha']:10.2f} / {s['alpha_checked']:.2f}      "
+          f"{s['tokens_per_round']:12.2f} {s['tokens_per_s']:6.1f} {s['speedup_vs_plain']:7.2f}x {s['predicted']:8.2f}x "
+          f"{s['best_gamma']:>4} ({s['predicted_best']:.2f}x)")
+print("greedy outputs equal to the plain loop's:", all(s["all_equal_plain"] for s in res["summary"] if s["temperature"] == 0))
+
+# %%
+from utils.selfspec import plot_exits
+
+plot_exits(res, f"{m['pair']} target ({m['n_layers']} layers) on {m['hardware']}, {m['prompt_set']} prompts, gamma {m['gamma']}");
+
+# %% [markdown]
+# Read it with Leviathan et al.'s cost model (notebook 03): with acceptance $\alpha$ per checked
+# token and a draft step of $c$ target steps,
+#
+# $$\text{speedup}(\gamma) = \frac{1 - \alpha^{\gamma+1}}{(1-\alpha)(\gamma c + 1)},$$
+#
+# and a speedup exists for some $\gamma$ **only if $\alpha > c$**. For an early exit, $c$ grows
+# like $k/n$ (plus the head and the loop's own work, which is why it starts above the grey line),
+# and $\alpha$ must outgrow it. Which exits pass that test, per temperature:
+
+# %%
+for t in sorted({s["temperature"] for s in res["summary"]}):
+    rows = [s for s in res["summary"] if s["temperature"] == t and s["draft"] != "plain"]
+    ok = [s["draft"] for s in rows if s["speedup_possible"]]
+    dm = next(s for s in rows if s["draft"] == "draft model")
+    best = max((s for s in rows if s["k"] is not None), key=lambda s: s["speedup_vs_plain"])
+    print(f"T = {t:g}: alpha > c for {', '.join(ok) if ok else 'no draft'}; best exit measured: {best['draft']} at "
+          f"{best['speedup_vs_plain']:.2f}x (alpha {best['alpha_checked']:.2f}, c {best['c']:.2f}); "
+          f"the draft model: {dm['speedup_vs_plain']:.2f}x (alpha {dm['alpha_checked']:.2f}, c {dm['c']:.2f})")
+
+# %% [markdown]
+# ## 5. What early-exit training changes
+#
+# The fix is to *ask* layer $k$ to be readable. Two ways, from the literature:
+#
+# - **LayerSkip** (Elhoushi et al., 2024) trains the whole model with an early-exit loss (the LM
+#   head applied to every layer, one shared exit) and layer dropout that rises with depth, then
+#   drafts with the first layers and verifies with the rest, reusing the draft's cache.
+# - **Kangaroo** (Liu et al., 2024) keeps the target frozen and trains a small adapter on top of a
+#   shallow sub-network so that the shared LM head can read it.
+#
+# Here, in Kangaroo's spirit and much smaller: the target stays frozen and shipped as is; at each
+# exit $k$ we train an `ExitAdapter`, a residual map $h \mapsto h + A\,\text{RMSNorm}(h)$ with a
+# $d \times d$ matrix $A$ ($d = 128$, started at zero, so the untrained adapter is the plain exit)
+# before the shared final norm and LM head. The loss is the KL from the target's own next-token
+# distribution on the text the tiny pair was trained on:
+#
+# $$\mathcal{L}_k = \mathbb{E}_{\text{positions}}\ \mathrm{KL}\big(p(\cdot \mid x)\ \|\ q_k^{A}(\cdot \mid x)\big).$$
+#
+# Matching $p$, not the data, is what acceptance rewards: at $T = 1$ a drafted token is accepted
+# with probability $1 - \mathrm{TV}(p, q)$ on average. The output stays exact with any adapter (the
+# target still verifies; the tests check greedy equality and the sampling distribution with one).
+# The training run, `python -m utils.selfspec train --out data/models/early-exit`:
+
+# %%
+report = json.loads((ROOT / "data/models/early-exit/training_report.json").read_text())
+print(f"{report['steps']} steps x {report['batch']} x {report['block']} tokens ({report['tokens_seen']:,} tokens seen) on "
+      f"{report['hardware']}, {report['train_seconds'] / 60:.1f} min for all {len(report['ks'])} adapters at once; "
+      f"{report['adapter_parameters']:,} parameters, {report['adapter_bytes'] / 1024:.0f} KiB")
+print(f"data: {report['data']['source']}; {report['data']['train_tokens']:,} training tokens "
+      f"(the tiny pair's own training text: {report['data']['same_as_shipped_pair']})")
+print("held-out text (topics the pair never saw), per exit: arg max agreement and KL, plain exit -> with adapter")
+for k in report["ks"]:
+    a, b = report["heldout"][f"k{k}"], report["heldout"][f"k{k} + adapter"]
+    print(f"  k = {k:2d}: agreement {a['top1']:4.0%} -> {b['top1']:4.0%},  KL {a['kl']:.2f} -> {b['kl']:.2f}")
+
+# %% [markdown]
+# And in the speculative loop (the dashed lines of the figure above):
+
+# %%
+for t in sorted({s["temperature"] for s in res["summary"]}):
+    by = {s["draft"]: s for s in res["summary"] if s["temperature"] == t}
+    for k in m["adapter_ks"]:
+        a, b = by[f"exit {k}"], by[f"exit {k} + adapter"]
+        print(f"T = {t:g}, k = {k:2d}: alpha per checked token {a['alpha_checked']:.2f} -> {b['alpha_checked']:.2f}, "
+              f"speedup {a['speedup_vs_plain']:.2f}x -> {b['speedup_vs_plain']:.2f}x (c {a['c']:.2f} -> {b['c']:.2f})")
+
+# %% [markdown]
+# A few minutes of training on one CPU thread, with the target untouched, raises the acceptance of
+# every exit a lot: the hidden state at layer $k$ held much of the information, in a basis the LM
+# head could not read. It cannot close the gap: an exit only knows what $k$ layers computed, and an
+# adapter of $d^2$ parameters cannot do the work of the $n - k$ layers it skips. Whether a speedup
+# appears is again $\alpha$ against $c$: on this target $c$ is close to $k/n$ because on a CPU
+# every Gemma2 layer costs about the same (plus a fixed cost for the head and the loop), and the
+# 2-layer draft model drafts far better than any exit of similar cost, because it was distilled
+# from the target for exactly that. Where an exit does pass $\alpha > c$, its best $\gamma$ is
+# small (the table's last column) and the measured speedup at $\gamma = 4$ falls below even the
+# prediction: on a CPU the target's pass over $\gamma + 1$ tokens costs more than one step
+# (notebook 05 measures it), which the $v = 1$ prediction leaves out.
+#
+# What would change with LayerSkip-style training of the whole model: the early layers themselves
+# learn to be read (not only a map on top of them), so acceptance at small $k$ rises much further;
+# the price is retraining the target, which changes its weights: it is a new target, whose quality
+# has to be checked again. Sharing the cache and activations between draft and verifier, as
+# LayerSkip does, would also remove the draft's own prefill and catch-up passes.
+#
+# ## 6. A live look: one prompt, exit 12 with and without its adapter
+
+# %%
+from utils.selfspec import load_adapters
+
+adapters = load_adapters(target)
+ids = tok(prompts[1], return_tensors="pt").input_ids.to(pair.device)
+K = 12 if 12 in adapters else max(adapters)
+for label, d in (("draft model", draft_model), (f"exit {K}", early_exit_draft(target, K)),
+                 (f"exit {K} + adapter", early_exit_draft(target, K, adapters[K]))):
+    out = speculative_generate(target, d, ids, max_new_tokens=48, gamma=4, eos_token_id=eos)
+    print(f"{label:18s}: {len(out.rounds):2d} target passes for {out.new_tokens} tokens, alpha per drafted "
+          f"{out.acceptance_rate:.2f}, per checked {out.checked_acceptance_rate:.2f}, draft {out.draft_time * 1e3:.0f} ms, "
+          f"target {out.target_time * 1e3:.0f} ms")
+print(repr(tok.decode(out.sequences[0, ids.shape[1]:])))
+
+# %% [markdown]
+# Same text every time (it is the target's greedy text); only the number of target passes and the
+# time split change.
+#
+# ## 7. Exercise: write the early-exit head
+#
+# Complete `exit_head(target, hidden)`: given a layer's output `hidden` of shape $(1, T, d)$, return
+# the logits $(1, T, V)$ that the target's head would give it (final norm, LM head, soft cap). The
+# checker compares it with `utils.selfspec.exit_logits` at three layers.
+
+# %%
+from utils.exercises import check_11
+
+
+def exit_head(target, hidden):
+    # YOUR CODE HERE: target.model.norm, target.lm_head, target.config.final_logit_softcapping
+    raise NotImplementedError
+
+
+check_11(exit_head, pair)
+
+# %% [markdown]
+# The reference solution through the same checker:
+
+# %%
+from notebooks.solutions.ex11_exit_head import exit_head as reference
+
+check_11(reference, pair)
+
+# %% [markdown]
+# ## Try this
+# - Section 3 on the *workshop* prompts (text the pair was trained on): do the exits agree more?
+# - Rerun the benchmark with `--gamma 2` and `--ks 16 18 19`: near the top, where $\alpha$ is
+#   highest, does any exit beat the plain loop? Compare with `utils.theory.optimal_gamma`.
+# - Draft & Verify skips *intermediate* layers instead of the top ones. Section 3 showed eight
+#   layers that barely change the stream: what $c$ and $\alpha$ would a draft that skips exactly
+#   those have? (Estimate $\alpha$ with `exit_agreement`-style code and $c$ as $12/20$.)
+# - Train adapters with `python -m utils.selfspec train --steps 100` and `--steps 600`: how does
+#   acceptance grow with training?
+#
+# ## What you learned
+# - A self-speculative draft can share every weight with the target: its first $k$ layers and its
+#   own head. No second model, no extra memory; the output stays exactly the target's.
+# - Its cost grows like $k/n$; its acceptance depends on whether layer $k$ can be read by the head,
+#   which a model trained only on its last layer never learned. A speedup needs $\alpha > c$.
+# - A small adapter trained against the target's own distribution (the target frozen) raises the
+#   exits' acceptance substantially in minutes; training the model itself with an early-exit loss
+#   (LayerSkip) is the full fix, at the price of changing the target.
+#
+# ## References
+# - Elhoushi et al., *LayerSkip: Enabling Early Exit Inference and Self-Speculative Decoding*, ACL
+#   2024: https://arxiv.org/abs/2404.16710
+# - Zhang et al., *Draft & Verify: Lossless Large Language Model Acceleration via Self-Speculative
+#   Decoding*, ACL 2024 (drafts by skipping intermediate layers, no training):
+#   https://arxiv.org/abs/2309.08168
+# - Liu et al., *Kangaroo: Lossless Self-Speculative Decoding via Double Early Exiting*, 2024 (a
+#   trained adapter on a shallow sub-network, plus stopping the draft on low confidence):
+#   https://arxiv.org/abs/2404.18911
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML
+#   2023: https://arxiv.org/abs/2211.17192

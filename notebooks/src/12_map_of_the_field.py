@@ -1,0 +1,302 @@
+# %% [markdown]
+# # 12 · A map of the field, and where to go next: serving engines
+#
+# The notebooks so far built one method carefully: a small draft model proposes, the target checks in
+# one pass, a rejection rule keeps the output exactly the target's. Papers since 2022 change every
+# part of that sentence: *who drafts* (a separate model, heads grafted on the target, the target's own
+# n-grams, a model with another tokenizer), *what is checked* (a chain or a tree), and *for how many
+# users at once* (one sequence or a batch). This notebook is a map: one paragraph per method, each
+# with the speedup its own paper reports and the setup it was measured on, and which of them this
+# collection implements. Then it points to the serving engines that run these methods at scale
+# (vLLM, SGLang, Hugging Face TGI): what each option corresponds to here, and the exact configuration
+# you would write for the Gemma 2 pair `google/gemma-2-2b-it` drafting for `google/gemma-2-27b-it`.
+#
+# **You will learn**
+# - the three families of drafts, and what each changes in the verification step;
+# - which methods keep the output exactly the target's, and which trade that for speed;
+# - why the speedups papers report cannot be ranked against each other;
+# - how the ideas of notebooks 03–11 appear as options of vLLM, SGLang and TGI.
+#
+# **Time to run:** a few seconds. No model is loaded: the map is read from `data/field.json`, whose
+# every number carries its source (a URL and the place in it); the configurations are built by
+# `utils/serving.py`. The last cell runs a small vLLM benchmark only where a CUDA GPU and vLLM are
+# present, and otherwise says why it skipped.
+
+# %%
+# SETUP
+
+# %%
+import json
+
+from IPython.display import Markdown, display
+
+from utils.models import ROOT
+from utils.serving import ENGINES, field_table, load_field, method_paragraph, plot_reported
+
+methods = load_field()
+meta = json.loads((ROOT / "data" / "field.json").read_text())
+print(f"{len(methods)} methods in data/field.json, checked against their sources on {meta['_checked']}")
+
+# %% [markdown]
+# ## 1. The map in one table
+#
+# One row per method: the family of its draft, whether it needs training, whether the output is
+# exactly the target's, the first speedup its paper reports with that figure's setup, and where this
+# collection implements it. The table is rendered from the JSON, so the numbers here and in the file
+# cannot drift apart.
+
+# %%
+display(Markdown(field_table(methods)))
+
+# %% [markdown]
+# ## 2. Three families of drafts
+#
+# - **A separate draft model** (Leviathan et al., Chen et al., SpecInfer, staged speculation, BASS,
+#   universal assisted decoding). The draft is another network, smaller and cheaper. Verification is
+#   the accept/reject rule of notebook 03. Variants change *how many* candidates are checked
+#   (SpecInfer and staged speculation check a tree of them in one pass, with a tree-shaped attention
+#   mask), *how many sequences* run together (BASS: rows of a
+#   batch accept different numbers of tokens), or *which vocabulary* the draft speaks (universal
+#   assisted decoding translates drafts through text).
+# - **Heads on the target** (Medusa, EAGLE, EAGLE-2, EAGLE-3, multi-token prediction). No second
+#   model: small trained heads read the target's own hidden features and guess the next few tokens.
+#   They must be trained for each target; a draft step runs a small head, not a second network.
+#   Verification is again one target pass, usually over a tree.
+# - **No draft model at all** (lookahead decoding; prompt lookup, notebook 10). Candidates are
+#   n-grams, taken from the prompt or produced by the target itself with Jacobi iterations.
+#
+# **Exact or not.** A method is exact when what it outputs is distributed exactly as the target's
+# samples (greedy: token for token the target's greedy output). Whatever drafts, the accept/reject rule
+# of notebook 03 makes it exact. A method stops being exact when it changes that rule (Medusa's
+# "typical acceptance" accepts any plausible token) or changes the target itself (Medusa-2 fine-tunes
+# it). The `exact` column says which; the paragraphs quote where each paper says so.
+#
+# ## 3. One paragraph per method
+#
+# Each paragraph is generated from the method's JSON entry: the draft, the verification, training,
+# exactness, every speedup the paper reports with its setup and the place it is stated, and where to
+# find it here. "Not re-checked here" marks a setup detail that was not verified against the paper's
+# text for this file; it is left open rather than guessed.
+
+# %%
+for m in methods:
+    display(Markdown(method_paragraph(m)))
+
+# %% [markdown]
+# ## 4. What the papers report, side by side, and why not to rank them
+#
+# Every figure the JSON holds, as the paper states it. A range is drawn dark to its low end and light
+# to its high end; an "up to" figure is a single bar.
+
+# %%
+ax = plot_reported(methods)
+
+# %% [markdown]
+# Do not read this as a leaderboard. Each bar was measured on its own models, its own hardware, its
+# own batch size, its own temperature, and against its own baseline (plain decoding in the same code,
+# "optimized regular decoding", "existing LLM serving systems"). Notebook 05 measured why this
+# matters: the same algorithm and the same pair gain a lot or nothing depending on what a draft step
+# costs against a target step ($c$), and that depends on the hardware and on how the steps are run.
+# The only comparable numbers are the ones you measure yourself, on one machine, against one baseline.
+# The spread of setups, counted from the file:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from utils.serving import speedup_text
+
+figures = [(m, r) for m in methods for r in m["reported"]]
+for key in ("models", "hardware", "batch_size", "temperature", "dataset"):
+    values = [r[key] for _, r in figures]
+    open_ = sum(("not re-checked" in v or "not stated" in v) for v in values)
+    print(f"{key:12s}: {len(set(values)):2d} different entries over {len(values)} figures; {open_} not stated or not re-checked")
+print()
+for m, r in figures:
+    print(f"{m['name'][:34]:34s} {speedup_text(r):12s} batch: {r['batch_size'][:40]:40s} hardware: {r['hardware'][:60]}")
+
+# %% [markdown]
+# ## 5. What this collection implements
+#
+# The collection builds the separate-draft-model family from scratch and stays exact throughout: the
+# algorithm (03), its behaviour round by round (04), Hugging Face's implementation beside ours (05),
+# adaptive draft lengths (08), batches (09), and two ways to draft without a second model: n-grams
+# from the prompt (10) and the target's own first layers (11). Trained heads, trees and cross-vocabulary
+# drafting are the next steps, and the engines below serve them.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+done = [m for m in methods if m["implemented_in"] != "not implemented"]
+todo = [m for m in methods if m["implemented_in"] == "not implemented"]
+for m in done:
+    print(f"implemented: {m['name']:48s} -> notebooks {', '.join(m['implemented_in'])}")
+for m in todo:
+    print(f"not here:    {m['name']:48s} ({m['implemented_note']})")
+
+# %% [markdown]
+# ## 6. Where next, at scale: the serving engines
+#
+# A serving engine batches many requests together (continuous batching) and runs the models' steps
+# with optimized kernels: the step costs that notebook 07 fought in eager PyTorch are the engine's job.
+# That is also where notebook 09's lesson bites: when the batch is large, the target's step is no
+# longer almost free to widen, and speculation can slow the engine down. Three engines, as their documentation describes them (versions and URLs below):
+#
+# - **vLLM**: one `speculative_config` dictionary (Python) or `--speculative-config '{...}'` (server)
+#   with a `method`: a separate draft model, n-gram lookup, EAGLE and EAGLE-3 heads, Medusa heads, MTP.
+# - **SGLang**: `--speculative-*` server flags. A separate small draft model is its `STANDALONE`
+#   algorithm; `EAGLE` (EAGLE-2) and `EAGLE3` load a trained head through the same
+#   `--speculative-draft-model-path`; `NGRAM` needs no draft.
+# - **Hugging Face TGI**: Medusa heads, and n-gram speculation with `--speculate N`. It has no option
+#   for a separate draft model, and its README says it is now in maintenance mode.
+#
+# How each idea of these notebooks maps to the engines' options:
+
+# %%
+from utils.serving import mapping_rows
+
+rows = ["| idea | here | vLLM | SGLang | TGI |", "|---|---|---|---|---|"]
+rows += ["| " + " | ".join(f"`{c}`" if c.startswith(("spec", "--", "text-")) else c for c in r) + " |"
+         for r in mapping_rows()]
+display(Markdown("\n".join(rows)))
+for key, e in ENGINES.items():
+    print(f"{e['name']}: {e['version']}")
+    if "separate_draft_model" in e:
+        print(f"  separate draft model: {e['separate_draft_model']}")
+
+# %% [markdown]
+# ### The configuration for Gemma 2: 2b drafting for 27b
+#
+# `utils.serving` builds each engine's configuration for a pair of `utils.models.PAIRS`; $\gamma$ (the
+# tokens drafted per round) becomes `num_speculative_tokens` in vLLM and `--speculative-num-steps` in
+# SGLang (a chain: `--speculative-eagle-topk 1`, so `--speculative-num-draft-tokens` is $\gamma + 1$),
+# and `--speculate` in TGI. Both models share Gemma's tokenizer, so the draft-model method applies
+# directly. `memory_fits` (notebook 06) says which usual GPU holds the pair, and the 27b weights are
+# gated: accept the license on the model page and log in first.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from utils.models import memory_fits
+from utils.serving import engine_config
+
+PAIR_AT_SCALE = "gemma2-2b-27b"
+GAMMA = 4
+for row in memory_fits(PAIR_AT_SCALE):
+    print(f"{PAIR_AT_SCALE} in {row['precision']}: about {row['gib']:.0f} GiB; fits {', '.join(row['fits']) or 'none of the usual GPUs'}")
+for engine, method in [("vllm", "draft"), ("vllm", "ngram"), ("sglang", "draft"), ("sglang", "ngram"), ("tgi", "ngram")]:
+    cfg = engine_config(engine, PAIR_AT_SCALE, method, GAMMA)
+    print(f"\n[{engine}, {method}]  docs: {cfg.docs}")
+    if cfg.python:
+        print(f"  python: from vllm import LLM; llm = {cfg.python}")
+    print(f"  server: {cfg.cli}")
+    for note in cfg.notes:
+        print(f"  note:   {note}")
+
+# %% [markdown]
+# The methods that need weights trained for this target, and what the builders say when asked for
+# them. No EAGLE or Medusa head for `gemma-2-27b-it` ships with this collection, Gemma 2 has no MTP
+# layers, and TGI has no draft-model option; the error names what is supported instead.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for engine, method in [("vllm", "eagle3"), ("vllm", "mtp"), ("sglang", "eagle"), ("tgi", "draft")]:
+    try:
+        engine_config(engine, PAIR_AT_SCALE, method, GAMMA)
+    except ValueError as e:
+        print(f"{engine}, {method}: ValueError: {e}")
+print("\nwith a head you trained (a placeholder name):")
+print(engine_config("vllm", PAIR_AT_SCALE, "eagle3", GAMMA, head="you/eagle3-gemma-2-27b-it").cli)
+
+# %% [markdown]
+# ### What the projects report
+#
+# As the projects state them, with their setups. vLLM's own blog shows both sides: a gain at low load
+# and a slowdown at high load, where the batch already keeps the GPU busy (notebook 09 measures the
+# same effect on a CPU).
+
+# %%
+for e in ENGINES.values():
+    for r in e["reported"]:
+        print(f"{e['name']}: {r['speedup']}\n    setup: {r['setup']}\n    source: {r['source']}")
+    if "note" in e:
+        print(f"    note: {e['note']}")
+
+# %% [markdown]
+# ### Run it: a small vLLM benchmark, only where it can run
+#
+# The next cell measures tokens/s of plain decoding and of draft-model speculative decoding in vLLM,
+# on the datacamp prompts at temperature 0. It needs a CUDA GPU and `pip install vllm`; anywhere else
+# it prints why it skipped (the repository's tests run it without a GPU and check exactly that). Its
+# default pair is the small, ungated SmolLM2 pair, which fits a Colab T4; set `VLLM_PAIR =
+# "gemma2-2b-27b"` on a GPU that `memory_fits` says holds it.
+
+# %%
+# Runs only with a CUDA GPU and vLLM installed; otherwise prints why it skipped.
+from utils.serving import EngineUnavailable, engine_status, run_vllm
+
+VLLM_PAIR = "smollm2-135m-1.7b"
+status = engine_status()
+print(status.summary())
+try:
+    res = run_vllm(VLLM_PAIR, method="draft", gamma=4, max_tokens=64, status=status)
+except EngineUnavailable as e:
+    print(f"\nskipped: {e}")
+else:
+    print(f"\n{res['pair']} on {res['gpu']}, vLLM {res['vllm']}: plain {res['plain']['tokens_per_s']:.1f} tok/s, "
+          f"speculative (gamma {res['gamma']}) {res['speculative']['tokens_per_s']:.1f} tok/s, "
+          f"speedup {res['speedup']:.2f}x")
+
+# %% [markdown]
+# ## Try this
+# - Pick one method of the table and open its source (the URL in `data/field.json`): is the reported
+#   figure at batch size 1? Against which baseline? Fill in one "not re-checked here" with what you
+#   find, and its place in the paper.
+# - `engine_config("vllm", "gemma2-2b-27b", "ngram", 8, prompt_lookup=(1, 3))`: what changes in the
+#   JSON? Which notebook's parameter is `prompt_lookup_max`?
+# - On a GPU with vLLM, run the last cell with `gamma=1, 2, 4, 8`: where does the speedup peak, and
+#   does notebook 05's cost model, fed with the acceptance vLLM reports, predict it?
+# - Rerun it with several copies of the prompt list (a larger batch): at what size does speculation
+#   stop paying? Compare with notebook 09.
+# - vLLM's `"use_heterogeneous_vocab": true` lets a draft with another tokenizer propose: which draft
+#   from another family would you try for `gemma-2-27b-it`, and why must its drafting be greedy there?
+#
+# ## What you learned
+# - Drafts come in three families: a separate model, heads trained on the target, or no model at all
+#   (n-grams). Trees let one target pass check many candidates; batches make that pass dearer.
+# - Exactness comes from the accept/reject rule, not from the draft: any draft verified by it leaves the
+#   output the target's; relaxed acceptance or a fine-tuned target gives that up.
+# - A paper's speedup belongs to its setup (model, hardware, batch, temperature, baseline); the
+#   figures of different papers cannot be ranked, and only your own measurement on your hardware counts.
+# - The engines expose the same ideas as options: vLLM's `speculative_config` (`draft_model`, `ngram`,
+#   `eagle`/`eagle3`, `medusa`, `mtp`), SGLang's `--speculative-algorithm` (`STANDALONE`, `NGRAM`,
+#   `EAGLE`, `EAGLE3`), TGI's `--speculate` (n-gram, Medusa).
+#
+# ## References
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2022:
+#   https://arxiv.org/abs/2211.17192
+# - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
+#   https://arxiv.org/abs/2302.01318
+# - Cai et al., *Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads*,
+#   2024: https://arxiv.org/abs/2401.10774; code: https://github.com/FasterDecoding/Medusa
+# - Li, Wei, Zhang, Zhang, *EAGLE: Speculative Sampling Requires Rethinking Feature Uncertainty*, 2024:
+#   https://arxiv.org/abs/2401.15077; *EAGLE-2: Faster Inference of Language Models with Dynamic Draft
+#   Trees*, 2024: https://arxiv.org/abs/2406.16858; *EAGLE-3: Scaling up Inference Acceleration of
+#   Large Language Models via Training-Time Test*, 2025: https://arxiv.org/abs/2503.01840
+# - Gloeckle et al., *Better & Faster Large Language Models via Multi-token Prediction*, 2024:
+#   https://arxiv.org/abs/2404.19737
+# - DeepSeek-AI, *DeepSeek-V3 Technical Report*, 2024 (Section 5.4.3): https://arxiv.org/abs/2412.19437
+# - Fu et al., *Break the Sequential Dependency of LLM Inference Using Lookahead Decoding*, 2024:
+#   https://arxiv.org/abs/2402.02057
+# - Miao et al., *SpecInfer: Accelerating Generative Large Language Model Serving with Tree-based
+#   Speculative Inference and Verification*, 2023: https://arxiv.org/abs/2305.09781
+# - Spector, Ré, *Accelerating LLM Inference with Staged Speculative Decoding*, 2023:
+#   https://arxiv.org/abs/2308.04623
+# - Timor et al., *Accelerating LLM Inference with Lossless Speculative Decoding Algorithms for
+#   Heterogeneous Vocabularies*, ICML 2025: https://arxiv.org/abs/2502.05202; Intel Labs and Hugging
+#   Face, *Universal Assisted Generation*, 2024: https://huggingface.co/blog/universal_assisted_generation
+# - Qian et al., *BASS: Batched Attention-optimized Speculative Sampling*, Findings of ACL 2024:
+#   https://arxiv.org/abs/2404.15778
+# - vLLM speculative decoding docs: https://docs.vllm.ai/en/latest/features/speculative_decoding/
+#   (draft models: https://docs.vllm.ai/en/v0.25.0/features/speculative_decoding/draft_model/); vLLM
+#   blog, *How Speculative Decoding Boosts vLLM Performance by up to 2.8x*, 2024:
+#   https://blog.vllm.ai/2024/10/17/spec-decode.html
+# - SGLang speculative decoding docs: https://docs.sglang.io/docs/advanced_features/speculative_decoding
+# - Hugging Face TGI, speculation: https://huggingface.co/docs/text-generation-inference/conceptual/speculation;
+#   launcher `--speculate`: https://huggingface.co/docs/text-generation-inference/reference/launcher#speculate

@@ -1,0 +1,228 @@
+"""Self-speculation (utils/selfspec.py): the target's first k layers, final norm and LM head as the
+draft. The draft shares the target's weights (no copy), its logits are the early-exit computation,
+and speculative decoding with it stays exact: greedy equals HF greedy, sampling follows the target."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from utils.sampling import probs_from_logits
+from utils.selfspec import (ADAPTERS, MAX_ADAPTER_BYTES, ExitAdapter, early_exit_draft, exit_agreement,
+                            exit_logits, hidden_states, load_adapters, main, save_adapters)
+from utils.speculative import speculative_generate
+
+
+def trained_like_adapter(d: int, seed: int = 0) -> ExitAdapter:
+    """An adapter with nonzero weights (an untrained one is the identity), to test exactness with one."""
+    ad = ExitAdapter(d)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ad.proj.weight.copy_(0.05 * torch.randn(d, d, generator=g))
+        ad.norm_weight.copy_(0.1 * torch.randn(d, generator=g))
+    return ad.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def adapter(pair):
+    return trained_like_adapter(pair.target.config.hidden_size)
+
+
+@pytest.fixture(scope="module")
+def refs(pair, prompts, encode):
+    """HF greedy continuations of 4 held-out prompts; two run past the sliding window of 64."""
+    eos = pair.tokenizer.eos_token_id
+    out = []
+    for text, n in zip(prompts["heldout"][:4], (80, 20, 80, 20)):
+        ids = encode(text)
+        with torch.inference_mode():
+            ref = pair.target.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
+        out.append((ids, n, ref))
+    assert sum(r.shape[1] > pair.target.config.sliding_window for _, _, r in out) >= 2
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 10, 19])
+def test_weights_are_shared_not_copied(pair, k):
+    t = pair.target
+    d = early_exit_draft(t, k)
+    assert d.lm_head.weight is t.lm_head.weight
+    assert d.model.embed_tokens is t.model.embed_tokens and d.model.norm is t.model.norm
+    assert d.model.rotary_emb is t.model.rotary_emb
+    assert len(d.model.layers) == k and all(a is b for a, b in zip(d.model.layers, t.model.layers))
+    assert d.config.num_hidden_layers == k and d.config.layer_types == t.config.layer_types[:k]
+    assert t.config.num_hidden_layers == 20  # the target's own config is untouched
+    target_params = {id(p) for p in t.parameters()}
+    assert all(id(p) in target_params for p in d.parameters())  # no extra parameters
+    assert not any(p.is_meta for p in [*d.parameters(), *d.buffers()])
+
+
+def test_adapter_adds_only_its_own_parameters(pair, adapter):
+    t = pair.target
+    d = early_exit_draft(t, 6, adapter)
+    target_params = {id(p) for p in t.parameters()}
+    extra = [p for p in d.parameters() if id(p) not in target_params]
+    assert {id(p) for p in extra} == {id(p) for p in adapter.parameters()}
+    d_model = t.config.hidden_size
+    assert sum(p.numel() for p in extra) == d_model * d_model + d_model
+    assert d.model.norm.norm is t.model.norm and d.lm_head is t.lm_head
+
+
+def test_logits_equal_a_manual_early_exit(pair, encode, adapter):
+    """draft(x).logits == softcap(lm_head(norm(h_k))), h_k taken by a forward hook on the target's
+    layer k - 1 during a full target pass, for every k; with an adapter, norm(adapter(h_k))."""
+    t, x = pair.target, encode("The for statement is used to iterate over the elements of a sequence")
+    taken = {}
+    hooks = [layer.register_forward_hook(lambda m, a, out, i=i: taken.__setitem__(i + 1, out[0] if isinstance(out, tuple) else out))
+             for i, layer in enumerate(t.model.layers)]
+    try:
+        with torch.inference_mode():
+            t(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    cap = t.config.final_logit_softcapping
+    with torch.inference_mode():
+        for k in range(1, 20):
+            manual = torch.tanh(t.lm_head(t.model.norm(taken[k])) / cap) * cap  # (1, T, V)
+            assert torch.allclose(early_exit_draft(t, k)(x).logits, manual, atol=1e-5)
+            assert torch.allclose(exit_logits(t, hidden_states(t, x)[k]), manual, atol=1e-5)
+        manual = torch.tanh(t.lm_head(t.model.norm(adapter(taken[6]))) / cap) * cap
+        assert torch.allclose(early_exit_draft(t, 6, adapter)(x).logits, manual, atol=1e-5)
+        assert torch.allclose(early_exit_draft(t, 6, ExitAdapter(t.config.hidden_size))(x).logits,
+                              early_exit_draft(t, 6)(x).logits)  # an untrained adapter is the plain exit
+
+
+def test_exit_agreement_rises_towards_the_last_layer(pair, encode):
+    rows = exit_agreement(pair.target, encode("The power operator binds more tightly than unary operators on its left"))
+    assert [r["k"] for r in rows] == list(range(1, 20))
+    assert rows[-1]["top1"] > rows[0]["top1"] and rows[-1]["kl"] < rows[0]["kl"]
+    assert all(0 <= r["top1"] <= 1 and r["kl"] >= -1e-5 for r in rows)
+
+
+@pytest.mark.parametrize("k, with_adapter", [(2, False), (12, False), (19, False), (6, True)])
+def test_greedy_equals_target_greedy(pair, refs, adapter, k, with_adapter):
+    draft = early_exit_draft(pair.target, k, adapter if with_adapter else None)
+    eos = pair.tokenizer.eos_token_id
+    for ids, n, ref in refs:
+        out = speculative_generate(pair.target, draft, ids, max_new_tokens=n, gamma=4, eos_token_id=eos)
+        assert out.sequences.tolist() == ref.tolist()
+        assert out.n_drafted > 0
+
+
+def test_sampling_matches_target_distribution(pair, encode, adapter):
+    """The first new token at T = 1 follows the target's distribution: 600 runs with an exit-4 draft
+    with an adapter (a poor draft: many rejections, so the residual distribution does the work; the
+    plain exit is the same code with the identity adapter), the 5 most likely tokens and the rest as
+    bins (bins expecting < 5 pooled), chi-square at level 1e-3 (as in test_speculative.py)."""
+    ids = encode("The try statement specifies")
+    draft = early_exit_draft(pair.target, 4, adapter)
+    with torch.inference_mode():
+        p = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0).double()
+    g = torch.Generator().manual_seed(11)
+    n = 600
+    firsts = [speculative_generate(pair.target, draft, ids, max_new_tokens=2, gamma=1, temperature=1.0,
+                                   generator=g).sequences[0, ids.shape[1]].item() for _ in range(n)]
+    top = torch.argsort(p, descending=True)[:5].tolist()
+    probs = np.array([p[t].item() for t in top] + [1 - sum(p[t].item() for t in top)])
+    counts = np.array([firsts.count(t) for t in top] + [sum(f not in top for f in firsts)])
+    keep = probs * n >= 5
+    probs = np.append(probs[keep], probs[~keep].sum()) if (~keep).any() else probs
+    counts = np.append(counts[keep], counts[~keep].sum()) if (~keep).any() else counts
+    assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("k", [0, -1, 20, 21])
+def test_bad_k(pair, k):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 19\] for a target of 20 layers"):
+        early_exit_draft(pair.target, k)
+
+
+@pytest.mark.parametrize("k", [True, 2.5, "3", None])
+def test_k_not_an_integer(pair, k):
+    with pytest.raises(TypeError, match="k must be an integer"):
+        early_exit_draft(pair.target, k)
+
+
+def test_unsupported_models(pair):
+    class NoLayers(torch.nn.Module):  # a callable model with a config but not the expected layout
+        config = pair.target.config
+
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="Gemma2ForCausalLM"):
+        early_exit_draft(NoLayers(), 2)
+    for bad in (None, "google/gemma-2-2b"):
+        with pytest.raises(TypeError, match="loaded Hugging Face causal language model"):
+            early_exit_draft(bad, 2)
+    with pytest.raises(TypeError, match="adapter must be an ExitAdapter"):
+        early_exit_draft(pair.target, 2, adapter=torch.nn.Linear(128, 128))
+
+
+def test_graded_check(pair, capsys):
+    from utils.exercises import check_11
+
+    check_11(exit_logits, pair)
+    assert "PASSED" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="soft-capping"):
+        check_11(lambda t, h: t.lm_head(t.model.norm(h)), pair)
+    with pytest.raises(AssertionError, match="final norm"):
+        check_11(lambda t, h: exit_logits(t, h) * 0 + torch.tanh(t.lm_head(h) / 30.0) * 30.0, pair)
+
+    def not_yet(target, hidden):
+        raise NotImplementedError
+
+    check_11(not_yet, pair)
+    assert "not done yet" in capsys.readouterr().out
+
+
+def test_adapters_round_trip(pair, adapter, tmp_path):
+    path = tmp_path / "a.safetensors"
+    size = save_adapters({3: adapter, 7: trained_like_adapter(128, 1)}, path)
+    assert size == path.stat().st_size < MAX_ADAPTER_BYTES
+    back = load_adapters(pair.target, path)
+    assert sorted(back) == [3, 7]
+    assert torch.equal(back[3].proj.weight, adapter.proj.weight) and torch.equal(back[3].norm_weight, adapter.norm_weight)
+    with pytest.raises(FileNotFoundError, match="python -m utils.selfspec train"):
+        load_adapters(pair.target, tmp_path / "missing.safetensors")
+
+
+@pytest.mark.skipif(not (ADAPTERS / "adapters.safetensors").exists(), reason="no committed exit adapters")
+def test_committed_adapters_are_small_and_help(pair, encode):
+    path = ADAPTERS / "adapters.safetensors"
+    assert path.stat().st_size < MAX_ADAPTER_BYTES
+    adapters = load_adapters(pair.target, path)
+    x = encode("In the context of Boolean operations, and also when expressions are used by control flow statements")
+    plain = {r["k"]: r for r in exit_agreement(pair.target, x, list(adapters))}
+    adapted = {r["k"]: r for r in exit_agreement(pair.target, x, list(adapters), adapters)}
+    assert all(adapted[k]["kl"] < plain[k]["kl"] for k in adapters)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ks", "0"], "--ks must all be >= 1"),
+    (["--gamma", "0"], "--gamma must be >= 1"),
+    (["--prompts", "nope"], "--prompts must be one of"),
+    (["--temperatures", "-1"], "--temperatures must be finite"),
+    (["--n-prompts", "99"], "is more than the"),
+    (["--adapters", "/nonexistent/a.safetensors"], "does not exist"),
+    (["train", "--steps", "0"], "--steps must be >= 1"),
+    (["train", "--lr", "0"], "--lr must be a finite number > 0"),
+])
+def test_cli_checks_flags_before_loading(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--out", str(tmp_path)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "selfspec-tiny-cpu.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path), "--device", "cpu", "--no-adapters", "--pair", "tiny"])
+    assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "train" in capsys.readouterr().out

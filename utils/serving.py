@@ -1,0 +1,440 @@
+"""Notebook 12: the map of the field, and the serving engines readers grow into.
+
+- The field: `load_field()` reads data/field.json (one entry per method, with the speedup each paper
+  reports and its setup); `field_table()`, `method_paragraph()` and `plot_reported()` render it.
+- The engines: `ENGINES` says, for vLLM, SGLang and HF TGI, which speculative options each has, what
+  they map to in these notebooks, which docs (and version) that comes from and what the project reports.
+- Configurations: `vllm_config`, `sglang_config`, `tgi_config` (or `engine_config(engine, ...)`) build
+  the configuration for a pair of utils.models.PAIRS: the Python form where the engine has one, and the
+  equivalent command line. An unknown engine, method or pair raises ValueError naming what is supported.
+- `engine_status()`: which of {CUDA GPU, vllm, sglang, text-generation-launcher} are present here, and
+  why a run is skipped. `run_vllm()` runs a tiny benchmark only where a GPU and vLLM are present.
+
+Every option name below is taken from the engine's documentation (URLs in ENGINES); nothing here was
+run against an engine in this repository's CI, which has neither a GPU nor the engines.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.models import MODELS_DIR, PAIRS, ROOT
+
+FIELD_PATH = ROOT / "data" / "field.json"
+
+# ---------------------------------------------------------------------------------------------------
+# The map of the field (data/field.json)
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_field(path: Path | str = FIELD_PATH) -> list[dict]:
+    """The methods of data/field.json, in file order."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))["methods"]
+
+
+def speedup_text(r: dict) -> str:
+    """'2.7x-3.5x' for a range, '2.15x' for one number (an 'up to' figure says so in r['what'])."""
+    lo, hi = r["low"], r["high"]
+    return f"{lo:g}x" if lo == hi else f"{lo:g}x-{hi:g}x"
+
+
+def implemented_text(m: dict) -> str:
+    where = m["implemented_in"]
+    return where if isinstance(where, str) else ", ".join(f"notebook {n}" for n in where)
+
+
+def exact_text(m: dict) -> str:
+    return {True: "yes", False: "no"}.get(m["exact"], str(m["exact"]))
+
+
+def field_table(methods: list[dict] | None = None) -> str:
+    """A markdown table: one row per method, its first reported figure and where it is implemented here."""
+    methods = methods if methods is not None else load_field()
+    rows = ["| method | arXiv | year | draft | trained? | exact? | reported (first figure) | setup | here |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        r = m["reported"][0]
+        rows.append(f"| {m['name']} | [{m['arxiv']}]({m['url']}) | {m['year']} | {m['family']} | "
+                    f"{'yes' if m['needs_training'] else 'no'} | {exact_text(m)} | {speedup_text(r)} | "
+                    f"{r['setup']} | {implemented_text(m)} |")
+    return "\n".join(rows)
+
+
+def method_paragraph(m: dict) -> str:
+    """One markdown paragraph per method, every number taken from the JSON entry."""
+    figures = "; ".join(
+        f"**{speedup_text(r)}** ({r['what']}; {r['setup']}; batch: {r['batch_size']}; temperature: "
+        f"{r['temperature']}; source: [{r['source']['where']}]({r['source']['url']}))" for r in m["reported"])
+    trained = "needs training" if m["needs_training"] else "needs no training"
+    return (f"**{m['name']}** ({m['authors']}, {m['year']}, arXiv [{m['arxiv']}]({m['url']})). "
+            f"*Draft:* {m['draft']}. *Verification:* {m['verification']}. It {trained} ({m['training_note']}). "
+            f"*Exact:* {exact_text(m)}: {m['exact_note']}. *Reported:* {figures}. "
+            f"*Here:* {implemented_text(m)} ({m['implemented_note']}).")
+
+
+def plot_reported(methods: list[dict] | None = None, ax=None):
+    """Every reported speedup as a bar (a range as a span), labelled with its setup. Not a ranking."""
+    import matplotlib.pyplot as plt
+
+    methods = methods if methods is not None else load_field()
+    rows = [(m, r) for m in methods for r in m["reported"]]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.6), layout="constrained")
+    colors = {"separate draft model": "tab:blue", "heads on the target": "tab:orange", "no draft model": "tab:green"}
+    for i, (m, r) in enumerate(rows):
+        c = colors.get(m["family"], "tab:gray")
+        ax.barh(i, r["high"], color=c, alpha=0.35 if r["low"] != r["high"] else 0.8)
+        if r["low"] != r["high"]:
+            ax.barh(i, r["low"], color=c, alpha=0.8)
+        ax.text(r["high"] + 0.05, i, f"{speedup_text(r)}  {r['setup']}", va="center", fontsize=7.5)
+    ax.set_yticks(range(len(rows)), [f"{m['name']} ({m['arxiv']})" for m, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1, color="k", lw=0.8)
+    ax.set_xlim(0, max(r["high"] for _, r in rows) * 1.9)
+    ax.set_xlabel("speedup the paper reports (x); a range: dark = low end, light = high end")
+    ax.set_title("As reported, each on its own setup (model, hardware, batch, temperature, baseline): NOT comparable",
+                 fontsize=10)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in colors.items()], loc="lower right", fontsize=8)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------------
+# The engines
+# ---------------------------------------------------------------------------------------------------
+
+VLLM_DOCS = "https://docs.vllm.ai/en/latest/features/speculative_decoding/"
+SGLANG_DOCS = "https://docs.sglang.io/docs/advanced_features/speculative_decoding"
+TGI_DOCS = "https://huggingface.co/docs/text-generation-inference/conceptual/speculation"
+
+# What each engine's speculative options are and what they map to here. "maps_to" names this
+# collection's notebooks (09, 10, 11 are notebook 09 batched, 10 prompt lookup, 11 self-speculation).
+ENGINES: dict[str, dict] = {
+    "vllm": {
+        "name": "vLLM",
+        "version": "docs v0.25.0 (draft-model page) and latest; draft models need vLLM > 0.10.0 "
+                   "(the docs: 'not supported in vllm<=0.10.0'); the older speculative_model= flags are deprecated",
+        "docs": {
+            "overview and --speculative-config schema": VLLM_DOCS,
+            "draft model": "https://docs.vllm.ai/en/v0.25.0/features/speculative_decoding/draft_model/",
+            "n-gram": "https://docs.vllm.ai/en/latest/features/speculative_decoding/n_gram/",
+            "EAGLE": "https://docs.vllm.ai/en/latest/features/speculative_decoding/eagle/",
+            "MTP": "https://docs.vllm.ai/en/latest/features/speculative_decoding/mtp/",
+            "method names (incl. medusa)": "https://docs.vllm.ai/en/v0.12.0/api/vllm/config/speculative/",
+        },
+        "options": {
+            "draft": ('speculative_config={"method": "draft_model", "model": DRAFT, "num_speculative_tokens": G}',
+                      "03, 05 (and 08, 09)", "a draft with the target's vocabulary; 'use_heterogeneous_vocab': true "
+                      "allows another tokenizer (greedy drafting only)"),
+            "ngram": ('speculative_config={"method": "ngram", "num_speculative_tokens": G, "prompt_lookup_min": N, '
+                      '"prompt_lookup_max": M}', "10 (and HF prompt_lookup_num_tokens in 05)", "no draft model"),
+            "eagle": ('speculative_config={"method": "eagle" or "eagle3", "model": HEAD, "num_speculative_tokens": G}',
+                      "not implemented (closest: 11)", "an EAGLE head trained for the target"),
+            "medusa": ('speculative_config={"method": "medusa", "model": HEADS, ...}', "not implemented (closest: 11)",
+                       "Medusa heads trained for the target; 'medusa' is a documented method name"),
+            "mtp": ('speculative_config={"method": "mtp", "num_speculative_tokens": 1}', "not implemented (closest: 11)",
+                    "a target with native MTP layers (e.g. MiMo, DeepSeek-V3); Gemma 2 has none"),
+        },
+        "reported": [
+            {"speedup": "up to 1.5x", "setup": "draft model turboderp/Qwama-0.5B-Instruct for Llama3-70B, ShareGPT, "
+             "4x H100, QPS = 1", "source": "https://blog.vllm.ai/2024/10/17/spec-decode.html"},
+            {"speedup": "up to 2.8x", "setup": "n-gram lookup, Llama3-70B, CNN/DailyMail, 4x H100, QPS = 1",
+             "source": "https://blog.vllm.ai/2024/10/17/spec-decode.html"},
+            {"speedup": "1.4x and 1.8x slowdowns", "setup": "the same two runs at high QPS (ShareGPT, CNN/DailyMail): "
+             "extra compute when the engine is already compute-bound",
+             "source": "https://blog.vllm.ai/2024/10/17/spec-decode.html"},
+        ],
+        "note": "the blog (Oct 2024) measured vLLM of that time; its code uses the since-deprecated flags",
+    },
+    "sglang": {
+        "name": "SGLang",
+        "version": "docs on the main branch (stored 2026 snapshot); the page does not pin a release",
+        "docs": {"speculative decoding": SGLANG_DOCS},
+        "options": {
+            "draft": ("--speculative-algorithm STANDALONE --speculative-draft-model-path DRAFT",
+                      "03, 05 (and 08, 09)", "a smaller draft LLM (token-level); no --enable-dp-attention"),
+            "ngram": ("--speculative-algorithm NGRAM --speculative-num-draft-tokens G", "10",
+                      "no draft model; CUDA only"),
+            "eagle": ("--speculative-algorithm EAGLE (EAGLE-2) or EAGLE3 --speculative-draft-model-path HEAD",
+                      "not implemented (closest: 11)", "an EAGLE/EAGLE-3 head trained for the target"),
+            "mtp": ("--speculative-algorithm EAGLE (or NEXTN, its alias) on an MTP-enabled model",
+                    "not implemented (closest: 11)", "a target with MTP layers; the draft path may be omitted"),
+        },
+        "separate_draft_model": "STANDALONE (any smaller draft LLM); EAGLE and EAGLE3 load a separate draft *head* "
+                                "through the same --speculative-draft-model-path",
+        "reported": [
+            {"speedup": "158.34 -> 244.10 (EAGLE-2) -> 373.25 (EAGLE-3) tokens/s, i.e. 1.54x and 2.36x",
+             "setup": "Llama-3.1-8B-Instruct, MT-bench, 1x H100 (batch size not stated on the page)",
+             "source": SGLANG_DOCS},
+        ],
+    },
+    "tgi": {
+        "name": "HF Text Generation Inference",
+        "version": "3.3.x (main branch, Jan 2026: Cargo.toml 3.3.6-dev0; latest tag v3.3.7); the README says TGI "
+                   "is in maintenance mode and recommends vLLM and SGLang",
+        "docs": {"speculation": TGI_DOCS,
+                 "launcher --speculate": "https://huggingface.co/docs/text-generation-inference/reference/launcher#speculate"},
+        "options": {
+            "ngram": ("text-generation-launcher --model-id TARGET --speculate G", "10", "no draft model"),
+            "medusa": ("text-generation-launcher --model-id MEDUSA_MODEL (heads picked up automatically)",
+                       "not implemented (closest: 11)", "a model repository with Medusa heads"),
+        },
+        "separate_draft_model": "none: the docs list Medusa and n-gram only, and the launcher has no draft-model "
+                                "flag (--speculate sets the number of tokens)",
+        "reported": [
+            {"speedup": "'2-3x faster inference' ('much more for code'); the README: '~2x latency'",
+             "setup": "a general claim, no setup given", "source": TGI_DOCS},
+        ],
+    },
+}
+
+# The configuration builders: which methods each engine supports.
+SUPPORTED = {"vllm": ("draft", "ngram", "eagle", "eagle3", "medusa", "mtp"),
+             "sglang": ("draft", "ngram", "eagle", "eagle3", "mtp"),
+             "tgi": ("ngram", "medusa")}
+NEEDS_HEAD = {"eagle", "eagle3", "medusa"}
+MTP_TARGETS: frozenset[str] = frozenset()  # none of utils.models.PAIRS has MTP layers (Gemma 2, SmolLM2)
+
+
+@dataclass
+class EngineConfig:
+    """One engine configuration: `kwargs` for the Python entry point (None where the engine documents only a
+    server command), `argv` for the server command line, and where the option names come from."""
+
+    engine: str
+    method: str
+    pair: str
+    target: str
+    draft: str | None
+    kwargs: dict | None
+    argv: list[str]
+    docs: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cli(self) -> str:
+        return shlex.join(self.argv)
+
+    @property
+    def python(self) -> str | None:
+        if self.kwargs is None:
+            return None
+        args = ", ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else repr(v)}"
+                         for k, v in self.kwargs.items())
+        return f"LLM({args})"
+
+
+def _models(pair_name: str) -> tuple[str, str]:
+    if pair_name not in PAIRS:
+        raise ValueError(f"unknown pair {pair_name!r}; known pairs: {', '.join(PAIRS)}.")
+    p = PAIRS[pair_name]
+    path = (lambda s: str(MODELS_DIR / s.repo)) if p.local else (lambda s: s.repo)
+    return path(p.target), path(p.draft)
+
+
+def _check(engine: str, method: str, gamma: int, head: str | None, pair_name: str) -> tuple[str, str]:
+    if engine not in SUPPORTED:
+        raise ValueError(f"unknown engine {engine!r}; supported engines: {', '.join(SUPPORTED)}.")
+    if method not in SUPPORTED[engine]:
+        extra = (" TGI has no separate draft-model option: its docs list Medusa and n-gram speculation only."
+                 if engine == "tgi" and method == "draft" else "")
+        raise ValueError(f"{engine}: unknown method {method!r}; supported methods: "
+                         f"{', '.join(SUPPORTED[engine])}.{extra}")
+    if not isinstance(gamma, int) or isinstance(gamma, bool) or gamma < 1:
+        raise ValueError(f"gamma (tokens drafted per round) must be a positive int, got {gamma!r}.")
+    target, draft = _models(pair_name)
+    if method in NEEDS_HEAD and not head:
+        raise ValueError(f"{engine}, method {method!r}: pass head='<Hub id or path of {method} weights trained for "
+                         f"{target}>'; none ships with this collection, and a head trained for another target "
+                         "will not work.")
+    if method == "mtp" and target not in MTP_TARGETS:
+        raise ValueError(f"{engine}, method 'mtp': {target} has no multi-token-prediction layers; MTP serves targets "
+                         "trained with them (e.g. DeepSeek-V3, MiMo). Use 'draft', 'ngram' or an EAGLE head instead.")
+    return target, draft
+
+
+def vllm_config(pair_name: str, method: str = "draft", gamma: int = 4, head: str | None = None,
+                prompt_lookup: tuple[int, int] = (2, 5)) -> EngineConfig:
+    """vLLM: `LLM(model=target, speculative_config={...})` and `vllm serve target --speculative-config '{...}'`.
+    gamma becomes num_speculative_tokens; prompt_lookup = (prompt_lookup_min, prompt_lookup_max) for 'ngram'."""
+    target, draft = _check("vllm", method, gamma, head, pair_name)
+    spec: dict = {"method": {"draft": "draft_model"}.get(method, method), "num_speculative_tokens": gamma}
+    notes = []
+    if method == "draft":
+        spec["model"] = draft
+        notes.append("draft and target must share a vocabulary (both Gemma 2 here); for a draft with another "
+                     "tokenizer the current docs add \"use_heterogeneous_vocab\": true (greedy drafting only).")
+    elif method == "ngram":
+        spec["prompt_lookup_min"], spec["prompt_lookup_max"] = prompt_lookup
+        notes.append("no draft model: proposals are n-grams matched in the prompt and output so far.")
+    elif method in NEEDS_HEAD:
+        spec["model"] = head
+    kwargs = {"model": target, "speculative_config": spec}
+    argv = ["vllm", "serve", target, "--speculative-config", json.dumps(spec)]
+    docs = ENGINES["vllm"]["docs"]["draft model" if method == "draft" else "overview and --speculative-config schema"]
+    return EngineConfig("vllm", method, pair_name, target, spec.get("model"), kwargs, argv, docs, notes)
+
+
+def sglang_config(pair_name: str, method: str = "draft", gamma: int = 4, head: str | None = None) -> EngineConfig:
+    """SGLang: `python3 -m sglang.launch_server --model target --speculative-algorithm ...` (its docs give the
+    server command). A chain of gamma drafted tokens is --speculative-num-steps gamma with
+    --speculative-eagle-topk 1, which needs --speculative-num-draft-tokens gamma + 1."""
+    target, draft = _check("sglang", method, gamma, head, pair_name)
+    argv = ["python3", "-m", "sglang.launch_server", "--model", target]
+    chain = ["--speculative-num-steps", str(gamma), "--speculative-eagle-topk", "1",
+             "--speculative-num-draft-tokens", str(gamma + 1)]
+    notes = []
+    if method == "draft":
+        argv += ["--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path", draft] + chain
+        notes.append("STANDALONE is SGLang's separate-small-draft-model algorithm (no --enable-dp-attention).")
+    elif method == "ngram":
+        argv += ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", str(gamma)]
+        notes.append("NGRAM is CUDA-only and builds its n-gram cache from previous tokens.")
+    else:  # eagle, eagle3 (mtp was refused above for every target here)
+        argv += ["--speculative-algorithm", {"eagle": "EAGLE", "eagle3": "EAGLE3"}[method],
+                 "--speculative-draft-model-path", head] + chain
+        notes.append("topk > 1 drafts a tree (EAGLE-2's dynamic tree); topk 1 is the chain of these notebooks.")
+    drafter = draft if method == "draft" else head
+    return EngineConfig("sglang", method, pair_name, target, drafter, None, argv, SGLANG_DOCS, notes)
+
+
+def tgi_config(pair_name: str, method: str = "ngram", gamma: int = 4, head: str | None = None) -> EngineConfig:
+    """HF TGI: `text-generation-launcher --model-id target --speculate gamma` (n-gram), or a Medusa model.
+    There is no separate draft-model option: method='draft' raises ValueError."""
+    target, _ = _check("tgi", method, gamma, head, pair_name)
+    if method == "ngram":
+        argv = ["text-generation-launcher", "--model-id", target, "--speculate", str(gamma)]
+        notes = ["without Medusa heads, --speculate uses n-gram speculation (TGI docs)."]
+        drafter = None
+    else:  # medusa: point --model-id at a model with Medusa heads; they are picked up automatically
+        argv = ["text-generation-launcher", "--model-id", head, "--speculate", str(gamma)]
+        notes = ["the Medusa heads are loaded from the model repository given as --model-id."]
+        drafter = head
+    return EngineConfig("tgi", method, pair_name, target, drafter, None, argv, TGI_DOCS, notes)
+
+
+BUILDERS = {"vllm": vllm_config, "sglang": sglang_config, "tgi": tgi_config}
+
+
+def engine_config(engine: str, pair_name: str, method: str = "draft", gamma: int = 4, **kw) -> EngineConfig:
+    if engine not in BUILDERS:
+        raise ValueError(f"unknown engine {engine!r}; supported engines: {', '.join(BUILDERS)}.")
+    return BUILDERS[engine](pair_name, method, gamma, **kw)
+
+
+def mapping_rows() -> list[tuple[str, str, str, str, str]]:
+    """(idea, notebooks here, vLLM option, SGLang option, TGI option) for the notebook's mapping table."""
+    out = []
+    for key, idea in [("draft", "a separate small draft model"), ("ngram", "n-gram / prompt lookup (no draft model)"),
+                      ("eagle", "EAGLE heads (trained on the target's features)"), ("medusa", "Medusa heads"),
+                      ("mtp", "multi-token prediction (native MTP layers)")]:
+        opts = {e: ENGINES[e]["options"].get(key) for e in ENGINES}
+        here = next(o[1] for o in opts.values() if o)
+        out.append((idea, here, *[(o[0] if o else "not supported") for o in opts.values()]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# What is present here, and a tiny vLLM benchmark
+# ---------------------------------------------------------------------------------------------------
+
+
+class EngineUnavailable(RuntimeError):
+    """An engine run was asked for where it cannot run; the message says why."""
+
+
+@dataclass
+class EngineStatus:
+    cuda: bool
+    cuda_detail: str
+    packages: dict[str, str | None]  # name -> version, or None when absent
+    tgi_launcher: str | None  # path of text-generation-launcher, or None
+
+    def reason(self, engine: str) -> str | None:
+        """Why `engine` cannot run here (None: it can)."""
+        if engine not in ("vllm", "sglang", "tgi"):
+            raise ValueError(f"unknown engine {engine!r}; supported engines: vllm, sglang, tgi.")
+        missing = []
+        if not self.cuda:
+            missing.append(f"no CUDA GPU ({self.cuda_detail})")
+        if engine in ("vllm", "sglang") and self.packages.get(engine) is None:
+            missing.append(f"{engine} is not installed (pip install {engine}, on a machine with a CUDA GPU)")
+        if engine == "tgi" and self.tgi_launcher is None:
+            missing.append("text-generation-launcher is not on PATH (TGI runs from its Docker image)")
+        return "; ".join(missing) or None
+
+    def summary(self) -> str:
+        lines = [f"CUDA GPU: {'yes, ' + self.cuda_detail if self.cuda else 'no (' + self.cuda_detail + ')'}"]
+        for name, ver in self.packages.items():
+            lines.append(f"{name}: {ver if ver else 'not installed'}")
+        lines.append(f"text-generation-launcher: {self.tgi_launcher or 'not on PATH'}")
+        return "\n".join(lines)
+
+
+def engine_status() -> EngineStatus:
+    """Which of {CUDA GPU, vllm, sglang, text-generation-launcher} are present, without importing the engines."""
+    import importlib.util
+    import shutil
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    if torch.cuda.is_available():
+        cuda, detail = True, torch.cuda.get_device_name(0)
+    else:
+        cuda, detail = False, f"torch {torch.__version__} sees none" + ("" if torch.version.cuda else ", CPU build")
+    packages = {}
+    for name in ("vllm", "sglang"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        try:
+            packages[name] = version(name) if found else None
+        except PackageNotFoundError:
+            packages[name] = "present (version unknown)"
+    return EngineStatus(cuda, detail, packages, shutil.which("text-generation-launcher"))
+
+
+def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int = 4, prompts: list[str] | None = None,
+             max_tokens: int = 128, temperature: float = 0.0, status: EngineStatus | None = None, **config) -> dict:
+    """A tiny vLLM benchmark: the same prompts without and with speculative decoding, tokens/s of each.
+
+    Raises EngineUnavailable (with the reason) unless a CUDA GPU and vLLM are present. Each configuration gets
+    its own engine, released before the next starts; if GPU memory is not freed in one process, run the two in
+    separate processes. Both engines take vLLM's default gpu_memory_utilization."""
+    status = status or engine_status()
+    why = status.reason("vllm")
+    if why:
+        raise EngineUnavailable(f"vLLM benchmark skipped: {why}.")
+    cfg = vllm_config(pair_name, method, gamma, **config)
+    import gc
+
+    import torch
+    from vllm import LLM, SamplingParams
+
+    from utils.models import load_prompts
+
+    prompts = prompts or load_prompts("datacamp")
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
+    result = {"pair": pair_name, "method": method, "gamma": gamma, "config": cfg.kwargs, "cli": cfg.cli,
+              "vllm": status.packages["vllm"], "gpu": status.cuda_detail, "n_prompts": len(prompts),
+              "max_tokens": max_tokens, "temperature": temperature}
+    for label, kwargs in (("plain", {"model": cfg.target}), ("speculative", cfg.kwargs)):
+        llm = LLM(**kwargs)
+        llm.generate(prompts[:1], params)  # warm-up
+        t0 = time.perf_counter()
+        outs = llm.generate(prompts, params)
+        dt = time.perf_counter() - t0
+        n = sum(len(o.outputs[0].token_ids) for o in outs)
+        result[label] = {"tokens": n, "seconds": dt, "tokens_per_s": n / dt}
+        del llm
+        gc.collect()
+        torch.cuda.empty_cache()
+    result["speedup"] = result["speculative"]["tokens_per_s"] / result["plain"]["tokens_per_s"]
+    return result
