@@ -488,6 +488,17 @@ def _main_batched(ap, args) -> int:
     return 0
 
 
+def _run_flags(p, repeats_help: str) -> None:
+    """The flags `adaptive` and `batched` share: temperatures, repeats, device, threads, output."""
+    p.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+    p.add_argument("--repeats", type=int, default=3, help=repeats_help)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=LOCAL_RUNS,
+                   help="folder for the .json (default runs/, ignored by git; the committed result is in data/results)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.beyond", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -500,13 +511,7 @@ def main(argv=None) -> int:
     a.add_argument("--max-new-tokens", type=int, default=48)
     a.add_argument("--gamma", type=int, default=4, help="the constant gamma, and where the heuristic schedule starts")
     a.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.4, 0.6], help="draft confidence thresholds (HF's default 0.4)")
-    a.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
-    a.add_argument("--repeats", type=int, default=3, help="timed runs per configuration and prompt, after one warm-up")
-    a.add_argument("--device", default=None)
-    a.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    a.add_argument("--out", type=Path, default=LOCAL_RUNS,
-                   help="folder for the .json (default runs/, ignored by git; the committed result is in data/results)")
-    a.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+    _run_flags(a, "timed runs per configuration and prompt, after one warm-up")
     b = sub.add_parser("batched", help="batched speculative decoding vs plain batched decoding at several batch sizes",
                        description=compare_batched.__doc__)
     b.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
@@ -514,13 +519,7 @@ def main(argv=None) -> int:
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--gamma", type=int, default=4)
-    b.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
-    b.add_argument("--repeats", type=int, default=3, help="timed runs per method and batch size, after one warm-up")
-    b.add_argument("--device", default=None)
-    b.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    b.add_argument("--out", type=Path, default=LOCAL_RUNS,
-                   help="folder for the .json (default runs/, ignored by git; the committed result is in data/results)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+    _run_flags(b, "timed runs per method and batch size, after one warm-up")
     bc = sub.add_parser("batched-cost", help="c(B) and v(B) on real Gemma2 shapes with random weights (made for a GPU)",
                         description=shape_costs.__doc__)
     bc.add_argument("--shapes", default="2b:27b", help="DRAFT:TARGET Gemma2 sizes (default 2b:27b)")
