@@ -152,3 +152,32 @@ def test_tiny_pair_in_nf4_on_cpu(encode):
     assert q.target.get_memory_footprint() < load_pair("tiny", device="cpu").target.get_memory_footprint()
     out = q.target.generate(encode("The if statement is used for"), max_new_tokens=5, do_sample=False)
     assert out.shape[1] == encode("The if statement is used for").shape[1] + 5
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_weight_bytes_counts_the_4bit_scales(double_quant):
+    """get_memory_footprint leaves out each 4-bit weight's block scales (they live in its quant_state);
+    weight_bytes adds exactly what nf4_bytes says bitsandbytes stores beyond the packed weights."""
+    q = load_pair("tiny", device="cpu", quantization="nf4", double_quant=double_quant).target
+    four_bit = [int(torch.Size(p.quant_state.shape).numel()) for p in q.parameters()
+                if getattr(p, "quant_state", None) is not None]
+    assert four_bit and all(n % models.BNB_BLOCK == 0 for n in four_bit)  # whole blocks; the second level rounds up (8 bytes at most)
+    scales = sum(models.nf4_bytes(n, double_quant) - n / 2 for n in four_bit)
+    assert models.weight_bytes(q) - q.get_memory_footprint() == pytest.approx(scales, abs=8 * len(four_bit))
+    full = load_pair("tiny", device="cpu").target
+    assert models.weight_bytes(full) == full.get_memory_footprint()  # nothing 4-bit: nothing to add
+
+
+def test_nf4_estimate_of_gemma2_9b():
+    """NF4 costs 0.5625 byte per quantized parameter (0.516 with double quantization); the embeddings stay
+    in bf16. Without the scales the estimate is the 6.0 GB get_memory_footprint gave on the H200."""
+    spec = models.PAIRS["gemma2-2b-9b"].target
+    assert models.nf4_bytes(2**20) == 2**20 * 0.5625
+    assert models.nf4_bytes(2**20, double_quant=True) == pytest.approx(2**20 * 0.51587, rel=1e-4)
+    packed = spec.embed_params * 2 + (spec.params - spec.embed_params) / 2
+    h200 = json.loads((models.ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
+    nf4 = next(m for m in h200["models"] if m["model"] == "9b" and m["dtype"] == "nf4")
+    assert packed / 1e9 == pytest.approx(nf4["weights_gb"], abs=0.05)
+    est = models.estimate_bytes(spec, torch.bfloat16, "nf4")
+    assert est - packed == pytest.approx((spec.params - spec.embed_params) / 16)
+    assert models.estimate_bytes(spec, torch.bfloat16, "nf4", double_quant=True) < est

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .decoding import autoregressive_generate
-from .models import ROOT, describe_device, load_pair
+from .models import ROOT, describe_device, load_pair, weight_bytes
 from .results import check_output, write_json
 from .speculative import speculative_generate
 from .theory import expected_speedup
@@ -460,7 +460,7 @@ def metadata(pair, cost, max_new_tokens, repeats):
         quantization=pair.quantization, torch=torch.__version__, transformers=transformers.__version__,
         python=platform.python_version(), torch_threads=torch.get_num_threads(), max_new_tokens=max_new_tokens, repeats=repeats,
         date=time.strftime("%Y-%m-%d"), **cost,
-        weights_bytes=dict(draft=pair.draft.get_memory_footprint(), target=pair.target.get_memory_footprint()),
+        weights_bytes=dict(draft=weight_bytes(pair.draft), target=weight_bytes(pair.target)),
         process_peak_rss_bytes=process_peak_rss_bytes(),
     )
 

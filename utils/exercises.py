@@ -33,6 +33,8 @@ import numbers
 import numpy as np
 import torch
 
+from .models import BNB_BLOCK, BNB_BLOCK2, nf4_bytes
+
 SOLUTIONS = "notebooks/solutions"
 
 
@@ -608,14 +610,8 @@ def check_05(fn, pair=None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 _S06 = "ex06_nf4_memory.py"
-BLOCK = 64  # bitsandbytes' default blocksize for 4-bit weights
-BLOCK2 = 256  # double quantization: blocks of 256 scales share one float32 scale
-
-
-def _nf4_reference(n: float, double_quant: bool) -> float:
-    if double_quant:  # 8-bit scale per block, plus a float32 per 256 blocks
-        return n / 2 + n / BLOCK + 4 * n / (BLOCK * BLOCK2)
-    return n / 2 + 4 * n / BLOCK  # 4 bits per weight + one float32 absmax per block
+BLOCK, BLOCK2 = BNB_BLOCK, BNB_BLOCK2  # bitsandbytes' 4-bit block sizes (utils.models)
+_nf4_reference = nf4_bytes  # the formula the project uses everywhere (utils.models.nf4_bytes)
 
 
 def _bnb_measured(shape=(1024, 1024)):

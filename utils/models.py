@@ -132,12 +132,27 @@ class Pair:
             q = getattr(m, "_specdec_quant", None) or "none"
             rows.append(
                 f"  {role:6s} {m.name_or_path.split('/')[-1]:32s} {n / 1e6:10.2f} M params "
-                f"{m.get_memory_footprint() / 2**20:10.1f} MiB  dtype={m.dtype}  4-bit={q}"
+                f"{weight_bytes(m) / 2**20:10.1f} MiB  dtype={m.dtype}  4-bit={q}"
             )
         return "\n".join(rows)
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def weight_bytes(model) -> int:
+    """Bytes the weights really take: HF's `get_memory_footprint()` plus the block scales of bitsandbytes
+    4-bit weights, which live in each weight's quant_state (not a parameter or buffer), so that
+    get_memory_footprint leaves them out (about 1/9 of a 4-bit layer's bytes)."""
+    extra = 0
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        if qs is None or getattr(qs, "absmax", None) is None:
+            continue
+        extra += qs.absmax.numel() * qs.absmax.element_size()
+        if getattr(qs, "nested", False) and getattr(qs, "state2", None) is not None:
+            extra += qs.state2.absmax.numel() * qs.state2.absmax.element_size() + qs.offset.numel() * qs.offset.element_size()
+    return int(model.get_memory_footprint()) + extra
 
 
 def parameter_count(model) -> int:
@@ -200,12 +215,26 @@ def default_dtype(device: torch.device, pair: PairSpec) -> torch.dtype:
     return torch.float16
 
 
-def estimate_bytes(spec: ModelSpec, dtype: torch.dtype, quantization: str | None) -> float:
-    """Weight bytes of one model: 4-bit layers cost ~0.5 byte/param (+ scales); embeddings stay in dtype."""
+BNB_BLOCK = 64  # bitsandbytes' default block size for 4-bit weights: one scale (absmax) per 64 weights
+BNB_BLOCK2 = 256  # double quantization: the 8-bit scales are themselves scaled by one float32 per 256 blocks
+
+
+def nf4_bytes(n_params: float, double_quant: bool = False) -> float:
+    """Bytes bitsandbytes stores for n_params weights in 4 bits: half a byte per weight plus each block's
+    scale (a float32 per 64 weights; with double quantization one byte per block + a float32 per 256
+    blocks). 0.5625 byte/param, 0.5159 with double quantization."""
+    if double_quant:
+        return n_params / 2 + n_params / BNB_BLOCK + 4 * n_params / (BNB_BLOCK * BNB_BLOCK2)
+    return n_params / 2 + 4 * n_params / BNB_BLOCK
+
+
+def estimate_bytes(spec: ModelSpec, dtype: torch.dtype, quantization: str | None, double_quant: bool = False) -> float:
+    """Weight bytes of one model: 4-bit layers cost `nf4_bytes` (scales included); bitsandbytes keeps the
+    embeddings (and the tied output layer) in dtype."""
     width = torch.finfo(dtype).bits / 8
     if quantization is None:
         return spec.params * width
-    return (spec.params - spec.embed_params) * 0.53 + spec.embed_params * width
+    return nf4_bytes(spec.params - spec.embed_params, double_quant) + spec.embed_params * width
 
 
 def check_memory(pair: PairSpec, dtype, quantization, quantize: str, free_bytes: float, total_bytes: float) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from .bench import RESULTS, _sync, forward_latency, hf_generate
-from .models import describe_device
+from .models import describe_device, weight_bytes
 from .results import write_json
 from .speculative import speculative_generate
 
@@ -145,7 +145,7 @@ def measure_model(model, *, max_new_tokens: int = 64, gamma: int = 4, repeats: i
     dynamic (and the static) cache."""
     device = model.device
     ids = torch.randint(3, 1000, (1, 16), device=device)
-    row = dict(weights_bytes=model.get_memory_footprint(),
+    row = dict(weights_bytes=weight_bytes(model),
                step_1_ms=1e3 * forward_latency(model, 1), step_gamma1_ms=1e3 * forward_latency(model, gamma + 1))
     _peak_reset(device)
     out, secs = _timed(lambda: hf_generate(model, ids, max_new_tokens), repeats)
@@ -704,7 +704,7 @@ def run_compiled(sizes=("2b", "9b", "27b"), quants=(None,), pairs=(("2b", "9b"),
 
     def load(key, row):
         model = get(key)
-        row["weights_bytes"] = model.get_memory_footprint()
+        row["weights_bytes"] = weight_bytes(model)
         if bandwidth:
             row["bandwidth_bound_tok_s"] = bandwidth / row["weights_bytes"]
             row["bound_step_ms"] = 1e3 * row["weights_bytes"] / bandwidth

@@ -115,7 +115,7 @@ print(f"H100 SXM: {H100_SXM['bf16_dense_flop_per_s'] / 1e12:.0f} TFLOP/s bf16 (d
 # $$\text{tokens/s} \;\le\; \frac{\text{memory bandwidth (bytes/s)}}{\text{bytes read per token}\;(\approx \text{weight bytes})}.$$
 
 # %%
-from utils.models import PAIRS, estimate_bytes
+from utils.models import PAIRS, estimate_bytes, weight_bytes
 from utils.theory import GPU_BANDWIDTH, arithmetic_intensity, bandwidth_bound_tokens_per_s
 
 nine_b = PAIRS["gemma2-2b-9b"].target
@@ -174,7 +174,7 @@ print(f"tiny target, HF greedy on a CPU ({cpu['meta']['hardware']}, {cpu['meta']
 
 # %%
 for role, m in (("draft", pair.draft), ("target", pair.target)):
-    print(f"{role:6s}: {m.get_memory_footprint() / 2**20:7.1f} MiB of weights, "
+    print(f"{role:6s}: {weight_bytes(m) / 2**20:7.1f} MiB of weights, "
           f"{m.config.num_hidden_layers} layers")
 step_ms = 1e3 / with_cache.tokens_per_second
 print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pair.device}, "

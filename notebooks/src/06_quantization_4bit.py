@@ -75,19 +75,26 @@ print(f"scale bits per parameter: {plain:.3f} without, {double:.3f} with double 
 # GPUs, float32 on CPUs (and for Gemma2 on a T4, which lacks bf16).
 #
 # ## 2. Memory
+#
+# Hugging Face's `model.get_memory_footprint()` adds up parameters and buffers. A 4-bit weight's
+# block scales live in its `quant_state`, which is neither, so that figure leaves them out;
+# `utils.models.weight_bytes` adds them back. We count both:
 
 # %%
+from utils.models import weight_bytes
+
 variants = {
     "full precision": full,
     "NF4": load_pair(PAIR, quantization="nf4"),
     "NF4 + double quant": load_pair(PAIR, quantization="nf4", double_quant=True),
     "FP4": load_pair(PAIR, quantization="fp4"),
 }
-print(f"{'':20s} {'draft MiB':>10s} {'target MiB':>11s}")
+print(f"{'':20s} {'draft MiB':>10s} {'target MiB':>11s} {'(get_memory_footprint)':>23s}")
 mem = {}
 for name, pr in variants.items():
-    mem[name] = [m.get_memory_footprint() / 2**20 for m in (pr.draft, pr.target)]
-    print(f"{name:20s} {mem[name][0]:10.2f} {mem[name][1]:11.2f}")
+    mem[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)]
+    hf = pr.target.get_memory_footprint() / 2**20
+    print(f"{name:20s} {mem[name][0]:10.2f} {mem[name][1]:11.2f} {hf:23.2f}")
 
 # %%
 import matplotlib.pyplot as plt
@@ -97,13 +104,14 @@ fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
 for k, role in enumerate(("draft", "target")):
     ax.bar(np.arange(len(mem)) + 0.4 * k, [v[k] for v in mem.values()], 0.4, label=role)
 ax.set_xticks(np.arange(len(mem)) + 0.2, list(mem), fontsize=8)
-ax.set(ylabel="MiB", title=f"weight memory, {full.name} pair (get_memory_footprint)")
+ax.set(ylabel="MiB", title=f"weight memory, {full.name} pair (scales included)")
 ax.legend();
 
 # %% [markdown]
 # Less than the 8× you might expect from 32 → 4 bits: bitsandbytes leaves the embeddings (and the
 # tied output layer) and the norms unquantized, and for a small vocabulary-heavy model that is a big
-# share. These models have too few blocks for double quantization's saving on the scales to show.
+# share. Double quantization shrinks only the scales: the gap between the two NF4 rows. HF's own
+# figure (last column) cannot see that gap, since it counts no scales at all.
 # A large model is mostly quantized layers, so 4-bit shrinks nearly all of it (the exercise at the
 # end computes by how much):
 
@@ -111,8 +119,12 @@ ax.legend();
 from utils.models import PAIRS, estimate_bytes
 
 nine_b = PAIRS["gemma2-2b-9b"].target
+packed = nine_b.embed_params * 2 + (nine_b.params - nine_b.embed_params) / 2  # what get_memory_footprint counts
 print(f"gemma-2-9b: {estimate_bytes(nine_b, torch.bfloat16, None) / 1e9:.1f} GB of weights in bf16; "
       f"embeddings {nine_b.embed_params / nine_b.params:.0%} of the parameters, the rest in quantized layers")
+print(f"in NF4: {estimate_bytes(nine_b, torch.bfloat16, 'nf4') / 1e9:.2f} GB with the scales "
+      f"({estimate_bytes(nine_b, torch.bfloat16, 'nf4', double_quant=True) / 1e9:.2f} GB with double quantization); "
+      f"get_memory_footprint would report {packed / 1e9:.2f} GB")
 
 # %% [markdown]
 # ## 3. Speed, honestly
@@ -134,7 +146,8 @@ print(f"[{full.name} target, {environment_report(full).splitlines()[1]}, greedy,
 # sit in cache, and de-quantizing every block costs extra work. On a GPU with a large model fewer
 # bytes per step could help, but the de-quantization kernels cost time too. This project measured
 # Gemma2 shapes (random weights) on an H200 with Hugging Face's `generate`, greedy, at batch size 1;
-# the file carries its provenance:
+# the file carries its provenance (its weight sizes are `get_memory_footprint`'s, so its NF4 figures
+# leave out the scales, as in the cell above):
 
 # %%
 import json
