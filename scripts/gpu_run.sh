@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The command a GPU session gives the device tool (carry [".whl"], made by scripts/gpu_prepare.sh):
-#   bash scripts/gpu_run.sh PART          one part; each fits one 10-minute device command
-#   bash scripts/gpu_run.sh --print PART  the command it runs (nothing installed or run)
-#   bash scripts/gpu_run.sh --list        the parts
+#   bash scripts/gpu_run.sh PART [PART...]   parts in order, each under its own `timeout`
+#   bash scripts/gpu_run.sh --print PART     the command it runs (nothing installed or run)
+#   bash scripts/gpu_run.sh --list           the parts
 # Results land in $OUT (the device tool brings them back), to be copied to data/results/ here
 # (compiled parts: shapes-compiled-cuda-<part without "compiled-">.json). Every compiled part writes
 # its JSON after each step, starts no step after BUDGET_S seconds (default 400) and is stopped by
@@ -11,8 +11,17 @@
 # Compiling one shape took 60-130 s on an H200 in a probe: a part compiles at most 6 (utils.fast engines
 # + HF static generate; --print PART, then add --dry-run, lists them). Order inside a part: what the goals
 # need first (compiled greedy, HF dynamic, the pair's rounds), then HF static of the pair's target, then
-# the self-draft, so a budget cut drops the tail. Compiled parts, most important first (a 30-minute
-# device session fits about three):
+# the self-draft, so a budget cut drops the tail.
+# A task that is lent a GPU gets 15 minutes of device time in all, the machine's start (1-2 min)
+# included: ONE compiled part per session, as one call with timeout_s 600. Not yet run, in order of
+# what they decide (a later session takes the first one that has no committed JSON):
+#   1. compiled-27b           issue 12's goals: 27b compiled greedy vs its bandwidth bound, HF
+#                             dynamic/static; 2b->27b round time, tok/s at alpha 0.6-0.9, goal ratios
+#   2. batched-cost batched   issue 15: c(B), v(B) on real 2b/27b shapes, and the tiny pair's
+#                             tokens/s against B on CUDA (both eager, a few minutes together)
+#   3. compiled-2b-9b         2b and 9b: the same per model; 2b->9b round time; 9b self-draft
+#   4. compiled-nf4           2b, 9b, 27b in NF4 (a bitsandbytes failure is recorded in "errors")
+# Parts:
 #   compiled-27b        27b: compiled greedy, HF dynamic/static, % of the bandwidth bound; 2b->27b round
 #                       time, implied tok/s at alpha 0.6-0.9 and the goal ratios; 27b self-draft (5 shapes)
 #   compiled-2b-9b      2b and 9b: the same per model; 2b->9b round time; 9b self-draft (6 shapes)
@@ -28,6 +37,8 @@
 #   batched-cost   c(B) and v(B) for B = 1..64 on real 2b and 27b Gemma2 shapes (random weights, bf16):
 #                  batched-cost-2b-27b-cuda.json
 #   batched        python -m utils.beyond batched on the tiny pair: tokens/s against B (batched-tiny-cuda.json)
+# Several parts in one call share the 600-s command: set PART_TIMEOUT so that their sum fits
+# (`PART_TIMEOUT=270 bash scripts/gpu_run.sh batched-cost batched`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-data/results}"
@@ -62,22 +73,28 @@ case "${1:-}" in
   --print) print=1; shift ;;
   "") usage >&2; exit 2 ;;
 esac
-part="${1:-}"
-[ $# -eq 1 ] || { echo "one part, please (got $# arguments)" >&2; usage >&2; exit 2; }
-if ! mapfile -t cmd < <(command_for "$part") || [ ${#cmd[@]} -eq 0 ]; then
-  echo "unknown part: $part" >&2; usage >&2; exit 2
-fi
-if [ "$print" = 1 ]; then printf '%s\n' "${cmd[*]}"; exit 0; fi
+[ $# -ge 1 ] || { usage >&2; exit 2; }
+if [ "$print" = 1 ] && [ $# -ne 1 ]; then echo "--print takes one part (got $#)" >&2; usage >&2; exit 2; fi
+for part in "$@"; do  # every part checked before anything is installed
+  if ! command_for "$part" >/dev/null; then echo "unknown part: $part" >&2; usage >&2; exit 2; fi
+done
+if [ "$print" = 1 ]; then command_for "$1" | paste -sd' '; exit 0; fi
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 cp -r .whl/site/. /tmp/site/
 export PYTHONPATH="/tmp/site:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 mkdir -p "$OUT"
-set +e
-timeout -k 20 "$PART_TIMEOUT" "${cmd[@]}"
-rc=$?
-set -e
-[ $rc -eq 124 ] && echo "part $part stopped at ${PART_TIMEOUT} s; its JSON in $OUT holds what was measured" >&2
+status=0
+for part in "$@"; do
+  mapfile -t cmd < <(command_for "$part")
+  echo "== part $part: ${cmd[*]}" >&2
+  set +e
+  timeout -k 20 "$PART_TIMEOUT" "${cmd[@]}"
+  rc=$?
+  set -e
+  [ $rc -eq 124 ] && echo "part $part stopped at ${PART_TIMEOUT} s; its JSON in $OUT holds what was measured" >&2
+  [ $status -ne 0 ] || status=$rc
+done
 ls -l "$OUT"
-exit $rc
+exit $status

@@ -154,7 +154,8 @@ plot_bars({"normal (target)": t_normal, "draft+score\n(draft's text)": t_ds, "sp
 #   (nonsense) text, with a bad score. Speculative decoding would still return the target's text,
 #   only slower.
 # - The tutorial also claims "only greedy and sampling supported" and "no batch support": which of
-#   these hold for `speculative_generate`, and why?
+#   these hold for `speculative_generate`, and why? (Its docstring lists top-k and top-p;
+#   notebook 09 runs it on a batch of left-padded prompts.)
 
 # %% [markdown]
 # ## Exercise: verification that can change a token
