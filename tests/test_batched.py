@@ -5,6 +5,8 @@ ragged acceptance, EOS per row and max_new_tokens per row; sampled rows follow t
 distribution of their first two tokens (chi-square per row); bad batches get clear errors.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -233,9 +235,12 @@ def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
     assert c["v"] == pytest.approx(c["verify_s"] / c["target_step_s"]) and c["c"] == pytest.approx(c["draft_step_s"] / c["target_step_s"])
     small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
                  head_dim=32, vocab_size=512)
+    partial = []  # what the command line writes after each batch size (a time limit keeps it)
     res = shape_costs("2b", "9b", batch_sizes=(1, 2), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
-                      overrides=small, progress=False)
+                      overrides=small, progress=False, on_step=lambda r: partial.append(copy.deepcopy(r)))
     assert [r["B"] for r in res["costs"]] == [1, 2] and all(r["v"] > 0 for r in res["costs"])
+    assert res["complete"] and res["skipped_batch_sizes"] == []
+    assert [(len(p["costs"]), p["complete"], p["skipped_batch_sizes"]) for p in partial] == [(1, False, [2]), (2, True, [])]
     rows = [dict(B=1, temperature=0.0, method=m, tokens_per_s=t, alpha=0.5, alpha_checked=0.6, tokens_per_row_round=2.0)
             for m, t in zip(("plain (ours)", "plain (HF generate)", "speculative (ours)"), (10.0, 8.0, 15.0))]
     result = dict(meta=dict(gamma=3), rows=rows, costs=[c | dict(B=1)])

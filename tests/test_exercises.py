@@ -18,11 +18,14 @@ SOLUTIONS = {  # checker -> (module in notebooks/solutions, function)
     "check_04_gamma": ("ex04_cost_model", "best_gamma"),
     "check_05": ("ex05_acceptance", "acceptance_rates"),
     "check_06": ("ex06_nf4_memory", "nf4_bytes"),
+    "check_07": ("ex07_exponential_race", "sample_without_sync"),
+    "check_08": ("ex08_heuristic_schedule", "next_gamma"),
     "check_09": ("ex09_realign", "realign"),
     "check_10": ("ex10_find_draft", "find_draft"),
     "check_11": ("ex11_exit_head", "exit_head"),
+    "check_12": ("ex12_engine_flags", "sglang_chain_flags"),
 }
-NEEDS_PAIR = {"check_01", "check_02", "check_05", "check_09", "check_11"}
+NEEDS_PAIR = {"check_01", "check_02", "check_05", "check_08", "check_09", "check_11"}
 
 
 def solution(checker):
@@ -328,6 +331,77 @@ def test_06_bitsandbytes_stores_what_the_formula_says():
         assert abs(nf4(1024 * 1024, double_quant=dq) - b) / b < 1e-3
 
 
+# ---------------------------------------------------------------------------------------------
+# 07: sampling without a host sync (the exponential race)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda p, e: (p * e).argmax(-1), ["chi-square", "multiplied by the noise"]),
+    (lambda p, e: (p + e).argmax(-1), ["chi-square", "blurs them towards uniform"]),
+    (lambda p, e: (p.log() - e).argmax(-1), ["chi-square", "gumbel"]),
+    (lambda p, e: (e / p).argmax(-1), ["the arg max 2", "smallest time"]),
+])
+def test_07_wrong_races_fail_with_their_hint(wrong, words, pair):
+    fails("check_07", wrong, pair, *words)
+
+
+def test_07_own_randomness_fails_the_greedy_case(pair):
+    def multinomial(probs, noise):  # a correct sampler, but it ignores the noise (and syncs on a GPU)
+        return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+
+    fails("check_07", multinomial, pair, "noise=torch.ones_like(probs)", "torch.multinomial")
+
+
+def test_07_reading_values_on_the_host_fails(pair):
+    def per_row(probs, noise):  # the right race, one .item() per row
+        rows = probs.reshape(-1, probs.shape[-1]) / noise.reshape(-1, noise.shape[-1])
+        return torch.tensor([r.argmax().item() for r in rows]).reshape(probs.shape[:-1])
+
+    fails("check_07", per_row, pair, "meta device", ".item()", "host")
+
+
+@pytest.mark.parametrize("right", [
+    lambda p, e: (p.log() - e.log()).argmax(-1),  # Gumbel-max
+    lambda p, e: (e / p).argmin(-1),  # the first to finish
+    lambda p, e: torch.argmax(p / e, dim=-1, keepdim=True).to(torch.int),  # gpt-fast's multinomial_sample_one_no_sync
+])
+def test_07_equivalent_forms_pass(right, capsys):
+    ex.check_07(right)
+    assert capsys.readouterr().out.startswith("PASSED")
+
+
+def test_07_the_solution_is_utils_fast_rule():
+    from utils import fast
+
+    p = torch.softmax(torch.randn(8, 50, generator=torch.Generator().manual_seed(0)), -1)
+    e = fast.exp_noise((8, 50), "cpu", torch.Generator().manual_seed(1))
+    assert torch.equal(solution("check_07")(p, e), fast.sample_with_noise(p, e))
+
+
+# ---------------------------------------------------------------------------------------------
+# 08: the heuristic gamma schedule
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda g, k, n: g + 1 if n == k else max(1, g - 1), ["n_accepted=1", "TWO more"]),
+    (lambda g, k, n: g + 2 if n == g else max(1, g - 1), ["n_drafted=1", "not with gamma"]),
+    (lambda g, k, n: g + 2 if n == k else g - 1, ["expected: 1", "got:      0", "max(1, gamma - 1)"]),
+    (lambda g, k, n: g + 2 if n == k else max(1, g - (k - n)), ["costs exactly one"]),
+])
+def test_08_wrong_schedules_fail_with_their_hint(wrong, words, pair):
+    fails("check_08", wrong, pair, *words)
+
+
+def test_08_graded_against_transformers_own_code():
+    """The cases come from transformers' update_candidate_strategy itself, and it is the loop's rule."""
+    for g in range(1, 9):
+        for k in range(0, g + 1):
+            for n in range(k + 1):
+                assert ex._hf_next_gamma(g, k, n) == ex._next_gamma_reference(g, k, n) == solution("check_08")(g, k, n)
+
+
 def test_09_rows_not_shifted_fail_with_the_expected_index_and_a_hint(pair):
     """Rows left where they were (no right shift) fail on the first hand-made case."""
     import torch
@@ -336,3 +410,64 @@ def test_09_rows_not_shifted_fail_with_the_expected_index_and_a_hint(pair):
         return torch.arange(L + int(m.max()))[None].repeat(len(m), 1)
 
     fails("check_09", unshifted, pair, "expected: [[0, 1, 2, 3, 4], [-1, -1, 0, 1, 2]]", "M - m[b]")
+
+
+# ---------------------------------------------------------------------------------------------
+# 12: SGLang's flags for a chain
+# ---------------------------------------------------------------------------------------------
+
+
+def _flags_12(change):
+    """The reference flags, changed by change(method, gamma, flags) (a list, edited in place)."""
+    def fn(method, gamma, draft=None):
+        flags = list(solution("check_12")(method, gamma, draft))
+        change(method, gamma, flags)
+        return flags
+    return fn
+
+
+def _set(flags, flag, value):
+    flags[flags.index(flag) + 1] = value
+
+
+def _drop(flags, flag):
+    i = flags.index(flag)
+    del flags[i:i + 2]
+
+
+@pytest.mark.parametrize("wrong, words", [
+    # gamma draft tokens: the root (the last verified token) forgotten
+    (_flags_12(lambda m, g, f: _set(f, "--speculative-num-draft-tokens", str(g))), ["including its root", "gamma + 1"]),
+    # NGRAM with SGLang's default breadth: a tree, not a chain
+    (_flags_12(lambda m, g, f: m == "ngram" and [_drop(f, "--speculative-ngram-min-bfs-breadth"),
+                                                  _drop(f, "--speculative-ngram-max-bfs-breadth")]),
+     ["'ngram'", "tree", "--speculative-ngram-max-bfs-breadth 1"]),
+    # the draft model without topk 1: a tree
+    (_flags_12(lambda m, g, f: m == "draft" and _drop(f, "--speculative-eagle-topk")), ["topk", "chain"]),
+    # EAGLE's algorithm for a plain draft model
+    (_flags_12(lambda m, g, f: m == "draft" and _set(f, "--speculative-algorithm", "EAGLE")), ["STANDALONE"]),
+])
+def test_12_wrong_flags_fail_with_their_hint(wrong, words, pair):
+    fails("check_12", wrong, pair, *words)
+
+
+def test_12_order_and_form_do_not_matter(capsys):
+    """Flags in another order, ints for values, or one command-line string: all read the same."""
+    import shlex
+
+    ref = solution("check_12")
+
+    def reordered(method, gamma, draft=None):
+        f = ref(method, gamma, draft)
+        pairs = list(zip(f[::2], f[1::2]))[::-1]
+        return [int(v) if v.isdigit() else v for kv in pairs for v in kv]
+
+    ex.check_12(reordered)
+    ex.check_12(lambda m, g, d=None: shlex.join(ref(m, g, d)))
+    assert capsys.readouterr().out.count("PASSED exercise 12") == 2
+
+
+def test_12_flags_that_cannot_be_read_fail_with_the_form_to_use(pair):
+    fails("check_12", lambda m, g, d=None: {"--speculative-algorithm": "NGRAM"}, pair, "list of strings")
+    fails("check_12", lambda m, g, d=None: ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens"],
+          pair, "followed by its value")

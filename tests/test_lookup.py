@@ -18,6 +18,7 @@ from utils.lookup import (
     main,
     prompt_lookup_generate,
     verify_copied,
+    versus,
 )
 from utils.sampling import probs_from_logits
 
@@ -343,6 +344,21 @@ def test_compare_lookup_small_run(pair, tmp_path):
     write_json(tmp_path / "r.json", res)
     back = json.loads((tmp_path / "r.json").read_text())
     assert back["meta"]["prompts"] == prompts and back["meta"]["gamma"] == 4
+
+
+def test_versus_headline_in_range_and_noise_verdict():
+    row = lambda by_repeat, spread: {"speedup_vs_plain_by_repeat": by_repeat, "noise_median_spread": spread}
+    plain = row([1.0, 1.0, 1.0], 0.08)
+    v = versus(row([0.992, 0.9755, 0.9752], 0.05), plain)
+    assert v["lo"] <= v["median"] <= v["hi"] and v["median"] == pytest.approx(0.9755)
+    assert v["word"] == "within noise of" and v["noise"] == 0.08  # below 1, but not by more than the spread
+    assert versus(row([1.02, 1.04, 1.02], 0.03), plain)["word"] == "within noise of"  # the plain loop's 8% spread
+    assert versus(row([1.2, 1.3, 1.25], 0.03), plain)["word"] == "faster than"
+    assert versus(row([0.8, 0.85, 0.9], 0.03), plain)["word"] == "slower than"
+    two = versus(row([2.0, 1.9, 2.1], 0.05), row([1.0, 1.9, 0.7], 0.05))  # plain cancels: ratio per repeat
+    assert two["ratios"] == pytest.approx([2.0, 1.0, 3.0]) and two["word"] == "within noise of"
+    with pytest.raises(ValueError, match="same number"):
+        versus(row([1.0, 1.1], 0.1), plain)
 
 
 def test_cli_help_and_bad_flags_fail_before_loading(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,8 @@ from scipy.stats import chisquare
 
 from utils.sampling import probs_from_logits
 from utils.selfspec import (ADAPTERS, MAX_ADAPTER_BYTES, ExitAdapter, early_exit_draft, exit_agreement,
-                            exit_logits, hidden_states, load_adapters, main, save_adapters)
+                            exit_logits, hardware_label, hidden_states, load_adapters, main, plot_exits, save_adapters,
+                            target_growth)
 from utils.speculative import speculative_generate
 
 
@@ -226,3 +227,37 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "train" in capsys.readouterr().out
+
+
+def test_hardware_label_singular():
+    assert hardware_label("x86_64 CPU, 1 threads") == "x86_64 CPU, 1 thread"
+    assert hardware_label("x86_64 CPU, 11 threads") == "x86_64 CPU, 11 threads"
+    assert hardware_label("x86_64, 1 thread(s)") == "x86_64, 1 thread(s)"
+
+
+def test_target_growth_matches_the_shipped_target(pair):
+    g = target_growth()
+    assert g["layers"] == pair.target.config.num_hidden_layers > g["stage1_layers"] >= 1
+    assert g["stage1_steps"] >= 1 and g["grow_steps"] >= 1
+
+
+def test_plot_exits_integer_layer_ticks():
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from utils.models import ROOT
+
+    path = ROOT / "data" / "results" / "selfspec-tiny-cpu.json"
+    if not path.exists():
+        pytest.skip("no committed self-speculation result")
+    res = json.loads(path.read_text())
+    fig = plot_exits(res)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert f"gamma {res['meta']['gamma']}" in fig.axes[1].get_title()
+    plt.close(fig)

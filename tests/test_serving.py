@@ -25,6 +25,8 @@ from utils.serving import (
     load_field,
     mapping_rows,
     method_paragraph,
+    plot_label,
+    plot_reported,
     run_vllm,
     sglang_config,
     tgi_config,
@@ -34,12 +36,16 @@ from utils.serving import (
 PLANNED = {"09", "10", "11"}  # batched, prompt lookup, self-speculation: written alongside notebook 12
 REQUIRED = {"key", "name", "authors", "arxiv", "url", "year", "family", "draft", "verification", "needs_training",
             "training_note", "exact", "exact_note", "reported", "implemented_in", "implemented_note"}
-SETUP = {"low", "high", "what", "models", "hardware", "batch_size", "temperature", "dataset", "setup", "source"}
+SETUP = {"low", "high", "what", "metric", "models", "hardware", "batch_size", "temperature", "dataset", "setup",
+         "source"}
+FAMILIES = {"separate draft model", "heads on the target", "the target's own layers", "no draft model"}
 # The methods issue #15 asks the map to cover (pieces 5 and 6), by arXiv id.
 EXPECTED = {"2211.17192": "Leviathan", "2302.01318": "Chen", "2401.10774": "Medusa", "2401.15077": "EAGLE",
             "2406.16858": "EAGLE-2", "2503.01840": "EAGLE-3", "2404.19737": "multi-token prediction",
             "2412.19437": "DeepSeek-V3 MTP", "2402.02057": "lookahead", "2305.09781": "SpecInfer",
-            "2308.04623": "staged", "2502.05202": "heterogeneous vocabularies", "2404.15778": "BASS"}
+            "2308.04623": "staged", "2502.05202": "heterogeneous vocabularies", "2404.15778": "BASS",
+            # what notebooks 10 and 11 implement or discuss (the review of notebook 12)
+            "2404.16710": "LayerSkip", "2309.08168": "Draft & Verify", "2404.18911": "Kangaroo"}
 
 
 def _notebooks() -> set[str]:
@@ -54,6 +60,8 @@ def test_field_json_is_strict_json_with_every_required_method():
     data = json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     methods = data["methods"]
     assert set(EXPECTED) <= {m["arxiv"] for m in methods}, "a method the issue asks for is missing"
+    pld = [m for m in methods if m["key"] == "prompt_lookup"]  # Saxena 2023: a repository, no paper
+    assert len(pld) == 1 and pld[0]["arxiv"] is None and pld[0]["implemented_in"] == ["10"]
     assert len({m["key"] for m in methods}) == len(methods), "duplicate keys"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", data["_checked"])
 
@@ -61,9 +69,13 @@ def test_field_json_is_strict_json_with_every_required_method():
 @pytest.mark.parametrize("m", load_field(), ids=lambda m: m["key"])
 def test_field_entry_is_complete(m):
     assert REQUIRED <= set(m), f"missing fields: {REQUIRED - set(m)}"
-    assert re.fullmatch(r"\d{4}\.\d{4,5}", m["arxiv"]), m["arxiv"]
-    assert m["url"].startswith("https://") and m["arxiv"] in m["url"]
-    assert 2022 <= m["year"] <= 2026 and int(m["arxiv"][:2]) + 2000 == m["year"], "year and arXiv id disagree"
+    if m["arxiv"] is None:  # published without a paper: the url is its repository
+        assert m["url"].startswith("https://github.com/") and 2022 <= m["year"] <= 2026
+    else:
+        assert re.fullmatch(r"\d{4}\.\d{4,5}", m["arxiv"]), m["arxiv"]
+        assert m["url"].startswith("https://") and m["arxiv"] in m["url"]
+        assert 2022 <= m["year"] <= 2026 and int(m["arxiv"][:2]) + 2000 == m["year"], "year and arXiv id disagree"
+    assert m["family"] in FAMILIES, m["family"]
     assert isinstance(m["needs_training"], bool)
     assert m["exact"] in (True, False, "depends")
     for key in ("name", "authors", "draft", "verification", "training_note", "exact_note", "implemented_note"):
@@ -92,9 +104,31 @@ def test_field_renders_every_number_it_holds():
     assert table.count("\n") == len(methods) + 1
     for m in methods:
         text = method_paragraph(m)
-        assert m["arxiv"] in text and m["url"] in text
+        assert (m["arxiv"] or "no paper") in text and m["url"] in text
         for r in m["reported"]:
             assert f"{r['low']:g}x" in text and f"{r['high']:g}x" in text and r["source"]["url"] in text
+
+
+def test_plot_labels_name_the_source_kind_and_the_metric():
+    """Each bar says where its figure comes from and what it measures: a blog's or a README's figure is not
+    labelled as the paper's, and a throughput at batch 64 is not read as a latency speedup."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = load_field()
+    labels = {(m["key"], r["low"], r["high"]): plot_label(m, r) for m in methods for r in m["reported"]}
+    assert labels[("uad", 1.9, 1.9)] == ("Universal assisted decoding (2502.05202; HF blog, latency speedup of "
+                                         "HF's implementation)")
+    assert labels[("medusa", 2.2, 3.6)].startswith("Medusa (2401.10774; README, Medusa-1 and Medusa-2")
+    assert "not exact" in labels[("medusa", 2.2, 3.6)]
+    assert labels[("eagle3", 1.38, 1.38)] == "EAGLE-3 (2503.01840; paper, throughput at batch size 64, in SGLang)"
+    assert labels[("prompt_lookup", 2.4, 2.4)].startswith("Prompt lookup decoding (no paper; README, ")
+    ax = plot_reported(methods)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(labels.values())
+    assert ax.get_xlim()[1] == max(r["high"] for m in methods for r in m["reported"]) + 1
+    plt.close(ax.figure)
 
 
 def test_the_notebook_types_no_speedup_by_hand():
@@ -137,8 +171,12 @@ def test_sglang_configs_use_the_documented_flags():
     assert flags == {"--model": "google/gemma-2-27b-it", "--speculative-algorithm": "STANDALONE",
                      "--speculative-draft-model-path": "google/gemma-2-2b-it", "--speculative-num-steps": "4",
                      "--speculative-eagle-topk": "1", "--speculative-num-draft-tokens": "5"}
+    # NGRAM: the draft-token count includes the tree's root (the last verified token), and the n-gram tree
+    # branches unless its BFS breadth is pinned to 1 (SGLang's default max breadth is 10).
     flags = dict(zip(*[iter(shlex.split(sglang_config("gemma2-2b-27b", "ngram", gamma=8).cli)[3:])] * 2))
-    assert flags["--speculative-algorithm"] == "NGRAM" and flags["--speculative-num-draft-tokens"] == "8"
+    assert flags == {"--model": "google/gemma-2-27b-it", "--speculative-algorithm": "NGRAM",
+                     "--speculative-num-draft-tokens": "9", "--speculative-ngram-min-bfs-breadth": "1",
+                     "--speculative-ngram-max-bfs-breadth": "1"}
     flags = dict(zip(*[iter(shlex.split(sglang_config("gemma2-2b-27b", "eagle3", head="h/e3").cli)[3:])] * 2))
     assert flags["--speculative-algorithm"] == "EAGLE3" and flags["--speculative-draft-model-path"] == "h/e3"
     assert sglang_config("gemma2-2b-27b").kwargs is None  # SGLang's docs give a server command

@@ -15,13 +15,18 @@ The rows grow unevenly (ragged acceptance); to stay right-aligned, row b is shif
 M - m_b columns (M = max m_b), which become padding: one gather per cache tensor, no forward pass.
 Finished rows leave the batch, and columns that are padding in every row are dropped.
 
-Padding must not change a row's result, so positions and masks come from each row's own tokens:
-position = how many real tokens precede it in its row, and the masks are built here, not by
-transformers: a key is visible if it is a real token of the same row at or before the query, and,
-for sliding-window layers (Gemma2 alternates them), if it is fewer than `sliding_window` of the
-row's own tokens back. (transformers builds sliding masks from columns, so with left padding a
-row would see fewer of its tokens than alone.) The result: each row is computed as if it ran alone,
-and greedy rows equal HF greedy on that prompt alone, token for token (tests/test_batched.py).
+Padding must not change a row's result. Rows only ever carry padding on the left (the realignment
+shifts whole rows right), so a row's real tokens sit in consecutive columns, and a sliding window
+counted in columns gives the same mask as one counted in the row's own tokens. What padding
+changes is the position, which transformers would otherwise take from the column: we pass
+position_ids = how many real tokens precede the token in its row, as HF generate does (rotary
+embeddings see only differences of positions, so the column's offset would change the logits by
+rounding only, but the row would no longer compute exactly what it computes alone). The masks are
+built here, so that the layout stays under this module's control: a key is visible if it is a real
+token of the same row at or before the query, and, for sliding-window layers (Gemma2 alternates
+them), if it is fewer than `sliding_window` of the row's own tokens back. The result: each row is
+computed as if it ran alone, and greedy rows equal HF greedy on that prompt alone, token for token
+(tests/test_batched.py).
 
 Why batching shrinks the gain: at batch 1 a decoding step reads every weight to compute one token,
 so checking k + 1 tokens costs about as much as one (memory- or overhead-bound). With B rows the
@@ -109,8 +114,9 @@ def _positions(valid: torch.Tensor) -> torch.Tensor:
 def build_masks(model, valid: torch.Tensor, width: int, dtype) -> dict | torch.Tensor:
     """Additive attention masks (B, 1, W, L) for the last `width` columns of `valid` (B, L) attending
     to all L columns: a key is visible if it is a real token at or before the query, and for
-    sliding-window layers if fewer than `sliding_window` real tokens back (counted in the row, not in
-    columns). A dict by layer type for models with `layer_types` (Gemma2), else one tensor."""
+    sliding-window layers if fewer than `sliding_window` real tokens back (counted in the row; with
+    padding only on the left the same as in columns). A dict by layer type for models with
+    `layer_types` (Gemma2), else one tensor."""
     B, L = valid.shape
     pos = _positions(valid)  # (B, L)
     cols = torch.arange(L, device=valid.device)
@@ -190,7 +196,8 @@ def realign_index(m: torch.Tensor, L: int, M: int | None = None) -> torch.Tensor
     row b keeps m[b] of its candidate columns L, L+1, ... (m: (B,) long). The new layout has L + M
     columns (M = max m by default) and row b is shifted right by M - m[b]: returns index (B, L + M)
     with index[b, j] = j - (M - m[b]), the source column, or a negative number where the new column
-    is padding. Example: L = 3, m = [2, 0] -> [[0, 1, 2, 3, 4], [-2, -1, 0, 1, 2]]."""
+    is padding. In the loop every running row adds at least one token (m[b] >= 1). Example: L = 3,
+    m = [3, 1] -> [[0, 1, 2, 3, 4, 5], [-2, -1, 0, 1, 2, 3]]."""
     M = int(m.max()) if M is None else M
     return torch.arange(L + M, device=m.device)[None, :] - (M - m)[:, None]  # (B, L + M)
 

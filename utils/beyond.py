@@ -313,11 +313,14 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
 
 
 def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes=(1, 2, 4, 8, 16, 32, 64), gamma: int = 4,
-                prompt_len: int = 128, device=None, dtype=torch.bfloat16, overrides: dict | None = None, progress=True) -> dict:
+                prompt_len: int = 128, device=None, dtype=torch.bfloat16, overrides: dict | None = None, progress=True,
+                on_step=None) -> dict:
     """`verify_cost` on real Gemma2 shapes with random weights (utils.shapes): how c(B) and v(B) move
     with the batch where the weights are real-sized. Timing does not depend on the weights' values,
     acceptance does, so none is reported; the speedup it implies at a given alpha is
-    tau(alpha, gamma) / (gamma c + v). `overrides` shrinks both configurations (tests on a CPU)."""
+    tau(alpha, gamma) / (gamma c + v). `overrides` shrinks both configurations (tests on a CPU).
+    on_step(partial result) is called after each batch size (the command line writes its JSON there, so
+    a run stopped by a time limit keeps what it measured)."""
     from tqdm.auto import tqdm
 
     from .shapes import gemma2_config, random_model
@@ -329,11 +332,18 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
     V = target.config.vocab_size
     g = torch.Generator().manual_seed(0)
     costs = []
+
+    def result(done):
+        return dict(draft=draft_size, target=target_size, gamma=gamma, prompt_len=prompt_len, dtype=str(dtype),
+                    device=str(device), overrides=ov, costs=costs, complete=done,
+                    skipped_batch_sizes=[b for b in batch_sizes if b not in {c["B"] for c in costs}])
+
     for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
         ids = torch.randint(3, V, (B, prompt_len), generator=g).to(device)
         costs.append(verify_cost(target, draft, ids, torch.ones_like(ids), gamma))
-    return dict(draft=draft_size, target=target_size, gamma=gamma, prompt_len=prompt_len, dtype=str(dtype), device=str(device),
-                overrides=ov, costs=costs)
+        if on_step:
+            on_step(result(len(costs) == len(batch_sizes)))
+    return result(True)
 
 
 BATCH_METHODS = ("plain (ours)", "plain (HF generate)", "speculative (ours)")
@@ -392,7 +402,8 @@ def batched_table(result, temperature: float = 0.0) -> list[dict]:
 def plot_batched(result, temperature: float = 0.0, axes=None):
     """Left: tokens/s against B for each method. Right: the speedup of batched speculative decoding
     over plain batched decoding (ours) against B, beside v(B), what a verify pass of gamma + 1 tokens
-    costs in plain steps: the gain shrinks as v grows."""
+    costs in plain steps (right axis): the gain shrinks as v grows. Both titles name the temperature;
+    `axes` (two axes) lets a caller put several temperatures in one figure."""
     import matplotlib.pyplot as plt
 
     table = batched_table(result, temperature)
@@ -406,14 +417,15 @@ def plot_batched(result, temperature: float = 0.0, axes=None):
     axes[0].set(xscale="log", xlabel="batch size B", ylabel="tokens/s (all rows)", xticks=Bs, xticklabels=Bs,
                 title=f"throughput, T = {temperature:g}")
     axes[0].legend(fontsize=8)
-    axes[1].plot(Bs, [r["speedup_vs_ours"] for r in table], "^-", color="C2", label="speculative / plain (ours)")
+    # The two curves are told apart by the colours of their axes (a legend would cover points).
+    axes[1].plot(Bs, [r["speedup_vs_ours"] for r in table], "^-", color="C2")
     axes[1].axhline(1, color="grey", lw=0.8)
-    axes[1].set(xscale="log", xlabel="batch size B", ylabel="speedup", xticks=Bs, xticklabels=Bs, title="gain vs cost of a verify pass")
+    axes[1].set(xscale="log", xlabel="batch size B", xticks=Bs, xticklabels=Bs,
+                title=f"gain vs a verify pass of {result['meta']['gamma'] + 1} tokens, T = {temperature:g}")
+    axes[1].set_ylabel("▲ speedup: speculative / plain (ours)", color="C2")
     ax2 = axes[1].twinx()
-    ax2.plot(Bs, [r["v"] for r in table], "x:", color="C3", label=f"v: verify pass / plain step (gamma + 1 = {result['meta']['gamma'] + 1})")
-    ax2.set_ylabel("v (plain steps)")
-    lines = axes[1].get_lines()[:1] + ax2.get_lines()
-    axes[1].legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper right")
+    ax2.plot(Bs, [r["v"] for r in table], "x:", color="C3")
+    ax2.set_ylabel("× v: verify pass / plain step", color="C3")
     return axes
 
 
@@ -457,12 +469,17 @@ def _main_batched_cost(ap, args) -> int:
         print(f"note: {args.shapes} in bf16 on {device} is slow and needs tens of GB; it is made for a GPU", file=sys.stderr)
     path = args.out / f"batched-cost-{sizes[0]}-{sizes[1]}-{device.split(':')[0]}.json"
     check_output(ap, path, args.out, args.overwrite)
-    result = shape_costs(*sizes, batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma, prompt_len=args.prompt_len, device=device)
     from .models import describe_device
 
-    result["meta"] = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
-                          timing="verify_cost: median of repeats x iters calls after a warm-up, cache rolled back after each")
-    write_json(path, result)
+    meta = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
+                timing="verify_cost: median of repeats x iters calls after a warm-up, cache rolled back after each")
+
+    def save(partial):  # after every batch size: a run cut short by a time limit keeps what it measured
+        write_json(path, {**partial, "meta": meta})
+
+    result = shape_costs(*sizes, batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma, prompt_len=args.prompt_len,
+                         device=device, on_step=save)
+    save(result)
     for c in result["costs"]:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in c.items()}))
     print(f"wrote {path}")

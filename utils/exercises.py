@@ -11,9 +11,12 @@ check_04_tau    04        tokens_per_round(alpha, gamma)                        
 check_04_gamma  04        best_gamma(alpha, c, max_gamma)                              ex04_cost_model.py
 check_05        05        acceptance_rates(rounds): per drafted and per checked token  ex05_acceptance.py
 check_06        06        nf4_bytes(n_params, double_quant): 4-bit weight memory       ex06_nf4_memory.py
+check_07        07        sample_without_sync(probs, noise): the exponential race      ex07_exponential_race.py
+check_08        08        next_gamma(gamma, n_drafted, n_accepted): HF's heuristic     ex08_heuristic_schedule.py
 check_09        09        realign(m, L): where each column of a ragged batch comes from ex09_realign.py
 check_10        10        find_draft(seq, gamma, max_ngram): the prompt-lookup n-gram draft ex10_find_draft.py
 check_11        11        exit_head(target, hidden): the early-exit head (norm, LM head, cap) ex11_exit_head.py
+check_12        12        sglang_chain_flags(method, gamma, draft): SGLang's flags for a chain ex12_engine_flags.py
 
 Every checker prints "PASSED exercise ..." when the function passes, prints a friendly note (and
 raises nothing) while the function is still the notebook's stub (it raises NotImplementedError),
@@ -680,6 +683,230 @@ def check_06(fn) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# 07 · sampling on the device without a host sync: the exponential race, by chi-square
+# ----------------------------------------------------------------------------------------------
+
+_S07 = "ex07_exponential_race.py"
+N_DRAWS = 20_000  # draws per distribution
+_RACE_CASES = [  # (name, probs (V,)); case c draws its noise with seed c
+    ("notebook 03's target distribution", _dist(0.05, 0.10, 0.40, 0.25, 0.15, 0.05)),
+    ("zeros: tokens 0 and 3 have probability 0", _dist(0, 0.5, 0.2, 0, 0.2, 0.1)),
+    ("a confident distribution with a thin tail", _dist(0.7, 0.1, 0.1, 0.05, 0.03, 0.02)),
+]
+_RACE_WRONG = [  # (a wrong rule, its hint): named when the learner's tokens equal that rule's, draw for draw
+    (lambda p, e: (p * e).argmax(-1),
+     "you multiplied by the noise: divide. Token i finishes the race at time noise_i / probs_i (an exponential time "
+     "with rate probs_i) and the first to finish wins: argmin(noise / probs), i.e. argmax(probs / noise)."),
+    (lambda p, e: (p + e).argmax(-1),
+     "adding the noise to the probabilities blurs them towards uniform (and lets tokens of probability 0 win): "
+     "in the race each token's noise is divided by its probability."),
+    (lambda p, e: (p.log() - e).argmax(-1),
+     "in log space the race is log(probs) - log(noise): -log(noise) is Gumbel noise (the Gumbel-max trick). "
+     "Subtracting the exponential noise itself does not sample from probs."),
+    (lambda p, e: (e / p).argmax(-1),
+     "noise / probs is each token's finishing time, and the race is won by the SMALLEST time: argmin(noise / probs), "
+     "which is argmax(probs / noise)."),
+]
+
+
+def _race_tokens(got, shape, what) -> torch.Tensor:
+    """The learner's tokens as a long tensor of `shape` ((..., 1) from keepdim=True is fine too)."""
+    if isinstance(got, torch.Tensor) and got.shape == (*shape, 1):
+        got = got.squeeze(-1)
+    if (not isinstance(got, torch.Tensor) or got.shape != shape or got.is_floating_point() or got.is_complex()
+            or got.dtype == torch.bool):
+        desc = f"a {got.dtype} tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else repr(got)
+        raise _fail("07", _S07, what, f"an integer tensor of shape {tuple(shape)}: one token id per distribution", desc,
+                    "pick one token per row: reduce over the LAST dimension (dim=-1) with an arg max or arg min, and "
+                    "return the tensor itself (a list or a Python int means reading the values back to the host).")
+    return got.long()
+
+
+@_checker("07", "sampling without a host sync", _S07)
+def check_07(fn) -> str:
+    """fn(probs, noise) -> tokens: probs (..., V) probabilities, noise (..., V) i.i.d. Exp(1) draws;
+    one token per distribution, shape (...), sampled from probs with the noise given (the exponential
+    race of `utils.fast.sample_with_noise`) by tensor operations only.
+
+    Graded: noise = ones must give the arg max (how utils.fast decodes greedily), for one distribution
+    and for a batch; the function must run on PyTorch's meta device (tensors with shapes but no
+    values), so it reads nothing back to the host (.item(), int(), an `if` on a tensor, .tolist(),
+    .cpu(), .numpy(), nonzero); then by chi-square: 20,000 draws from each of three distributions
+    (one with zeros) must follow probs, fixed seeds, level 1e-4 per test. Known wrong rules
+    (probs * noise, probs + noise, log(probs) - noise, the arg max of noise / probs) are named.
+    """
+    with torch.random.fork_rng(devices=[]):  # a function that draws its own randomness stays reproducible
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(7)
+        batch = torch.rand(64, 6, generator=g) ** 3
+        batch = batch / batch.sum(-1, keepdim=True)  # (64, 6): 64 distributions
+        one = _RACE_CASES[0][1]  # (6,)
+        for desc, probs in ((f"one distribution {[round(v, 3) for v in one.tolist()]}", one),
+                            ("a batch of 64 distributions, shape (64, 6)", batch)):
+            what = f"sample_without_sync(probs, noise=torch.ones_like(probs)), probs = {desc}"
+            got = _race_tokens(_call(fn, "07", what, probs.clone(), torch.ones_like(probs)), probs.shape[:-1], what)
+            want = probs.argmax(-1)
+            if not torch.equal(got, want):
+                hint = (_RACE_WRONG[3][1] if torch.equal(got, probs.argmin(-1)) else
+                        "with noise = ones every token's time is 1 / probs_i, so the most probable token wins: the "
+                        "arg max (this is how utils.fast decodes at T = 0). Use only the noise you are given: no "
+                        "randomness of your own (torch.multinomial is what this exercise replaces).")
+                raise _fail("07", _S07, what, f"the arg max {want.tolist()}", got.tolist(), hint)
+        what = "sample_without_sync(probs, noise) on PyTorch's meta device: (4, 6) tensors with shapes but no values"
+        try:
+            got = fn(batch[:4].to("meta"), torch.ones(4, 6, device="meta"))
+        except Exception as e:  # noqa: BLE001 - whatever needed the values
+            raise _fail("07", _S07, what, "tokens computed by tensor operations, shape (4,)",
+                        f"{type(e).__name__}: {e}",
+                        "your function reads values back to the host (.item(), int(), float(), an `if` on a tensor, "
+                        ".tolist(), .cpu(), .numpy(), nonzero...), or makes a tensor on the CPU instead of probs' "
+                        "device. On a GPU each read makes the host wait for the device, once per token: the sync this "
+                        "exercise removes. Keep it to tensor operations on probs and noise.") from None
+        if not isinstance(got, torch.Tensor) or got.device.type != "meta":
+            where = f"a tensor on {got.device}" if isinstance(got, torch.Tensor) else repr(got)
+            raise _fail("07", _S07, what, "a tensor on probs' device (meta here)", where,
+                        "return the arg max tensor itself, on probs' device: nothing copied to the host.")
+        pvalues = []
+        for c, (name, p) in enumerate(_RACE_CASES):
+            noise = torch.empty(N_DRAWS, p.numel()).exponential_(generator=torch.Generator().manual_seed(c))  # (N, V)
+            probs = p.expand(N_DRAWS, -1).contiguous()  # (N, V)
+            shown = [round(v, 3) for v in p.tolist()]
+            what = f"sample_without_sync(probs, noise): {N_DRAWS:,} rows of {name}, {shown}, noise ~ Exp(1) (seed {c})"
+            got = _race_tokens(_call(fn, "07", what, probs.clone(), noise.clone()), (N_DRAWS,), what)
+            leaked, pvalue, freq = _chi_square(got.numpy(), p)
+            if leaked or pvalue < LEVEL:
+                hint = next((h for rule, h in _RACE_WRONG if torch.equal(got, rule(probs, noise))), None)
+                if hint is None:
+                    hint = ("a token of probability 0 must never win: its score probs_i / noise_i is 0."
+                            if leaked else
+                            "score token i by probs_i / noise_i and take the arg max over the last dimension: token i "
+                            "finishes at the exponential time noise_i / probs_i, and the first to finish is token i "
+                            "with probability probs_i.")
+                freqs = [round(v, 3) for v in freq.tolist()]
+                if leaked:
+                    raise _fail("07", _S07, what, "no token of probability 0",
+                                f"{leaked} such tokens drawn (frequencies {freqs})", hint)
+                raise _fail("07", _S07, f"{what}: chi-square p-value {pvalue:.1e} < {LEVEL:g}", f"frequencies {shown}",
+                            f"frequencies {freqs}", hint)
+            pvalues.append(pvalue)
+    return (f"Greedy with noise = ones, nothing read back to the host (it runs on the meta device), and "
+            f"{len(pvalues)} chi-square tests over {N_DRAWS:,} draws each follow probs (smallest p-value "
+            f"{min(pvalues):.3f}, threshold {LEVEL:g}). This is how utils.fast samples: one Exp(1) draw per token for "
+            f"the whole round (exp_noise), an arg max on the device, and the host reads the tokens once per round.")
+
+
+# ----------------------------------------------------------------------------------------------
+# 08 · adaptive drafting: Hugging Face's "heuristic" schedule for gamma
+# ----------------------------------------------------------------------------------------------
+
+_S08 = "ex08_heuristic_schedule.py"
+N_SIM = 10_000  # simulated rounds per alpha in the summary
+
+
+def _next_gamma_reference(gamma: int, n_drafted: int, n_accepted: int) -> int:
+    """The rule speculative_generate(schedule="heuristic") runs: + 2 after a fully accepted round, else - 1, >= 1."""
+    return gamma + 2 if n_accepted == n_drafted else max(1, gamma - 1)
+
+
+def _hf_next_gamma(gamma: int, n_drafted: int, n_accepted: int) -> int | None:
+    """transformers' own rule: AssistedCandidateGenerator.update_candidate_strategy run on a stand-in
+    that holds only what its "heuristic" branch reads (no confidence threshold, so the threshold's ROC
+    update is skipped). None when this transformers has no such method (then the formula grades)."""
+    from types import SimpleNamespace
+
+    try:
+        from transformers.generation.candidate_generator import AssistedCandidateGenerator
+
+        me = SimpleNamespace(num_assistant_tokens=gamma, assistant_generation_config=SimpleNamespace(
+            num_assistant_tokens_schedule="heuristic", assistant_confidence_threshold=None))
+        scores = torch.zeros(1, n_drafted + 1, 1)  # HF counts the drafted candidates as len(scores[0]) - 1
+        AssistedCandidateGenerator.update_candidate_strategy(me, None, scores, n_accepted)
+        return int(me.num_assistant_tokens)
+    except Exception:  # noqa: BLE001 - another transformers: fall back to the formula
+        return None
+
+
+def _grade_next_gamma(fn, gamma: int, k: int, n: int, want: int, what: str) -> None:
+    got = _number(_call(fn, "08", what, gamma, k, n))
+    if isinstance(got, numbers.Integral) and not isinstance(got, bool) and int(got) == want:
+        return
+    if not isinstance(got, numbers.Integral) or isinstance(got, bool):
+        hint = "return an int: the next round's draft length (the loop drafts min(gamma, ...) tokens with it)."
+    elif n == k and got == gamma + 1:
+        hint = "after a round whose drafted tokens were all accepted, Hugging Face allows TWO more: gamma + 2."
+    elif n == k and k < gamma:
+        hint = (f"this round drafted only {k} of the {gamma} tokens allowed (the confidence threshold, or the end of "
+                f"max_new_tokens, cut it short) and the target accepted every one of them: a fully accepted round. HF "
+                "compares the accepted count with the candidates actually drafted (num_matches == len(scores[0]) - 1), "
+                "not with gamma.")
+    elif n < k and got < 1:
+        hint = ("after a rejection gamma shrinks by one, but never below 1 (a round must draft something): "
+                "max(1, gamma - 1).")
+    elif n < k:
+        hint = ("any rejection (n_accepted < n_drafted) costs exactly one, however many were accepted: "
+                "max(1, gamma - 1).")
+    else:
+        hint = "every drafted token accepted: gamma + 2; otherwise max(1, gamma - 1)."
+    raise _fail("08", _S08, what, want, repr(got), hint)
+
+
+@_checker("08", "the heuristic gamma schedule", _S08)
+def check_08(fn, pair=None) -> str:
+    """fn(gamma, n_drafted, n_accepted) -> the gamma of the next round: gamma + 2 when every drafted
+    token was accepted (n_accepted == n_drafted; a round can draft fewer than gamma), else
+    max(1, gamma - 1): Hugging Face's num_assistant_tokens_schedule="heuristic".
+
+    Graded on every case with gamma 1..8, 1 <= n_drafted <= gamma, 0 <= n_accepted <= n_drafted,
+    against transformers' own `update_candidate_strategy`; then on the rounds of real runs of our loop
+    with both rules on (the confidence threshold cuts rounds short, and gamma grows past 8): the
+    function must give the gamma the loop used in each next round. The summary simulates where the
+    schedule settles under i.i.d. acceptance.
+    """
+    import random
+
+    from .models import load_prompts
+    from .speculative import speculative_generate
+
+    cases = [(g, k, n) for g in range(1, 9) for k in range(1, g + 1) for n in range(k + 1)]
+    hf = [_hf_next_gamma(*c) for c in cases]
+    source = "transformers' own update_candidate_strategy" if None not in hf else "Hugging Face's heuristic rule"
+    for (g, k, n), h in zip(cases, hf):
+        _grade_next_gamma(fn, g, k, n, _next_gamma_reference(g, k, n) if h is None else h,
+                          f"next_gamma(gamma={g}, n_drafted={k}, n_accepted={n})")
+    pair = _pair(pair)
+    tok = pair.tokenizer
+    replayed = short = short_full = 0
+    for text in load_prompts("heldout")[:2]:
+        ids = tok(text, return_tensors="pt").input_ids.to(pair.device)
+        out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=48, gamma=4, schedule="heuristic",
+                                   draft_confidence=0.4, eos_token_id=tok.eos_token_id)
+        for i, (r, nxt) in enumerate(zip(out.rounds, out.rounds[1:])):
+            k = len(r.drafted)
+            _grade_next_gamma(fn, r.gamma, k, r.n_accepted, nxt.gamma,
+                              f"next_gamma({r.gamma}, {k}, {r.n_accepted}): round {i + 1} of our loop (gamma from 4, "
+                              f"schedule='heuristic', draft_confidence=0.4, prompt {text!r}), whose next round used "
+                              f"gamma {nxt.gamma}")
+            replayed += 1
+            short += k < r.gamma
+            short_full += k < r.gamma and r.n_accepted == k
+    rng, settle = random.Random(0), []
+    for alpha in (0.5, 0.8, 0.9):
+        g, total = 4, 0
+        for _ in range(N_SIM):
+            n = 0
+            while n < g and rng.random() < alpha:
+                n += 1
+            total += g
+            g = int(fn(g, g, n))
+        settle.append(f"{total / N_SIM:.1f} at alpha {alpha:g} ({math.log(3) / math.log(1 / alpha):.1f})")
+    return (f"{len(cases)} cases equal to {source}, and {replayed} rounds of our loop replayed: the confidence "
+            f"threshold cut {short} of them short, and in {short_full} of those every drafted token was accepted, so "
+            f"gamma grew although fewer than gamma were drafted. Under i.i.d. acceptance your schedule averages gamma "
+            f"{', '.join(settle)}: near its fixed point ln 3 / ln(1/alpha) in brackets, where one round in three is "
+            f"fully accepted.")
+
+
+# ----------------------------------------------------------------------------------------------
 # 09 · batched speculative decoding: keeping ragged rows right-aligned
 # ----------------------------------------------------------------------------------------------
 
@@ -834,3 +1061,94 @@ def check_11(fn, pair=None) -> str:
             raise _fail("11", _S11, what, "logits equal to norm -> lm_head -> soft-capping",
                         f"logits that differ by up to {(got - want).abs().max().item():.3g}", hint)
     return "Your head equals norm -> lm_head -> soft-capping at three exit layers."
+
+
+# ----------------------------------------------------------------------------------------------
+# 12 · serving engines: SGLang's flags for a chain of gamma drafted tokens
+# ----------------------------------------------------------------------------------------------
+
+_S12 = "ex12_engine_flags.py"
+_S12_ROOT = ("SGLang's --speculative-num-draft-tokens counts the draft tree's nodes INCLUDING its root (the last "
+             "verified token): gamma drafted tokens need gamma + 1.")
+
+
+def _flag_pairs(got) -> dict[str, str] | str:
+    """The learner's flags as {flag: value}, or a string saying why they cannot be read that way."""
+    import shlex
+
+    if isinstance(got, str):
+        got = shlex.split(got)
+    if not isinstance(got, (list, tuple)):
+        return (f"return a list of strings such as ['--speculative-algorithm', 'NGRAM', ...], "
+                f"not a {type(got).__name__}.")
+    items = [str(x) for x in got]
+    if len(items) % 2 or not all(f.startswith("--") for f in items[::2]):
+        return "give each flag followed by its value: ['--flag', 'value', '--flag', 'value', ...]."
+    flags = items[::2]
+    twice = sorted({f for f in flags if flags.count(f) > 1})
+    if twice:
+        return f"each flag once: {', '.join(twice)} appears more than once."
+    return dict(zip(flags, items[1::2]))
+
+
+def _hint_12(method: str, gamma: int, want: dict, got: dict) -> str:
+    """What is wrong, the first difference that has a lesson in it."""
+    algo = "--speculative-algorithm"
+    if got.get(algo) != want[algo]:
+        return ("STANDALONE is SGLang's algorithm for a separate small draft model; NGRAM is prompt lookup (no draft "
+                f"model). For method {method!r}: {want[algo]}.")
+    n = got.get("--speculative-num-draft-tokens")
+    if n != want["--speculative-num-draft-tokens"]:
+        return _S12_ROOT + (" You gave gamma." if n == str(gamma) else "")
+    if method == "ngram":
+        breadth = ("--speculative-ngram-min-bfs-breadth", "--speculative-ngram-max-bfs-breadth")
+        if any(got.get(f) != "1" for f in breadth):
+            return ("NGRAM drafts a TREE: a node of its n-gram tree may branch into up to "
+                    "--speculative-ngram-max-bfs-breadth children (SGLang's default is 10). Set "
+                    "--speculative-ngram-min-bfs-breadth 1 and --speculative-ngram-max-bfs-breadth 1 for a chain.")
+        extra = sorted(set(got) - set(want))
+        if extra:
+            return (f"NGRAM has no draft model and no draft steps: leave out {', '.join(extra)} (SGLang sets NGRAM's "
+                    "topk from the breadth itself).")
+    else:
+        if got.get("--speculative-eagle-topk") != "1":
+            return ("--speculative-eagle-topk is the branching per draft step (the name is EAGLE's; STANDALONE uses "
+                    "it too): 1 makes a chain, more draws a tree.")
+        if got.get("--speculative-num-steps") != str(gamma):
+            return "--speculative-num-steps is the depth of the chain: gamma draft steps."
+        if got.get("--speculative-draft-model-path") != want["--speculative-draft-model-path"]:
+            return "--speculative-draft-model-path is the draft model: pass the draft argument through."
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    return (f"missing flags: {', '.join(missing) or 'none'}; flags SGLang's chain does not need: "
+            f"{', '.join(extra) or 'none'}.")
+
+
+@_checker("12", "SGLang's flags for a chain", _S12)
+def check_12(fn) -> str:
+    """fn(method, gamma, draft) -> the --speculative-* flags (a list of strings, or one string) that make SGLang
+    draft a chain of gamma tokens per round: method 'draft' (STANDALONE, the draft model at the path `draft`)
+    or 'ngram' (NGRAM, no draft model; `draft` is None). Compared flag by flag, in any order, with what
+    `utils.serving.sglang_config` writes after `--model TARGET`, for gamma 1 to 8 on two pairs."""
+    import shlex
+
+    from .serving import sglang_config
+
+    cases = [(method, gamma, pair) for gamma in (4, 1, 2, 3, 5, 8) for method in ("draft", "ngram")
+             for pair in ("gemma2-2b-27b", "smollm2-135m-1.7b")]
+    for method, gamma, pair in cases:
+        cfg = sglang_config(pair, method, gamma)
+        assert cfg.argv[3] == "--model"  # python3 -m sglang.launch_server --model TARGET, then the flags
+        want = dict(zip(cfg.argv[5::2], cfg.argv[6::2]))
+        draft = cfg.draft if method == "draft" else None
+        what = f"sglang_chain_flags({method!r}, gamma={gamma}, draft={draft!r})"
+        got = _call(fn, "12", what, method, gamma, draft)
+        flags = _flag_pairs(got)
+        expected = shlex.join(cfg.argv[5:])
+        if isinstance(flags, str):
+            raise _fail("12", _S12, what, expected, repr(got), flags)
+        if flags != want:
+            raise _fail("12", _S12, what, expected, shlex.join(a for kv in flags.items() for a in kv),
+                        _hint_12(method, gamma, want, flags))
+    example = shlex.join(sglang_config("gemma2-2b-27b", "ngram", 4).argv[5:])
+    return (f"Your flags equal utils.serving.sglang_config in {len(cases)} cases (draft model and n-gram, "
+            f"gamma 1 to 8, two pairs); NGRAM with gamma 4 is: {example}")

@@ -229,8 +229,8 @@ def copy_prompt(pair, base: str, passage_tokens: int = 96) -> str:
     """A prompt whose continuation repeats text already in the context: the passage the target
     writes (greedy, passage_tokens new tokens) after `base`, then `base` again, as when a model is
     asked to write a given passage once more. The passage is the target's own, because a small
-    model that never learnt to copy (the tiny target) does not repeat an arbitrary text; it does
-    reuse the phrases of a text in its own style."""
+    model that seems not to have learnt to copy (the tiny target: notebook 10, section 4) does not
+    repeat an arbitrary text; it does reuse the phrases of a text in its own style."""
     tok = pair.tokenizer
     ids = tok(base, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
     eos = pair.target.generation_config.eos_token_id
@@ -356,6 +356,26 @@ def summarize_lookup(rows) -> list[dict]:
                     s["all_equal_hf"] = all(r["same_as_hf"] for r in rs)
                 out.append(s)
     return out
+
+
+def versus(a: dict, b: dict) -> dict:
+    """How fast the method of summary row `a` ran relative to that of row `b` (same prompt kind and
+    temperature), repeat by repeat, and a noise verdict.
+
+    ratio_i = (a's tokens/s over all prompts in timed repeat i) / (b's in repeat i), from the rows'
+    speedup_vs_plain_by_repeat (our plain loop cancels out). Returns median, lo, hi: the median, the
+    smallest and the largest ratio_i (the headline and the range, computed the same way, so the headline
+    lies in the range); noise: the larger of the two rows' noise_median_spread; word: "faster than" when
+    every ratio_i is above 1 + noise, "slower than" when every one is below 1 - noise, else "within noise of".
+    """
+    ra, rb = a["speedup_vs_plain_by_repeat"], b["speedup_vs_plain_by_repeat"]
+    if len(ra) != len(rb) or not ra:
+        raise ValueError(f"the two rows need the same number (>= 1) of repeats, got {len(ra)} and {len(rb)}")
+    ratios = [x / y for x, y in zip(ra, rb)]
+    lo, hi = min(ratios), max(ratios)
+    noise = max(a["noise_median_spread"], b["noise_median_spread"])
+    word = "faster than" if lo > 1 + noise else "slower than" if hi < 1 - noise else "within noise of"
+    return dict(median=statistics.median(ratios), lo=lo, hi=hi, noise=noise, word=word, ratios=ratios)
 
 
 COLORS = {"hf": "#8c8c8c", "ours_plain": "#c7c7c7", "ours_lookup": "#dd8452", "hf_lookup": "#f2c29b",

@@ -171,7 +171,8 @@ def describe_device(device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"{platform.machine()} CPU, {n} thread{'' if n == 1 else 's'}"
 
 
 def resolve_device(device=None) -> torch.device:

@@ -1,7 +1,9 @@
 """Self-speculation (notebook 11): the target's own first k layers, final norm and LM head as the draft.
 
-    python -m utils.selfspec --out data/results          # alpha, c and speedup against k -> selfspec-<pair>-<device>.json
-    python -m utils.selfspec train --out data/models/early-exit   # the exit adapters (a few minutes, 1 thread)
+    python -m utils.selfspec --out data/results --threads 1 --overwrite   # alpha, c, speedup against k (json)
+    python -m utils.selfspec train --out data/models/early-exit --overwrite   # the exit adapters (a few minutes, 1 thread)
+
+(--overwrite replaces the committed files that notebook 11 reads; without --out both go to runs/, ignored by git.)
 
 `early_exit_draft(target, k)` builds a causal LM that runs the target's embeddings, its layers
 0..k-1, its final norm and its LM head (with Gemma2's final logit soft-capping): every weight is the
@@ -26,6 +28,7 @@ import copy
 import json
 import math
 import numbers
+import re
 import statistics
 import sys
 import time
@@ -188,6 +191,25 @@ def layer_update_norms(target, input_ids: torch.Tensor) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 # Training exit adapters (the target stays frozen)
 # ----------------------------------------------------------------------------------------------
+
+
+def target_growth() -> dict:
+    """How scripts/train_tiny_pair.py built the shipped tiny target: trained at `stage1_layers` for
+    `stage1_steps`, grown to `layers` by inserting layers that start as the identity (grow()), then
+    trained `grow_steps` more (the step counts from data/models/training_report.json)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from train_tiny_pair import LAYERS, STAGE1_LAYERS
+    finally:
+        sys.path.pop(0)
+    steps = json.loads((ROOT / "data" / "models" / "training_report.json").read_text())["steps"]
+    return dict(stage1_layers=STAGE1_LAYERS, layers=LAYERS["target"], stage1_steps=steps["target_stage1"],
+                grow_steps=steps["target_stage2"])
+
+
+def hardware_label(text: str) -> str:
+    """'x86_64 CPU, 1 threads' -> 'x86_64 CPU, 1 thread' (result files written before describe_device said '1 thread')."""
+    return re.sub(r"\b1 threads\b", "1 thread", text)
 
 
 def training_text() -> tuple[str, str, dict]:
@@ -408,9 +430,10 @@ def summarize(rows, c: dict, gamma: int) -> list[dict]:
 
 def plot_exits(result: dict, title: str = ""):
     """Two panels from a compare_exits result: alpha per checked token and c against k (left), the
-    measured speedup over the plain loop against k with the cost model's prediction (right); the
-    shipped draft model as horizontal lines. Returns the figure."""
+    measured speedup over the plain loop against k (right); the shipped draft model as horizontal
+    lines. Returns the figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     n = result["meta"]["n_layers"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
@@ -435,7 +458,10 @@ def plot_exits(result: dict, title: str = ""):
     a1.set(xlabel="exit layer k", ylabel="alpha per checked token, c", ylim=(0, 1.05), xlim=(0, n),
            title="acceptance and cost against k")
     a2.axhline(1.0, color="grey", lw=0.8)
-    a2.set(xlabel="exit layer k", ylabel="tokens/s over the plain loop", xlim=(0, n), title="measured speedup (gamma 4)")
+    a2.set(xlabel="exit layer k", ylabel="tokens/s over the plain loop", xlim=(0, n),
+           title=f"measured speedup (gamma {result['meta']['gamma']})")
+    for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k is a whole number of layers
     a1.legend(fontsize=7, loc="upper left")
     a2.legend(fontsize=7, loc="upper right")
     if title:

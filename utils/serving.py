@@ -10,8 +10,9 @@
 - `engine_status()`: which of {CUDA GPU, vllm, sglang, text-generation-launcher} are present here, and
   why a run is skipped. `run_vllm()` runs a tiny benchmark only where a GPU and vLLM are present.
 
-Every option name below is taken from the engine's documentation (URLs in ENGINES); nothing here was
-run against an engine in this repository's CI, which has neither a GPU nor the engines.
+Every option name below is taken from the engine's documentation or, for SGLang's NGRAM breadth flags, its
+server arguments source (URLs in ENGINES); nothing here was run against an engine in this repository's CI,
+which has neither a GPU nor the engines.
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ def speedup_text(r: dict) -> str:
     return f"{lo:g}x" if lo == hi else f"{lo:g}x-{hi:g}x"
 
 
+def ref_text(m: dict) -> str:
+    """'arXiv [id](url)', or '[repository](url)' for a method published without a paper (arxiv null)."""
+    return f"arXiv [{m['arxiv']}]({m['url']})" if m["arxiv"] else f"no paper; [repository]({m['url']})"
+
+
+def source_kind(r: dict) -> str:
+    """What kind of source a reported figure comes from: 'paper', 'README', 'HF blog' or 'web page'."""
+    url = r["source"]["url"]
+    if url.startswith(("https://arxiv.org/", "https://aclanthology.org/")):
+        return "paper"
+    if url.startswith("https://github.com/"):
+        return "README"
+    if url.startswith("https://huggingface.co/blog/"):
+        return "HF blog"
+    return "web page"
+
+
 def implemented_text(m: dict) -> str:
     where = m["implemented_in"]
     return where if isinstance(where, str) else ", ".join(f"notebook {n}" for n in where)
@@ -58,7 +76,8 @@ def field_table(methods: list[dict] | None = None) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
         r = m["reported"][0]
-        rows.append(f"| {m['name']} | [{m['arxiv']}]({m['url']}) | {m['year']} | {m['family']} | "
+        ref = f"[{m['arxiv']}]({m['url']})" if m["arxiv"] else f"none ([repository]({m['url']}))"
+        rows.append(f"| {m['name']} | {ref} | {m['year']} | {m['family']} | "
                     f"{'yes' if m['needs_training'] else 'no'} | {exact_text(m)} | {speedup_text(r)} | "
                     f"{r['setup']} | {implemented_text(m)} |")
     return "\n".join(rows)
@@ -67,35 +86,48 @@ def field_table(methods: list[dict] | None = None) -> str:
 def method_paragraph(m: dict) -> str:
     """One markdown paragraph per method, every number taken from the JSON entry."""
     figures = "; ".join(
-        f"**{speedup_text(r)}** ({r['what']}; {r['setup']}; batch: {r['batch_size']}; temperature: "
+        f"**{speedup_text(r)}** ({r['what']}; measured: {r['metric']}; {r['setup']}; batch: {r['batch_size']}; "
+        f"temperature: "
         f"{r['temperature']}; source: [{r['source']['where']}]({r['source']['url']}))" for r in m["reported"])
     trained = "needs training" if m["needs_training"] else "needs no training"
-    return (f"**{m['name']}** ({m['authors']}, {m['year']}, arXiv [{m['arxiv']}]({m['url']})). "
+    return (f"**{m['name']}** ({m['authors']}, {m['year']}, {ref_text(m)}). "
             f"*Draft:* {m['draft']}. *Verification:* {m['verification']}. It {trained} ({m['training_note']}). "
             f"*Exact:* {exact_text(m)}: {m['exact_note']}. *Reported:* {figures}. "
             f"*Here:* {implemented_text(m)} ({m['implemented_note']}).")
 
 
+def plot_label(m: dict, r: dict) -> str:
+    """The y label of one bar: the method, its arXiv id, the kind of source and what was measured, e.g.
+    'EAGLE-3 (2503.01840; paper, throughput at batch size 64, in SGLang)'."""
+    name = m["name"].split(" (")[0]  # the short name; the metric says which variant
+    return f"{name} ({m['arxiv'] or 'no paper'}; {source_kind(r)}, {r['metric']})"
+
+
+FAMILY_COLORS = {"separate draft model": "tab:blue", "heads on the target": "tab:orange",
+                 "the target's own layers": "tab:purple", "no draft model": "tab:green"}
+
+
 def plot_reported(methods: list[dict] | None = None, ax=None):
-    """Every reported speedup as a bar (a range as a span), labelled with its setup. Not a ranking."""
+    """Every reported speedup as a bar (a range as a span), labelled with the method, the kind of source
+    (paper, README, blog) and what was measured. Not a ranking."""
     import matplotlib.pyplot as plt
 
     methods = methods if methods is not None else load_field()
     rows = [(m, r) for m in methods for r in m["reported"]]
     if ax is None:
-        _, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.6), layout="constrained")
-    colors = {"separate draft model": "tab:blue", "heads on the target": "tab:orange", "no draft model": "tab:green"}
+        _, ax = plt.subplots(figsize=(11, 0.36 * len(rows) + 1.6), layout="constrained")
+    colors = FAMILY_COLORS
     for i, (m, r) in enumerate(rows):
         c = colors.get(m["family"], "tab:gray")
         ax.barh(i, r["high"], color=c, alpha=0.35 if r["low"] != r["high"] else 0.8)
         if r["low"] != r["high"]:
             ax.barh(i, r["low"], color=c, alpha=0.8)
-        ax.text(r["high"] + 0.05, i, f"{speedup_text(r)}  {r['setup']}", va="center", fontsize=7.5)
-    ax.set_yticks(range(len(rows)), [f"{m['name']} ({m['arxiv']})" for m, _ in rows], fontsize=8)
+        ax.text(r["high"] + 0.05, i, speedup_text(r), va="center", fontsize=7.5)
+    ax.set_yticks(range(len(rows)), [plot_label(m, r) for m, r in rows], fontsize=7.5)
     ax.invert_yaxis()
     ax.axvline(1, color="k", lw=0.8)
-    ax.set_xlim(0, max(r["high"] for _, r in rows) * 1.9)
-    ax.set_xlabel("speedup the paper reports (x); a range: dark = low end, light = high end")
+    ax.set_xlim(0, max(r["high"] for _, r in rows) + 1)  # room for the largest bar's label
+    ax.set_xlabel("speedup as its source reports it (x); a range: dark = low end, light = high end")
     ax.set_title("As reported, each on its own setup (model, hardware, batch, temperature, baseline): NOT comparable",
                  fontsize=10)
     from matplotlib.patches import Patch
@@ -154,12 +186,17 @@ ENGINES: dict[str, dict] = {
     "sglang": {
         "name": "SGLang",
         "version": "docs on the main branch (stored 2026 snapshot); the page does not pin a release",
-        "docs": {"speculative decoding": SGLANG_DOCS},
+        "docs": {"speculative decoding": SGLANG_DOCS,
+                 "server arguments (NGRAM breadth flags)":
+                     "https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/server_args.py",
+                 "n-gram draft tree (root included in the count)":
+                     "https://github.com/sgl-project/sglang/tree/main/python/sglang/srt/speculative/cpp_ngram"},
         "options": {
             "draft": ("--speculative-algorithm STANDALONE --speculative-draft-model-path DRAFT",
                       "03, 05 (and 08, 09)", "a smaller draft LLM (token-level); no --enable-dp-attention"),
-            "ngram": ("--speculative-algorithm NGRAM --speculative-num-draft-tokens G", "10",
-                      "no draft model; CUDA only"),
+            "ngram": ("--speculative-algorithm NGRAM --speculative-num-draft-tokens G+1 "
+                      "--speculative-ngram-min-bfs-breadth 1 --speculative-ngram-max-bfs-breadth 1", "10",
+                      "no draft model; CUDA only; breadth 1 for a chain (the default max breadth, 10, drafts a tree)"),
             "eagle": ("--speculative-algorithm EAGLE (EAGLE-2) or EAGLE3 --speculative-draft-model-path HEAD",
                       "not implemented (closest: 11)", "an EAGLE/EAGLE-3 head trained for the target"),
             "mtp": ("--speculative-algorithm EAGLE (or NEXTN, its alias) on an MTP-enabled model",
@@ -282,8 +319,13 @@ def vllm_config(pair_name: str, method: str = "draft", gamma: int = 4, head: str
 
 def sglang_config(pair_name: str, method: str = "draft", gamma: int = 4, head: str | None = None) -> EngineConfig:
     """SGLang: `python3 -m sglang.launch_server --model target --speculative-algorithm ...` (its docs give the
-    server command). A chain of gamma drafted tokens is --speculative-num-steps gamma with
-    --speculative-eagle-topk 1, which needs --speculative-num-draft-tokens gamma + 1."""
+    server command). --speculative-num-draft-tokens counts the nodes of the draft tree INCLUDING its root (the
+    last verified token), so a chain of gamma drafted tokens is gamma + 1 of them: with
+    --speculative-num-steps gamma and --speculative-eagle-topk 1 (STANDALONE, EAGLE, EAGLE3), or, for NGRAM,
+    with its BFS breadth pinned to 1 (--speculative-ngram-min/max-bfs-breadth; the default max, 10, branches).
+    Checked in SGLang's source: the n-gram cache drafts draft_token_num - 1 tokens and puts the last verified
+    token first (cpp_ngram/param.h get_draft_token_num, result.cpp fillResult); server_args.py sets
+    speculative_eagle_topk = speculative_ngram_max_bfs_breadth for NGRAM."""
     target, draft = _check("sglang", method, gamma, head, pair_name)
     argv = ["python3", "-m", "sglang.launch_server", "--model", target]
     chain = ["--speculative-num-steps", str(gamma), "--speculative-eagle-topk", "1",
@@ -293,8 +335,11 @@ def sglang_config(pair_name: str, method: str = "draft", gamma: int = 4, head: s
         argv += ["--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path", draft] + chain
         notes.append("STANDALONE is SGLang's separate-small-draft-model algorithm (no --enable-dp-attention).")
     elif method == "ngram":
-        argv += ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", str(gamma)]
-        notes.append("NGRAM is CUDA-only and builds its n-gram cache from previous tokens.")
+        argv += ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", str(gamma + 1),
+                 "--speculative-ngram-min-bfs-breadth", "1", "--speculative-ngram-max-bfs-breadth", "1"]
+        notes.append("NGRAM is CUDA-only and builds its n-gram cache from previous tokens. Breadth 1 makes each "
+                     "match a chain of gamma tokens (plus the root); SGLang's default max breadth (10) drafts a "
+                     "tree, and a shorter match can still add a branch when the longest one runs out.")
     else:  # eagle, eagle3 (mtp was refused above for every target here)
         argv += ["--speculative-algorithm", {"eagle": "EAGLE", "eagle3": "EAGLE3"}[method],
                  "--speculative-draft-model-path", head] + chain

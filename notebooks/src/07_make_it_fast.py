@@ -399,7 +399,47 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # - Run `torch.set_num_threads(1)` before section 3: which step slows down more, eager or compiled?
 # - On a Colab GPU, set `PAIR = "gemma2-2b-9b"` and compare the compiled step with the bandwidth
 #   floor printed in section 1.
+
+# %% [markdown]
+# ## Exercise: sampling without a host sync
 #
+# `torch.multinomial(probs, 1)` draws a correct sample, but on a GPU it makes the host wait for the
+# device (gpt-fast's replacement is called `multinomial_sample_one_no_sync`), and one wait per token
+# is exactly the fixed cost section 3 warned about. `utils.fast` samples with a race instead. Give
+# every token $i$ an independent time $E_i \sim \mathrm{Exp}(1)$ and let it finish at $E_i / p_i$,
+# an exponential time with rate $p_i$. The first to finish is token $i$ with probability
+# $p_i / \sum_j p_j = p_i$: the winner, $\arg\min_i E_i / p_i = \arg\max_i p_i / E_i$, is a sample
+# from $p$. It needs one random draw per token, drawn for a whole round at once
+# (`fast.exp_noise((k + 1, V))`), and an arg max, all on the device; with every $E_i = 1$ the
+# winner is the arg max, so the same code decodes greedily.
+#
+# Write `sample_without_sync(probs, noise)`: `probs` and `noise` shaped `(..., V)`, `noise` holding
+# $\mathrm{Exp}(1)$ draws; return one token id per distribution, shaped `(...)`, using tensor
+# operations only. `check_07` checks the greedy case (`noise` = ones), runs your function on
+# PyTorch's `meta` device (tensors with shapes and no values, so anything that reads a value back
+# to the host fails there), then draws 20,000 tokens from each of three distributions and tests
+# their frequencies by chi-square.
+
+# %%
+from utils.exercises import check_07
+
+
+def sample_without_sync(probs, noise):
+    """probs, noise: (..., V), noise ~ Exp(1) i.i.d. Return (...) token ids sampled from probs, on the device."""
+    raise NotImplementedError  # your code here
+
+
+check_07(sample_without_sync)
+
+# %% [markdown]
+# The reference solution through the same checker:
+
+# %%
+from notebooks.solutions.ex07_exponential_race import sample_without_sync as reference
+
+check_07(reference)
+
+# %% [markdown]
 # ## What you learned
 # - A decode step has two floors, weight bytes / bandwidth and operators × per-operator overhead;
 #   eager Gemma2 on an H200 and the tiny pair on a CPU both sit on the second, so $c$ follows the
@@ -408,6 +448,9 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 #   CUDA graphs replay a whole step with one launch. HF's static-cache `generate` is that path.
 # - A static cache rolls back a rejected draft by setting its length: the stale entries are masked
 #   and overwritten, nothing is copied, and the result is exact.
+# - Sampling stays on the device with the exponential race, $\arg\max_i p_i / E_i$ with
+#   $E_i \sim \mathrm{Exp}(1)$: a sample from $p$ without `torch.multinomial`, greedy when every
+#   $E_i = 1$; the host reads the tokens once per round.
 # - Compiled speculative decoding returns HF greedy's tokens exactly; whether it beats compiled plain
 #   decoding is again decided by $\alpha$, $c$ and $v$, measured where they are paid.
 #

@@ -295,7 +295,40 @@ for word in ("faster than", "within noise of", "slower than"):
 # - Put the predicted ratio of section 5 in a loop over $c$ from 0.05 to 1: from which $c$ does the
 #   threshold 0.4 beat the constant $\gamma$ at $T = 0$?
 # - Section 3 at `temperature=0.5`: how does the split between accepted and rejected tokens move?
+
+# %% [markdown]
+# ## Exercise: the heuristic schedule
 #
+# Write `next_gamma(gamma, n_drafted, n_accepted)`: the $\gamma$ the next round may draft, after a
+# round that was allowed `gamma`, drafted `n_drafted` tokens and saw the target accept `n_accepted`
+# of them (section 1's rule, HF's `num_assistant_tokens_schedule="heuristic"`). Mind the rounds that
+# draft fewer tokens than they were allowed: the confidence threshold (or the end of
+# `max_new_tokens`) can stop a round early, and HF calls a round fully accepted when the target kept
+# every token that was *drafted*. `check_08` compares your function with transformers' own
+# `update_candidate_strategy` on every case up to $\gamma = 8$, replays the rounds of two runs of
+# our loop with both rules on (your function must give the $\gamma$ each next round used), and
+# simulates where your schedule settles for a few values of $\alpha$.
+
+# %%
+from utils.exercises import check_08
+
+
+def next_gamma(gamma, n_drafted, n_accepted):
+    """The next round's draft length (an int) after a round allowed gamma that drafted n_drafted and kept n_accepted."""
+    raise NotImplementedError  # your code here
+
+
+check_08(next_gamma, pair)
+
+# %% [markdown]
+# The reference solution through the same checker:
+
+# %%
+from notebooks.solutions.ex08_heuristic_schedule import next_gamma as reference
+
+check_08(reference, pair)
+
+# %% [markdown]
 # ## What you learned
 # - HF's heuristic schedule adds 2 to $\gamma$ after a fully accepted round and removes 1 otherwise;
 #   it settles where one round in three is fully accepted, $\gamma^\ast = \ln 3/\ln(1/\alpha)$.

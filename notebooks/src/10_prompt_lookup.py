@@ -143,11 +143,12 @@ for name, text in (("free writing", base), ("copy prompt", copy_text)):
 # %% [markdown]
 # ## 4. Where the draft comes from: text that repeats its context
 #
-# Prompt lookup pays when the continuation copies its context. Large models copy well: given a
-# passage and asked to repeat, fix or summarise it, they reuse its words. The tiny target cannot:
-# it never learnt to copy an arbitrary text (its small training set, Python's reference
-# documentation, did not grow the "induction heads" that larger models have). See for yourself: a
-# sentence given twice, then its first words a third time.
+# Prompt lookup pays when the continuation copies its context. Large models do copy: given a
+# passage and asked to repeat, fix or summarise it, they reuse its words (Saxena's measurements in
+# section 7 rest on this). The tiny target does not: it seems not to have learnt to copy an
+# arbitrary text (larger models do, through "induction heads": Olsson et al. 2022,
+# https://arxiv.org/abs/2209.11895; we have not looked inside the tiny target for them). See for
+# yourself: a sentence given twice, then its first words a third time.
 
 # %%
 sentence = "A list comprehension builds a new list from an iterable, keeping the elements for which a condition is true."
@@ -164,9 +165,8 @@ print(f"the target wrote {tok.decode(cont)!r}\nthe sentence goes on {tok.decode(
 # So for the tiny pair the text to repeat must be text in its own style. `utils.lookup.copy_prompt`
 # builds such a prompt: the passage the target writes (greedy) after a workshop prompt, then the
 # workshop prompt again, as if asked to write that passage once more. The target does not write the
-# same passage again word for word (its attention sees the new context: the count below says how
-# many tokens it repeats before it departs), but it reuses the passage's phrases, which is what the
-# lookup needs. The free-writing prompts are the same workshop prompts alone.
+# same passage again word for word (the count below says how many tokens it repeats before it
+# departs), but it reuses the passage's phrases, which is what the lookup needs. The free-writing prompts are the same workshop prompts alone.
 #
 # Watch it, at $T = 0$: green tokens were copied from the context and accepted, red ones copied and
 # rejected, grey-dashed ones copied after a rejection (never checked); orange, blue and grey tokens
@@ -208,14 +208,21 @@ HTML(rounds_html(out.rounds, tok, legend=False))
 # %% [markdown]
 # ## 5. Measured: copy prompts against free writing
 #
-# `python -m utils.lookup --threads 1 --out data/results` ran, on copy prompts and on the workshop
-# prompts they start from (the header below gives the counts, the lengths, $\gamma$ and $n_\text{max}$):
+# `python -m utils.lookup` ran, on copy prompts and on the workshop prompts they start from (the
+# header below gives the exact command, the counts, the lengths, $\gamma$ and $n_\text{max}$):
 # HF's plain `generate`, our plain loop, ours with prompt lookup, HF's
 # `generate(prompt_lookup_num_tokens=gamma, max_matching_ngram_size=n_max)`, and our speculative
 # decoding with the tiny draft model at the same $\gamma$, for reference. Per prompt the methods took turns
 # after a warm-up run and each kept the median of its repeats. At $T = 0$ every output was checked
-# equal to HF greedy. The machine's two cores were shared with other jobs: the file keeps every
-# repeat, and `spread` below is the median over prompts of (slowest − fastest) / median.
+# equal to HF greedy. The machine (its hardware string, from the file, opens the header below) was
+# shared with other jobs: the file keeps every repeat, and `spread` below is the median over prompts
+# of (slowest − fastest) / median. "vs plain" is all tokens / all median seconds of the method over
+# the same for our plain loop; section 7 also gives the ratio repeat by repeat.
+#
+# The file times the draft model but does not measure its cost $c$ (a draft step over a target
+# step); the header takes $c$ from `data/results/bench-tiny-cpu.json` (notebook 05's benchmark, same
+# pair and $\gamma$: $c$ with each model timed alone, and in the loop), and says on which hardware
+# that was measured.
 
 # %%
 import json
@@ -227,7 +234,16 @@ res = json.loads((ROOT / "data/results/lookup-tiny-cpu.json").read_text())
 m = res["meta"]
 print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m['transformers']}, "
       f"{m['date']}; {m['n_prompts']['copy']} copy + {m['n_prompts']['free']} free prompts x {m['max_new_tokens']} new tokens, "
-      f"gamma {m['gamma']}, max n-gram {m['max_ngram']}, {m['repeats']} repeats; the run took {m['wall_s'] / 60:.1f} min]")
+      f"gamma {m['gamma']}, max n-gram {m['max_ngram']}, {m['repeats']} repeats; the run took {m['wall_s'] / 60:.1f} min: "
+      f"{m['command']}]")
+bench = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())
+bm = bench["meta"]
+assert bm["pair"] == m["pair"], "the draft model's c must come from the same pair"
+c_rows = {T: next(r for r in bench["summary"] if r["gamma"] == m["gamma"] and r["temperature"] == T) for T in m["temperatures"]}
+c_draft = {T: f"{r['c']:.3f} / {r['c_in_loop']:.3f}" for T, r in c_rows.items()}  # in isolation / in the loop
+c_text = ", ".join(f"{c} at T = {T:g}" for T, c in c_draft.items())
+print(f"[draft model's c (draft step / target step, in isolation / in the loop): {c_text}; from bench-tiny-cpu.json at "
+      f"gamma {m['gamma']}, measured on {bm['hardware']}, {bm['date']}, not in this run. Prompt lookup: c ≈ 0, no draft model]")
 print(f"{'kind':5} {'T':>3} {'method':28} {'tok/s':>6} {'vs plain':>8} {'tokens/pass':>11} {'alpha drafted/checked':>21} "
       f"{'match':>6} {'copied':>6} {'spread':>6}")
 for s in res["summary"]:
@@ -247,13 +263,26 @@ import matplotlib.pyplot as plt
 
 from utils.lookup import plot_lookup
 
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), layout="constrained")
-plot_lookup(res["summary"], f"speedup over our plain loop ({m['pair']}, {m['hardware']})", ax=axes[0])
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
+plot_lookup(res["summary"], "speedup over our plain loop (tokens/s ratio, median times)", ax=axes[0])
 plot_lookup(res["summary"], "new tokens per target pass", key="tokens_per_target_pass", ax=axes[1])
 handles, labels = axes[1].get_legend_handles_labels()
 for ax in axes:
     ax.get_legend().remove()
 fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+fig.suptitle(f"Prompt lookup vs a draft model: {m['pair']} pair, {m['hardware']}; gamma {m['gamma']}, "
+             f"max n-gram {m['max_ngram']}, {m['max_new_tokens']} new tokens, {m['n_prompts']['copy']} copy + "
+             f"{m['n_prompts']['free']} free prompts\ndraft model: c (in isolation / in the loop) = {c_text} (measured on {bm['hardware']}); "
+             f"prompt lookup: c ≈ 0; alpha per bar group printed below", fontsize=9)
+plt.show()
+print("The bars carry no error bars: the `spread` column above gives the run-to-run noise, and section 7 says which\n"
+      "speedups are beyond it. alpha per drafted / per checked token, by bar group:")
+for kind in ("copy", "free"):
+    for T in m["temperatures"]:
+        o, s = (next(r for r in res["summary"] if (r["kind"], r["temperature"], r["method"]) == (kind, T, meth))
+                for meth in ("ours_lookup", "ours_speculative"))
+        print(f"  {kind}, T = {T:g}: ours, prompt lookup {o['alpha']:.2f} / {o['alpha_checked']:.2f} (c ≈ 0); "
+              f"ours, draft model {s['alpha']:.2f} / {s['alpha_checked']:.2f} (c = {c_draft[T]})")
 
 # %% [markdown]
 # ## 6. Beside Hugging Face's `prompt_lookup_num_tokens`
@@ -271,42 +300,56 @@ fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsi
 # draft before an EOS token, where ours keeps the EOS (the target may accept it, and then the output
 # stops there). Both check the draft with the exact rule, so both give target greedy at $T = 0$
 # (checked for every prompt of the benchmark); they can draft different tokens, hence different
-# numbers of tokens per pass:
+# numbers of tokens per pass. The speed ratio is taken repeat by repeat (`utils.lookup.versus`:
+# the median and the range over the repeats), and called "faster" or "slower" only when every
+# repeat clears the larger of the two methods' `spread`:
 
 # %%
+from utils.lookup import versus
+
 by = {(s["kind"], s["temperature"], s["method"]): s for s in res["summary"]}
 for kind in ("copy", "free"):
     for T in m["temperatures"]:
         o, h = by[(kind, T, "ours_lookup")], by[(kind, T, "hf_lookup")]
+        v = versus(o, h)
         print(f"{kind:4} T = {T:g}: tokens per target pass ours {o['tokens_per_target_pass']:.2f}, HF {h['tokens_per_target_pass']:.2f}; "
-              f"tokens/s ours {o['tokens_per_s']:.1f}, HF {h['tokens_per_s']:.1f} (ours / HF {o['tokens_per_s'] / h['tokens_per_s']:.2f}x)")
+              f"tokens/s ours {o['tokens_per_s']:.1f}, HF {h['tokens_per_s']:.1f}; ours / HF {v['median']:.3f}x "
+              f"({v['lo']:.3f} to {v['hi']:.3f} over repeats, spread {v['noise']:.0%}: {v['word']} HF)")
 
 # %% [markdown]
 # ## 7. When it helps, and when it does not
 #
-# With a draft that costs nothing ($c \approx 0$), Leviathan et al.'s Thm 3.8 leaves only the verify
-# pass: a round yields $\bar\tau$ tokens for one target pass over $k + 1$ tokens, which costs $v$
-# plain steps ($v \approx 1$ on a GPU at batch 1, more on a CPU, notebook 05), so
+# With a draft that costs nothing ($c \approx 0$), notebook 04's cost model (Leviathan et al.'s
+# Thm 3.8 with a verify cost $v$) with $c = 0$ leaves only the verify pass: a round yields
+# $\bar\tau$ tokens for one target pass over $k + 1$ tokens, which costs $v$ plain steps ($v$ close
+# to 1 on a GPU at batch 1, larger on a CPU: notebook 05 measures it), so
 #
 # $$\text{speedup} \approx \frac{\bar\tau}{v}.$$
 #
 # Prompt lookup helps when $\bar\tau$ is well above $v$: the text repeats its context **and** the
-# target would write the repeated words. The numbers from the file, side by side:
+# target would write the repeated words. The numbers from the file, side by side (the header of
+# section 5 gives the hardware, pair, $\gamma$ and the draft model's $c$). Each speedup is the
+# median over the repeats of that repeat's ratio, with the range over the repeats, and a verdict
+# against the larger of the two methods' `spread` (`utils.lookup.versus`, as in section 6):
 
 # %%
 for kind in ("copy", "free"):
     for T in m["temperatures"]:
-        o, s = by[(kind, T, "ours_lookup")], by[(kind, T, "ours_speculative")]
-        lo, hi = min(o["speedup_vs_plain_by_repeat"]), max(o["speedup_vs_plain_by_repeat"])
-        word = "faster than" if lo > 1 else "slower than" if hi < 1 else "within noise of"
-        print(f"{kind:4} T = {T:g}: lookup found a match in {o['match_rate']:.0%} of rounds, alpha per checked token "
-              f"{o['alpha_checked']:.2f}, {o['tokens_per_round']:.2f} tokens per pass -> {o['speedup_vs_plain']:.2f}x our plain loop "
-              f"({lo:.2f} to {hi:.2f} over repeats: {word} it); the draft model: {s['tokens_per_round']:.2f} per pass, "
-              f"{s['speedup_vs_plain']:.2f}x")
+        p_, o, s = (by[(kind, T, meth)] for meth in ("ours_plain", "ours_lookup", "ours_speculative"))
+        vo, vs = versus(o, p_), versus(s, p_)
+        print(f"{kind} T = {T:g}, gamma {m['gamma']}:\n"
+              f"  lookup:      a match in {o['match_rate']:.0%} of rounds, alpha per drafted / checked token "
+              f"{o['alpha']:.2f} / {o['alpha_checked']:.2f}, c ≈ 0, {o['tokens_per_round']:.2f} tokens per pass -> "
+              f"{vo['median']:.3f}x our plain loop ({vo['lo']:.3f} to {vo['hi']:.3f} over repeats, spread {vo['noise']:.0%}: "
+              f"{vo['word']} it)\n"
+              f"  draft model: alpha per drafted / checked token {s['alpha']:.2f} / {s['alpha_checked']:.2f}, "
+              f"c = {c_draft[T]} (isolation / loop), {s['tokens_per_round']:.2f} tokens per pass -> {vs['median']:.3f}x our plain loop "
+              f"({vs['lo']:.3f} to {vs['hi']:.3f}, spread {vs['noise']:.0%}: {vs['word']} it)")
 for kind in ("copy", "free"):
     o, s = by[(kind, 0.0, "ours_lookup")], by[(kind, 0.0, "ours_speculative")]
-    print(f"{kind:4} T = 0: lookup / draft model = {o['tokens_per_s'] / s['tokens_per_s']:.2f}x in tokens/s with "
-          f"{o['tokens_per_round'] / s['tokens_per_round']:.2f}x the tokens per pass")
+    v = versus(o, s)
+    print(f"{kind} T = 0: lookup / draft model = {v['median']:.3f}x in tokens/s ({v['lo']:.3f} to {v['hi']:.3f} over repeats, "
+          f"spread {v['noise']:.0%}: {v['word']} it) with {o['tokens_per_round'] / s['tokens_per_round']:.2f}x the tokens per pass")
 look = [s for s in res["summary"] if s["method"] == "ours_lookup"]
 print(f"time spent searching the context: {min(s['search_share'] for s in look):.1%} to {max(s['search_share'] for s in look):.1%} of a run")
 
@@ -317,14 +360,16 @@ print(f"time spent searching the context: {min(s['search_share'] for s in look):
 #   what the context suggests, for nearly nothing: the search is a fraction of a percent of a run.
 #   On a real model the same holds for code edits, quoting answers, summaries that reuse phrases of
 #   the source: Saxena reports 2–4× on summarisation, context-based QA and multi-turn chat
-#   (Mistral-7B-Instruct, greedy, one A100, n-grams up to 3, 10 tokens copied per round).
-# - **Free writing:** there is less in the context to copy; the tiny target still repeats its own
-#   phrases (it is a small model, and greedy), so some copies land. A larger model repeats itself
-#   far less, and gains less here.
+#   (Mistral-7B-Instruct-v0.1, greedy, one A100 40GB, n-grams up to 3, 10 tokens copied per round;
+#   $c \approx 0$ by construction, acceptance rates not reported; his numbers, not measured here).
+# - **Free writing:** there is less in the context to copy; the tiny target, decoding greedily,
+#   still repeats its own phrases, so some copies land. Whether a larger model repeats itself less,
+#   and so gains less here, is not tested in this notebook.
 # - **Sampling ($T = 1$):** a copied token is accepted with probability $p(x)$, and a sampling
 #   target spreads its probability over many tokens: few copies survive, and each round still pays a
-#   verify pass over the copied tokens. A draft model does better, because it proposes tokens
-#   *sampled from its own* $q$, which follows $p$, instead of one fixed guess.
+#   verify pass over the copied tokens (see the verdicts above against the plain loop). A draft model
+#   does better, because it proposes tokens *sampled from its own* $q$, which follows $p$, instead of
+#   one fixed guess.
 # - **Against the draft model:** the draft model guesses from what it learnt, the lookup only from
 #   what is on the page. The draft model's round costs $\bar k\,c + v$ target steps, the lookup's
 #   only $v$: so where the page holds the answer the lookup can win with *fewer* tokens per pass
@@ -337,8 +382,8 @@ print(f"time spent searching the context: {min(s['search_share'] for s in look):
 # Write `my_find_draft(seq, gamma, max_ngram)` returning `(draft, n)` like `find_draft`: for
 # $n$ from `max_ngram` down to 1, the most recent earlier occurrence of the last $n$ tokens that has
 # a token after it, and up to `gamma` tokens that followed; `([], 0)` when nothing matches. The
-# checker compares it with `find_draft` on hand-made cases (each says what it checks) and 300 random
-# sequences.
+# checker compares it with `find_draft` on hand-made cases (each says what it checks) and on random
+# sequences (it prints how many in all).
 
 # %%
 from utils.exercises import check_10
@@ -365,7 +410,7 @@ check_10(reference)
 # - `gamma=8` and `gamma=2` on the copy prompt: tokens per pass rise with $\gamma$, but on a CPU the
 #   verify pass widens too. Time both (`out.total_time`).
 # - Change `find_draft` to take the *first* occurrence, as Hugging Face does, and compare the tokens
-#   per pass on the four copy prompts.
+#   per pass on the copy prompts of the benchmark (`res["meta"]["prompts"]["copy"]`).
 # - A prompt of your own with a long repeated block (a table, a list of names): how close to
 #   $\gamma + 1$ tokens per pass does the lookup get at $T = 0$?
 # - Rerun the benchmark with `--temperatures 0 0.5 1`: where does the gain of the copy prompts go?
@@ -375,8 +420,9 @@ check_10(reference)
 #   last $n$ tokens (longest $n$ first), with no draft model and a draft cost close to zero.
 # - A certain draft has a one-hot $q$: the rule accepts $x$ with probability $p(x)$ and resamples
 #   from $p$ without $x$, so the output is exactly the target's; greedy equals HF greedy.
-# - It pays when the output repeats the context and the target is confident (greedy, copying), and
-#   does little for free writing or for sampling, where a draft model still helps.
+# - It pays when the output repeats the context and the target is confident (greedy, copying); it
+#   gains less on free writing and little or nothing when sampling, where a draft model still helps
+#   (section 7 says which differences are beyond the noise).
 # - Hugging Face's `prompt_lookup_num_tokens` is the same method, with the first rather than the
 #   most recent occurrence and the same exact check written as "sample and compare".
 #
@@ -384,8 +430,11 @@ check_10(reference)
 # - Apoorv Saxena, *Prompt Lookup Decoding*, 2023: https://github.com/apoorvumang/prompt-lookup-decoding
 # - Hugging Face transformers, generation strategies (prompt lookup decoding, `prompt_lookup_num_tokens`,
 #   `max_matching_ngram_size`): https://huggingface.co/docs/transformers/generation_strategies
-# - transformers 5.23 source: `generation/candidate_generator.py` (`PromptLookupCandidateGenerator`)
-#   and `generation/utils.py` (assisted decoding without draft logits).
+# - transformers source (the version the header of section 5 prints): `PromptLookupCandidateGenerator`
+#   in https://github.com/huggingface/transformers/blob/main/src/transformers/generation/candidate_generator.py
+#   and assisted decoding without draft logits in
+#   https://github.com/huggingface/transformers/blob/main/src/transformers/generation/utils.py
+# - Olsson et al., *In-context Learning and Induction Heads*, 2022: https://arxiv.org/abs/2209.11895
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
 #   https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:

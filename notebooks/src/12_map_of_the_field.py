@@ -4,7 +4,8 @@
 # The notebooks so far built one method carefully: a small draft model proposes, the target checks in
 # one pass, a rejection rule keeps the output exactly the target's. Papers since 2022 change every
 # part of that sentence: *who drafts* (a separate model, heads grafted on the target, the target's own
-# n-grams, a model with another tokenizer), *what is checked* (a chain or a tree), and *for how many
+# layers, n-grams of the text itself, a model with another tokenizer), *what is checked* (a chain or a
+# tree), and *for how many
 # users at once* (one sequence or a batch). This notebook is a map: one paragraph per method, each
 # with the speedup its own paper reports and the setup it was measured on, and which of them this
 # collection implements. Then it points to the serving engines that run these methods at scale
@@ -12,10 +13,11 @@
 # you would write for the Gemma 2 pair `google/gemma-2-2b-it` drafting for `google/gemma-2-27b-it`.
 #
 # **You will learn**
-# - the three families of drafts, and what each changes in the verification step;
+# - the four families of drafts, and what each changes in the verification step;
 # - which methods keep the output exactly the target's, and which trade that for speed;
 # - why the speedups papers report cannot be ranked against each other;
-# - how the ideas of notebooks 03–11 appear as options of vLLM, SGLang and TGI.
+# - how the ideas of notebooks 03–11 appear as options of vLLM, SGLang and TGI, and how to write SGLang's
+#   flags for the chain these notebooks draft (the exercise).
 #
 # **Time to run:** a few seconds. No model is loaded: the map is read from `data/field.json`, whose
 # every number carries its source (a URL and the place in it); the configurations are built by
@@ -35,21 +37,22 @@ from utils.serving import ENGINES, field_table, load_field, method_paragraph, pl
 
 methods = load_field()
 meta = json.loads((ROOT / "data" / "field.json").read_text())
-print(f"{len(methods)} methods in data/field.json, checked against their sources on {meta['_checked']}")
+print(f"{len(methods)} methods in data/field.json, checked against their sources on {meta['_checked']}; "
+      f"{meta['_checked_note']}")
 
 # %% [markdown]
 # ## 1. The map in one table
 #
 # One row per method: the family of its draft, whether it needs training, whether the output is
 # exactly the target's, the first speedup its paper reports with that figure's setup, and where this
-# collection implements it. The table is rendered from the JSON, so the numbers here and in the file
-# cannot drift apart.
+# collection implements it (prompt lookup has no paper: its source is the author's repository). The
+# table is rendered from the JSON, so the numbers here and in the file cannot drift apart.
 
 # %%
 display(Markdown(field_table(methods)))
 
 # %% [markdown]
-# ## 2. Three families of drafts
+# ## 2. Four families of drafts
 #
 # - **A separate draft model** (Leviathan et al., Chen et al., SpecInfer, staged speculation, BASS,
 #   universal assisted decoding). The draft is another network, smaller and cheaper. Verification is
@@ -62,6 +65,11 @@ display(Markdown(field_table(methods)))
 #   model: small trained heads read the target's own hidden features and guess the next few tokens.
 #   They must be trained for each target; a draft step runs a small head, not a second network.
 #   Verification is again one target pass, usually over a tree.
+# - **The target's own layers** (LayerSkip, Draft & Verify, Kangaroo; notebook 11). The draft is the
+#   target itself, cut short: its first layers read by its own head (LayerSkip; Kangaroo adds a small
+#   adapter trained on the frozen target), or the whole stack with some intermediate layers skipped
+#   (Draft & Verify). No second model in memory, and the full target verifies. LayerSkip's recipe
+#   trains the model itself so that its early layers draft well; Draft & Verify trains nothing.
 # - **No draft model at all** (lookahead decoding; prompt lookup, notebook 10). Candidates are
 #   n-grams, taken from the prompt or produced by the target itself with Jacobi iterations.
 #
@@ -69,7 +77,8 @@ display(Markdown(field_table(methods)))
 # samples (greedy: token for token the target's greedy output). Whatever drafts, the accept/reject rule
 # of notebook 03 makes it exact. A method stops being exact when it changes that rule (Medusa's
 # "typical acceptance" accepts any plausible token) or changes the target itself (Medusa-2 fine-tunes
-# it). The `exact` column says which; the paragraphs quote where each paper says so.
+# it; LayerSkip's recipe retrains it). The `exact` column says which; the paragraphs quote where each
+# paper says so.
 #
 # ## 3. One paragraph per method
 #
@@ -85,8 +94,11 @@ for m in methods:
 # %% [markdown]
 # ## 4. What the papers report, side by side, and why not to rank them
 #
-# Every figure the JSON holds, as the paper states it. A range is drawn dark to its low end and light
-# to its high end; an "up to" figure is a single bar.
+# Every figure the JSON holds, as its source states it. A range is drawn dark to its low end and light
+# to its high end; an "up to" figure is a single bar. Each label says where the figure comes from (the
+# paper, a README, a blog) and what it measures: a README's figure that mixes in Medusa-2 (not exact),
+# a blog's measurement of Hugging Face's implementation and a throughput at batch size 64 each measure
+# something other than the paper's own speedup. The setups are in the table above and in section 3.
 
 # %%
 ax = plot_reported(methods)
@@ -94,9 +106,9 @@ ax = plot_reported(methods)
 # %% [markdown]
 # Do not read this as a leaderboard. Each bar was measured on its own models, its own hardware, its
 # own batch size, its own temperature, and against its own baseline (plain decoding in the same code,
-# "optimized regular decoding", "existing LLM serving systems"). Notebook 05 measured why this
-# matters: the same algorithm and the same pair gain a lot or nothing depending on what a draft step
-# costs against a target step ($c$), and that depends on the hardware and on how the steps are run.
+# "optimized regular decoding", "existing LLM serving systems"). Notebooks 05 and 07 measured why this
+# matters: the same algorithm gains or loses depending on what a draft step costs against a target
+# step ($c$), and that depends on the hardware and on how the steps are run.
 # The only comparable numbers are the ones you measure yourself, on one machine, against one baseline.
 # The spread of setups, counted from the file:
 
@@ -166,10 +178,13 @@ for key, e in ENGINES.items():
 #
 # `utils.serving` builds each engine's configuration for a pair of `utils.models.PAIRS`; $\gamma$ (the
 # tokens drafted per round) becomes `num_speculative_tokens` in vLLM and `--speculative-num-steps` in
-# SGLang (a chain: `--speculative-eagle-topk 1`, so `--speculative-num-draft-tokens` is $\gamma + 1$),
-# and `--speculate` in TGI. Both models share Gemma's tokenizer, so the draft-model method applies
-# directly. `memory_fits` (notebook 06) says which usual GPU holds the pair, and the 27b weights are
-# gated: accept the license on the model page and log in first.
+# SGLang (a chain: `--speculative-eagle-topk 1`), and `--speculate` in TGI. SGLang's
+# `--speculative-num-draft-tokens` counts the nodes of the draft tree *including its root*, the last
+# verified token, so a chain of $\gamma$ is $\gamma + 1$ of them; its n-gram tree branches unless
+# `--speculative-ngram-min-bfs-breadth` and `--speculative-ngram-max-bfs-breadth` are 1 (both read
+# in SGLang's source, linked in `ENGINES["sglang"]["docs"]`). Both models share Gemma's tokenizer, so
+# the draft-model method applies directly. `memory_fits` (notebook 06) says which usual GPU holds the
+# pair, and the 27b weights are gated: accept the license on the model page and log in first.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -244,6 +259,36 @@ else:
           f"speedup {res['speedup']:.2f}x")
 
 # %% [markdown]
+# ## 7. Exercise: SGLang's flags for a chain
+#
+# Complete `sglang_chain_flags(method, gamma, draft)`: the `--speculative-*` flags (a list of strings,
+# the ones that follow `--model TARGET`) that make SGLang draft a *chain* of `gamma` tokens per round,
+# as these notebooks do. `method="draft"` is a separate draft model (SGLang's `STANDALONE`; `draft` is
+# its path); `method="ngram"` is prompt lookup (`NGRAM`, no draft model; `draft` is `None`). The two
+# facts of section 6 decide the numbers: the draft-token count includes the root, and the n-gram tree
+# branches unless its breadth is 1. `check_12` compares your flags, in any order, with
+# `utils.serving.sglang_config` for $\gamma$ from 1 to 8 on two pairs.
+
+# %%
+from utils.exercises import check_12
+
+
+def sglang_chain_flags(method, gamma, draft=None):
+    # YOUR CODE HERE: e.g. ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", ...]
+    raise NotImplementedError
+
+
+check_12(sglang_chain_flags)
+
+# %% [markdown]
+# The reference solution through the same checker:
+
+# %%
+from notebooks.solutions.ex12_engine_flags import sglang_chain_flags as reference
+
+check_12(reference)
+
+# %% [markdown]
 # ## Try this
 # - Pick one method of the table and open its source (the URL in `data/field.json`): is the reported
 #   figure at batch size 1? Against which baseline? Fill in one "not re-checked here" with what you
@@ -251,22 +296,24 @@ else:
 # - `engine_config("vllm", "gemma2-2b-27b", "ngram", 8, prompt_lookup=(1, 3))`: what changes in the
 #   JSON? Which notebook's parameter is `prompt_lookup_max`?
 # - On a GPU with vLLM, run the last cell with `gamma=1, 2, 4, 8`: where does the speedup peak, and
-#   does notebook 05's cost model, fed with the acceptance vLLM reports, predict it?
+#   does notebook 04's cost model, fed with the acceptance vLLM reports, predict it?
 # - Rerun it with several copies of the prompt list (a larger batch): at what size does speculation
 #   stop paying? Compare with notebook 09.
 # - vLLM's `"use_heterogeneous_vocab": true` lets a draft with another tokenizer propose: which draft
 #   from another family would you try for `gemma-2-27b-it`, and why must its drafting be greedy there?
 #
 # ## What you learned
-# - Drafts come in three families: a separate model, heads trained on the target, or no model at all
-#   (n-grams). Trees let one target pass check many candidates; batches make that pass dearer.
+# - Drafts come in four families: a separate model, heads trained on the target, the target's own
+#   layers (an early exit or skipped layers), or no model at all (n-grams). Trees let one target pass
+#   check many candidates; batches make that pass dearer.
 # - Exactness comes from the accept/reject rule, not from the draft: any draft verified by it leaves the
 #   output the target's; relaxed acceptance or a fine-tuned target gives that up.
 # - A paper's speedup belongs to its setup (model, hardware, batch, temperature, baseline); the
 #   figures of different papers cannot be ranked, and only your own measurement on your hardware counts.
 # - The engines expose the same ideas as options: vLLM's `speculative_config` (`draft_model`, `ngram`,
 #   `eagle`/`eagle3`, `medusa`, `mtp`), SGLang's `--speculative-algorithm` (`STANDALONE`, `NGRAM`,
-#   `EAGLE`, `EAGLE3`), TGI's `--speculate` (n-gram, Medusa).
+#   `EAGLE`, `EAGLE3`), TGI's `--speculate` (n-gram, Medusa). An engine's counts need reading: SGLang's
+#   draft-token count includes the tree's root, and its n-gram drafts are trees unless told otherwise.
 #
 # ## References
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2022:
@@ -293,10 +340,19 @@ else:
 #   Face, *Universal Assisted Generation*, 2024: https://huggingface.co/blog/universal_assisted_generation
 # - Qian et al., *BASS: Batched Attention-optimized Speculative Sampling*, Findings of ACL 2024:
 #   https://arxiv.org/abs/2404.15778
+# - Elhoushi et al., *LayerSkip: Enabling Early Exit Inference and Self-Speculative Decoding*, ACL 2024:
+#   https://arxiv.org/abs/2404.16710
+# - Zhang et al., *Draft & Verify: Lossless Large Language Model Acceleration via Self-Speculative
+#   Decoding*, ACL 2024: https://arxiv.org/abs/2309.08168 (ACL version: https://aclanthology.org/2024.acl-long.607)
+# - Liu et al., *Kangaroo: Lossless Self-Speculative Decoding via Double Early Exiting*, 2024:
+#   https://arxiv.org/abs/2404.18911; code: https://github.com/Equationliu/Kangaroo
+# - Apoorv Saxena, *Prompt Lookup Decoding*, 2023: https://github.com/apoorvumang/prompt-lookup-decoding
 # - vLLM speculative decoding docs: https://docs.vllm.ai/en/latest/features/speculative_decoding/
 #   (draft models: https://docs.vllm.ai/en/v0.25.0/features/speculative_decoding/draft_model/); vLLM
 #   blog, *How Speculative Decoding Boosts vLLM Performance by up to 2.8x*, 2024:
 #   https://blog.vllm.ai/2024/10/17/spec-decode.html
-# - SGLang speculative decoding docs: https://docs.sglang.io/docs/advanced_features/speculative_decoding
+# - SGLang speculative decoding docs: https://docs.sglang.io/docs/advanced_features/speculative_decoding;
+#   server arguments: https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/server_args.py;
+#   the n-gram draft tree: https://github.com/sgl-project/sglang/tree/main/python/sglang/srt/speculative/cpp_ngram
 # - Hugging Face TGI, speculation: https://huggingface.co/docs/text-generation-inference/conceptual/speculation;
 #   launcher `--speculate`: https://huggingface.co/docs/text-generation-inference/reference/launcher#speculate
