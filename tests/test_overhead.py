@@ -1,4 +1,4 @@
-"""utils.overhead: operator counts, fits, floors, the committed H200 file's helpers, the backend race."""
+"""utils.overhead: op counts, fits, step estimates, cache sizes, the H200 file's helpers, the backend race."""
 
 import matplotlib
 
@@ -29,11 +29,18 @@ def test_fit_line_recovers_intercept_slope_and_r2():
     assert 0 < noisy.r2 < 1
 
 
-def test_step_floor_is_the_larger_of_the_two_floors():
-    bw, ops, floor = oh.step_floor([1e9, 1e6], 1e12, [100, 100], 1e-5)
+def test_step_estimates_are_bytes_over_bandwidth_and_ops_times_per_op():
+    bw, ops = oh.step_estimates([1e9, 1e6], 1e12, [100, 200], 1e-5)
     np.testing.assert_allclose(bw, [1e-3, 1e-6])
-    np.testing.assert_allclose(ops, [1e-3, 1e-3])
-    np.testing.assert_allclose(floor, [1e-3, 1e-3])
+    np.testing.assert_allclose(ops, [1e-3, 2e-3])
+
+
+def test_cpu_cache_sizes_reads_sysfs_or_returns_nothing():
+    sizes = oh.cpu_cache_sizes()
+    assert all(k in ("L1", "L2", "L3", "L4") and v > 0 for k, v in sizes.items())
+    if "L1" in sizes and "L2" in sizes:
+        assert sizes["L1"] < sizes["L2"]
+    assert oh.cpu_cache_sizes(cpu=10**6) == {}  # no such CPU: nothing, no error
 
 
 def test_shrunk_model_keeps_gemma2_layer_pattern_and_scales_width(pair):
@@ -50,7 +57,7 @@ def test_shrunk_model_keeps_gemma2_layer_pattern_and_scales_width(pair):
 
 def test_operator_count_grows_by_a_fixed_amount_per_layer_and_not_with_width(pair, encode):
     """Eager ops per step are a + b x layers exactly (every layer runs the same operators), and the
-    width does not change the count: the basis of the overhead-bound floor."""
+    width does not change the count: the basis of the overhead estimate."""
     prefix = encode("The for statement is used to")
     counts = [oh.count_ops(oh.dynamic_cache_step(oh.shrunk_model(pair.target.config, layers=L), prefix))
               for L in (1, 2, 3, 4)]
@@ -137,7 +144,7 @@ def test_figures_draw(h200):
     rows = [oh.StepRow(f"{L} layers", L, 128, 1e-3 * (0.5 + 0.5 * L), 80 + 94 * L, 10**6 * L) for L in (1, 2, 5)]
     rows += [oh.StepRow(f"width {h}", 4, h, 2e-3, 459, 1000 * h * h) for h in (32, 128)]
     fit = oh.fit_line([1, 2, 5], [r.seconds for r in rows[:3]])
-    oh.plot_layer_sweep(rows, fit, 1e10, 5e-6, "t")
+    oh.plot_layer_sweep(rows, fit, 1e10, 5e-6, "t", fit_range="1-5 layers")
     layers = {s: v["num_hidden_layers"] for s, v in GEMMA2_SHAPES.items()}
     weights = {s: oh.config_weight_bytes(gemma2_config(s)) for s in GEMMA2_SHAPES}
     oh.plot_gpu_overhead(oh.gpu_steps(h200), oh.cost_ratio_predictions(h200, layers, weights), oh.gpu_label(h200))

@@ -1,19 +1,23 @@
 """Where the time of a decode step goes, and what the fast path removes (notebook 07).
 
-At batch size 1 a decode step does little arithmetic, and its time has two floors:
+At batch size 1 a decode step does little arithmetic, and its time has two parts that each bound it
+from below when measured exactly:
 
     step time >= max(weight bytes / memory bandwidth,  operators x per-operator overhead)
 
 The first is notebook 01's bandwidth bound: every weight is read once per step. The second is what
 eager PyTorch pays for every operator it runs, whatever the operator's size: Python, the dispatcher,
 and on a GPU one kernel launch. A Gemma2 layer runs about a hundred ATen operators per step, so the
-second floor grows with the number of layers, not with their width. A step whose time follows the
+second part grows with the number of layers, not with their width. A step whose time follows the
 operator count is *overhead-bound*; one whose time follows the weight bytes is *bandwidth-bound*.
 
-This module measures both on the CPU (eager steps of the tiny models and of shrunken configurations
-with other layer counts and widths, an operator counter, a straight-line fit, a memory-bandwidth
-probe), reads the committed H200 measurements, races the eager and compiled backends, and draws
-the notebook's figures.
+On a CPU neither part is known exactly: the per-operator overhead is *estimated* from the slope of a
+fit (`fit_line`), and weights that stay in the CPU's caches are read faster than `memory_bandwidth`
+measures. So `step_estimates` returns estimates of the two parts, not floors: the notebook prints
+them beside the measured step. This module measures the steps on the CPU (eager steps of the tiny
+models and of shrunken configurations with other layer counts and widths, an operator counter, a
+straight-line fit, a memory-bandwidth probe, the CPU's cache sizes), reads the committed H200
+measurements, races the eager and compiled backends, and draws the notebook's figures.
 """
 
 from __future__ import annotations
@@ -224,10 +228,28 @@ def memory_bandwidth(device="cpu", nbytes: int = 2**28, repeats: int = 5) -> flo
     return nbytes / best
 
 
-def step_floor(weight_bytes, bandwidth, ops, per_op):
-    """The two floors of a decode step, and their max: (bytes / bandwidth, ops x per_op, max)."""
-    bw, oh = np.asarray(weight_bytes, float) / bandwidth, np.asarray(ops, float) * per_op
-    return bw, oh, np.maximum(bw, oh)
+def step_estimates(weight_bytes, bandwidth, ops, per_op):
+    """Estimates of the two parts of a decode step: (weight bytes / memory bandwidth, ops x per_op).
+
+    Estimates, not floors: `per_op` comes from a fit (an operator's cost is not fixed: it can grow with
+    the bytes it touches), and weights that sit in a cache are read faster than
+    `bandwidth`. Either can lie above a measured step; compare them with it."""
+    return np.asarray(weight_bytes, float) / bandwidth, np.asarray(ops, float) * per_op
+
+
+def cpu_cache_sizes(cpu: int = 0) -> dict[str, int]:
+    """Bytes of each data or unified cache level of `cpu`, as Linux reports them in sysfs (e.g.
+    {"L1": 32768, "L2": 1048576, "L3": 33554432}); {} where sysfs does not say (not Linux)."""
+    out = {}
+    for d in sorted(Path(f"/sys/devices/system/cpu/cpu{cpu}/cache").glob("index*")):
+        try:
+            kind, level, size = ((d / f).read_text().strip() for f in ("type", "level", "size"))
+        except OSError:
+            continue
+        if kind == "Instruction" or not size[:-1].isdigit():
+            continue
+        out[f"L{level}"] = int(size[:-1]) * {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1], 1)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,16 +395,19 @@ def _ax(ax, size=(6, 3.5)):
 
 
 def plot_layer_sweep(rows: list[StepRow], fit: Fit, bandwidth: float, per_op: float, title: str,
-                     marks: dict[str, int] | None = None):
-    """Left: eager step time against layer count, with the fit a + b x layers. Right: against width at
-    a fixed layer count, with the two floors (weight bytes / bandwidth, ops x per-op overhead) and a
-    vertical line at each width in `marks` (label -> width, e.g. the tiny models')."""
+                     marks: dict[str, int] | None = None, fit_range: str = ""):
+    """Left: eager step time against layer count, with the fit a + b x layers (fitted over
+    `fit_range`, e.g. "1-5 layers", and drawn over every layer count). Right: against width at a
+    fixed layer count, with the two estimates of `step_estimates` (weight bytes / bandwidth, ops x
+    per-op overhead) and a vertical line at each width in `marks` (label -> width, e.g. the tiny
+    models')."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     by_layers = [r for r in rows if r.label.endswith("layers")]
     x = np.array([r.layers for r in by_layers])
     left.plot(x, [1e3 * r.seconds for r in by_layers], "o", label="measured (width of the tiny target)")
     xs = np.linspace(0, x.max(), 50)
-    left.plot(xs, 1e3 * fit(xs), "-", lw=1, label=f"fit {1e3 * fit.a:.2f} + {1e3 * fit.b:.3f} x layers ms")
+    over = f" over {fit_range}" if fit_range else ""
+    left.plot(xs, 1e3 * fit(xs), "-", lw=1, label=f"fit{over}: {1e3 * fit.a:.2f} + {1e3 * fit.b:.3f} x layers ms")
     for r in rows:
         if not r.label.endswith("layers") and not r.label.startswith("width"):
             left.plot([r.layers], [1e3 * r.seconds], "s", ms=8, label=r.label)
@@ -390,15 +415,15 @@ def plot_layer_sweep(rows: list[StepRow], fit: Fit, bandwidth: float, per_op: fl
     left.legend(fontsize=7)
     by_width = [r for r in rows if r.label.startswith("width")]
     w = np.array([r.hidden for r in by_width])
-    bw, oh, floor = step_floor([r.weight_bytes for r in by_width], bandwidth, [r.ops for r in by_width], per_op)
+    bw, oh = step_estimates([r.weight_bytes for r in by_width], bandwidth, [r.ops for r in by_width], per_op)
     right.plot(w, [1e3 * r.seconds for r in by_width], "o-", label=f"measured ({by_width[0].layers} layers)")
-    right.plot(w, 1e3 * oh, "--", lw=1, label="ops x per-op overhead")
-    right.plot(w, 1e3 * bw, ":", lw=1.5, label="weight bytes / bandwidth")
+    right.plot(w, 1e3 * oh, "--", lw=1, label="ops x per-op overhead (estimate)")
+    right.plot(w, 1e3 * bw, ":", lw=1.5, label="weight bytes / memory bandwidth")
     for i, (label, width) in enumerate((marks or {}).items()):
         right.axvline(width, color="grey", lw=0.8, ls=(0, (1, 2 + i)))
         right.text(width, 0.97, f" {label}", transform=right.get_xaxis_transform(), fontsize=7, va="top", rotation=90)
     right.set(xlabel="width (hidden size)", ylabel="ms per eager step", xscale="log", ylim=(0, None),
-              title="width matters only once the layers get wide")
+              title=f"same operator count ({by_width[0].ops} ATen ops), other widths")
     right.set_xticks(w, [str(v) for v in w])
     right.minorticks_off()
     right.legend(fontsize=7)
@@ -432,7 +457,7 @@ def plot_gpu_overhead(steps: dict, predictions: list[dict], label: str):
         for p, v in zip(pos, vals):
             right.text(p, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
     right.set_xticks(range(len(names)), names)
-    right.set(ylabel="c = draft step / target step", title="c follows the layer count, not the bytes")
+    right.set(ylabel="c = draft step / target step", title="c: measured vs the bytes and layer ratios")
     right.legend(fontsize=7)
     fig.suptitle(f"Gemma2 shapes, eager HF, batch 1: {label}", fontsize=10)
     return fig

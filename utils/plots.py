@@ -69,7 +69,7 @@ def plot_distribution_check(samples: dict[str, list[int]], target_probs, tokeniz
     ax.bar(x, np.asarray(target_probs)[ids], width, label="target p (exact)", color="#2563eb")
     for n, (label, s) in enumerate(samples.items(), start=1):
         freq = np.bincount(np.asarray(s), minlength=len(target_probs))[ids] / len(s)
-        ax.bar(x + n * width, freq, width, label=f"{label} (n={len(s)})")
+        ax.bar(x + n * width, freq, width, label=f"{label} (n={len(s)})", color=plt.cm.tab10.colors[n % 10])
     ax.set_xticks(x + width * len(samples) / 2, [repr(tokenizer.decode([int(t)]))[1:-1][:8] for t in ids], rotation=45)
     ax.set(ylabel="probability", title="first new token: empirical vs target")
     ax.legend(fontsize=8)
@@ -77,14 +77,14 @@ def plot_distribution_check(samples: dict[str, list[int]], target_probs, tokeniz
 
 
 def plot_tau(measured: dict[int, tuple[float, float]], ax=None):
-    """measured: gamma -> (alpha-hat, tokens per round). Curves: (1 - a^(g+1)) / (1 - a)."""
+    """measured: gamma -> (alpha per checked token, tokens per round). Curves: (1 - a^(g+1)) / (1 - a)."""
     _need(measured, "measured", "a dict of gamma -> (alpha, tokens per round)")
     ax = _ax(ax)
     a = np.linspace(0, 0.99, 100)
     for g, (alpha, tau) in sorted(measured.items()):
         (line,) = ax.plot(a, [expected_tokens_per_round(x, g) for x in a], lw=1, label=f"theory, gamma={g}")
         ax.plot([alpha], [tau], "o", color=line.get_color(), ms=7)
-    ax.set(xlabel="acceptance rate alpha", ylabel="tokens per round tau", title="measured (dots) vs Eq. 1 (lines)")
+    ax.set(xlabel="alpha per checked token", ylabel="tokens per round tau", title="measured (dots) vs Eq. 1 (lines)")
     ax.legend(fontsize=8)
     return ax
 
@@ -103,13 +103,14 @@ def plot_heatmap(values, rows, cols, row_label, col_label, title, ax=None, fmt="
     return ax
 
 
-def plot_bars(table: dict[str, float], ylabel: str, title: str, ax=None):
+def plot_bars(table: dict[str, float], ylabel: str, title: str, ax=None, fmt: str = "{:.1f}"):
+    """One bar per entry, each labelled with its value written with `fmt` (e.g. "{:.3f}" for seconds)."""
     _need(table, "table", "a dict of name -> value")
     ax = _ax(ax)
     names = list(table)
     ax.bar(names, [table[n] for n in names], color=plt.cm.tab10.colors[: len(names)])
     for i, n in enumerate(names):
-        ax.text(i, table[n], f"{table[n]:.1f}", ha="center", va="bottom", fontsize=9)
+        ax.text(i, table[n], fmt.format(table[n]), ha="center", va="bottom", fontsize=9)
     ax.set(ylabel=ylabel, title=title)
     ax.tick_params(axis="x", rotation=20)
     return ax

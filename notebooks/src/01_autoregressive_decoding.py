@@ -19,7 +19,7 @@
 # %%
 import torch
 
-from utils.models import environment_report, load_pair, load_prompts
+from utils.models import describe_device, environment_report, load_pair, load_prompts
 
 PAIR = None  # None: $SPECDEC_PAIR, else "tiny". On a Colab GPU: "smollm2-135m-1.7b" or "gemma2-2b-9b"
 pair = load_pair(PAIR)
@@ -85,7 +85,7 @@ from utils.plots import plot_step_times
 plot_step_times({"no cache (re-reads the prefix)": no_cache.step_times, "KV cache": with_cache.step_times},
                 title=f"{pair.name} target on {pair.device}: time per new token");
 print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache.tokens_per_second:.1f} tok/s   "
-      f"({N} new tokens, greedy, {environment_report(pair).splitlines()[1]})")
+      f"({N} new tokens, greedy, {pair.name} target, {describe_device(pair.device)})")
 
 # %% [markdown]
 # Without the cache the time per token climbs with the length; with it, it stays flat. On a GPU the
@@ -181,12 +181,30 @@ print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pa
       f"{step_ms:.2f} ms per step, {step_ms / pair.target.config.num_hidden_layers:.2f} ms per layer")
 
 # %% [markdown]
-# The tiny target's weights (a few MB, printed above) fit in a CPU's caches, so here bandwidth is not the limit
-# either: each of its layers costs a roughly fixed overhead per step (the time per layer printed
-# above), and the time grows with the *number of layers*. Either way the lesson is the same:
-# one decode step uses the hardware poorly, and **checking several tokens in one forward pass costs
-# about as much as generating one**. A cheap draft model guessing ahead, and the big model checking
-# all the guesses at once, is the idea of the next notebooks.
+# And the tiny pair in this repository's committed CPU benchmark (`data/results/bench-tiny-cpu.json`):
+# one-token steps of each model, and the target's pass over 4 drafted tokens + 1 in one-token steps.
+
+# %%
+meta = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())["meta"]
+for role in ("draft", "target"):
+    layers = json.loads((ROOT / f"data/models/tiny-gemma2-{role}/config.json").read_text())["num_hidden_layers"]
+    print(f"tiny {role:6s}: {layers:2d} layers, {meta['weights_bytes'][role] / 2**20:5.1f} MiB, "
+          f"{meta[f'{role}_step_ms']:5.2f} ms per one-token step")
+print(f"target / draft: {meta['target_step_ms'] / meta['draft_step_ms']:.1f}x the time for "
+      f"{meta['weights_bytes']['target'] / meta['weights_bytes']['draft']:.1f}x the bytes")
+print(f"target pass over 5 tokens = {meta['verify_ratio']['4']:.2f} one-token steps  "
+      f"[{meta['hardware']}, {meta['dtype']}, {meta['date']}]")
+
+# %% [markdown]
+# The tiny target's weights (their size is printed above) fit in a CPU's caches, so here bandwidth is
+# not the limit either: each of its layers costs a roughly fixed overhead per step (the time per
+# layer printed above), and the time grows with the *number of layers* more than with the bytes
+# (the committed step times above: the target has many more layers than the draft, and its step
+# time is a larger multiple of the draft's than its weight size is). Either way the lesson is the
+# same: one decode step uses the hardware poorly, and **checking several tokens in one forward pass
+# costs little more than generating one** (the last line above: a pass over 5 tokens, in one-token
+# steps). A cheap draft model guessing ahead, and the big model checking all the guesses at once,
+# is the idea of the next notebooks.
 #
 # ## Try this
 # - Set `N = 300` in section 2: how does the no-cache curve grow, linearly or faster?
@@ -237,8 +255,8 @@ check_01(reference, pair)
 #   cost stays flat; without it every step re-reads the whole prefix.
 # - A batch-1 decode step does about one FLOP per byte of weights read: it waits on memory (or, for
 #   small models run eagerly, on per-operator overhead), not on arithmetic.
-# - So one pass over several tokens costs about as much as a pass over one: the opening that
-#   speculative decoding uses.
+# - So one pass over several tokens costs little more than a pass over one (measured above in
+#   one-token steps): the opening that speculative decoding uses.
 #
 # ## References
 # - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (why batch-1 decoding is

@@ -11,7 +11,7 @@
 # **You will learn**
 # - how $\gamma$ and temperature move the acceptance rate $\alpha$ (not always the way you expect);
 # - why a larger $\gamma$ is not always faster: $\text{speedup} = \frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + v)}$ (Leviathan et al., Thm 3.8; the paper takes $v = 1$);
-# - the best $\gamma$ for a measured $\alpha$ and $c$;
+# - the best $\gamma$ for a measured $\alpha$, $c$ and $v$;
 # - what the Practitioner's Guide's resampling rule does to the output distribution, live.
 #
 # **Time to run:** about 30 s on a laptop CPU with the tiny pair (the sliders need a live kernel).
@@ -20,7 +20,7 @@
 # SETUP
 
 # %%
-from utils.models import environment_report, load_pair, load_prompts
+from utils.models import describe_device, environment_report, load_pair, load_prompts
 
 PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
 pair = load_pair(PAIR)
@@ -64,8 +64,9 @@ print(rounds_text(out.rounds, pair.tokenizer))
 for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
     pg.gamma.value, pg.temperature.value = gamma, temperature  # each change re-runs the callback
     s = pg.last
-    print(f"gamma={gamma} T={temperature}: alpha={s['alpha']:.2f} tau={s['tokens_per_round']:.2f} c={s['c']:.3f} v={s['v']:.2f} "
-          f"speedup measured {s['measured_speedup']:.2f}x, predicted {s['predicted_speedup']:.2f}x  counts={s['counts']}")
+    print(f"gamma={gamma} T={temperature}: alpha={s['alpha_checked']:.2f} (accepted/drafted {s['alpha']:.2f}) "
+          f"tau={s['tokens_per_round']:.2f} c={s['c']:.3f} v={s['v']:.2f} speedup measured {s['measured_speedup']:.2f}x, "
+          f"predicted {s['predicted_speedup']:.2f}x  counts={s['counts']}")
 
 # %% [markdown]
 # ## The Practitioner's Guide's rule, live
@@ -73,7 +74,8 @@ for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
 # After a rejection the correct rule samples from $\text{norm}(\max(0, p - q))$; the Practitioner's
 # Guide samples from $p$ again. Flip the switch: the bars are the emitted token's frequencies over
 # thousands of rounds at one position (the first new token of the playground's prompt), the dashes
-# are $p$. With the Guide's rule the tokens the draft likes too much come out too often.
+# are $p$. With the Guide's rule the tokens with $q(x) > \beta\,p(x)$,
+# $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03).
 
 # %%
 pg.rule_widget()
@@ -126,33 +128,38 @@ print(f"lowest at T={t_min}; higher at T=3.0 than at T={t_min}: {overlap[3.0] > 
 # ## The best gamma for this pair
 #
 # With $c$ measured as one draft step over one target step (both one token, KV cache, this
-# machine), the cost model gives the expected speedup for each $\gamma$:
+# machine) and $v(\gamma)$ as the target's pass over $\gamma + 1$ tokens over its one-token pass
+# (Thm 3.8 takes $v = 1$; the title prints the measured values), the cost model gives the expected
+# speedup $\tau / (\gamma c + v)$ for each $\gamma$:
 
 # %%
 import matplotlib.pyplot as plt
 
-from utils.bench import step_cost_ratio
+from utils.bench import step_cost_ratio, verify_cost_ratios
 from utils.theory import expected_speedup, optimal_gamma
 
 cost = step_cost_ratio(pair, ids)
-c = cost["c"]
-fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
+c, v = cost["c"], verify_cost_ratios(pair.target, range(1, 11))  # v["4"]: pass over 5 tokens / one-token pass
+fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
 for t, row in zip(temps, grid):
     alpha = sum(row) / len(row)
-    ax.plot(range(1, 11), [expected_speedup(alpha, g, c) for g in range(1, 11)], marker="o", label=f"T={t}: alpha={alpha:.2f}, best gamma={optimal_gamma(alpha, c, 10)}")
+    ax.plot(range(1, 11), [expected_speedup(alpha, g, c, v[str(g)]) for g in range(1, 11)], marker="o",
+            label=f"T={t}: alpha={alpha:.2f}, best gamma={optimal_gamma(alpha, c, 10, v=v)}")
 ax.axhline(1, color="k", lw=0.8)
-ax.set(xlabel="gamma", ylabel="expected speedup", title=f"{pair.name} on {pair.device}: c = {c:.3f} "
-       f"({cost['draft_step_ms']:.1f} ms / {cost['target_step_ms']:.1f} ms)")
+ax.set(xlabel="gamma", ylabel="expected speedup", title=f"{pair.name} on {describe_device(pair.device)}: c = {c:.3f} "
+       f"({cost['draft_step_ms']:.1f} ms / {cost['target_step_ms']:.1f} ms),\nv = {v['1']:.2f} (gamma 1) to "
+       f"{v['10']:.2f} (gamma 10), measured")
 ax.legend(fontsize=8);
 
 # %% [markdown]
 # The same model with sliders (hover the curve for the numbers), starting from this pair's greedy
-# $\alpha$ and measured $c$: where does the best $\gamma$ go as $\alpha$ rises or $c$ grows?
+# $\alpha$, measured $c$ and $v$ at $\gamma = 4$: where does the best $\gamma$ go as $\alpha$
+# rises or $c$ grows?
 
 # %%
 from utils.interactive import CostModelExplorer
 
-CostModelExplorer(alpha=round(sum(grid[0]) / len(grid[0]), 2), gamma=4, c=round(c, 3)).widget()
+CostModelExplorer(alpha=round(sum(grid[0]) / len(grid[0]), 2), gamma=4, c=round(c, 3), v=round(v["4"], 2)).widget()
 
 # %% [markdown]
 # ## Try this
@@ -207,7 +214,7 @@ from notebooks.solutions.ex04_cost_model import tokens_per_round as reference_ta
 
 check_04_tau(reference_tau)
 check_04_gamma(reference_gamma)
-print(f"c = {c:.3f} here: " + ", ".join(f"alpha {a}: best gamma {reference_gamma(a, c)}" for a in (0.5, 0.7, 0.9)))
+print(f"c = {c:.3f} here (v = 1): " + ", ".join(f"alpha {a}: best gamma {reference_gamma(a, c)}" for a in (0.5, 0.7, 0.9)))
 
 # %% [markdown]
 # ## What you learned
@@ -216,8 +223,10 @@ print(f"c = {c:.3f} here: " + ", ".join(f"alpha {a}: best gamma {reference_gamma
 # - Acceptance is not monotone in temperature: moderate temperatures reach the tails where $p$ and
 #   $q$ differ, high ones flatten both toward uniform and the overlap rises again.
 # - A round yields $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average and costs
-#   $\gamma c + v$ target steps; their ratio is the expected speedup, and a speedup exists only
-#   when $\alpha > c$.
+#   $\gamma c + v$ target steps; their ratio is the expected speedup. With $v = 1$ (Thm 3.8) a
+#   speedup exists only when $\alpha > c$; with $v > 1$, a draft length $\gamma$ can pay off only
+#   if $\alpha > c + (v - 1)/\gamma$ (at $\gamma = 1$ exactly when $\alpha > c + v - 1$), since
+#   $\tau - 1 = \alpha + \dots + \alpha^\gamma \le \gamma\alpha$.
 # - A larger $\gamma$ is not always faster: every drafted token costs $c$ whether it is kept or not,
 #   so the best $\gamma$ grows with $\alpha$ and falls as $c$ grows.
 # - The measured speedup sits below the prediction by the loop's own overhead, which the cost model

@@ -2,9 +2,11 @@
 # # 06 · 4-bit quantization: memory, speed and acceptance
 #
 # bitsandbytes stores weights in 4 bits (NF4 or FP4) and de-quantizes them on the fly for each
-# matrix multiplication. That cuts the bytes a decode step must read by about 4× against bf16, which
-# is why it lets big pairs fit small GPUs. Whether it is *faster* depends on the hardware and the
-# kernels, and it changes the models' distributions, so it can change the acceptance rate too.
+# matrix multiplication. That cuts the bytes a decode step must read against bf16, though by less
+# than 16 / 4 bits suggest (each block of weights also stores a scale, and the embeddings stay
+# unquantized: section 2 computes the ratio), which is why it lets big pairs fit small GPUs. Whether
+# it is *faster* depends on the hardware and the kernels, and it changes the models' distributions,
+# so it can change the acceptance rate too.
 #
 # **You will learn**
 # - NF4 vs FP4, the compute dtype and double quantization, in a `BitsAndBytesConfig`;
@@ -39,13 +41,18 @@ print(quantization_config("nf4", full.dtype, double_quant=True))
 
 # %% [markdown]
 # A 4-bit weight is an index into a code book of 16 codes, scaled by its block's largest magnitude
-# (absmax). bitsandbytes has two code books, printed below from the library itself. **FP4** is a tiny
-# floating-point format (sign, exponent and mantissa bits): its levels are not evenly spaced, the
-# gaps grow with the exponent, fine near zero and coarse near the ends (its magnitudes times 12 show
-# the pattern). **NF4** ("normal float 4", QLoRA) places its levels at quantiles of a normal
-# distribution, so that normally distributed weights, as trained weights roughly are, use every
-# level about equally often; it has an exact zero and one more positive level than negative ones.
-# QLoRA (Dettmers et al., 2023) found NF4 more accurate than FP4.
+# (absmax). bitsandbytes has two code books, printed below from the library itself, each with the
+# gaps between neighbouring levels. **FP4** is a tiny floating-point format (a sign bit, exponent
+# bits and a mantissa bit). Its sign bit gives zero twice (+0 and −0), so its codes hold one
+# distinct level fewer than NF4's (the counts below). Its magnitudes times 12 (last line) show the
+# pattern: two levels per exponent, each pair twice the one below, so the gaps double towards ±1;
+# under them sits a single tiny level next to zero, then a hole about as wide as the gaps halfway
+# out to ±1. So FP4 is not finer near zero: apart from that tiny level, a small weight
+# rounds as coarsely as one halfway out. **NF4** ("normal float 4", QLoRA) places its levels at
+# quantiles of a normal distribution, so that normally distributed weights, as trained weights
+# roughly are, use every level about equally often: its gaps are smallest around zero and widest
+# near ±1; it has an exact zero and one more positive level than negative ones. QLoRA (Dettmers et
+# al., 2023) found NF4 more accurate than FP4.
 
 # %%
 import bitsandbytes.functional as bnbf
@@ -116,15 +123,18 @@ ax.legend();
 # end computes by how much):
 
 # %%
-from utils.models import PAIRS, estimate_bytes
+from utils.models import PAIRS, estimate_bytes, nf4_bytes
 
 nine_b = PAIRS["gemma2-2b-9b"].target
 packed = nine_b.embed_params * 2 + (nine_b.params - nine_b.embed_params) / 2  # what get_memory_footprint counts
-print(f"gemma-2-9b: {estimate_bytes(nine_b, torch.bfloat16, None) / 1e9:.1f} GB of weights in bf16; "
+bf16_b, nf4_b = estimate_bytes(nine_b, torch.bfloat16, None), estimate_bytes(nine_b, torch.bfloat16, "nf4")
+print(f"gemma-2-9b: {bf16_b / 1e9:.1f} GB of weights in bf16; "
       f"embeddings {nine_b.embed_params / nine_b.params:.0%} of the parameters, the rest in quantized layers")
-print(f"in NF4: {estimate_bytes(nine_b, torch.bfloat16, 'nf4') / 1e9:.2f} GB with the scales "
+print(f"in NF4: {nf4_b / 1e9:.2f} GB with the scales "
       f"({estimate_bytes(nine_b, torch.bfloat16, 'nf4', double_quant=True) / 1e9:.2f} GB with double quantization); "
       f"get_memory_footprint would report {packed / 1e9:.2f} GB")
+print(f"NF4 stores {8 * nf4_bytes(1):.2f} bits per quantized weight (scales included): {16 / (8 * nf4_bytes(1)):.1f}x fewer "
+      f"bytes than bf16 in the quantized layers, {bf16_b / nf4_b:.1f}x for the whole model")
 
 # %% [markdown]
 # ## 3. Speed, honestly
@@ -142,12 +152,29 @@ for name in ("full precision", "NF4", "FP4"):
 print(f"[{full.name} target, {environment_report(full).splitlines()[1]}, greedy, 48 new tokens, best of 3]")
 
 # %% [markdown]
-# On this CPU the 4-bit model is slower: reading fewer bytes saves nothing when the weights already
-# sit in cache, and de-quantizing every block costs extra work. On a GPU with a large model fewer
-# bytes per step could help, but the de-quantization kernels cost time too. This project measured
-# Gemma2 shapes (random weights) on an H200 with Hugging Face's `generate`, greedy, at batch size 1;
-# the file carries its provenance (its weight sizes are `get_memory_footprint`'s, so its NF4 figures
-# leave out the scales, as in the cell above):
+# How much could fewer bytes save here? Reading the weights once per step from memory, at the
+# bandwidth `utils.overhead.memory_bandwidth` measures (notebook 07), against the whole step:
+
+# %%
+from utils.overhead import memory_bandwidth
+
+bandwidth = memory_bandwidth(full.device)
+step_ms = {n: 1e3 / speed[n] for n in ("full precision", "NF4")}
+read_ms = {n: 1e3 * weight_bytes(variants[n].target) / bandwidth for n in step_ms}
+saved, extra = read_ms["full precision"] - read_ms["NF4"], step_ms["NF4"] - step_ms["full precision"]
+print(f"memory bandwidth {bandwidth / 1e9:.1f} GB/s: reading the target's weights takes {read_ms['full precision']:.2f} ms "
+      f"in full precision, {read_ms['NF4']:.2f} ms in NF4, against {step_ms['full precision']:.1f} and {step_ms['NF4']:.1f} ms "
+      "per generated token")
+print(f"fewer bytes could save at most {saved:.2f} ms per step ({saved / step_ms['full precision']:.0%} of the full-precision step); "
+      f"the NF4 step is {abs(extra):.1f} ms {'longer' if extra > 0 else 'shorter'}")
+
+# %% [markdown]
+# So the bytes NF4 saves could shorten a step by at most the share printed above, while
+# de-quantizing every block is extra work; the tokens/s above say which won on this machine. On a
+# GPU with a large model fewer bytes per step could help more, but the de-quantization kernels cost
+# time too. This project measured Gemma2 shapes (random weights) on an H200 with Hugging Face's
+# `generate`, greedy, at batch size 1; the file carries its provenance (its weight sizes are
+# `get_memory_footprint`'s, so its NF4 figures leave out the scales, as in section 2):
 
 # %%
 import json
@@ -176,8 +203,10 @@ for size in ("2b", "9b"):
 # ## 4. Acceptance with quantized models
 #
 # Quantization perturbs a model's distribution. If only one of the two is quantized, $p$ and $q$
-# drift apart or together; speculative sampling stays exact with respect to **whatever target you
-# run**, so with a quantized target it reproduces the quantized target.
+# can drift apart or together, or, at temperature 0, not move at all where the perturbation never
+# changes an arg max; speculative sampling stays exact with respect to **whatever target you run**,
+# so with a quantized target it reproduces the quantized target. The last lines below compare the
+# setups pairwise: which quantization moved $\alpha$ here, and which changed nothing.
 
 # %%
 from utils.speculative import speculative_generate
@@ -189,14 +218,21 @@ setups = {
     "target NF4": (full.draft, variants["NF4"].target),
     "both NF4": (variants["NF4"].draft, variants["NF4"].target),
 }
+counts = {}
 for name, (d, t) in setups.items():
     acc = drafted = rejected = 0
     for p in held:
         x = full.tokenizer(p, return_tensors="pt").input_ids.to(full.device)
         o = speculative_generate(t, d, x, max_new_tokens=40, gamma=4)
         acc, drafted, rejected = acc + o.n_accepted, drafted + o.n_drafted, rejected + o.n_rejected
+    counts[name] = (acc, drafted, rejected)
     print(f"{name:12s} greedy: accepted/drafted {acc / drafted:.3f}, alpha per checked token {acc / (acc + rejected):.3f}")
 print(f"[{full.name}, {len(held)} held-out prompts (topics not trained on), gamma=4, 40 new tokens]")
+for what, a, b in (("the draft", "neither", "draft NF4"), ("the draft", "target NF4", "both NF4"),
+                   ("the target", "neither", "target NF4"), ("the target", "draft NF4", "both NF4")):
+    print(f"quantizing {what} ({a} -> {b}): " + ("the same accepted, drafted and rejected counts, alpha unchanged"
+          if counts[a] == counts[b] else f"alpha per checked token {counts[a][0] / (counts[a][0] + counts[a][2]):.3f} -> "
+          f"{counts[b][0] / (counts[b][0] + counts[b][2]):.3f}"))
 
 # %%
 q_target = variants["NF4"].target
@@ -295,7 +331,8 @@ check_06(reference)
 # - 4-bit buys memory, not necessarily speed: on a CPU (and often at batch 1 on a GPU) the
 #   de-quantization costs more than the bytes it saves.
 # - Speculative sampling stays exact with respect to whatever target runs, quantized or not;
-#   quantizing one model only moves $\alpha$.
+#   quantizing the draft can only change $\alpha$ (and the speed), not the output. Whether it moves
+#   $\alpha$ at all is measured, not assumed: section 4 prints which quantization moved it here.
 # - On a T4 the Gemma2 2b→9b pair fits only in NF4 with float32 compute.
 #
 # ## References

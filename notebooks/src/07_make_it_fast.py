@@ -2,13 +2,14 @@
 # # 07 · Make it fast: overhead, static caches, torch.compile and CUDA graphs
 #
 # Notebooks 01–05 ran every forward pass eagerly: Python calls PyTorch one operator at a time. On a
-# big GPU that is why Hugging Face's eager `generate` steps a 27b model nearly as fast as a 2b one,
-# and why speculative decoding then gains little: the draft costs almost what the target costs. This
+# big GPU that is why, with Hugging Face's eager `generate`, a 27b model's step costs not much more
+# than a 2b model's although it reads many times the bytes (section 1 prints both ratios), and why
+# speculative decoding then gains little: the draft costs a large part of what the target costs. This
 # notebook measures where an eager step's time goes, removes it piece by piece (a static KV cache,
 # `torch.compile`, CUDA graphs), and runs speculative decoding on that fast path (`utils.fast`).
 #
 # **You will learn**
-# - overhead-bound vs bandwidth-bound: the two floors of a decode step, measured on a GPU and here;
+# - overhead-bound vs bandwidth-bound: the two parts of a decode step, measured on a GPU and here;
 # - what a static cache, `torch.compile` and CUDA graphs each remove;
 # - how a static cache rolls back a rejected draft: by setting a length, copying nothing;
 # - speculative decoding compiled, checked token for token against HF greedy, with $\alpha$ and $c$.
@@ -79,13 +80,20 @@ for s in GEMMA2_SHAPES:
 print(f"[{gpu_label(h200)}; bandwidth {bw / 1e12:.1f} TB/s]")
 
 # %%
+from utils.theory import expected_speedup
+
 pred = cost_ratio_predictions(h200, layers, weights)
 for p in pred:
     print(f"{p['pair']:7s}: c measured {p['measured']:.3f} | if bandwidth-bound (bytes) {p['bytes']:.3f} | "
-          f"if overhead-bound (layers) {p['layers']:.3f}")
+          f"if overhead-bound (layers) {p['layers']:.3f}; target / draft: {1 / p['bytes']:.1f}x the bytes, "
+          f"{1 / p['measured']:.2f}x the step")
 s2, s9 = steps["2b"], steps["9b"]
 print(f"9b / 2b: {weights['9b'] / weights['2b']:.1f}x the bytes, {s9['eager step'] / s2['eager step']:.2f}x the eager step time, "
       f"{layers['9b'] / layers['2b']:.2f}x the layers; eager 2b step = {s2['eager step'] / s2['bandwidth floor']:.0f}x its bandwidth floor")
+for p in pred:  # Leviathan et al.'s Thm 3.8 (v = 1) with the measured c, gamma = 4, a perfect draft
+    c = p["measured"]
+    print(f"{p['pair']}: with c = {c:.3f}, at most {expected_speedup(1.0, 4, c):.2f}x at gamma = 4 even with alpha = 1 "
+          f"(tending to 1/c = {1 / c:.2f}x as gamma grows); " + (f"no gain unless alpha > {c:.3f}" if c < 1 else "no gain for any alpha"))
 
 # %%
 from utils.overhead import plot_gpu_overhead
@@ -98,8 +106,11 @@ plot_gpu_overhead(steps, pred, gpu_label(h200));
 # come from the pair runs; the 2b → 9b one lies above even the layer ratio, while the separate model
 # runs give the step-time ratio printed above: eager steps on a GPU host vary from run to run.) The
 # 2b draft has a small fraction of 27b's bytes but over half its layers, so its step costs over half
-# a target step, and with $c$ that high Leviathan et al.'s speedup
-# $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)}$ stays near 1 for any $\alpha$.
+# a target step. With $c$ that high, Leviathan et al.'s speedup
+# $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)} = \frac{1 + \alpha + \dots + \alpha^\gamma}{\gamma c+1}$
+# is small even for a perfect draft ($\alpha = 1$), and no draft gains at all unless $\alpha > c$:
+# every $\alpha^k \le \alpha$, so the speedup exceeds 1 only if $\gamma\alpha > \gamma c$ (the last
+# lines above).
 #
 # ## 2. What an eager step costs per layer on this machine
 #
@@ -124,44 +135,79 @@ for r in rows:
           f"{r.ops:5d} ATen ops, {r.weight_bytes / 2**20:6.1f} MiB of weights")
 
 # %% [markdown]
-# Fit $t = a + b \cdot n_\text{layers}$ over the layer counts, and the operator count the same way;
-# $b$ divided by the operators per layer is the eager overhead per operator, $t_\text{op}$. The
-# memory bandwidth is measured by summing a tensor far larger than the CPU's caches.
+# The operator count is exactly $a + b \cdot n_\text{layers}$ (every layer runs the same operators).
+# If every operator cost a fixed $t_\text{op}$, the time would be a straight line too, with slope
+# $t_\text{op}$ times the operators per layer. Check it: the slope over the small models (1 to 5
+# layers) against the slope over the big ones (10 to 20). $t_\text{op}$ is *estimated* from the
+# small models' slope, where their weights are fewest; the memory bandwidth is measured by summing a
+# tensor far larger than the CPU's caches (whose sizes Linux reports). Both products below are
+# estimates, not floors: compare each with the measured step.
 
 # %%
-from utils.overhead import fit_line, memory_bandwidth, step_floor
+from utils.overhead import cpu_cache_sizes, fit_line, memory_bandwidth, step_estimates
 
 by_layers = [r for r in rows if r.label.endswith(" layers")]
-fit = fit_line([r.layers for r in by_layers], [r.seconds for r in by_layers])
+small, big = [r for r in by_layers if r.layers <= 5], [r for r in by_layers if r.layers >= 10]
+fit, fit_big = (fit_line([r.layers for r in g], [r.seconds for r in g]) for g in (small, big))
 ops_fit = fit_line([r.layers for r in by_layers], [r.ops for r in by_layers])
-per_op = fit.b / ops_fit.b
+per_op = fit.b / ops_fit.b  # estimated from the small models
 bandwidth = memory_bandwidth(pair.device)
-print(f"step = {1e3 * fit.a:.2f} ms + {1e3 * fit.b:.3f} ms x layers (r2 = {fit.r2:.3f}); "
-      f"{ops_fit.b:.0f} ATen ops per layer, {ops_fit.a:.0f} outside the layers")
-print(f"eager overhead per operator: {1e6 * per_op:.1f} us; memory bandwidth: {bandwidth / 1e9:.1f} GB/s")
+mib = lambda g: f"{g[0].weight_bytes / 2**20:.1f}-{g[-1].weight_bytes / 2**20:.1f} MiB"  # noqa: E731
+print(f"ATen ops = {ops_fit.a:.0f} + {ops_fit.b:.0f} x layers (r2 = {ops_fit.r2:.3f})")
+print(f"ms per extra layer: {1e3 * fit.b:.2f} over {small[0].layers}-{small[-1].layers} layers ({mib(small)} of weights, "
+      f"r2 = {fit.r2:.3f}), "
+      f"{1e3 * fit_big.b:.2f} over {big[0].layers}-{big[-1].layers} layers ({mib(big)}): {fit_big.b / fit.b:.1f}x")
+print(f"per-operator overhead, estimated from the small models: {1e6 * per_op:.1f} us; memory bandwidth {bandwidth / 1e9:.1f} GB/s; "
+      "CPU caches: " + (", ".join(f"{k} {v / 2**20:g} MiB" if v >= 2**20 else f"{k} {v / 2**10:g} KiB"
+                                for k, v in cpu_cache_sizes().items()) or "not reported"))
+
+# %%
 for r in rows[:2]:
-    bw_floor, oh_floor, _ = step_floor(r.weight_bytes, bandwidth, r.ops, per_op)
-    print(f"{r.label}: measured {1e3 * r.seconds:.2f} ms; floors: bytes / bandwidth {1e3 * bw_floor:.2f} ms, "
-          f"ops x per-op {1e3 * oh_floor:.2f} ms")
+    by_bytes, by_ops = step_estimates(r.weight_bytes, bandwidth, r.ops, per_op)
+    print(f"{r.label}: measured {1e3 * r.seconds:.2f} ms; estimates: ops x per-op {1e3 * by_ops:.2f} ms "
+          f"({by_ops / r.seconds:.0%} of the step), weight bytes / bandwidth {1e3 * by_bytes:.2f} ms ({by_bytes / r.seconds:.0%})")
 widths = [r for r in rows if r.label.startswith("width")]
 w_small = [r for r in widths if r.hidden <= target.config.hidden_size]
-print(f"width {w_small[0].hidden} -> {w_small[-1].hidden} ({w_small[-1].weight_bytes / w_small[0].weight_bytes:.1f}x the bytes): "
-      f"{w_small[-1].seconds / w_small[0].seconds:.2f}x the time; width {widths[0].hidden} -> {widths[-1].hidden} "
-      f"({widths[-1].weight_bytes / widths[0].weight_bytes:.0f}x the bytes): {widths[-1].seconds / widths[0].seconds:.1f}x the time")
+x_bytes, x_time = w_small[-1].weight_bytes / w_small[0].weight_bytes, w_small[-1].seconds / w_small[0].seconds
+print(f"at {widths[0].ops} ATen ops ({widths[0].layers} layers): width {w_small[0].hidden} -> {w_small[-1].hidden}, "
+      f"{x_bytes:.1f}x the bytes cost {x_time:.1f}x the time; width {widths[0].hidden} -> {widths[-1].hidden}, "
+      f"{widths[-1].weight_bytes / widths[0].weight_bytes:.0f}x the bytes cost {widths[-1].seconds / widths[0].seconds:.1f}x the time")
 
 # %%
 from utils.overhead import plot_layer_sweep
 
 plot_layer_sweep(rows, fit, bandwidth, per_op, f"eager one-token steps, {hw}",
+                 fit_range=f"{small[0].layers}-{small[-1].layers} layers",
                  marks={f"{pair.name} target": target.config.hidden_size, f"{pair.name} draft": draft.config.hidden_size});
 
 # %% [markdown]
-# Up to the tiny models' widths, the time follows the number of operators, and the bytes matter
-# little: both tiny models are overhead-bound, far above their bandwidth floor, which is why the
-# 2-layer draft costs a small fraction of the 20-layer target although it is the *wider* model. Only
-# at the wider layers of the sweep does the work on the weights start to count (there a CPU's
-# arithmetic, not only its memory, sets the pace, so the measured time lies above both floors). The
-# fix for an overhead-bound step is not a smaller model but fewer, bigger operators.
+# What the lines above say, in words (generated from the numbers, which vary from run to run):
+
+# %%
+t_row, d_row = rows[:2]
+share = {r.label: step_estimates(r.weight_bytes, bandwidth, r.ops, per_op)[1] / r.seconds for r in (t_row, d_row)}
+r_layer = fit_big.b / fit.b
+print(f"- A layer costs {r_layer:.1f}x as much in the big models as in the small ones: " + (
+    "a fixed cost per operator describes the whole range." if 1 / 1.5 <= r_layer <= 1.5 else
+    f"the cost per operator is not fixed, it {'grows' if r_layer > 1 else 'falls'} with the model's size, "
+    "so one t_op fits only part of the range."))
+print(f"- At equal operator counts, {x_bytes:.1f}x the bytes cost {x_time:.1f}x the time: "
+      + ("once the weights grow, bytes count, not only operators." if x_time > 1.5
+         else "the time grows far less than the bytes; at these widths the operators set most of it."))
+mostly = [r.label for r in (d_row, t_row) if share[r.label] >= 0.6]
+if len(mostly) == 2:
+    verdict = "both steps are mostly operator overhead"
+elif not mostly:
+    verdict = "neither step is mostly operator overhead"
+else:
+    verdict = f"only the {mostly[0]}'s step is mostly operator overhead"
+print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:.0%} of the {d_row.label}'s step and "
+      f"{share[t_row.label]:.0%} of the {t_row.label}'s: {verdict}.")
+
+# %% [markdown]
+# Where the fixed cost per operator dominates (eager Gemma2 on the H200, and whichever tiny model
+# the last line calls mostly overhead), the fix is not a smaller model but fewer, bigger operators.
+# Where the bytes count as well (the lines above say whether they did here), fewer bytes help too.
 #
 # ## 3. What a static cache, `torch.compile` and CUDA graphs each remove
 #
@@ -341,20 +387,24 @@ for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
           f"{expected_speedup(s['alpha'], GAMMA, s['c'], s['v']):.2f}x, measured {s['tokens_per_s'] / ar['tokens_per_s']:.2f}x "
           f"over {kind} plain decoding")
 se, sc = result["eager speculative"], result["compiled speculative"]
-print(f"compiling moved c from {se['c']:.3f} to {sc['c']:.3f} and v from {se['v']:.2f} to {sc['v']:.2f}; "
-      f"compiled speculative vs eager plain decoding: {sc['tokens_per_s'] / ar_e['tokens_per_s']:.2f}x")
+moved = lambda a, b: "raised" if b > a else "lowered" if b < a else "kept"  # noqa: E731
+gain_e, gain_c = se["tokens_per_s"] / ar_e["tokens_per_s"], sc["tokens_per_s"] / ar_c["tokens_per_s"]
+print(f"compiling {moved(se['c'], sc['c'])} c ({se['c']:.3f} -> {sc['c']:.3f}) and {moved(se['v'], sc['v'])} v "
+      f"({se['v']:.2f} -> {sc['v']:.2f}); speculative decoding gained {'less' if gain_c < gain_e else 'more'} over compiled "
+      f"plain decoding ({gain_c:.2f}x) than over eager ({gain_e:.2f}x); compiled speculative vs eager plain decoding: "
+      f"{sc['tokens_per_s'] / ar_e['tokens_per_s']:.2f}x")
 print(f"share of the run inside forward passes: eager speculative {se['forward_share']:.0%}, "
       f"compiled speculative {sc['forward_share']:.0%}")
 
 # %% [markdown]
-# Compiling shrinks both models' steps, but not in proportion: what is left of a step (calling the
-# compiled code, sampling, the loop's own work) is a fixed cost that weighs more on the 2-layer draft
-# than on the 20-layer target, and the verify pass over $\gamma+1$ tokens loses less than the
-# one-token step. So $c$ and $v$ can *rise* when both models are compiled, and speculative decoding
-# gains less over compiled plain decoding than over eager plain decoding; the two together still
-# compound. The cost model also misses more once the passes are cheap: it counts forward passes
-# only, and the loop's own work (sampling, `accept_reject`, concatenations, the host sync) is a larger
-# share of a compiled round (the last line). Read the speedup with its $c$ and $v$, as always.
+# Compiling shrinks both models' steps, but not necessarily in proportion: what is left of a step
+# (calling the compiled code, sampling, the loop's own work) is a fixed cost that weighs relatively
+# more on the 2-layer draft than on the 20-layer target, and the verify pass over $\gamma+1$ tokens
+# need not shrink as much as the one-token step. So $c$ and $v$ can move either way when both models
+# are compiled; the lines above say which way they moved in this run, and how the two speedups
+# compare. The cost model counts forward passes only: the loop's own work (sampling,
+# `accept_reject`, concatenations, the host sync) is what the share outside forward passes (the
+# last line) holds, and the model cannot see it. Read the speedup with its $c$ and $v$, as always.
 #
 # ## 6. On a GPU
 #
@@ -393,7 +443,7 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # - Set `GAMMA = 8` in section 5 (one more shape compiles): does the compiled race gain more or less
 #   than the eager one?
 # - In section 2, pass `widths=(128, 1024, 2048)` to `sweep_models`: where does the width start to
-#   matter on your machine, and is it the bandwidth floor or the arithmetic?
+#   matter on your machine, and is it the bandwidth estimate or the arithmetic?
 # - Count the operators of the draft and the target with `count_ops`: does $c$ in isolation follow
 #   their ratio?
 # - Run `torch.set_num_threads(1)` before section 3: which step slows down more, eager or compiled?
@@ -441,9 +491,10 @@ check_07(reference)
 
 # %% [markdown]
 # ## What you learned
-# - A decode step has two floors, weight bytes / bandwidth and operators × per-operator overhead;
-#   eager Gemma2 on an H200 and the tiny pair on a CPU both sit on the second, so $c$ follows the
-#   layer counts, not the model sizes.
+# - A decode step has two parts, weight bytes / bandwidth and operators × per-operator overhead.
+#   Eager Gemma2 on an H200 sits on the second, so $c$ follows the layer counts, not the model
+#   sizes, and even a perfect draft gains at most what section 1 prints. On a CPU the per-operator cost is an estimate
+#   from a fit, not a floor: section 2 prints how far it explains each tiny model's step.
 # - A static cache fixes shapes and addresses; `torch.compile` fuses each layer's operators;
 #   CUDA graphs replay a whole step with one launch. HF's static-cache `generate` is that path.
 # - A static cache rolls back a rejected draft by setting its length: the stale entries are masked
@@ -456,7 +507,7 @@ check_07(reference)
 #
 # ## References
 # - PyTorch team, *Accelerating Generative AI with PyTorch II: GPT, Fast* (gpt-fast), 2023:
-#   https://pytorch.org/blog/accelerating-generative-ai-2/
+#   https://pytorch.org/blog/accelerating-generative-ai-2/; the code: https://github.com/pytorch-labs/gpt-fast
 # - `torch.compile` documentation: https://pytorch.org/docs/stable/generated/torch.compile.html
 # - CUDA graphs in PyTorch: https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs
 # - Hugging Face transformers, KV cache strategies (static cache and `torch.compile`):

@@ -349,5 +349,7 @@ check_08(reference, pair)
 #   Models*, https://arxiv.org/abs/2405.04304
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
 #   https://arxiv.org/abs/2211.17192
-# - transformers 5.23 source: `generation/candidate_generator.py` (`update_candidate_strategy`) and
-#   `generation/stopping_criteria.py` (`ConfidenceCriteria`).
+# - transformers 5.23 source: `generation/candidate_generator.py` (`update_candidate_strategy`),
+#   https://github.com/huggingface/transformers/blob/main/src/transformers/generation/candidate_generator.py,
+#   and `generation/stopping_criteria.py` (`ConfidenceCriteria`),
+#   https://github.com/huggingface/transformers/blob/main/src/transformers/generation/stopping_criteria.py
