@@ -181,3 +181,11 @@ def test_nf4_estimate_of_gemma2_9b():
     est = models.estimate_bytes(spec, torch.bfloat16, "nf4")
     assert est - packed == pytest.approx((spec.params - spec.embed_params) / 16)
     assert models.estimate_bytes(spec, torch.bfloat16, "nf4", double_quant=True) < est
+
+
+def test_describe_device_counts_threads_in_words(monkeypatch):
+    """The hardware label every result file and notebook prints: '1 thread', '2 threads'."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert models.describe_device("cpu").endswith("CPU, 1 thread")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert models.describe_device("cpu").endswith("CPU, 2 threads")

@@ -9,7 +9,7 @@ from scipy.stats import chisquare
 
 from utils.sampling import probs_from_logits
 from utils.selfspec import (ADAPTERS, MAX_ADAPTER_BYTES, ExitAdapter, early_exit_draft, exit_agreement,
-                            exit_logits, hardware_label, hidden_states, load_adapters, main, plot_exits, save_adapters,
+                            exit_logits, hidden_states, load_adapters, main, plot_exits, save_adapters,
                             target_growth)
 from utils.speculative import speculative_generate
 
@@ -227,12 +227,6 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "train" in capsys.readouterr().out
-
-
-def test_hardware_label_singular():
-    assert hardware_label("x86_64 CPU, 1 threads") == "x86_64 CPU, 1 thread"
-    assert hardware_label("x86_64 CPU, 11 threads") == "x86_64 CPU, 11 threads"
-    assert hardware_label("x86_64, 1 thread(s)") == "x86_64, 1 thread(s)"
 
 
 def test_target_growth_matches_the_shipped_target(pair):

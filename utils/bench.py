@@ -210,6 +210,12 @@ def median_run(rs: list[dict]) -> dict:
     return sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
 
 
+def repeat_spread(row: dict) -> float:
+    """How much one configuration's timed repeats disagree: (slowest - fastest) / median, from a result
+    row holding every repeat's seconds ("seconds_all") and its median run's ("seconds", median_run)."""
+    return (max(row["seconds_all"]) - min(row["seconds_all"])) / row["seconds"]
+
+
 def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1) -> dict:
     """Median run of each method, the methods taking turns (take_turns). Compilation (compiled
     methods, HF static on CUDA) happens in the warm-up run: its time is kept apart."""

@@ -108,6 +108,8 @@ def _tps_at(rows, i: int) -> float:
 
 def summarize_adaptive(rows, gamma=4) -> list[dict]:
     """One row per temperature x configuration (see compare_adaptive)."""
+    from .bench import repeat_spread
+
     out = []
     const = f"constant {gamma}"
     for t in sorted({r["temperature"] for r in rows}):
@@ -118,7 +120,7 @@ def summarize_adaptive(rows, gamma=4) -> list[dict]:
         per_prompt = {c: {r["prompt"]: r["tokens_per_s"] for r in rs} for c, rs in by.items()}
         for c, rs in by.items():
             s = dict(temperature=t, config=c, tokens_per_s=tps[c], new_tokens=sum(r["new_tokens"] for r in rs),
-                     noise_median_spread=statistics.median((max(r["seconds_all"]) - min(r["seconds_all"])) / r["seconds"] for r in rs))
+                     noise_median_spread=statistics.median(repeat_spread(r) for r in rs))
             if "plain" in tps:
                 s["speedup_vs_plain"] = tps[c] / tps["plain"]
             if "drafted" in rs[0]:

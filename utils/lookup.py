@@ -327,6 +327,8 @@ def summarize_lookup(rows) -> list[dict]:
     plain loop (also per repeat: the noise) and over HF, alpha per drafted and per checked token, new
     tokens per target pass, the fraction of rounds whose lookup found a match, the share of new tokens
     that were copied (accepted drafts), and at T = 0 whether every output equalled HF's."""
+    from .bench import repeat_spread
+
     out = []
     for kind in dict.fromkeys(r["kind"] for r in rows):
         for t in sorted({r["temperature"] for r in rows if r["kind"] == kind}):
@@ -337,8 +339,7 @@ def summarize_lookup(rows) -> list[dict]:
                 new = sum(r["new_tokens"] for r in rs)
                 s = dict(kind=kind, temperature=t, method=m, tokens_per_s=_tps(rs), new_tokens=new,
                          tokens_per_target_pass=new / sum(r["target_passes"] for r in rs),
-                         noise_median_spread=statistics.median((max(r["seconds_all"]) - min(r["seconds_all"])) / r["seconds"]
-                                                               for r in rs))
+                         noise_median_spread=statistics.median(repeat_spread(r) for r in rs))
                 if "ours_plain" in by:
                     s["speedup_vs_plain"] = s["tokens_per_s"] / _tps(by["ours_plain"])
                     s["speedup_vs_plain_by_repeat"] = [_tps(rs, i) / _tps(by["ours_plain"], i) for i in range(n_rep)]

@@ -28,7 +28,6 @@ import copy
 import json
 import math
 import numbers
-import re
 import statistics
 import sys
 import time
@@ -205,11 +204,6 @@ def target_growth() -> dict:
     steps = json.loads((ROOT / "data" / "models" / "training_report.json").read_text())["steps"]
     return dict(stage1_layers=STAGE1_LAYERS, layers=LAYERS["target"], stage1_steps=steps["target_stage1"],
                 grow_steps=steps["target_stage2"])
-
-
-def hardware_label(text: str) -> str:
-    """'x86_64 CPU, 1 threads' -> 'x86_64 CPU, 1 thread' (result files written before describe_device said '1 thread')."""
-    return re.sub(r"\b1 threads\b", "1 thread", text)
 
 
 def training_text() -> tuple[str, str, dict]:

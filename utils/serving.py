@@ -43,9 +43,10 @@ def speedup_text(r: dict) -> str:
     return f"{lo:g}x" if lo == hi else f"{lo:g}x-{hi:g}x"
 
 
-def ref_text(m: dict) -> str:
-    """'arXiv [id](url)', or '[repository](url)' for a method published without a paper (arxiv null)."""
-    return f"arXiv [{m['arxiv']}]({m['url']})" if m["arxiv"] else f"no paper; [repository]({m['url']})"
+def ref_text(m: dict, prefix: str = "arXiv ") -> str:
+    """'arXiv [id](url)' (prefix="" in the table's arXiv column), or 'no paper; [repository](url)' for a
+    method published without a paper (arxiv null)."""
+    return f"{prefix}[{m['arxiv']}]({m['url']})" if m["arxiv"] else f"no paper; [repository]({m['url']})"
 
 
 def source_kind(r: dict) -> str:
@@ -76,8 +77,7 @@ def field_table(methods: list[dict] | None = None) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
         r = m["reported"][0]
-        ref = f"[{m['arxiv']}]({m['url']})" if m["arxiv"] else f"none ([repository]({m['url']}))"
-        rows.append(f"| {m['name']} | {ref} | {m['year']} | {m['family']} | "
+        rows.append(f"| {m['name']} | {ref_text(m, prefix='')} | {m['year']} | {m['family']} | "
                     f"{'yes' if m['needs_training'] else 'no'} | {exact_text(m)} | {speedup_text(r)} | "
                     f"{r['setup']} | {implemented_text(m)} |")
     return "\n".join(rows)
@@ -116,9 +116,8 @@ def plot_reported(methods: list[dict] | None = None, ax=None):
     rows = [(m, r) for m in methods for r in m["reported"]]
     if ax is None:
         _, ax = plt.subplots(figsize=(11, 0.36 * len(rows) + 1.6), layout="constrained")
-    colors = FAMILY_COLORS
     for i, (m, r) in enumerate(rows):
-        c = colors.get(m["family"], "tab:gray")
+        c = FAMILY_COLORS.get(m["family"], "tab:gray")
         ax.barh(i, r["high"], color=c, alpha=0.35 if r["low"] != r["high"] else 0.8)
         if r["low"] != r["high"]:
             ax.barh(i, r["low"], color=c, alpha=0.8)
@@ -132,7 +131,7 @@ def plot_reported(methods: list[dict] | None = None, ax=None):
                  fontsize=10)
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=c, label=k) for k, c in colors.items()], loc="lower right", fontsize=8)
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in FAMILY_COLORS.items()], loc="lower right", fontsize=8)
     return ax
 
 

@@ -243,12 +243,7 @@ for t in meta["temperatures"]:
 # its median plain step:
 
 # %%
-import statistics
-
-
-def spread(r):  # (slowest - fastest) / median of one configuration's repeats
-    return (max(r["seconds_all"]) - min(r["seconds_all"])) / statistics.median(r["seconds_all"])
-
+from utils.bench import repeat_spread as spread  # (slowest - fastest) / median of one configuration's repeats
 
 runs = {(r["B"], r["temperature"], r["method"]): r for r in res["rows"]}
 for t in meta["temperatures"]:

@@ -39,12 +39,11 @@
 import torch
 
 from utils.models import describe_device, environment_report, load_pair, load_prompts
-from utils.selfspec import hardware_label
 
 PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
 pair = load_pair(PAIR)
 tok, target, draft_model = pair.tokenizer, pair.target, pair.draft
-hw = hardware_label(describe_device(pair.device))  # for figure titles
+hw = describe_device(pair.device)  # for figure titles
 print(environment_report(pair))
 
 # %% [markdown]
@@ -202,7 +201,7 @@ from utils.models import ROOT
 
 res = json.loads((ROOT / "data/results/selfspec-tiny-cpu.json").read_text())
 m = res["meta"]
-print(f"[{m['pair']} pair, {hardware_label(m['hardware'])}, torch {m['torch']}, transformers {m['transformers']}, {m['date']}; "
+print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m['transformers']}, {m['date']}; "
       f"gamma {m['gamma']}; {m['n_prompts']} {m['prompt_set']} prompts x {m['max_new_tokens']} new tokens, median of "
       f"{m['repeats']} after {m['warmup']} warm-up; target step {res['costs']['target_step_ms']:.1f} ms]\n[{m['command']}]")
 print(f"{'T':>3} {'draft':18s} {'c':>5} {'alpha drafted/checked':>21} {'tokens/round':>12} {'tok/s':>6} {'measured':>8} "
@@ -219,7 +218,7 @@ print("greedy outputs equal to the plain loop's:", all(s["all_equal_plain"] for 
 # %%
 from utils.selfspec import plot_exits
 
-plot_exits(res, f"{m['pair']} target ({m['n_layers']} layers) on {hardware_label(m['hardware'])}, {m['prompt_set']} prompts, "
+plot_exits(res, f"{m['pair']} target ({m['n_layers']} layers) on {m['hardware']}, {m['prompt_set']} prompts, "
                f"gamma {m['gamma']}");
 
 # %% [markdown]
@@ -262,12 +261,13 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 # time per round over its one-token step; its prefill is spread over the rounds):
 
 # %%
+from utils.bench import repeat_spread
 from utils.theory import expected_speedup
 
 step_s = res["costs"]["target_step_ms"] / 1e3
-spread = statistics.median(max(r["seconds_all"]) / min(r["seconds_all"]) - 1 for r in res["rows"])
-print(f"[{m['pair']} pair, {hardware_label(m['hardware'])}, gamma {m['gamma']}] median spread between the {m['repeats']} "
-      f"repeats of one run (slowest / fastest - 1): {spread:.0%}")
+spread = statistics.median(repeat_spread(r) for r in res["rows"])
+print(f"[{m['pair']} pair, {m['hardware']}, gamma {m['gamma']}] median spread between the {m['repeats']} "
+      f"repeats of one run ((slowest - fastest) / median, as in notebooks 08-10): {spread:.0%}")
 for t in sorted({s["temperature"] for s in res["summary"]}):
     rows = [s for s in res["summary"] if s["temperature"] == t and s["k"] is not None]
     faster = sorted((s for s in rows if s["speedup_vs_plain"] >= 1), key=lambda s: -s["speedup_vs_plain"])
