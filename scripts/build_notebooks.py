@@ -232,6 +232,11 @@ def fast_goals() -> str:
             ms = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
             lines.append(f"- compiled draft steps right after a target verify pass: {ms(cold['after_target_ms'])} ms; "
                          f"back to back: {ms(cold['back_to_back_ms'])} ms ({path.name}, `utils.bench.cold_draft_profile`)")
+        mm = r["meta"].get("compiled_matmuls")
+        if mm:
+            parts = [f"{k.replace('_width_', ' width ')} {v['blas_calls_ms']:.2f} -> {v['loops_ms']:.2f} ms" for k, v in mm.items()]
+            lines.append(f"- one compiled step, matrix products as BLAS calls -> as fused loops (the default): "
+                         f"{'; '.join(parts)} ({path.name}, `utils.bench.matmul_variants`)")
     return "\n".join(lines)
 
 

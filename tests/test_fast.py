@@ -276,3 +276,83 @@ def test_engines_are_freed_with_their_model():
     del m
     gc.collect()
     assert ref() is None
+
+
+# ---------------------------------------------------------------- the two fixed costs a compiled step sheds
+
+
+def _tiny_gemma(seed: int):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    return Gemma2ForCausalLM(cfg).eval()
+
+
+def _compiled_step(engine, width):
+    """Logits of a compiled step of `width` tokens after a 2-token prefix, and the BLAS matrix
+    products (aten::mm) the step called."""
+    x = torch.arange(3, 3 + width).view(1, width)
+    engine.prefill(torch.tensor([[1, 2]]))
+    engine.forward(x)  # compiles this width
+    fast.rollback(engine.cache, 2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        logits = engine.forward(x)
+    return logits, sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
+
+
+def test_small_matmuls_compile_to_loops_on_a_cpu():
+    """By default a compiled step of up to SMALL_MM_ROWS tokens calls no BLAS matrix product (inductor
+    writes them as loops); with small_mm_rows=0 the same model gets its own graph that does; a wider
+    step keeps the calls. Every variant's logits equal the eager model's."""
+    m = _tiny_gemma(0)
+    loops, blas = fast.Engine(m, 32), fast.Engine(m, 32, small_mm_rows=0)
+    for width in (1, fast.SMALL_MM_ROWS, fast.SMALL_MM_ROWS + 1):
+        with torch.inference_mode():
+            ref = m(torch.cat([torch.tensor([[1, 2]]), torch.arange(3, 3 + width).view(1, width)], 1)).logits[0, 2:]
+        a, calls_loops = _compiled_step(loops, width)
+        b, calls_blas = _compiled_step(blas, width)
+        torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, ref, rtol=1e-5, atol=1e-5)
+        assert calls_blas > 0
+        assert (calls_loops == 0) == (width <= fast.SMALL_MM_ROWS)
+
+
+def test_compiled_steps_skip_guards_without_mixing_models_up():
+    """Once a width is compiled, the engine checks only the guards that tell graphs apart. Two models
+    of one shape share a graph (their weights are its inputs) and two shapes have two graphs: taking
+    turns, each engine still returns its own model's logits, at both widths."""
+    same_a, same_b = _tiny_gemma(1), _tiny_gemma(2)
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(3)
+    other = Gemma2ForCausalLM(Gemma2Config(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                           num_attention_heads=2, num_key_value_heads=1, head_dim=24)).eval()
+    engines = {m: fast.Engine(m, 32) for m in (same_a, same_b, other)}
+    for width in (1, 3):
+        x = torch.arange(3, 3 + width).view(1, width)
+        for m, e in engines.items():  # compile (or reuse) this width
+            e.prefill(torch.tensor([[1, 2]]))
+            e.forward(x)
+        for _ in range(2):
+            for m, e in engines.items():
+                fast.rollback(e.cache, 2)
+                with torch.inference_mode():
+                    ref = m(torch.cat([torch.tensor([[1, 2]]), x], 1)).logits[0, 2:]
+                    torch.testing.assert_close(e.forward(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_engines_follow_the_models_dtype():
+    """A model cast after its engine was made gets a new engine (and cache) in its new dtype."""
+    m = _tiny_gemma(4)
+    first = fast.engine_for(m, 8, compile=False)
+    m.to(torch.float64)
+    second = fast.engine_for(m, 8, compile=False)
+    assert second is not first
+    with torch.inference_mode():
+        second.prefill(torch.tensor([[1, 2]]))
+        logits = second.forward(torch.tensor([[3]]))  # float32 out, computed in float64
+        ref = m(torch.tensor([[1, 2, 3]])).logits[0, 2:].float()
+    assert second.cache.layers[0].keys.dtype == torch.float64
+    torch.testing.assert_close(logits, ref)

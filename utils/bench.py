@@ -309,6 +309,35 @@ def cold_draft_profile(pair, gamma: int = 4, bursts: int = 20) -> dict:
     return dict(after_target_ms=med, back_to_back_ms=[statistics.median(col) for col in zip(*back)])
 
 
+def matmul_variants(pair, gamma: int = 4, repeats: int = 60) -> dict:
+    """Milliseconds of one compiled step (medians, the variants taking turns) of each model at the
+    widths the loop uses (1, and gamma + 1 for the target), compiled two ways on a CPU: every matrix
+    product a BLAS call (aten::mm) and, utils.fast's default, products of at most
+    fast.SMALL_MM_ROWS rows written as fused loops (fast.small_matmuls_as_loops). Empty on a GPU."""
+    from . import fast
+
+    if pair.device.type != "cpu":
+        return {}
+    out = {}
+    for role, model, widths in (("draft", pair.draft, (1,)), ("target", pair.target, (1, gamma + 1))):
+        engines = {rows: fast.Engine(model, 64, small_mm_rows=rows) for rows in (0, fast.SMALL_MM_ROWS)}
+        for w in widths:
+            x = torch.arange(5, 5 + w, device=pair.device).view(1, w)
+            for e in engines.values():
+                e.prefill(torch.tensor([[3, 4]], device=pair.device))
+                e.forward(x)  # compiles this width
+            times = {rows: [] for rows in engines}
+            for _ in range(repeats):
+                for rows, e in engines.items():
+                    fast.rollback(e.cache, 2)
+                    t0 = time.perf_counter()
+                    e.forward(x)
+                    times[rows].append(1e3 * (time.perf_counter() - t0))
+            out[f"{role}_width_{w}"] = dict(blas_calls_ms=statistics.median(times[0]),
+                                            loops_ms=statistics.median(times[fast.SMALL_MM_ROWS]))
+    return out
+
+
 METHODS = ["hf", "hf_static", "ours_ar", "ours_ar_compiled", "hf_assisted", "ours_speculative",
            "ours_speculative_compiled"]
 COMPILED = ("ours_ar_compiled", "ours_speculative_compiled")
@@ -329,6 +358,7 @@ def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.
     mark_greedy_equality(rows)
     if any(m in COMPILED for m in methods):
         cost["cold_draft_steps"] = cold_draft_profile(pair, max(gammas))
+        cost["compiled_matmuls"] = matmul_variants(pair, max(gammas))
     summary = summarize(rows, cost["c"], cost["verify_ratio"])
     return dict(meta=metadata(pair, cost, max_new_tokens, repeats), rows=rows, summary=summary)
 
@@ -468,7 +498,18 @@ def metadata(pair, cost, max_new_tokens, repeats):
         date=time.strftime("%Y-%m-%d"), **cost,
         weights_bytes=dict(draft=weight_bytes(pair.draft), target=weight_bytes(pair.target)),
         process_peak_rss_bytes=process_peak_rss_bytes(),
+        compiled_engine=fast_settings(pair.device),
     )
+
+
+def fast_settings(device) -> dict:
+    """How utils.fast compiles on this device (recorded with every result that times it)."""
+    from . import fast
+
+    cpu = torch.device(device).type == "cpu"
+    return dict(mode="default (inductor)" if cpu else "reduce-overhead (CUDA graphs)",
+                small_matmuls_as_loops_up_to_rows=fast.SMALL_MM_ROWS if cpu else 0,
+                guards_checked="only those telling compiled graphs apart, once a width is compiled")
 
 
 def save(result, out_dir: Path = RESULTS, tag: str | None = None) -> Path:

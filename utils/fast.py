@@ -13,7 +13,12 @@ Why it is faster (notebook 07 measures each part):
   loop uses is compiled once (the target's verify pass is padded to gamma + 1 tokens), and a
   rejection rolls the cache back by setting each layer's length tensor, no copy, no reallocation;
 - the tokens stay on the device; the host reads them once per round (`.tolist()`), to learn how many
-  were accepted and to look for EOS.
+  were accepted and to look for EOS;
+- on a CPU, a step's matrix products (one row per token) are compiled as inductor's own fused loops
+  instead of one BLAS call each (`small_matmuls_as_loops`): for so few rows the call costs more
+  than the arithmetic;
+- once a width is compiled, dynamo checks only the guards that tell its graphs apart, not one per
+  parameter and cache tensor on every call.
 
 Gemma2 alternates sliding-window and global attention layers. transformers' `StaticSlidingWindowLayer`
 keeps its fill level as a Python int that dynamo guards on, so every step would recompile (or
@@ -27,6 +32,7 @@ sequence instead of the last `sliding_window` positions, which costs memory past
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -38,6 +44,31 @@ from .sampling import probs_from_logits
 
 RECOMPILE_LIMIT = 64  # compiled graphs of Engine._forward (all engines, all widths)
 BUCKET = 256  # cache lengths are rounded up to a multiple of this, so most calls reuse a compiled graph
+SMALL_MM_ROWS = 8  # on a CPU, matrix products with at most this many rows compile to fused loops
+
+
+@contextlib.contextmanager
+def small_matmuls_as_loops(rows: int = SMALL_MM_ROWS):
+    """While compiling on a CPU: let inductor write every matrix product of at most `rows` rows (a
+    decoding step's, W = 1 .. gamma + 1 tokens) as an elementwise product and a sum, which it fuses
+    into its own C++ loops, instead of calling the BLAS library (aten::mm) once per projection: for
+    one token, that call's fixed cost (about 20 us here) is most of a small layer's time. Inductor's
+    `decompose_mm_pass` does this, but on a CPU only for one row and at most 2048 columns (an LM head
+    has more). Costs compile time (a cold compile of the tiny target takes several times longer;
+    inductor's on-disk cache makes later runs quick)."""
+    try:
+        from torch._inductor.fx_passes import decompose_mem_bound_mm as d
+        saved = d.cpu_max_first_dimension_decomposition, d.cpu_max_other_dimension_decomposition
+    except (ImportError, AttributeError):  # another torch: compile as usual
+        yield
+        return
+    limits = dict(cpu_max_first_dimension_decomposition=rows, cpu_max_other_dimension_decomposition=1 << 30)
+    d.cpu_max_first_dimension_decomposition, d.cpu_max_other_dimension_decomposition = rows, 1 << 30
+    try:  # the limits also go in the config, so inductor's cache tells graphs compiled with other limits apart
+        with torch._inductor.config.patch(post_grad_fusion_options={"decompose_mm_pass": limits}):
+            yield
+    finally:
+        d.cpu_max_first_dimension_decomposition, d.cpu_max_other_dimension_decomposition = saved
 
 
 def static_cache(model, max_len: int) -> StaticCache:
@@ -62,6 +93,14 @@ def cache_length(cache: StaticCache) -> int:
     return int(cache.layers[0].cumulative_length) if cache.layers[0].is_initialized else 0
 
 
+def _only_differentiating_guards():
+    """torch.compiler.set_stance(skip_guard_eval_unsafe=True) where this torch has it."""
+    try:
+        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+    except (AttributeError, TypeError):  # an older torch: check every guard
+        return contextlib.nullcontext()
+
+
 class Engine:
     """One model's static cache and compiled forward passes, reused across calls.
 
@@ -70,8 +109,9 @@ class Engine:
     prefill (any width, once per prompt) runs eagerly, uncompiled, as transformers advises.
     """
 
-    def __init__(self, model, max_len: int, compile: bool = True):
+    def __init__(self, model, max_len: int, compile: bool = True, small_mm_rows: int = SMALL_MM_ROWS):
         self.model, self.max_len = model, max_len
+        self.small_mm_rows = small_mm_rows if model.device.type == "cpu" else 0
         self.device = model.device
         self.cache = static_cache(model, max_len)
         self.compiled = compile
@@ -80,6 +120,8 @@ class Engine:
         self._step = torch.compile(self._forward, mode=mode, fullgraph=True, dynamic=False) if compile else self._forward
 
     def _forward(self, ids):  # (1, W) -> (W, V)
+        if self.small_mm_rows:  # a branch on the setting makes dynamo keep one graph per setting
+            pass
         return self.model(input_ids=ids, past_key_values=self.cache, use_cache=True).logits[0].float()
 
     @torch.inference_mode()
@@ -95,14 +137,22 @@ class Engine:
         if not ids.is_inference():  # a tensor made outside inference mode would make dynamo recompile
             ids = ids.clone()
         if width in self.compile_time:
-            if self.device.type == "cuda" and self.compiled:
+            if not self.compiled:
+                return self._step(ids)
+            if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            return self._step(ids)
+            # A width compiled before: same shapes, dtypes and devices as then, so dynamo's guards
+            # would pass; checking all of them (one per parameter and cache tensor) costs about as much
+            # as a draft step's kernels on a CPU. Run only the guards that tell this width's and
+            # this engine's graph from the others.
+            with _only_differentiating_guards():
+                return self._step(ids)
         t0 = time.perf_counter()
         # Every (engine, width) is one more compiled graph of the same function: allow more of them than
         # dynamo's default 8, only here, where a new one is compiled (a global change would also let
         # other compiled code, such as HF's static-cache generate, recompile more often).
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        loops = small_matmuls_as_loops(self.small_mm_rows) if self.small_mm_rows else contextlib.nullcontext()
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), loops:
             out = self._step(ids)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -125,7 +175,8 @@ def engine_for(model, needed_len: int, compile: bool = True, second: bool = Fals
             )
         max_len = min(max_len, limit)
     engines = model.__dict__.setdefault("_specdec_engines", {})  # a plain attribute, not a submodule
-    key = (max_len, compile, second)
+    # dtype and device in the key: a model moved or cast since gets a new cache and new graphs
+    key = (max_len, compile, second, model.dtype, str(model.device))
     if key not in engines:
         engines[key] = Engine(model, max_len, compile)
     return engines[key]

@@ -224,6 +224,13 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   instead of once per operator. Fixed shapes mean it compiles once per token width.
 # - **CUDA graphs** (GPU only; `mode="reduce-overhead"`) record the compiled step's kernel launches
 #   once and replay the whole step with a single launch, so the CPU no longer paces the GPU.
+# - **Two fixed costs that compiling alone keeps.** A decoding step's matrix products have one row
+#   per token (at most $\gamma+1$), so on a CPU each is a matrix-vector product, and calling the BLAS
+#   library for it (`aten::mm`) costs more than its arithmetic: `utils.fast` has inductor write the
+#   products of up to `fast.SMALL_MM_ROWS` rows as fused loops of its own
+#   (`fast.small_matmuls_as_loops`; the first compile takes longer). And before every call of a
+#   compiled graph, dynamo checks its guards, one per parameter and cache tensor; once a width is
+#   compiled, `utils.fast` checks only the ones that tell its graphs apart.
 #
 # Measured on the target: one-token steps eagerly with each cache, then compiled (the first
 # compiled call compiles: its time is reported apart, not mixed into the step).
@@ -250,6 +257,17 @@ print(f"compiling the one-token step took {compiled_engine.compile_time[1]:.1f} 
 from utils.overhead import plot_backend_steps
 
 plot_backend_steps(step_ms, f"{pair.name} target, one-token step, {hw}");
+
+# %% [markdown]
+# The compiled step above already has its matrix products as loops. The committed benchmark timed
+# both ways, taking turns (`utils.bench.matmul_variants`):
+
+# %%
+bench = json.loads((ROOT / "data/results/bench-tiny-cpu-heldout.json").read_text())
+for step, v in bench["meta"]["compiled_matmuls"].items():
+    print(f"{step.replace('_width_', ', width '):16s} BLAS calls {v['blas_calls_ms']:5.2f} ms -> as loops "
+          f"{v['loops_ms']:5.2f} ms ({v['blas_calls_ms'] / v['loops_ms']:.1f}x)")
+print(f"[tiny pair, {bench['meta']['hardware']}, {bench['meta']['date']}, torch {bench['meta']['torch']}]")
 
 # %% [markdown]
 # Compiling removes a large part of the eager step here (the ratio above). A CPU has no kernel
