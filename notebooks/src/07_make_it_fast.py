@@ -14,7 +14,7 @@
 # - how a static cache rolls back a rejected draft: by setting a length, copying nothing;
 # - speculative decoding compiled, checked token for token against HF greedy, with $\alpha$ and $c$.
 #
-# **Time to run:** under 2 minutes on a laptop CPU with the tiny pair on a first run, most of it
+# **Time to run:** about 2 minutes on a 2-core CPU with the tiny pair on a first run, most of it
 # compiling; under a minute once PyTorch has cached the compiled kernels (in `/tmp`).
 
 # %%
