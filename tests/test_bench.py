@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from utils import bench, datacamp
+from utils import bench, fast, datacamp
 from utils.models import ROOT
 from utils.theory import expected_speedup
 
@@ -70,6 +70,10 @@ def test_compiled_methods_in_the_summary(result):
     assert 0 < cs["c_in_loop"] < 1 and cs["v_in_loop"] > 0.5 and 0 < cs["loop_share"] <= 1
     assert cs["predicted_speedup_in_loop"] == pytest.approx(
         expected_speedup(cs["alpha_checked"], 4, cs["c_in_loop"], cs["v_in_loop"]))
+    meta = result["meta"]  # how the engine compiled, and both matmul variants timed
+    assert meta["compiled_engine"]["small_matmuls_as_loops_up_to_rows"] == fast.SMALL_MM_ROWS
+    assert set(meta["compiled_matmuls"]) == {"draft_width_1", "target_width_1", "target_width_5"}
+    assert all(v["blas_calls_ms"] > 0 and v["loops_ms"] > 0 for v in meta["compiled_matmuls"].values())
 
 
 def test_memory_is_recorded(result, pair):
