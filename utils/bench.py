@@ -320,8 +320,8 @@ def matmul_variants(pair, gamma: int = 4, repeats: int = 60) -> dict:
         return {}
     out = {}
     for role, model, widths in (("draft", pair.draft, (1,)), ("target", pair.target, (1, gamma + 1))):
-        # the default variant is the loops' own engine (its cache and compiled graphs); the other, a new one
-        engines = {0: fast.Engine(model, fast.BUCKET, small_mm_rows=0), fast.SMALL_MM_ROWS: fast.engine_for(model, fast.BUCKET)}
+        # one length bucket with the loops' engines: the default variant reuses their compiled graphs
+        engines = {rows: fast.Engine(model, fast.BUCKET, small_mm_rows=rows) for rows in (0, fast.SMALL_MM_ROWS)}
         for w in widths:
             x = torch.arange(5, 5 + w, device=pair.device).view(1, w)
             for e in engines.values():
