@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -36,9 +37,17 @@ def ensure_env() -> Path:
     want = hashlib.sha256(REQS.read_bytes()).hexdigest()
     if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
         return py
+    if py.exists() and subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True).returncode != 0:
+        sys.exit(f"[run.py] {VENV} has no pip (an interrupted set-up?): delete that folder and run the same command again.")
     if not py.exists():
         print(f"[run.py] creating virtual environment {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except subprocess.CalledProcessError:  # ensurepip failed: Debian/Ubuntu's system Python ships without it
+            shutil.rmtree(VENV, ignore_errors=True)
+            sys.exit(f"[run.py] could not put pip into {VENV}: this Python has no working ensurepip. On Debian or "
+                     f"Ubuntu install it with `sudo apt install python3-venv` (or python3.X-venv for your version), "
+                     f"then run the same command again.")
     print("[run.py] installing requirements.txt (first time: a few minutes)", flush=True)
     subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(REQS)], check=True)
     stamp.write_text(want + "\n")

@@ -347,12 +347,36 @@ def _load(name: str):
     return (json.loads(path.read_text()), path) if path.exists() else (None, path)
 
 
+def _per_repeat(rows, i) -> float:
+    """Tokens/s over rows (one per prompt, each holding every timed repeat's seconds) in repeat i."""
+    return sum(r["new_tokens"] for r in rows) / sum(r["seconds_all"][i] for r in rows)
+
+
+def _ratio_cells(ratios, noise) -> str:
+    """'1.95x | 1.90-2.01x, faster': the median of the per-repeat ratios (the headline notebooks 08-11
+    print), their range, and the verdict they give: faster or slower only when every repeat clears the
+    timing spread between repeats (noise), as utils.lookup.versus decides."""
+    import statistics
+
+    lo, hi = min(ratios), max(ratios)
+    word = "faster" if lo > 1 + noise else "slower" if hi < 1 - noise else "within noise"
+    return f"{statistics.median(ratios):.2f}x | {lo:.2f}-{hi:.2f}x (spread {noise:.0%}): {word}"
+
+
 def beyond_table() -> str:
     """Notebooks 08-11's committed measurements, one row per configuration worth reading: adaptive
     drafting (the best rule against a constant gamma), batched (smallest and largest batch), prompt
-    lookup (copy and free prompts), self-speculation (the best exit with and without its adapter)."""
-    head = ("| notebook | what | T | compared with | tokens/s | speedup | alpha (per drafted / per checked) | c | hardware | data |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+    lookup (copy and free prompts), self-speculation (the best exit with and without its adapter).
+    Every speedup is computed one way: the ratio of tokens/s in each timed repeat (the methods took
+    turns), its median as the headline, its range and a verdict against the spread between repeats."""
+    import statistics
+
+    sys.path.insert(0, str(ROOT))
+    from utils.bench import repeat_spread
+
+    head = ("| notebook | what | T | compared with | tokens/s | speedup (median of repeats) | range over repeats: verdict | "
+            "alpha (per drafted / per checked) | c | hardware | data |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
 
     def link(path):
@@ -366,39 +390,58 @@ def beyond_table() -> str:
 
     res, path = _load("adaptive-tiny-cpu-heldout.json")
     if res:
-        for t in res["meta"]["temperatures"]:
-            rules = [r for r in res["summary"] if r["temperature"] == t and "vs_constant" in r and not r["config"].startswith("constant")]
+        m = res["meta"]
+        for t in m["temperatures"]:
+            at_t = [r for r in res["summary"] if r["temperature"] == t]
+            const = next(r for r in at_t if r["config"] == f"constant {m['gamma']}" or r["config"].startswith("constant"))
+            rules = [r for r in at_t if "vs_constant_by_repeat" in r and r["config"] != "plain" and not r["config"].startswith("constant")]
             if rules:
-                best = max(rules, key=lambda r: r["vs_constant"])
-                rows.append(f"| 08 | adaptive: {best['config']} (best rule) | {t:g} | constant gamma {res['meta']['gamma']} | "
-                            f"{best['tokens_per_s']:.0f} | {best['vs_constant']:.2f}x | {a(best)} | – | {hw(res['meta'])} | {link(path)} |")
+                best = max(rules, key=lambda r: statistics.median(r["vs_constant_by_repeat"]))
+                noise = max(best["noise_median_spread"], const["noise_median_spread"])
+                rows.append(f"| 08 | adaptive: {best['config']} (best rule; {m['prompt_set']} prompts) | {t:g} | constant gamma {m['gamma']} | "
+                            f"{best['tokens_per_s']:.0f} | {_ratio_cells(best['vs_constant_by_repeat'], noise)} | {a(best)} | "
+                            f"{m['c']:.2f} | {hw(m)} | {link(path)} |")
     res, path = _load("batched-tiny-cpu.json")
     if res:
-        sys.path.insert(0, str(ROOT))
         from utils.beyond import batched_table
 
         for t in res["meta"]["temperatures"]:
             table = batched_table(res, t)
             for r in (table[0], table[-1]) if table else ():
-                rows.append(f"| 09 | batched speculative, B = {r['B']} (gamma {res['meta']['gamma']}) | {t:g} | plain batched (ours), same B | "
-                            f"{r['speculative (ours) tok/s']:.0f} | {r['speedup_vs_ours']:.2f}x | {a(r)} | {r['c']:.2f} (v {r['v']:.2f}) | "
-                            f"{hw(res['meta'])} | {link(path)} |")
+                sel = {w: [x for x in res["rows"] if x["B"] == r["B"] and x["temperature"] == t and x["method"] == w]
+                       for w in ("speculative (ours)", "plain (ours)")}
+                n_rep = len(sel["plain (ours)"][0]["seconds_all"])
+                ratios = [_per_repeat(sel["speculative (ours)"], i) / _per_repeat(sel["plain (ours)"], i) for i in range(n_rep)]
+                noise = max(repeat_spread(x) for w in sel.values() for x in w)
+                rows.append(f"| 09 | batched speculative, B = {r['B']} (gamma {res['meta']['gamma']}; {res['meta']['prompt_set']} prompts) | "
+                            f"{t:g} | plain batched (ours), same B | {r['speculative (ours) tok/s']:.0f} | {_ratio_cells(ratios, noise)} | "
+                            f"{a(r)} | {r['c']:.2f} (v {r['v']:.2f}) | {hw(res['meta'])} | {link(path)} |")
     res, path = _load("lookup-tiny-cpu.json")
     if res:
+        plain = {(r["kind"], r["temperature"]): r for r in res["summary"] if r["method"] == "ours_plain"}
         for r in res["summary"]:
             if r["method"] == "ours_lookup":
-                rows.append(f"| 10 | prompt lookup, {r['kind']} prompts (gamma {res['meta']['gamma']}, n-gram {res['meta']['max_ngram']}) | "
-                            f"{r['temperature']:g} | our plain loop | {r['tokens_per_s']:.0f} | {r['speedup_vs_plain']:.2f}x | {a(r)} | 0 | "
+                p = plain[(r["kind"], r["temperature"])]
+                ratios = [x / y for x, y in zip(r["speedup_vs_plain_by_repeat"], p["speedup_vs_plain_by_repeat"])]
+                noise = max(r["noise_median_spread"], p["noise_median_spread"])
+                rows.append(f"| 10 | prompt lookup, {r['kind']} prompts (gamma {res['meta']['gamma']}, n-gram {res['meta']['max_ngram']}; built from "
+                            f"{res['meta']['prompt_set']} prompts) | "
+                            f"{r['temperature']:g} | our plain loop | {r['tokens_per_s']:.0f} | {_ratio_cells(ratios, noise)} | {a(r)} | 0 | "
                             f"{hw(res['meta'])} | {link(path)} |")
     res, path = _load("selfspec-tiny-cpu.json")
     if res:
+        n_rep = res["meta"]["repeats"]
         for t in res["meta"]["temperatures"]:
+            plain = [x for x in res["rows"] if x["temperature"] == t and x["draft"] == "plain"]
             for adapter in (False, True):
                 exits = [r for r in res["summary"] if r["temperature"] == t and r.get("k") and r["adapter"] == adapter]
                 if exits:
                     best = max(exits, key=lambda r: r["speedup_vs_plain"])
-                    rows.append(f"| 11 | self-speculation, best exit: {best['draft']} (gamma {res['meta']['gamma']}) | {t:g} | our plain loop | "
-                                f"{best['tokens_per_s']:.0f} | {best['speedup_vs_plain']:.2f}x | {a(best)} | {best['c']:.2f} | "
+                    mine = [x for x in res["rows"] if x["temperature"] == t and x["draft"] == best["draft"]]
+                    ratios = [_per_repeat(mine, i) / _per_repeat(plain, i) for i in range(n_rep)]
+                    noise = max(statistics.median(repeat_spread(x) for x in rs) for rs in (mine, plain))
+                    rows.append(f"| 11 | self-speculation, best exit: {best['draft']} (gamma {res['meta']['gamma']}; {res['meta']['prompt_set']} prompts) | {t:g} | our plain loop | "
+                                f"{best['tokens_per_s']:.0f} | {_ratio_cells(ratios, noise)} | {a(best)} | {best['c']:.2f} | "
                                 f"{hw(res['meta'])} | {link(path)} |")
     return head + "\n" + "\n".join(rows) if rows else head
 
@@ -421,8 +464,49 @@ def update_readme() -> None:
     readme.write_text(text)
 
 
+def run_seconds(ipynb: Path) -> float | None:
+    """Seconds the committed run of a notebook took, from nbclient's timestamps: the first code cell's
+    start to the last one's reply (None if the notebook holds no timing, e.g. built --no-execute)."""
+    from datetime import datetime
+
+    stamps = [c.metadata.get("execution", {}) for c in nbformat.read(ipynb, as_version=4).cells if c.cell_type == "code"]
+    stamps = [e for e in stamps if "iopub.execute_input" in e and "shell.execute_reply" in e]
+    if not stamps:
+        return None
+    t = lambda x: datetime.fromisoformat(x.replace("Z", "+00:00"))  # noqa: E731
+    return (t(stamps[-1]["shell.execute_reply"]) - t(stamps[0]["iopub.execute_input"])).total_seconds()
+
+
+NB_LINK = re.compile(r"\]\(notebooks/(\d\d)_[\w]+\.ipynb\)")
+
+
+def workshop_text(text: str) -> str:
+    """WORKSHOP.md with the "runs in" cell of every table row that links a notebook set from that
+    notebook's committed run (`run_seconds`); a mark after the number (such as *) is kept."""
+    lines = []
+    for line in text.split("\n"):
+        cells = line.split("|")
+        hit = [i for i, c in enumerate(cells) if NB_LINK.search(c)]
+        if line.startswith("|") and hit and hit[0] + 1 < len(cells) - 1:
+            i = hit[0] + 1
+            ipynb = next(NB_DIR.glob(NB_LINK.search(cells[hit[0]]).group(1) + "_*.ipynb"), None)
+            secs = run_seconds(ipynb) if ipynb else None
+            if secs is not None:
+                mark = re.sub(r"^[\s\d.–-]*s?", "", cells[i].strip())  # what follows the number, e.g. "*"
+                cells[i] = f" {secs:.0f} s{mark} "
+                line = "|".join(cells)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def update_workshop() -> None:
+    path = ROOT / "WORKSHOP.md"
+    path.write_text(workshop_text(path.read_text()))
+
+
 def check() -> int:
-    """1 if any committed notebook's cells differ from what its source builds, or the README table is stale."""
+    """1 if any committed notebook's cells differ from what its source builds, or the README table
+    or WORKSHOP's run times are stale."""
     bad = []
     for src in sources():
         ipynb = src.parent.parent / src.with_suffix(".ipynb").name
@@ -438,6 +522,9 @@ def check() -> int:
             or (PAIRS_START in text and pairs_table() not in text)
             or (BEYOND_START in text and beyond_table() not in text)):
         bad.append("README.md tables")
+    workshop = (ROOT / "WORKSHOP.md").read_text()
+    if workshop_text(workshop) != workshop:
+        bad.append("WORKSHOP.md run times")
     for b in bad:
         print(f"stale: {b} (run python scripts/build_notebooks.py)")
     return 1 if bad else 0
@@ -460,6 +547,7 @@ def main(argv=None) -> int:
         nbformat.write(nb, target)
         print(f"{target.relative_to(ROOT)}: {time.perf_counter() - t0:.0f} s", flush=True)
     update_readme()
+    update_workshop()
     return 0
 
 

@@ -398,3 +398,27 @@ def test_shapes_on_a_cpu_refuses_what_does_not_fit(monkeypatch, capsys, tmp_path
     assert e.value.code == 2 and "need about 111 GiB in float32" in err and "meant for a GPU" in err
     args = shapes._parse(["--device", "cpu", "--sizes", "2b", "--pairs", "--out", str(tmp_path)])
     assert args.device == "cpu" and "about 10 GiB and slow" in capsys.readouterr().err
+
+
+def test_run_py_says_what_to_install_when_ensurepip_is_missing(tmp_path, monkeypatch):
+    """Debian/Ubuntu's system Python without python3-venv: venv cannot put pip in. run.py removes the
+    half-made environment and says what to install, instead of a CalledProcessError."""
+    import importlib.util
+    import subprocess
+    import venv
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_py_venv", Path(__file__).resolve().parents[1] / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    target = tmp_path / "env"
+    monkeypatch.setattr(mod, "VENV", target)
+
+    def no_ensurepip(self, env_dir):
+        Path(env_dir).mkdir(parents=True)
+        raise subprocess.CalledProcessError(1, ["python", "-m", "ensurepip"])
+
+    monkeypatch.setattr(venv.EnvBuilder, "create", no_ensurepip)
+    with pytest.raises(SystemExit) as err:
+        mod.ensure_env()
+    assert "python3-venv" in str(err.value) and not target.exists()

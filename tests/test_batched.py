@@ -247,7 +247,8 @@ def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
     (r,) = batched_table(result, 0.0)
     assert r["speedup_vs_ours"] == pytest.approx(1.5) and r["speedup_vs_hf"] == pytest.approx(15 / 8)
     assert r["predicted"] == pytest.approx(2.0 / (3 * c["c"] + c["v"]))
-    plot_batched(result, 0.0)
+    axes = plot_batched(result, 0.0)
+    assert "T = 0, alpha per checked token 0.60 to 0.60" in axes[0].get_title()  # labelled with what it measured
     with pytest.raises(ValueError, match="no rows at temperature"):
         plot_batched(result, 1.0)
 

@@ -104,10 +104,14 @@ def loop_without_cache(model, input_ids, max_new_tokens):
     return seq
 
 
-def test_01_a_correct_loop_without_cache_passes_and_is_told_so(pair, capsys):
-    ex.check_01(loop_without_cache, pair)
-    out = capsys.readouterr().out
-    assert out.startswith("PASSED") and "re-feeds the whole sequence" in out and "past_key_values" in out
+def test_01_a_loop_without_cache_fails_although_its_tokens_are_right(pair):
+    fails("check_01", loop_without_cache, pair, "equal model.generate's", "no KV cache", "past_key_values")
+
+
+def test_01_calling_generate_fails(pair):
+    fails("check_01", lambda m, ids, n: m.generate(ids, max_new_tokens=n, do_sample=False), pair,
+          "model.generate", "write the loop yourself")
+    assert "generate" not in pair.target.__dict__  # the model's own generate is back
 
 
 def test_01_the_solution_is_told_it_uses_a_cache(pair, capsys):
@@ -452,7 +456,7 @@ def test_12_wrong_flags_fail_with_their_hint(wrong, words, pair):
 
 
 def test_12_order_and_form_do_not_matter(capsys):
-    """Flags in another order, ints for values, or one command-line string: all read the same."""
+    """Flags in another order, ints for values, one command-line string, or --flag=value: all read the same."""
     import shlex
 
     ref = solution("check_12")
@@ -462,9 +466,14 @@ def test_12_order_and_form_do_not_matter(capsys):
         pairs = list(zip(f[::2], f[1::2]))[::-1]
         return [int(v) if v.isdigit() else v for kv in pairs for v in kv]
 
+    def with_equals(method, gamma, draft=None):  # "--flag=value", as argparse accepts
+        f = ref(method, gamma, draft)
+        return [f"{k}={v}" for k, v in zip(f[::2], f[1::2])]
+
     ex.check_12(reordered)
     ex.check_12(lambda m, g, d=None: shlex.join(ref(m, g, d)))
-    assert capsys.readouterr().out.count("PASSED exercise 12") == 2
+    ex.check_12(with_equals)
+    assert capsys.readouterr().out.count("PASSED exercise 12") == 3
 
 
 def test_12_flags_that_cannot_be_read_fail_with_the_form_to_use(pair):

@@ -189,3 +189,54 @@ def test_describe_device_counts_threads_in_words(monkeypatch):
     assert models.describe_device("cpu").endswith("CPU, 1 thread")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert models.describe_device("cpu").endswith("CPU, 2 threads")
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_bnb_cpu_path_reports_what_bitsandbytes_did(encode, double_quant):
+    """Before any forward pass the 4-bit layers are as loaded (double quantization nested). On a CPU
+    with AVX512-BF16 the first pass repacks every layer for the fused bf16 kernel: bf16 scales,
+    double quantization undone, and the same bytes whether or not it was asked for. Elsewhere nothing
+    is repacked and the scales stay float32 (nested with double quantization)."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    q = load_pair("tiny", device="cpu", quantization="nf4", double_quant=double_quant).target
+    before = models.bnb_cpu_path(q)
+    assert before["layers"] > 0 and before["repacked"] == 0 and before["avx512bf16"] == bool(has_avx512bf16())
+    assert before["nested"] == (before["layers"] if double_quant else 0) and before["compute_dtypes"] == ["float32"]
+    with torch.inference_mode():
+        q(encode("The if statement is used for"))
+    after, text = models.bnb_cpu_path(q), models.describe_bnb_cpu_path(models.bnb_cpu_path(q))
+    if has_avx512bf16():
+        assert after["repacked"] == after["layers"] and after["nested"] == 0 and after["scale_dtypes"] == ["bfloat16"]
+        assert after["was_nested"] == (after["layers"] if double_quant else 0)
+        assert "repacked" in text and "computes in bf16" in text and ("undone" in text) == double_quant
+        fresh = load_pair("tiny", device="cpu", quantization="nf4", double_quant=not double_quant).target
+        with torch.inference_mode():
+            fresh(encode("The if statement is used for"))
+        assert models.weight_bytes(fresh) == models.weight_bytes(q)  # the double-quant saving is gone
+    else:
+        assert after["repacked"] == 0 and after["nested"] == before["nested"] and "de-quantizes" in text
+    assert models.describe_bnb_cpu_path(models.bnb_cpu_path(load_pair("tiny", device="cpu").target)).startswith("no bitsandbytes")
+
+
+def test_bf16_cpu_kernel_is_what_widens_the_step_block_gap(pair, encode):
+    """generate's one-token steps and one pass over the same text agree to float32 rounding in the fp32
+    target and in the NF4 target with bitsandbytes' bf16 CPU kernel switched off; with the kernel (on a
+    CPU that has it) the gap grows by orders of magnitude. The switch must come before the first pass."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    ids = encode("The if statement is used for")
+    seq, gap_fp32 = models.step_block_gap(pair.target, ids, 24)
+    assert seq.shape[1] == ids.shape[1] + 24 and gap_fp32 < 1e-3
+    off = load_pair("tiny", device="cpu", quantization="nf4").target
+    assert models.set_bnb_cpu_bf16(off, False) == models.bnb_cpu_path(off)["layers"] > 0
+    _, gap_off = models.step_block_gap(off, ids, 24)
+    assert gap_off < 1e-3 and models.bnb_cpu_path(off)["repacked"] == 0
+    on = load_pair("tiny", device="cpu", quantization="nf4").target
+    _, gap_on = models.step_block_gap(on, ids, 24)
+    if has_avx512bf16():
+        assert gap_on > 100 * max(gap_off, gap_fp32)
+        with pytest.raises(ValueError, match="already repacked"):
+            models.set_bnb_cpu_bf16(on, False)
+    else:
+        assert gap_on < 1e-3  # no bf16 kernel here: the same path as switched off

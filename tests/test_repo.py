@@ -49,6 +49,22 @@ def test_every_notebook_has_badge_setup_and_try_this():
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs), f"{p.name}: no committed figure"
 
 
+def test_every_committed_run_took_under_two_minutes_and_workshop_says_how_long():
+    """README promises each notebook runs in under two minutes on a 2-core CPU: the committed runs'
+    own timestamps must agree. WORKSHOP.md's "runs in" cells are generated from the same timestamps,
+    and a mark after the number (07's "*") survives regeneration."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_notebooks import run_seconds, workshop_text
+
+    times = {p.name: run_seconds(p) for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    assert all(t is not None for t in times.values()), f"notebooks committed without a run: {times}"
+    slow = {n: round(t) for n, t in times.items() if t >= 120}
+    assert not slow, f"committed runs of two minutes or more: {slow}"
+    row = "| 2:30 | 15 min | [07](notebooks/07_make_it_fast.ipynb) make it fast | 99 s* | what |"
+    assert workshop_text(row) == f"| 2:30 | 15 min | [07](notebooks/07_make_it_fast.ipynb) make it fast | {times['07_make_it_fast.ipynb']:.0f} s* | what |"
+    assert workshop_text("| setup | – | no notebook here |") == "| setup | – | no notebook here |"
+
+
 def test_badges_and_setup_cell_point_to_the_repository_setting():
     """One setting, [tool.specdec] repository in pyproject.toml, makes the Colab badges and the clone URL."""
     try:

@@ -253,6 +253,52 @@ def test_engine_status_without_gpu_or_engines(no_gpu_no_engines):
         run_vllm("smollm2-135m-1.7b")
 
 
+def test_run_vllm_sends_batch_size_prompts_at_a_time_and_reads_acceptance(monkeypatch):
+    """With a stand-in vLLM module (the real one needs a CUDA GPU): run_vllm gives generate()
+    batch_size prompts at a time, and turns vLLM's counters into alpha and tokens per round,
+    counting only the timed run (not the warm-up)."""
+    import types
+
+    class Counter:
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            self.spec = "speculative_config" in kwargs
+            self.batches, self.n = [], 0
+            assert kwargs["disable_log_stats"] is False  # vLLM keeps no counters otherwise
+
+        def generate(self, prompts, params, use_tqdm=True):
+            self.batches.append(len(prompts))
+            self.n += len(prompts)
+            calls.append((self.spec, len(prompts)))
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[1] * params.max_tokens)])
+                    for _ in prompts]
+
+        def get_metrics(self):  # per prompt: 4 rounds of 4 drafted tokens, 10 accepted
+            if not self.spec:
+                return []
+            return [Counter("vllm:spec_decode_num_drafts", 4 * self.n), Counter("vllm:spec_decode_num_draft_tokens", 16 * self.n),
+                    Counter("vllm:spec_decode_num_accepted_tokens", 10 * self.n), Counter("vllm:other", 1)]
+
+    calls = []
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda temperature, max_tokens: types.SimpleNamespace(temperature=temperature, max_tokens=max_tokens)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    status = EngineStatus(True, "H100", {"vllm": "0.0-test", "sglang": None}, None)
+    res = run_vllm("smollm2-135m-1.7b", prompts=["a", "b", "c"], max_tokens=8, batch_size=2, status=status)
+    assert [n for spec, n in calls if spec] == [1, 2, 1]  # the warm-up, then 2 + 1
+    assert res["batch_size"] == 2 and res["plain"]["tokens"] == res["speculative"]["tokens"] == 24
+    sp = res["speculative"]
+    assert (sp["rounds"], sp["drafted"], sp["accepted"]) == (12, 48, 30)  # three timed prompts, warm-up excluded
+    assert sp["alpha_drafted"] == pytest.approx(30 / 48) and sp["tokens_per_round"] == pytest.approx(1 + 30 / 12)
+    with pytest.raises(ValueError, match="batch_size"):
+        run_vllm("smollm2-135m-1.7b", batch_size=0, status=status)
+
+
 def test_engine_status_reasons_each_missing_piece():
     gpu_only = EngineStatus(True, "H100", {"vllm": None, "sglang": "0.5"}, None)
     assert gpu_only.reason("sglang") is None

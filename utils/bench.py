@@ -453,7 +453,10 @@ def in_loop_costs(rows, alpha, gamma, measured) -> dict:
     mean forward pass and the target's mean verification pass, each over the target's mean step in
     our autoregressive loop. On a CPU they usually exceed the isolated measurements (the first draft
     step after a target pass runs cold, and a draft step after a full acceptance takes two tokens);
-    the cost model fed with them leaves only the loop's own overhead unexplained. On a GPU the clocks
+    the cost model fed with them leaves only the loop's own overhead unexplained. Since they come from
+    the very runs whose speedup they are compared with, `predicted_speedup_in_loop` is a decomposition
+    of those runs, not a prediction, and a small `cost_model_error_in_loop` validates nothing: for a
+    prediction, take c and v from other runs (`out_of_sample`). On a GPU the clocks
     see host time (ForwardClock never synchronizes): right when decoding is launch-bound."""
     def per_call(method, who):
         sel = [r for r in rows if r["method"] == method]

@@ -207,8 +207,9 @@ def plot_confidence(pairs: list[tuple[float, bool]], thresholds, title: str, ax=
 
 
 def round_speedup(tau: float, k: float, c: float, v: float = 1.0) -> float:
-    """Leviathan et al.'s Thm 3.8 for rounds of any length: mean tokens per round `tau` over the cost
-    of a mean round, `k` draft passes of c target steps each and one verify pass of v steps."""
+    """An extension of Leviathan et al.'s Thm 3.8 (constant gamma, i.i.d. acceptance) to rounds of any
+    length: mean tokens per round `tau` over the cost of a mean round, `k` draft passes of c target
+    steps each and one verify pass of v steps."""
     return tau / (k * c + v)
 
 
@@ -404,8 +405,9 @@ def batched_table(result, temperature: float = 0.0) -> list[dict]:
 def plot_batched(result, temperature: float = 0.0, axes=None):
     """Left: tokens/s against B for each method. Right: the speedup of batched speculative decoding
     over plain batched decoding (ours) against B, beside v(B), what a verify pass of gamma + 1 tokens
-    costs in plain steps (right axis): the gain shrinks as v grows. Both titles name the temperature;
-    `axes` (two axes) lets a caller put several temperatures in one figure."""
+    costs in plain steps (right axis): the gain shrinks as v grows. Both titles name the temperature,
+    the left one also the range of alpha per checked token over B; `axes` (two axes) lets a caller put
+    several temperatures in one figure."""
     import matplotlib.pyplot as plt
 
     table = batched_table(result, temperature)
@@ -417,7 +419,8 @@ def plot_batched(result, temperature: float = 0.0, axes=None):
     for m, style in zip(BATCH_METHODS, ("o-", "s--", "^-")):
         axes[0].plot(Bs, [r[f"{m} tok/s"] for r in table], style, label=m)
     axes[0].set(xscale="log", xlabel="batch size B", ylabel="tokens/s (all rows)", xticks=Bs, xticklabels=Bs,
-                title=f"throughput, T = {temperature:g}")
+                title=f"throughput, T = {temperature:g}, alpha per checked token "
+                      f"{min(r['alpha_checked'] for r in table):.2f} to {max(r['alpha_checked'] for r in table):.2f}")
     axes[0].legend(fontsize=8)
     # The two curves are told apart by the colours of their axes (a legend would cover points).
     axes[1].plot(Bs, [r["speedup_vs_ours"] for r in table], "^-", color="C2")

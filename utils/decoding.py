@@ -119,3 +119,113 @@ def draft_and_score(draft, target, tokenizer, prompt: str, max_new_tokens: int) 
     n_prompt = ids.shape[1]
     score = tok_logp[n_prompt - 1 :].mean().item()  # average over the drafted tokens
     return dict(text=text, score=score, draft_ids=out, draft_time=draft_time, score_time=time.perf_counter() - t1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing helpers for notebooks 01 and 02
+# ----------------------------------------------------------------------------------------------
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def autoregressive_timed(model, input_ids: torch.Tensor, max_new_tokens: int, *, use_cache: bool = True,
+                         repeats: int = 3, warmup_tokens: int = 8) -> ARResult:
+    """Greedy `autoregressive_generate`, timed robustly: a short warm-up run (`warmup_tokens`), then
+    `repeats` full runs. Returns the last run's ARResult with `step_times` replaced by the median, step
+    by step, over the runs (so a one-off hiccup of the machine does not show as a spike)."""
+    import statistics
+
+    autoregressive_generate(model, input_ids, min(warmup_tokens, max_new_tokens), use_cache=use_cache)  # warm-up
+    runs = [autoregressive_generate(model, input_ids, max_new_tokens, use_cache=use_cache) for _ in range(repeats)]
+    result = runs[-1]
+    result.step_times = [statistics.median(t) for t in zip(*(r.step_times for r in runs))]  # (n,) seconds
+    return result
+
+
+@torch.inference_mode()
+def timed_generate(model, input_ids: torch.Tensor, max_new_tokens: int) -> dict:
+    """`model.generate` greedy, timed: dict(sequences (1, T + n), time in seconds)."""
+    _sync(model.device)
+    t0 = time.perf_counter()
+    out = model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False)
+    _sync(model.device)
+    return dict(sequences=out, time=time.perf_counter() - t0)
+
+
+def best_of(run, time_of, repeats: int = 3):
+    """Call `run()` once as a warm-up, then `repeats` times, and return the result of the fastest
+    call; `time_of(result)` reads a call's seconds from its result."""
+    run()  # warm-up: first calls allocate memory and pick kernels
+    return min((run() for _ in range(repeats)), key=time_of)
+
+
+def fit_layers(points) -> dict:
+    """Least-squares line through (layers, step time) points: time = fixed + per_layer * layers.
+
+    points: iterable of (number of layers, seconds or ms per step), at least two distinct layer
+    counts (with exactly two the line passes through both). Returns dict(fixed, per_layer) in the
+    points' unit. `fixed` is what a step costs outside its layers (embedding, final norm, output
+    layer, sampling, Python); step time / layers would hide it inside a "per layer" figure.
+    """
+    import numpy as np
+
+    layers, times = (np.asarray(v, dtype=float) for v in zip(*points))
+    if len(set(layers.tolist())) < 2:
+        raise ValueError("fit_layers needs points with at least two different layer counts.")
+    per_layer, fixed = np.polyfit(layers, times, 1)
+    return dict(fixed=float(fixed), per_layer=float(per_layer))
+
+
+@torch.inference_mode()
+def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
+    """Measured memory read bandwidth of `device`, in bytes/s: the median time to sum a float32 array
+    of `mib` MiB (far larger than a CPU's caches), after a warm-up. A rough STREAM-like figure; the
+    datasheet peak of a GPU is higher."""
+    import statistics
+
+    x = torch.ones(mib * 2**20 // 4, dtype=torch.float32, device=device)  # (n,)
+    times = []
+    for i in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        x.sum()
+        _sync(device)
+        if i:  # the first sum is the warm-up
+            times.append(time.perf_counter() - t0)
+    return x.numel() * 4 / statistics.median(times)
+
+
+# theory.GPU_BANDWIDTH's names -> models.GPUS's (free GiB, total GiB, bf16) entries
+_GPU_MEMORY = {"T4 (16 GB)": "T4 16GB", "A100 (80 GB SXM)": "A100/H100 80GB", "H100 (80 GB SXM)": "A100/H100 80GB"}
+
+
+def bandwidth_bounds(nbytes: float) -> dict[str, float | None]:
+    """For each GPU of utils.theory.GPU_BANDWIDTH: the batch-1 decoding bound bandwidth / nbytes in
+    tokens/s, or None where the weights do not fit: nbytes + 15% (activations and cache, as
+    utils.models.check_memory estimates) above the GPU's free memory in utils.models.GPUS."""
+    from .models import GPUS
+    from .theory import GPU_BANDWIDTH, bandwidth_bound_tokens_per_s
+
+    return {gpu: bandwidth_bound_tokens_per_s(nbytes, bw) if 1.15 * nbytes <= GPUS[_GPU_MEMORY[gpu]][0] * 2**30 else None
+            for gpu, bw in GPU_BANDWIDTH.items()}
+
+
+# words in torch.cuda.get_device_name() that identify theory.GPU_BANDWIDTH's models
+_GPU_NAMES = {"T4 (16 GB)": ("T4",), "A100 (80 GB SXM)": ("A100", "SXM", "80GB"), "H100 (80 GB SXM)": ("H100", "HBM3")}
+
+
+def datasheet_bandwidth(device) -> tuple[str, float] | None:
+    """(name, bytes/s) from utils.theory.GPU_BANDWIDTH for the CUDA GPU `device`, or None on a CPU or
+    on a GPU that is not in that table."""
+    if torch.device(device).type != "cuda":
+        return None
+    from .theory import GPU_BANDWIDTH
+
+    name = torch.cuda.get_device_name(device)
+    for gpu, words in _GPU_NAMES.items():  # only unambiguous matches: an A100 40GB or an H100 PCIe has less
+        if all(w in name for w in words):
+            return gpu, GPU_BANDWIDTH[gpu]
+    return None

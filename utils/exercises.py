@@ -124,6 +124,24 @@ class _ForwardCounter:
         self.handle.remove()
 
 
+class _no_generate:
+    """While active, model.generate raises: check_01 grades a loop written by hand."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def _refuse(self, *args, **kwargs):
+        raise RuntimeError("model.generate is what your loop is compared with: write the loop yourself, calling "
+                           "model(input_ids=..., past_key_values=..., use_cache=True) once per new token")
+
+    def __enter__(self):
+        self.model.generate = self._refuse  # an instance attribute hides the class's method
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.generate
+
+
 def _number(x):
     """A one-element tensor or array as a Python number; anything else unchanged."""
     if isinstance(x, torch.Tensor) and x.numel() == 1:
@@ -149,8 +167,9 @@ def check_01(fn, pair=None) -> str:
     """fn(model, input_ids, max_new_tokens) -> (1, T + max_new_tokens): prompt and greedy tokens.
 
     Graded on the pair's target: token for token equal to `model.generate(do_sample=False)` on three
-    workshop prompts (one long enough to pass the tiny pair's sliding window of 64 tokens). A loop
-    without a KV cache passes too (it is correct, only slower): the summary says which one you wrote.
+    workshop prompts (one long enough to pass the tiny pair's sliding window of 64 tokens), with the
+    model's forward passes counted: a loop that re-feeds the whole sequence gets its tokens confirmed
+    and is then failed (the exercise asks for a KV cache), and calling `model.generate` is not allowed.
     """
     from .models import load_prompts
 
@@ -163,7 +182,7 @@ def check_01(fn, pair=None) -> str:
         T = ids.shape[1]
         with torch.inference_mode():
             ref = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)  # (1, T + n)
-        with _ForwardCounter(model) as count:
+        with _ForwardCounter(model) as count, _no_generate(model):
             got = _call(fn, "01", f"prompt {prompt!r}, max_new_tokens={n}", model, ids.clone(), n)
         fed.append(count.tokens)
         calls.append(count.calls)
@@ -198,8 +217,11 @@ def check_01(fn, pair=None) -> str:
         how = (f"Your loop uses a KV cache: for the first prompt it fed the model {fed[0]} tokens in {calls[0]} passes "
                f"(the prompt once, then one token per step).")
     elif fed[0] == no_cache:
-        how = (f"Your loop re-feeds the whole sequence every step: {fed[0]} tokens for the first prompt, where a KV "
-               f"cache feeds {with_cache}. Correct, but the work grows with the length: try past_key_values.")
+        raise _fail("01", _S01, "your tokens equal model.generate's, but the loop has no KV cache",
+                    f"{with_cache} tokens fed for the first prompt (the prompt once, then one per step)",
+                    f"{fed[0]} tokens (the whole sequence again at every step)",
+                    "keep the past_key_values each call returns, pass them to the next call (use_cache=True), and "
+                    "feed only the newest token: the work per step then stays flat as the text grows.")
     else:
         how = f"For the first prompt your loop fed the model {fed[0]} tokens in {calls[0]} passes."
     return f"{len(cases)} prompts, {sum(n for _, n in cases)} new tokens, identical to model.generate. {how}"
@@ -1081,7 +1103,9 @@ def _flag_pairs(got) -> dict[str, str] | str:
     if not isinstance(got, (list, tuple)):
         return (f"return a list of strings such as ['--speculative-algorithm', 'NGRAM', ...], "
                 f"not a {type(got).__name__}.")
-    items = [str(x) for x in got]
+    items = []
+    for x in map(str, got):  # "--flag=value", as argparse also accepts, counts as "--flag", "value"
+        items += x.split("=", 1) if x.startswith("--") and "=" in x else [x]
     if len(items) % 2 or not all(f.startswith("--") for f in items[::2]):
         return "give each flag followed by its value: ['--flag', 'value', '--flag', 'value', ...]."
     flags = items[::2]

@@ -307,6 +307,99 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype, double_qu
     )
 
 
+def bnb_cpu_path(model) -> dict:
+    """What bitsandbytes did (or will do) with `model`'s 4-bit layers, read from the layers themselves.
+
+    On a CPU with AVX512-BF16 (bitsandbytes.functional.has_avx512bf16()), each `Linear4bit` sets
+    `support_avx512bf16_for_cpu` when it is built, and its first forward pass in inference (no
+    gradients, eval mode) repacks the weight into a CPU layout (`_convert_weight_packed_for_cpu`):
+    double-quantized scales are de-quantized back (`nested` becomes False), every scale is stored
+    in bf16, and the matmul then runs in the fused `gemv_4bit` CPU kernel, which rounds its input
+    and the scales to bf16 and computes in bf16 whatever `bnb_4bit_compute_dtype` says (read in
+    bitsandbytes 0.50.2: nn/modules.py Linear4bit.forward, functional.py, backends/cpu/ops.py).
+    Elsewhere (a GPU, or a CPU without AVX512-BF16) the stored layout stays and each matmul
+    de-quantizes the blocks to the compute dtype.
+
+    Returns dict(layers, avx512bf16 (this CPU), bf16_enabled (layers allowed the fused path),
+    repacked (layers already converted), nested (layers keeping double-quantized scales),
+    was_nested (repacked layers that were double-quantized before), scale_dtypes, compute_dtypes,
+    device); layers == 0 for a model without 4-bit weights."""
+    try:
+        import bitsandbytes as bnb
+        from bitsandbytes.functional import has_avx512bf16
+    except ImportError:
+        return dict(layers=0, avx512bf16=False, bf16_enabled=0, repacked=0, nested=0, was_nested=0, scale_dtypes=[],
+                    compute_dtypes=[], device=str(next(model.parameters()).device))
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    states = [m.weight.quant_state for m in layers]
+    return dict(
+        layers=len(layers),
+        avx512bf16=bool(has_avx512bf16()),
+        bf16_enabled=sum(bool(getattr(m, "support_avx512bf16_for_cpu", False)) for m in layers),
+        repacked=sum(bool(getattr(s, "packing_format_for_cpu", False)) for s in states),
+        nested=sum(bool(getattr(s, "nested", False)) for s in states),
+        was_nested=sum(bool(getattr(s, "packing_format_for_cpu", False) and getattr(s, "original_nested", False))
+                       for s in states),
+        scale_dtypes=sorted({str(s.absmax.dtype).split(".")[-1] for s in states}),
+        compute_dtypes=sorted({str(m.compute_dtype).split(".")[-1] for m in layers}),
+        device=str(next(model.parameters()).device),
+    )
+
+
+def describe_bnb_cpu_path(info: dict) -> str:
+    """One sentence from a `bnb_cpu_path` result: which kernel path the 4-bit layers take here, with
+    what happened to their scales and in what precision they compute."""
+    n, compute = info["layers"], "/".join(info["compute_dtypes"]) or "-"
+    if n == 0:
+        return "no bitsandbytes 4-bit layers in this model"
+    cpu = "this CPU has AVX512-BF16" if info["avx512bf16"] else "this CPU has no AVX512-BF16"
+    if info["device"] != "cpu":
+        return (f"{n} 4-bit layers on {info['device']}: each matmul de-quantizes the weight blocks to the compute "
+                f"dtype ({compute}); scales stored as {'/'.join(info['scale_dtypes'])}, {info['nested']} layers double-quantized")
+    if info["repacked"]:
+        return (f"{cpu}: on the first forward pass bitsandbytes repacked {info['repacked']} of {n} 4-bit layers into its "
+                f"CPU layout with {'/'.join(info['scale_dtypes'])} scales"
+                + (f" (the double-quantized scales of {info['was_nested']} layers de-quantized back: double "
+                   "quantization is undone)" if info["was_nested"] else "")
+                + f", and the fused CPU kernel rounds each input and scale to bf16 and computes in bf16, although "
+                f"the compute dtype is {compute}")
+    if info["bf16_enabled"]:
+        return (f"{cpu}: bitsandbytes will repack the {n} 4-bit layers for its bf16 CPU kernel on their first "
+                f"forward pass (none has run yet)")
+    return (f"{cpu}{' but its bf16 kernel is switched off' if info['avx512bf16'] else ''}: the {n} 4-bit layers keep "
+            f"their stored layout ({info['nested']} double-quantized) and each matmul de-quantizes the blocks to "
+            f"{compute}")
+
+
+def set_bnb_cpu_bf16(model, enabled: bool) -> int:
+    """Allow or forbid bitsandbytes' fused bf16 CPU kernel (see `bnb_cpu_path`) on every 4-bit layer of
+    `model`; forbidden, each matmul de-quantizes to the compute dtype instead. Call it before the first
+    forward pass: a layer already repacked keeps its CPU layout (ValueError). Returns the layers set."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers):
+        raise ValueError("these 4-bit layers were already repacked by a forward pass: call set_bnb_cpu_bf16 on a "
+                         "freshly loaded model, before it runs.")
+    for m in layers:
+        m.support_avx512bf16_for_cpu = bool(enabled)
+    return len(layers)
+
+
+@torch.inference_mode()
+def step_block_gap(model, ids: torch.Tensor, max_new_tokens: int) -> tuple[torch.Tensor, float]:
+    """Greedy `generate` from ids (1, T), and the largest absolute difference between the logits its
+    one-token steps produced and those of one forward pass over the same text (the shape of a
+    verification pass). In float32 it stays near rounding noise; a kernel that rounds to bf16 can
+    turn those last-bit differences into whole bf16 steps, enough to flip a near-tied arg max."""
+    gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
+                         return_dict_in_generate=True)
+    n = len(gen.scores)
+    block = model(gen.sequences[:, :-1]).logits[0, -n:]
+    steps = torch.stack([s[0] for s in gen.scores]).to(block.dtype)
+    return gen.sequences, float((steps - block).abs().max())
+
+
 def _source(spec: ModelSpec, pair: PairSpec) -> str:
     return str(MODELS_DIR / spec.repo) if pair.local else spec.repo
 

@@ -351,7 +351,10 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     whether every output equals HF greedy; for the speculative ones alpha (per checked token), tau, and
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
     matching plain loop's time per token, and the share of the run spent in forward passes (CPU:
-    exact clocks; NaN on CUDA, where they are not kept)."""
+    exact clocks; NaN on CUDA, where they are not kept); draft_calls_per_round (drafted tokens plus the
+    step that writes the last one after a full acceptance) and o, the time per round outside forward
+    passes, in the same plain steps: a round costs draft_calls_per_round * c + v + o plain steps, so
+    tau / (that sum) is the measured speedup over plain decoding, exactly."""
     eos = pair.target.generation_config.eos_token_id
     encode = [pair.tokenizer(p, return_tensors="pt").input_ids.to(pair.device) for p in prompts]
     warm = min(max_new_tokens, 2 * (gamma + 1))  # enough for a full round: every shape compiles here
@@ -379,7 +382,10 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
                       tau=out[m]["tokens"] / sum(r["rounds"] for r in rs),
                       c=sum(r["draft_s"] for r in rs) / sum(r["draft_calls"] for r in rs) / step,
                       v=sum(r["target_s"] for r in rs) / sum(r["rounds"] for r in rs) / step,
-                      forward_share=sum(r["draft_s"] + r["target_s"] for r in rs) / out[m]["seconds"])
+                      forward_share=sum(r["draft_s"] + r["target_s"] for r in rs) / out[m]["seconds"],
+                      draft_calls_per_round=sum(r["draft_calls"] for r in rs) / sum(r["rounds"] for r in rs),
+                      o=(out[m]["seconds"] - sum(r["draft_s"] + r["target_s"] for r in rs))
+                      / sum(r["rounds"] for r in rs) / step)
         if rs[0]["host_syncs"] is not None:
             out[m]["host_syncs_per_round"] = sum(r["host_syncs"] for r in rs) / sum(r["rounds"] for r in rs)
     return out

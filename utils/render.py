@@ -11,6 +11,10 @@ target-only tokens      grey (a round with nothing drafted, at the very end)
 p(x), q(x), min(1, p/q), the uniform draw u (when the round recorded it) and the decision, and
 the same numbers sit in data- attributes. `rounds_text` is a plain-text version with markers,
 usable anywhere; `count_kinds` the numbers behind both; `token_details` the records behind all.
+
+`comparison_html` is for two texts with no verification between them (notebook 02, draft-and-score):
+each token is marked "same" or "differs" against a reference at the same position, in neutral
+colours: nothing there was accepted or rejected.
 """
 
 from __future__ import annotations
@@ -159,3 +163,27 @@ def rounds_text(rounds, tokenizer) -> str:
             last = i
         out.append(TEXT_MARK[kind].format(text))
     return "".join(out)
+
+
+COMPARE_STYLE = {  # comparison_html: no accept/reject here, so neither green nor red
+    "same": "background:#f3f4f6;color:#111827",
+    "differs": "background:#e0e7ff;color:#312e81;border-bottom:2px solid #6366f1",
+}
+COMPARE_LABEL = {"same": "same token as the reference at this position", "differs": "differs from the reference here"}
+
+
+def comparison_html(tokens, reference, tokenizer, reference_name: str = "the reference") -> str:
+    """`tokens` (token ids) as spans marked "same" or "differs" (COMPARE_STYLE) against `reference` at
+    the same position, with a legend. Both are cut to the shorter length. A plain position-by-position
+    comparison: after a first difference the texts usually drift apart, so later marks say little."""
+    n = min(len(tokens), len(reference))
+    labels = {k: v.replace("the reference", reference_name) for k, v in COMPARE_LABEL.items()}
+    legend = "".join(f'<span style="{COMPARE_STYLE[k]};padding:1px 4px;margin-right:6px;border-radius:3px">'
+                     f"{html.escape(labels[k])}</span>" for k in COMPARE_STYLE)
+    spans = "".join(
+        f'<span class="specdec-{kind}" style="{COMPARE_STYLE[kind]}">{html.escape(tokenizer.decode([int(t)]))}</span>'
+        for t, r in zip(list(tokens)[:n], list(reference)[:n])
+        for kind in ["same" if int(t) == int(r) else "differs"]
+    )
+    return (f'<div style="font-family:sans-serif;font-size:12px;margin-bottom:6px">{legend}</div>'
+            f'<div style="font-family:monospace;white-space:pre-wrap">{spans}</div>')

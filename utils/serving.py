@@ -445,13 +445,36 @@ def engine_status() -> EngineStatus:
     return EngineStatus(cuda, detail, packages, shutil.which("text-generation-launcher"))
 
 
+SPEC_COUNTERS = {"vllm:spec_decode_num_drafts": "rounds", "vllm:spec_decode_num_draft_tokens": "drafted",
+                 "vllm:spec_decode_num_accepted_tokens": "accepted"}
+
+
+def _spec_counters(llm) -> dict:
+    """vLLM's speculative-decoding counters so far (rounds, drafted and accepted tokens), from
+    `LLM.get_metrics()` (the engine must be built with disable_log_stats=False); {} where this vLLM
+    does not report them."""
+    try:
+        metrics = llm.get_metrics()
+    except Exception:  # noqa: BLE001 - an older vLLM without get_metrics, or stats off
+        return {}
+    return {SPEC_COUNTERS[m.name]: float(m.value) for m in metrics if m.name in SPEC_COUNTERS and hasattr(m, "value")}
+
+
 def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int = 4, prompts: list[str] | None = None,
-             max_tokens: int = 128, temperature: float = 0.0, status: EngineStatus | None = None, **config) -> dict:
+             max_tokens: int = 128, temperature: float = 0.0, batch_size: int = 1, status: EngineStatus | None = None,
+             **config) -> dict:
     """A tiny vLLM benchmark: the same prompts without and with speculative decoding, tokens/s of each.
+
+    batch_size prompts go to `generate` at a time (default 1, the setting of notebooks 01-08: vLLM
+    batches whatever it is given, and speculative decoding gains less in a batch, notebook 09). The
+    speculative run also records what vLLM counted: rounds, drafted and accepted tokens, hence alpha
+    per drafted token and tokens per round, to put beside c in the cost model.
 
     Raises EngineUnavailable (with the reason) unless a CUDA GPU and vLLM are present. Each configuration gets
     its own engine, released before the next starts; if GPU memory is not freed in one process, run the two in
     separate processes. Both engines take vLLM's default gpu_memory_utilization."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r}): how many prompts go to vLLM at once.")
     status = status or engine_status()
     why = status.reason("vllm")
     if why:
@@ -468,15 +491,23 @@ def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
     result = {"pair": pair_name, "method": method, "gamma": gamma, "config": cfg.kwargs, "cli": cfg.cli,
               "vllm": status.packages["vllm"], "gpu": status.cuda_detail, "n_prompts": len(prompts),
-              "max_tokens": max_tokens, "temperature": temperature}
+              "max_tokens": max_tokens, "temperature": temperature, "batch_size": batch_size}
     for label, kwargs in (("plain", {"model": cfg.target}), ("speculative", cfg.kwargs)):
-        llm = LLM(**kwargs)
-        llm.generate(prompts[:1], params)  # warm-up
+        llm = LLM(**kwargs, disable_log_stats=False)
+        llm.generate(prompts[:1], params, use_tqdm=False)  # warm-up
+        before = _spec_counters(llm)
         t0 = time.perf_counter()
-        outs = llm.generate(prompts, params)
+        outs = [o for i in range(0, len(prompts), batch_size)
+                for o in llm.generate(prompts[i:i + batch_size], params, use_tqdm=False)]
         dt = time.perf_counter() - t0
         n = sum(len(o.outputs[0].token_ids) for o in outs)
         result[label] = {"tokens": n, "seconds": dt, "tokens_per_s": n / dt}
+        after = _spec_counters(llm)
+        if label == "speculative":
+            counts = {k: after[k] - before.get(k, 0.0) for k in after}
+            ok = counts.get("rounds", 0) > 0 and counts.get("drafted", 0) > 0
+            result[label].update(counts, alpha_drafted=counts["accepted"] / counts["drafted"] if ok else None,
+                                 tokens_per_round=1 + counts["accepted"] / counts["rounds"] if ok else None)
         del llm
         gc.collect()
         torch.cuda.empty_cache()

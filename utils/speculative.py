@@ -617,3 +617,115 @@ def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None,
     p = probs_from_logits(target(x).logits[0, n - 1 :], **warp)  # (gamma + 1, V): ONE target pass
     d, q = torch.tensor(drafted), torch.stack(q_rows)
     return dict(drafted=d, q=q, p=p, verification=verify_step(p, q, d, generator=generator))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks and measurements for notebook 03 (greedy rounding, sampling exactness, acceptance)
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def verification_logits(target, sequences: torch.Tensor, prompt_len: int, rounds, cache: str = "preallocated") -> torch.Tensor:
+    """Replay the target's verification passes of a speculative_generate run and return, for every
+    new token, the target logits that decided it.
+
+    sequences: (1, prompt_len + n) the run's output; rounds: its `Round` records. Each round's pass is
+    the one `speculative_generate` made: [tokens not cached yet, x_1..x_k] on top of a KV cache, then
+    the cache is cropped to the accepted prefix. Of its k + 1 output rows the first len(emitted)
+    decided the round's tokens. Returns (n, V) float32; row j holds the logits that predicted new
+    token j (one row per token in `emitted`, so the run's tokens are the rows' arg max in greedy mode).
+    """
+    seq = sequences[0, :prompt_len].tolist()
+    kv = _new_cache(cache, capacity=sequences.shape[1] + max((len(r.drafted) for r in rounds), default=0) + 1)
+    rows = []
+    for r in rounds:
+        x = torch.tensor([seq[kv.get_seq_length():] + list(r.drafted)], device=target.device)  # (1, m + k)
+        logits = target(input_ids=x, past_key_values=kv, use_cache=True).logits[0, -(len(r.drafted) + 1):]  # (k + 1, V)
+        rows.append(logits[: len(r.emitted)].float())
+        seq.extend(r.emitted)
+        _crop(kv, len(seq) - 1)
+    return torch.cat(rows) if rows else torch.empty(0, target.config.get_text_config().vocab_size)
+
+
+def greedy_check(target, input_ids: torch.Tensor, gen, spec: SpeculativeOutput) -> dict:
+    """Compare a greedy speculative run with the target's own greedy `generate`, and say how close
+    each greedy choice came to flipping under floating-point rounding.
+
+    input_ids: (1, T) the prompt; gen: `target.generate(input_ids, do_sample=False, output_logits=True,
+    return_dict_in_generate=True)`, whose logits come from one-token steps; spec: the
+    `speculative_generate(..., temperature=0)` output for the same prompt. The speculative run's logits
+    are recomputed as its verification computed them (`verification_logits`: (k + 1)-token passes over
+    a KV cache). Both ways score the same prefixes up to and including the first differing token.
+    Returns dict(identical, first_difference (index of the first differing new token, or None),
+    gap_there (the one-token steps' top-2 logit gap at that token), min_gap and at (the smallest gap over
+    the compared tokens and its index), rounding (the largest |logit difference| between the two ways of
+    scoring, over the compared tokens), compared (how many tokens were compared)).
+    """
+    T = input_ids.shape[1]
+    steps = torch.stack(gen.logits)[:, 0].float()  # (n_gen, V): generate's one-token steps
+    block = verification_logits(target, spec.sequences, T, spec.rounds)  # (n_spec, V): verification passes
+    ours, ref = spec.sequences[0, T:], gen.sequences[0, T:]  # new tokens
+    n = min(len(ours), len(ref), len(steps), len(block))
+    diff = (ours[:n] != ref[:n]).nonzero()
+    first = int(diff[0]) if len(diff) else None
+    m = n if first is None else first + 1  # after the first difference the prefixes differ
+    top2 = steps[:m].topk(2, dim=-1).values
+    gaps = top2[:, 0] - top2[:, 1]  # (m,): how far each greedy choice was from a tie
+    return dict(identical=torch.equal(spec.sequences, gen.sequences), first_difference=first,
+                gap_there=None if first is None else float(gaps[first]), min_gap=float(gaps.min()),
+                at=int(gaps.argmin()), rounding=float((steps[:m] - block[:m]).abs().max()), compared=m)
+
+
+def distribution_check(samples, p: torch.Tensor, top: int = 5, min_expected: float = 5.0) -> dict:
+    """Do sampled token ids follow the exact distribution p? Binned as tests/test_speculative.py bins
+    them: the `top` likeliest tokens of p, then one bin for the rest; for the chi-square test, bins
+    expecting fewer than `min_expected` counts are pooled into one.
+
+    samples: sequence of n token ids; p: (V,) probabilities. Returns dict(pvalue (chi-square
+    goodness of fit; 0.0 when a token with probability 0 was sampled), tv (total variation distance
+    between the empirical and exact frequencies of the top + rest bins, not of the whole vocabulary),
+    n, bins (how many bins the test used)). Even exact samples have tv > 0: about sqrt(bins / n).
+    """
+    import numpy as np
+    from scipy.stats import chisquare
+
+    samples = [int(s) for s in samples]
+    n = len(samples)
+    if n == 0:
+        raise ValueError("samples is empty: pass the sampled token ids.")
+    p = p.double().cpu()
+    ids = torch.argsort(p, descending=True)[:top].tolist()
+    probs = np.array([float(p[t]) for t in ids] + [max(0.0, 1.0 - float(p[ids].sum()))])  # (top + 1,)
+    counts = np.array([samples.count(t) for t in ids] + [sum(s not in ids for s in samples)])  # (top + 1,)
+    tv = 0.5 * float(np.abs(counts / n - probs).sum())
+    if probs[-1] < 1e-9:  # top-k warping: nothing outside the top tokens can appear
+        if counts[-1]:
+            return dict(pvalue=0.0, tv=tv, n=n, bins=len(probs))
+        probs, counts = probs[:-1], counts[:-1]
+    keep = probs * n >= min_expected
+    if (~keep).any():
+        probs = np.append(probs[keep], probs[~keep].sum())
+        counts = np.append(counts[keep], counts[~keep].sum())
+    pvalue = float(chisquare(counts, probs / probs.sum() * n).pvalue)
+    return dict(pvalue=pvalue, tv=tv, n=n, bins=len(probs))
+
+
+def acceptance_stats(target, draft, tokenizer, prompts, gamma: int, *, max_new_tokens: int = 48,
+                     temperature: float = 1.0, **kwargs) -> dict:
+    """Run `speculative_generate` on each prompt (prompt k sampled with torch.Generator seed k) and pool
+    the rounds of all runs.
+
+    Returns dict(per_drafted = accepted / drafted, alpha = accepted / (accepted + rejections), the
+    per-checked-token rate of Leviathan Eq. 1, tau = new tokens per round, prompts = how many).
+    kwargs go to speculative_generate (top_k, top_p, ...).
+    """
+    acc = drafted = rejected = toks = rounds = 0
+    for k, text in enumerate(prompts):
+        x = tokenizer(text, return_tensors="pt").input_ids.to(target.device)  # (1, T)
+        o = speculative_generate(target, draft, x, max_new_tokens=max_new_tokens, gamma=gamma, temperature=temperature,
+                                 generator=torch.Generator(device=target.device).manual_seed(k), **kwargs)
+        acc, drafted, rejected = acc + o.n_accepted, drafted + o.n_drafted, rejected + o.n_rejected
+        toks, rounds = toks + o.new_tokens, rounds + len(o.rounds)
+    nan = float("nan")
+    return dict(per_drafted=acc / drafted if drafted else nan, alpha=acc / (acc + rejected) if acc + rejected else nan,
+                tau=toks / rounds if rounds else nan, prompts=len(prompts))

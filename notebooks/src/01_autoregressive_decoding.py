@@ -65,15 +65,16 @@ print("hand-written loop == model.generate:", torch.equal(ref, x))
 # of all $t$ earlier tokens: the work per token grows with the length. Those keys and values never
 # change, so we can keep them (the **KV cache**) and feed only the newest token. `utils` has the
 # same loop with a switch, `autoregressive_generate(..., use_cache=...)`, which also times each
-# step.
+# step. `autoregressive_timed` runs it after a short warm-up, several times, and keeps the median
+# of each step's times, so that a one-off hiccup of the machine does not show as a spike.
 
 # %%
-from utils.decoding import autoregressive_generate
+from utils.decoding import autoregressive_timed
 
 ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)
-N = 120
-no_cache = autoregressive_generate(target, ids, N, use_cache=False)
-with_cache = autoregressive_generate(target, ids, N, use_cache=True)
+N, REPEATS = 120, 3
+no_cache = autoregressive_timed(target, ids, N, use_cache=False, repeats=REPEATS)
+with_cache = autoregressive_timed(target, ids, N, use_cache=True, repeats=REPEATS)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -85,13 +86,15 @@ from utils.plots import plot_step_times
 plot_step_times({"no cache (re-reads the prefix)": no_cache.step_times, "KV cache": with_cache.step_times},
                 title=f"{pair.name} target on {pair.device}: time per new token");
 print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache.tokens_per_second:.1f} tok/s   "
-      f"({N} new tokens, greedy, {pair.name} target, {describe_device(pair.device)})")
+      f"({N} new tokens, greedy, {pair.name} target, {describe_device(pair.device)}; "
+      f"median of {REPEATS} runs per step, after a warm-up)")
 
 # %% [markdown]
 # Without the cache the time per token climbs with the length; with it, it stays flat. On a GPU the
 # gap is the same idea: with the cache each step is a *small* amount of arithmetic on a *large*
 # amount of memory.
-#
+
+# %% [markdown]
 # ## 3. Why a decode step is memory-bound
 #
 # With the cache, one step multiplies one token's activations by every weight matrix once:
@@ -115,21 +118,22 @@ print(f"H100 SXM: {H100_SXM['bf16_dense_flop_per_s'] / 1e12:.0f} TFLOP/s bf16 (d
 # $$\text{tokens/s} \;\le\; \frac{\text{memory bandwidth (bytes/s)}}{\text{bytes read per token}\;(\approx \text{weight bytes})}.$$
 
 # %%
+from utils.decoding import bandwidth_bounds
 from utils.models import PAIRS, estimate_bytes, weight_bytes
-from utils.theory import GPU_BANDWIDTH, arithmetic_intensity, bandwidth_bound_tokens_per_s
+from utils.theory import GPU_BANDWIDTH, arithmetic_intensity
 
 nine_b = PAIRS["gemma2-2b-9b"].target
 rows = {"gemma-2-9b bf16": estimate_bytes(nine_b, torch.bfloat16, None),
         "gemma-2-9b NF4": estimate_bytes(nine_b, torch.bfloat16, "nf4")}
 print(f"arithmetic intensity of a bf16 decode step: {arithmetic_intensity(nine_b.params, 2):.1f} FLOP/byte")
 print(f"{'model':18s} {'GB':>6s} " + " ".join(f"{g:>17s}" for g in GPU_BANDWIDTH))
-for name, b in rows.items():
-    bounds = [f"{bandwidth_bound_tokens_per_s(b, bw):13.0f} tok/s" for bw in GPU_BANDWIDTH.values()]
-    print(f"{name:18s} {b / 1e9:6.1f} " + " ".join(bounds))
+for name, b in rows.items():  # None: weights + 15% do not fit the GPU's memory (as check_memory estimates)
+    bounds = ["does not fit" if t is None else f"{t:.0f} tok/s" for t in bandwidth_bounds(b).values()]
+    print(f"{name:18s} {b / 1e9:6.1f} " + " ".join(f"{x:>17s}" for x in bounds))
 
 # %% [markdown]
-# (gemma-2-9b in bf16 does not fit a 16 GB T4 at all, see its size above: there only 4-bit works;
-# see notebook 06.) Real decoders land below these bounds. This project measured a
+# "does not fit": the weights plus a margin for activations and cache (`check_memory`'s estimate)
+# exceed the GPU's memory; there only 4-bit works (notebook 06). Real decoders land below these bounds. This project measured a
 # gemma-2-9b-shaped model (random weights: speed does not depend on their values) with Hugging
 # Face's `generate`, greedy, on an H200, a GPU with more bandwidth than those in the table. The
 # results file carries its provenance and the H200's own bound:
@@ -170,15 +174,54 @@ print(f"tiny target, HF greedy on a CPU ({cpu['meta']['hardware']}, {cpu['meta']
       f"{row['hf']:.1f} tok/s, static cache {row['hf_static']:.1f} tok/s")
 
 # %% [markdown]
-# And the loaded pair?
+# And the loaded pair? A one-token cached step of each model (medians after a warm-up, the two models
+# taking turns: `utils.bench.step_cost_ratio`), and the rate at which that step reads the weights:
+# weight bytes / step time, the *effective bandwidth*.
 
 # %%
-for role, m in (("draft", pair.draft), ("target", pair.target)):
-    print(f"{role:6s}: {weight_bytes(m) / 2**20:7.1f} MiB of weights, "
-          f"{m.config.num_hidden_layers} layers")
-step_ms = 1e3 / with_cache.tokens_per_second
-print(f"measured: {with_cache.tokens_per_second:.0f} tok/s for the target on {pair.device}, "
-      f"{step_ms:.2f} ms per step, {step_ms / pair.target.config.num_hidden_layers:.2f} ms per layer")
+from utils.bench import step_cost_ratio
+
+steps = step_cost_ratio(pair, ids)  # median ms of a one-token step: draft_step_ms, target_step_ms
+measured = {role: (getattr(pair, role), steps[f"{role}_step_ms"]) for role in ("draft", "target")}
+for role, (m, ms) in measured.items():
+    cfg = m.config.get_text_config()
+    print(f"{role:6s}: {cfg.num_hidden_layers:2d} layers of width {cfg.hidden_size}, {weight_bytes(m) / 2**20:7.1f} MiB "
+          f"of weights, {ms:6.2f} ms per step: effective bandwidth {weight_bytes(m) / (ms / 1e3) / 1e9:6.2f} GB/s")
+
+# %% [markdown]
+# Dividing the target's step time by its layers would put everything into a "per layer" cost. Fit a
+# line through the two models' points instead, time $= a + b \cdot \text{layers}$: the slope $b$ is
+# what one more layer costs, and $a$ is what a step costs outside its layers (embedding, final norm,
+# output layer, sampling, Python). With two points the line passes through both, and it assumes a
+# layer costs about the same in both models, although their widths differ (printed above).
+
+# %%
+from utils.decoding import fit_layers
+
+fit = fit_layers([(m.config.get_text_config().num_hidden_layers, ms) for m, ms in measured.values()])
+L, ms = pair.target.config.get_text_config().num_hidden_layers, steps["target_step_ms"]
+print(f"step time = {fit['fixed']:.2f} ms + {fit['per_layer']:.3f} ms per layer")
+print(f"target: {fit['per_layer'] * L:.2f} ms in its {L} layers + {fit['fixed']:.2f} ms fixed "
+      f"(step time / layers would say {ms / L:.3f} ms per layer)")
+
+# %% [markdown]
+# Is that step limited by memory? Compare its effective bandwidth with what this machine's memory
+# delivers, measured by summing an array much larger than a CPU's caches (`utils.decoding.read_bandwidth`),
+# and, on a GPU from the table above, with the datasheet's bandwidth bound:
+
+# %%
+from utils.decoding import datasheet_bandwidth, read_bandwidth
+
+bw, nbytes = read_bandwidth(pair.device), weight_bytes(pair.target)
+effective = nbytes / (ms / 1e3)
+print(f"memory read bandwidth, measured on {describe_device(pair.device)}: {bw / 1e9:.1f} GB/s; the target's step "
+      f"reads its weights at {effective / 1e9:.2f} GB/s, {effective / bw:.0%} of it: "
+      + ("close to memory-bound" if effective > 0.5 * bw else "not limited by memory bandwidth"))
+sheet = datasheet_bandwidth(pair.device)  # (GPU, bytes/s) from the table above; None on a CPU or another GPU
+print(f"target: measured {1e3 / ms:.0f} tok/s; bound from the measured bandwidth {bw / nbytes:.0f} tok/s; "
+      + ("no GPU here, so no datasheet bound" if pair.device.type != "cuda" else
+         "this GPU is not in the datasheet table" if sheet is None else
+         f"datasheet bound on {sheet[0]}: {sheet[1] / nbytes:.0f} tok/s"))
 
 # %% [markdown]
 # And the tiny pair in this repository's committed CPU benchmark (`data/results/bench-tiny-cpu.json`):
@@ -196,23 +239,27 @@ print(f"target pass over 5 tokens = {meta['verify_ratio']['4']:.2f} one-token st
       f"[{meta['hardware']}, {meta['dtype']}, {meta['date']}]")
 
 # %% [markdown]
-# The tiny target's weights (their size is printed above) fit in a CPU's caches, so here bandwidth is
-# not the limit either: each of its layers costs a roughly fixed overhead per step (the time per
-# layer printed above), and the time grows with the *number of layers* more than with the bytes
-# (the committed step times above: the target has many more layers than the draft, and its step
-# time is a larger multiple of the draft's than its weight size is). Either way the lesson is the
-# same: one decode step uses the hardware poorly, and **checking several tokens in one forward pass
-# costs little more than generating one** (the last line above: a pass over 5 tokens, in one-token
-# steps). A cheap draft model guessing ahead, and the big model checking all the guesses at once,
-# is the idea of the next notebooks.
-#
+# On the CPU this notebook was built on, the tiny target reads its weights at a small fraction of what
+# the memory delivers (the verdict a few cells above): bandwidth is not its limit. Its step time is
+# mostly a cost per layer (the fitted slope) plus a fixed part, the price of running many small
+# operators one by one, so the time grows with the *number of layers* more than with the bytes: in the
+# committed step times above, the target's step is a larger multiple of the draft's than its weight
+# size is. For large models on a GPU the bytes matter far more: the bandwidth bound is their ceiling,
+# and the compiled run on the H200 above gets a sizeable share of it (printed there). Either way the lesson is the same: one decode step uses the hardware poorly, and
+# **checking several tokens in one forward pass costs little more than generating one** (the last line
+# above, in one-token steps). A cheap draft model guessing ahead, and the big model checking all the
+# guesses at once, is the idea of the next notebooks.
+
+# %% [markdown]
 # ## Try this
-# - Set `N = 300` in section 2: how does the no-cache curve grow, linearly or faster?
+# - Set `N = 300` (and `REPEATS = 1`, to keep it quick) in section 2: how does the no-cache curve
+#   grow, linearly or faster?
 # - Time one forward pass of the target over 1, 5 and 9 tokens (with `%timeit`): how much more
 #   does checking 8 guessed tokens cost than generating one?
 # - Replace `argmax()` in the loop with `torch.multinomial(logits[0, -1].softmax(-1), 1)[0]`.
 # - On a Colab GPU, set `PAIR = "smollm2-135m-1.7b"` and compare the measured tok/s with the
-#   bandwidth bound for the GPU you got.
+#   bandwidth bounds printed for the target at the end of section 3 (the datasheet's, when your GPU is
+#   in the table, and the one from the measured bandwidth).
 
 # %% [markdown]
 # ## Exercise: the KV-cache loop, by hand
@@ -221,7 +268,9 @@ print(f"target pass over 5 tokens = {meta['verify_ratio']['4']:.2f} one-token st
 # returning the prompt followed by the new tokens, shape `(1, T + max_new_tokens)`. Feed the prompt
 # once, keep the `past_key_values` the model returns, and from then on feed only the newest token.
 # `check_01` compares your tokens with `model.generate` on workshop prompts (one of them runs past
-# the tiny pair's sliding window), and tells you whether your loop used the cache.
+# the tiny pair's sliding window) and counts the tokens your loop feeds the model: a loop that
+# re-feeds the whole sequence gets its tokens confirmed, then fails with a hint towards the cache.
+# (Calling `model.generate` inside it fails too: that is what your loop is compared with.)
 #
 # Run the cell as it is first: while the function raises `NotImplementedError`, the checker only
 # says so. A reference solution is in `notebooks/solutions/ex01_greedy_loop.py`: try first.
@@ -257,7 +306,8 @@ check_01(reference, pair)
 #   small models run eagerly, on per-operator overhead), not on arithmetic.
 # - So one pass over several tokens costs little more than a pass over one (measured above in
 #   one-token steps): the opening that speculative decoding uses.
-#
+
+# %% [markdown]
 # ## References
 # - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (why batch-1 decoding is
 #   memory-bound): https://arxiv.org/abs/2211.05102

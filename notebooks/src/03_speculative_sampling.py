@@ -88,7 +88,8 @@ ax.legend();
 # with probability $q(x)\min(1, p(x)/q(x)) = \min(q(x), p(x))$, or as a replacement, with probability
 # $\big(\sum_y \max(0, q(y)-p(y))\big)\, r(x) = \max(0, p(x) - q(x))$ (the rejection mass equals the
 # residual's normaliser). The sum is $\min(q,p) + \max(0, p-q) = p(x)$. Exactly the target.
-#
+
+# %% [markdown]
 # ## 2. The full algorithm
 #
 # `speculative_generate` adds what a real decoder needs: both models keep KV caches across rounds
@@ -110,62 +111,54 @@ print(f"tokens per round = {out.tokens_per_round:.2f}, rounds = {len(out.rounds)
 HTML(rounds_html(out.rounds, tok, prompt=prompt))
 
 # %% [markdown]
-# Greedy equivalence on ten workshop prompts, for several $\gamma$, 72 new tokens (prompt and
-# continuation are longer than the tiny pair's sliding window of 64 tokens, so the sliding-window
-# layers are exercised too; the tests check 20 prompts and more):
+# Greedy equivalence on the first workshop prompts, for several $\gamma$ (the counts are printed).
+# Prompt and continuation together run past the tiny pair's sliding window (its size is printed), so
+# the sliding-window layers are exercised too. `test_greedy_equals_target_greedy` in
+# `tests/test_speculative.py` checks more prompts and lengths.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-prompts = load_prompts()[:10]
+prompts, N_NEW = load_prompts()[:10], 72
 same = {gamma: 0 for gamma in (1, 4, 8)}
-runs = []  # (prompt, generate's output with its logits, speculative output at gamma 4): checked below
+runs = []  # (prompt ids, generate's output with its logits, speculative output at gamma 4): checked below
 for p in prompts:
     x = tok(p, return_tensors="pt").input_ids.to(pair.device)
-    ref = pair.target.generate(x, max_new_tokens=72, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    ref = pair.target.generate(x, max_new_tokens=N_NEW, do_sample=False, output_logits=True, return_dict_in_generate=True)
     for gamma in same:
-        seq = speculative_generate(pair.target, pair.draft, x, max_new_tokens=72, gamma=gamma).sequences
-        same[gamma] += torch.equal(seq, ref.sequences)
+        out_g = speculative_generate(pair.target, pair.draft, x, max_new_tokens=N_NEW, gamma=gamma)
+        same[gamma] += torch.equal(out_g.sequences, ref.sequences)
         if gamma == 4:
-            runs.append((x, ref, seq))
+            runs.append((x, ref, out_g))
 for gamma, n in same.items():
     print(f"gamma={gamma}: {n}/{len(prompts)} prompts identical to target greedy")
+print(f"{N_NEW} new tokens; shortest prompt + continuation {min(r.sequences.shape[1] for _, r, _ in runs)} tokens, "
+      f"sliding window {getattr(pair.target.config, 'sliding_window', None)} tokens")
 
 # %% [markdown]
 # "Token for token" holds up to floating-point rounding. The verification pass scores $\gamma + 1$
-# tokens at once, `generate` scores one per step, and the two shapes can run different kernels that
-# round differently. In fp32 on a CPU (the tiny pair here) the differences are far smaller than the
-# gaps between the target's two likeliest tokens (printed below), and the outputs are identical in
-# every test. In bf16 or fp16 on a GPU (and with 4-bit weights, notebook 06 section 4) rounding is
-# much coarser, and where the top two tokens are nearly tied the arg max can flip: the texts then
-# part ways at that token, although both are "target greedy". The check: compare the two outputs; if
-# they differ, look at
-# the target's top-2 logit gap at the first differing position; if they agree, the smallest gap
-# along the sequence, against the largest rounding difference between the two ways of scoring
-# (one token per step, or all positions in one pass), says how far they were from flipping. The
-# runs of the cell above, at $\gamma = 4$:
+# tokens at once on top of a KV cache, `generate` scores one per step, and the two shapes can run
+# different kernels that round differently. In fp32 on a CPU (the tiny pair here) the differences are
+# far smaller than the gaps between the target's two likeliest tokens (printed below), and the outputs
+# are identical in every test. In bf16 or fp16 on a GPU (and with 4-bit weights, notebook 06
+# section 4) rounding is much coarser, and where the top two tokens are nearly tied the arg max can
+# flip: the texts then part ways at that token, although both are "target greedy".
+#
+# The check, `utils.speculative.greedy_check`: it recomputes the target's logits the way the
+# verification computed them (the same $(\gamma+1)$-token passes over a KV cache, replayed from the
+# run's rounds) and compares them with `generate`'s one-token steps. If the outputs differ, look at
+# the target's top-2 logit gap at the first differing token; if they agree, the smallest gap along
+# the sequence, set against the largest rounding difference between the two ways of scoring, says how
+# far they were from flipping. The runs of the cell above, at $\gamma = 4$:
 
 # %%
-def greedy_check(target, x, gen, spec):
-    """gen: target.generate(x, ..., output_logits=True, return_dict_in_generate=True); spec: speculative output."""
-    steps = torch.stack(gen.logits)[:, 0].float()  # (n, V): logits of generate's one-token steps
-    with torch.no_grad():  # the same positions, all scored in one pass (the verification's shape)
-        block = target(gen.sequences[:, :-1]).logits[0, x.shape[1] - 1:].float()
-    top2 = steps.topk(2).values
-    gaps = top2[:, 0] - top2[:, 1]  # how far each greedy choice was from a tie
-    n = min(spec.shape[1], gen.sequences.shape[1])
-    diff = (spec[0, :n] != gen.sequences[0, :n]).nonzero()
-    first = int(diff[0]) - x.shape[1] if len(diff) else None  # first differing new token
-    return dict(identical=torch.equal(spec, gen.sequences), first_difference=first,
-                gap_there=None if first is None else float(gaps[first]),
-                min_gap=float(gaps.min()), at=int(gaps.argmin()), rounding=float((steps - block).abs().max()))
-
+from utils.speculative import greedy_check
 
 for p, (x, gen, spec) in zip(prompts, runs):
     c = greedy_check(pair.target, x, gen, spec)
     where = (f"first difference at new token {c['first_difference']}, top-2 gap there {c['gap_there']:.4f}"
              if c["first_difference"] is not None else f"smallest top-2 gap {c['min_gap']:.4f} (new token {c['at']})")
     print(f"{p[:30]:30s} identical: {c['identical']}; {where}; rounding between the shapes {c['rounding']:.1e}")
-print(f"[{pair.name}, {pair.target.dtype}, {pair.device}, workshop prompts, gamma=4, 72 new tokens]")
+print(f"[{pair.name}, {pair.target.dtype}, {pair.device}, workshop prompts, gamma=4, {N_NEW} new tokens]")
 
 # %% [markdown]
 # ## 3. Exactness when sampling, and the biased rule
@@ -247,20 +240,42 @@ ax.legend(fontsize=8);
 # %% [markdown]
 # The correct rule matches $p$; the biased one matches the formula: it over-produces exactly the
 # tokens with $q(x) > \beta\,p(x)$ (printed above, including one where $q$ and $p$ are equal) and
-# under-produces the rest, by the total variation printed above. The same check on the real pair: the first new token of `speculative_generate` at temperature 1,
-# against the target's exact next-token distribution (300 samples, so expect some noise; the tests
-# run thousands).
+# under-produces the rest, by the total variation printed above.
+
+# %% [markdown]
+# The same check on the real pair: the first new token of `speculative_generate` at temperature 1,
+# against the target's exact next-token distribution.
 
 # %%
 from utils.plots import plot_distribution_check
 from utils.sampling import probs_from_logits
 
 with torch.no_grad():
-    p_first = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0)
+    p_first = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0)  # (V,)
 g = torch.Generator().manual_seed(1)
 firsts = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0,
                                generator=g).sequences[0, ids.shape[1]].item() for _ in range(300)]
 plot_distribution_check({"speculative sampling": firsts}, p_first.numpy(), tok);
+
+# %% [markdown]
+# The numbers behind the plot: a chi-square test and the total variation distance, with tokens binned
+# as the tests bin them (the likeliest tokens, then the rest, rare bins pooled; `utils.speculative.distribution_check`).
+# Even exact samples are some distance from $p$, so the second line draws as many tokens from $p$
+# itself, as a yardstick:
+
+# %%
+from utils.speculative import distribution_check
+
+direct = torch.multinomial(p_first, len(firsts), replacement=True, generator=g).tolist()  # exact samples
+for name, s in (("speculative sampling", firsts), ("drawn from p directly", direct)):
+    d = distribution_check(s, p_first)
+    print(f"{name:21s}: {d['n']} samples, chi-square p-value {d['pvalue']:.2f}, total variation {d['tv']:.3f} "
+          f"({d['bins']} bins)")
+
+# %% [markdown]
+# With this few samples the test can only catch a large bias. `test_sampling_matches_target_distribution`
+# in `tests/test_speculative.py` runs the same check with more samples and under top-k and top-p
+# warping, and `test_joint_distribution_of_the_first_two_tokens` checks the first two tokens jointly.
 
 # %% [markdown]
 # ## 4. Acceptance rate and tokens per round
@@ -273,39 +288,35 @@ plot_distribution_check({"speculative sampling": firsts}, p_first.numpy(), tok);
 #
 # Does $\alpha$ depend on the text? The tiny pair was trained on Python's documentation, and the
 # **workshop** prompts come from the topics it was trained on;
-# `load_prompts("heldout")` are prompts in the style of topics held out of training. Six workshop
-# prompts at each $\gamma$ (the dots below), then three held-out ones at $\gamma = 4$ for
-# comparison, temperature 1:
+# `load_prompts("heldout")` are prompts in the style of topics held out of training. A few workshop
+# prompts at each $\gamma$ (the dots below), then a few held-out ones at $\gamma = 4$ for comparison,
+# temperature 1 (`utils.speculative.acceptance_stats` pools the rounds of all runs; the counts are printed):
 
 # %%
-from utils.plots import plot_tau
+from utils.speculative import acceptance_stats
 from utils.theory import expected_tokens_per_round
 
 
-def acceptance(prompt_list, gamma):
-    """(accepted / drafted, alpha per checked token, tokens per round) over the prompts, temperature 1."""
-    acc = drafted = rejected = toks = rounds = 0
-    for k, p in enumerate(prompt_list):
-        x = tok(p, return_tensors="pt").input_ids.to(pair.device)
-        o = speculative_generate(pair.target, pair.draft, x, max_new_tokens=48, gamma=gamma, temperature=1.0,
-                                 generator=torch.Generator().manual_seed(k))
-        acc, drafted, toks, rounds = acc + o.n_accepted, drafted + o.n_drafted, toks + o.new_tokens, rounds + len(o.rounds)
-        rejected += o.n_rejected
-    return acc / drafted, acc / (acc + rejected), toks / rounds
+def report(label, s, gamma):
+    print(f"gamma={gamma}, {label}: accepted/drafted={s['per_drafted']:.2f}  alpha per checked token={s['alpha']:.2f}  "
+          f"tau measured={s['tau']:.2f}  Eq. 1 predicts {expected_tokens_per_round(s['alpha'], gamma):.2f}")
 
 
-measured = {}
+measured, N_ACC = {}, 48  # gamma -> (alpha, tau); new tokens per run
 for gamma in (1, 2, 4, 8):
-    per_drafted, alpha, tau = acceptance(prompts[:6], gamma)
-    measured[gamma] = (alpha, tau)
-    print(f"gamma={gamma}, workshop: accepted/drafted={per_drafted:.2f}  alpha per checked token={alpha:.2f}  "
-          f"tau measured={tau:.2f}  Eq. 1 predicts {expected_tokens_per_round(alpha, gamma):.2f}")
-heldout = load_prompts("heldout")[:3]
-per_drafted, alpha, tau = acceptance(heldout, 4)
-print(f"gamma=4, held-out: accepted/drafted={per_drafted:.2f}  alpha per checked token={alpha:.2f}  "
-      f"tau measured={tau:.2f}  Eq. 1 predicts {expected_tokens_per_round(alpha, 4):.2f}")
-print(f"[{pair.name}, {pair.device}, temperature 1, 48 new tokens; workshop = {len(prompts[:6])} prompts from the "
-      f"training topics, held-out = {len(heldout)} prompts from topics held out of training]")
+    s = acceptance_stats(pair.target, pair.draft, tok, prompts[:6], gamma, max_new_tokens=N_ACC)
+    measured[gamma] = (s["alpha"], s["tau"])
+    report(f"{s['prompts']} workshop prompts", s, gamma)
+
+# %%
+heldout = acceptance_stats(pair.target, pair.draft, tok, load_prompts("heldout")[:3], 4, max_new_tokens=N_ACC)
+report(f"{heldout['prompts']} held-out prompts", heldout, 4)
+print(f"[{pair.name}, {pair.device}, temperature 1, {N_ACC} new tokens; workshop prompts come from the training topics, "
+      f"held-out ones from topics held out of training]")
+
+# %%
+from utils.plots import plot_tau
+
 plot_tau(measured);
 
 # %% [markdown]
@@ -314,8 +325,9 @@ plot_tau(measured);
 # are not quite independent (easy stretches of text accept runs of tokens).
 #
 # At temperature 1 the two sets accept alike: compare the held-out line with the workshop line at
-# $\gamma = 4$. Three held-out prompts are a small sample, so here is the committed benchmark
-# (notebook 05; its prompt counts are printed) for each set, at both temperatures:
+# $\gamma = 4$. A handful of held-out prompts (their count is printed) is a small sample, so here is
+# the committed benchmark (notebook 05; its prompt counts are printed) for each set, at both
+# temperatures:
 
 # %%
 import json
@@ -337,13 +349,16 @@ print("[" + "; ".join(f"{name}: {len({r['prompt'] for r in res['rows']})} prompt
 # the gap is much smaller, as in the run above. So $\alpha$ depends on the text too, and how much
 # depends on the temperature: greedy acceptance only needs the two arg maxes to agree, which the
 # draft manages best on text like its training data.
-#
+
+# %% [markdown]
 # ## Try this
 # - Change the seed in section 1 until you see a bonus token, and until you see a rejection at $x_1$.
 # - In section 3, make the draft *equal* to the target (`q6 = p6`): is the biased rule still biased? Why?
 # - Make the draft bad: `q6 = torch.full((6,), 1/6)`. What happens to the acceptance rate, and does
 #   the correct rule stay exact?
-# - Add `top_k=5` to the calls in section 3 (both draft and target are warped the same way).
+# - Warp the real-pair check of section 3 with top-k: pass `top_k=5` to both `speculative_generate`
+#   (it warps draft and target alike) and `probs_from_logits` (the exact $p$ to compare with). Does
+#   the check still pass? (Section 3's synthetic `verify_step` takes ready-made probabilities: no top-k there.)
 
 # %% [markdown]
 # ## Exercise: write `verify_step`
@@ -395,7 +410,8 @@ check_03(reference)
 #   can flip, and the top-2 gap at the first differing token shows it.
 # - Measure $\alpha$ per checked token, accepted / (accepted + rejections): with it, Eq. 1's
 #   $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ predicts the tokens per round.
-#
+
+# %% [markdown]
 # ## References
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
 #   (Algorithm 1, Eq. 1): https://arxiv.org/abs/2211.17192

@@ -11,7 +11,9 @@
 # **You will learn**
 # - NF4 vs FP4, the compute dtype and double quantization, in a `BitsAndBytesConfig`;
 # - memory footprint of the draft and target, full precision against 4-bit, measured;
-# - speed, honestly (on this CPU 4-bit is slower: the de-quantization is extra work);
+# - what bitsandbytes really does on the machine you run (on some CPUs it repacks the weights and
+#   computes in bf16 whatever compute dtype you asked for);
+# - speed, honestly: measured here, beside what the saved bytes could buy at most;
 # - acceptance when only the draft, only the target, or both are quantized, and greedy equivalence
 #   against the quantized target;
 # - which Gemma2 pairs fit a free Colab T4, and only in 4-bit.
@@ -78,17 +80,21 @@ print(f"scale bits per parameter: {plain:.3f} without, {double:.3f} with double 
       f"{plain - double:.3f} bits per parameter saved")
 
 # %% [markdown]
-# The **compute dtype** is what each block is de-quantized to before the matmul: bf16 on recent
-# GPUs, float32 on CPUs (and for Gemma2 on a T4, which lacks bf16).
-#
+# The **compute dtype** is what each block is de-quantized to before the matmul on a GPU: bf16 on
+# recent GPUs, float32 for Gemma2 on a T4 (which lacks bf16). On a CPU it depends on the CPU:
+# bitsandbytes ≥ 0.48 has a fused CPU kernel for processors with AVX512-BF16 that computes in bf16
+# whatever the config says (section 2 checks what it did on this machine).
+
+# %% [markdown]
 # ## 2. Memory
 #
 # Hugging Face's `model.get_memory_footprint()` adds up parameters and buffers. A 4-bit weight's
 # block scales live in its `quant_state`, which is neither, so that figure leaves them out;
-# `utils.models.weight_bytes` adds them back. We count both:
+# `utils.models.weight_bytes` adds them back. We count both, as loaded and again after one forward
+# pass (bitsandbytes may change the storage on the first pass, see below):
 
 # %%
-from utils.models import weight_bytes
+from utils.models import bnb_cpu_path, describe_bnb_cpu_path, weight_bytes
 
 variants = {
     "full precision": full,
@@ -96,29 +102,41 @@ variants = {
     "NF4 + double quant": load_pair(PAIR, quantization="nf4", double_quant=True),
     "FP4": load_pair(PAIR, quantization="fp4"),
 }
-print(f"{'':20s} {'draft MiB':>10s} {'target MiB':>11s} {'(get_memory_footprint)':>23s}")
-mem = {}
+ids = full.tokenizer(load_prompts()[0], return_tensors="pt").input_ids.to(full.device)
+print(f"{'MiB':20s} {'draft':>8s} {'target':>8s} {'(get_memory_footprint)':>23s}   after one forward pass: {'draft':>6s} {'target':>7s}")
+mem, mem_run = {}, {}
 for name, pr in variants.items():
     mem[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)]
     hf = pr.target.get_memory_footprint() / 2**20
-    print(f"{name:20s} {mem[name][0]:10.2f} {mem[name][1]:11.2f} {hf:23.2f}")
+    with torch.inference_mode():
+        pr.draft(ids), pr.target(ids)
+    mem_run[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)]
+    print(f"{name:20s} {mem[name][0]:8.2f} {mem[name][1]:8.2f} {hf:23.2f} {'':24s} {mem_run[name][0]:6.2f} {mem_run[name][1]:7.2f}")
+print("NF4 + double quant target:", describe_bnb_cpu_path(bnb_cpu_path(variants["NF4 + double quant"].target)))
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+fig, ax = plt.subplots(figsize=(6.5, 3), layout="constrained")
 for k, role in enumerate(("draft", "target")):
-    ax.bar(np.arange(len(mem)) + 0.4 * k, [v[k] for v in mem.values()], 0.4, label=role)
-ax.set_xticks(np.arange(len(mem)) + 0.2, list(mem), fontsize=8)
-ax.set(ylabel="MiB", title=f"weight memory, {full.name} pair (scales included)")
-ax.legend();
+    ax.bar(np.arange(len(mem)) + 0.2 * k, [v[k] for v in mem.values()], 0.2, label=f"{role}, as loaded")
+    ax.bar(np.arange(len(mem)) + 0.4 + 0.2 * k, [v[k] for v in mem_run.values()], 0.2, label=f"{role}, after a forward pass",
+           alpha=0.6, color=f"C{k}", hatch="//")
+ax.set_xticks(np.arange(len(mem)) + 0.3, list(mem), fontsize=8)
+ax.set(ylabel="MiB", title=f"weight memory, {full.name} pair (scales included), {environment_report(full).splitlines()[1]}")
+ax.legend(fontsize=7);
 
 # %% [markdown]
 # Less than the 8× you might expect from 32 → 4 bits: bitsandbytes leaves the embeddings (and the
 # tied output layer) and the norms unquantized, and for a small vocabulary-heavy model that is a big
-# share. Double quantization shrinks only the scales: the gap between the two NF4 rows. HF's own
-# figure (last column) cannot see that gap, since it counts no scales at all.
+# share. Double quantization shrinks only the scales: the gap between the two NF4 rows as loaded.
+# HF's own figure cannot see that gap, since it counts no scales at all. Whether the gap survives
+# the first forward pass depends on the hardware: the line under the table says what bitsandbytes
+# did here. On a CPU with AVX512-BF16 it repacks every 4-bit layer for its fused bf16 kernel, which
+# de-quantizes double-quantized scales back and stores every scale in bf16: then both NF4 rows end
+# up the same size after the pass, between their two sizes as loaded. On a GPU the stored format
+# stays as loaded.
 # A large model is mostly quantized layers, so 4-bit shrinks nearly all of it (the exercise at the
 # end computes by how much):
 
@@ -170,11 +188,13 @@ print(f"fewer bytes could save at most {saved:.2f} ms per step ({saved / step_ms
 
 # %% [markdown]
 # So the bytes NF4 saves could shorten a step by at most the share printed above, while
-# de-quantizing every block is extra work; the tokens/s above say which won on this machine. On a
+# de-quantizing every block is extra work (here in the kernel section 2 named); the tokens/s above
+# say which won on this machine. On a
 # GPU with a large model fewer bytes per step could help more, but the de-quantization kernels cost
 # time too. This project measured Gemma2 shapes (random weights) on an H200 with Hugging Face's
-# `generate`, greedy, at batch size 1; the file carries its provenance (its weight sizes are
-# `get_memory_footprint`'s, so its NF4 figures leave out the scales, as in section 2):
+# `generate`, greedy, at batch size 1; the file carries its provenance (its figures were transcribed
+# from the run's printed output; its weight sizes are `get_memory_footprint`'s, so its NF4 figures
+# leave out the scales, as in section 2):
 
 # %%
 import json
@@ -184,22 +204,35 @@ from utils.models import ROOT
 h200 = json.loads((ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
 pv = h200["provenance"]
 print(f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['transformers']}, "
-      f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}]")
+      f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}; {pv['note']}]")
 by = {(m["model"], m["dtype"]): m for m in h200["models"]}
 for size in ("2b", "9b"):
     bf, nf = by[(size, "bf16")], by[(size, "nf4")]
     print(f"gemma-2-{size} shape, {bf['weights_gb']} GB bf16 / {nf['weights_gb']} GB NF4: " + ", ".join(
         f"{cache} cache {bf[k]:.1f} -> {nf[k]:.1f} tok/s (NF4 at {nf[k] / bf[k]:.2f}x bf16)"
         for cache, k in (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))))
+ratios = [by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in ("2b", "9b") for k in ("hf_greedy_dynamic_tok_s", "hf_greedy_static_tok_s")]
+print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios)} of {len(ratios)} rows (model x cache)")
 
 # %% [markdown]
-# NF4 was slower than bf16 in every row above, with either cache. The DataCamp tutorial's own
-# figures point the same way (DataCamp, *Speculative Decoding: A Guide With Implementation
-# Examples*, 2024, https://www.datacamp.com/tutorial/speculative-decoding): averaged over its five
-# prompts at 200 new tokens, its 4-bit "normal inference" took 27.65 s against 25.09 s in bf16
-# (both the article's five-prompt averages), although the article calls 4-bit an improvement. What
-# 4-bit reliably buys is **memory**.
-#
+# The last line above counts the rows where NF4 was slower than bf16. The DataCamp tutorial's own
+# figures for its "normal inference" are stored with their source in
+# `data/results/datacamp-article.json` (the file also says they come from this project's notes on
+# the article, not re-read from the page) and printed below, with the ratio computed from them:
+
+# %%
+article = json.loads((ROOT / "data/results/datacamp-article.json").read_text())
+a = article["figures"]
+print(f"{article['source']['title']} ({article['source']['date']}), {article['source']['url']}")
+print(f"  {a['setup']}: normal inference {a['normal_bf16_s']} s in bf16, {a['normal_4bit_s']} s in 4-bit "
+      f"({a['normal_4bit_s'] / a['normal_bf16_s'] - 1:+.0%}); its speculative variant {a['speculative_bf16_s']} s, "
+      f"{a['speculative_4bit_s']} s; memory {a['memory_normal_mb']:,} MB 'normal' against {a['memory_4bit_mb']:,} MB in 4-bit")
+print(f"  ({a['note']})\n  how the article presents 4-bit, {article['claim']['kind']}: {article['claim']['text']}")
+
+# %% [markdown]
+# What 4-bit reliably buys is **memory**.
+
+# %% [markdown]
 # ## 4. Acceptance with quantized models
 #
 # Quantization perturbs a model's distribution. If only one of the two is quantized, $p$ and $q$
@@ -235,20 +268,35 @@ for what, a, b in (("the draft", "neither", "draft NF4"), ("the draft", "target 
           f"{counts[b][0] / (counts[b][0] + counts[b][2]):.3f}"))
 
 # %%
+from utils.models import set_bnb_cpu_bf16, step_block_gap
+
 q_target = variants["NF4"].target
-same = 0
-for p in held:
-    x = full.tokenizer(p, return_tensors="pt").input_ids.to(full.device)
-    ref = q_target.generate(x, max_new_tokens=40, do_sample=False)
-    same += torch.equal(speculative_generate(q_target, full.draft, x, max_new_tokens=40, gamma=4).sequences, ref)
-print(f"{same}/{len(held)} prompts: speculative (fp32 draft, NF4 target) == NF4 target greedy")
+targets = {"fp32 target": full.target, "NF4 target, as loaded": q_target}
+if bnb_cpu_path(q_target)["repacked"]:  # bitsandbytes took its bf16 CPU kernel: also run the NF4 target without it
+    targets["NF4 target, bf16 CPU kernel off"] = load_pair(PAIR, quantization="nf4").target
+    set_bnb_cpu_bf16(targets["NF4 target, bf16 CPU kernel off"], False)
+xs = [full.tokenizer(p, return_tensors="pt").input_ids.to(full.device) for p in held]
+for name, t in targets.items():
+    runs = [step_block_gap(t, x, 40) for x in xs]  # (generate's greedy tokens, logit gap)
+    same = sum(torch.equal(speculative_generate(t, full.draft, x, max_new_tokens=40, gamma=4).sequences, ref)
+               for x, (ref, _) in zip(xs, runs))
+    print(f"{name:32s}: speculative == its own greedy on {same}/{len(held)} prompts; largest logit gap, one-token steps "
+          f"vs one pass: {max(g for _, g in runs):.1e}")
+print("NF4 target, as loaded:", describe_bnb_cpu_path(bnb_cpu_path(q_target)))
 
 # %% [markdown]
 # If a prompt differs, it is not the algorithm (the fp32 pair is identical on every prompt, see
-# notebook 03 and the tests): a 4-bit layer can compute *slightly different numbers* for a token
-# scored alone (generate's one-token steps) than for the same token inside a block of several
-# (the verification pass), because bitsandbytes takes different code paths for the two shapes.
-# Where two tokens are nearly tied, the arg max can flip. At the first differing position:
+# notebook 03 and the tests). Read the gaps: a model scores a token alone (generate's one-token
+# steps) and the same token inside a block of several (the verification pass) with slightly
+# different float32 arithmetic, and in float32 the two sets of logits stay a rounding error apart.
+# Where bitsandbytes took its fused bf16 CPU kernel (the last line says whether it did here), each
+# 4-bit layer rounds its input to bf16, 8 bits of mantissa: a last-bit difference that lands near
+# a rounding boundary becomes a whole bf16 step, and the gap grows by orders of magnitude. Where two
+# tokens are nearly tied, the arg max then flips. With that kernel switched off
+# (`utils.models.set_bnb_cpu_bf16`, before the first forward pass), the same NF4 weights are
+# de-quantized to float32 and the gap falls back to float32's: compare the lines above. So this
+# depends on the hardware: on a GPU, or a CPU without AVX512-BF16, bitsandbytes never takes that
+# kernel. At the first differing position of the as-loaded NF4 target:
 
 # %%
 tok = full.tokenizer
@@ -262,31 +310,32 @@ for p in held:
     with torch.no_grad():
         block = q_target(out[:, :i]).logits[0, -1]  # the prefix scored in one pass
     for name, lg in (("generate, one token per step", gen.scores[i - x.shape[1]][0]), ("one pass over the prefix", block)):
-        v, ids = torch.topk(lg.float(), 2)
-        print(f"{name:30s} top-2: {tok.decode(ids[0])!r} {v[0]:.4f}   {tok.decode(ids[1])!r} {v[1]:.4f}")
+        v, top = torch.topk(lg.float(), 2)
+        print(f"{name:30s} top-2: {tok.decode(top[0])!r} {v[0]:.4f}   {tok.decode(top[1])!r} {v[1]:.4f}")
 
 # %% [markdown]
 # ## 5. What fits a Colab GPU
 #
-# Weights only (KV cache and activations need a little more; `load_pair` adds 15% and refuses to
-# load what cannot fit). bf16 where the GPU has it; on a T4 Gemma2 must run in float32 (it
-# overflows in float16), so its only option there is NF4 with float32 compute.
+# Weights plus 15% for the KV cache and activations, as `load_pair` estimates it before loading
+# (it refuses what cannot fit), against the memory a notebook finds free on each usual GPU
+# (`utils.models.GPUS`). bf16 where the GPU has it; on a T4 Gemma2 must run in float32 (it
+# overflows in float16), so `memory_fits` checks it there in float32 (marked) and NF4 means float32
+# compute.
 
 # %%
-from utils.models import PAIRS, estimate_bytes
+from utils.models import GPUS, memory_fits
 
-gpus = {"T4 16GB": 15, "L4 24GB": 22.5, "A100 40GB": 39.5, "A100/H100 80GB": 79}
-print(f"{'pair':22s} {'precision':10s} {'GiB':>6s}  " + "  ".join(f"{g:>14s}" for g in gpus))
+print("GPUs (GiB free / total): " + ", ".join(f"{g} {free:g}/{total:g}" for g, (free, total, _) in GPUS.items()))
 for name in ("smollm2-135m-1.7b", "gemma2-2b-9b", "gemma2-2b-27b"):
-    spec = PAIRS[name]
-    for label, dtype, q in [("bf16", torch.bfloat16, None), ("NF4", torch.bfloat16, "nf4"), ("NF4, fp32", torch.float32, "nf4")]:
-        gib = 1.15 * sum(estimate_bytes(s, dtype, q) for s in (spec.draft, spec.target)) / 2**30
-        print(f"{name:22s} {label:10s} {gib:6.1f}  " + "  ".join(f"{'fits' if gib <= free else '-':>14s}" for free in gpus.values()))
+    for row in memory_fits(name):
+        print(f"{name:18s} {row['precision']:5s} {row['gib']:5.1f} GiB (on a bf16 GPU): fits {', '.join(row['fits']) or 'none of them'}")
 
 # %% [markdown]
-# On a T4 the Gemma2 2b→9b pair fits only as NF4 with float32 compute; 2b→27b does not fit at all.
-# `load_pair("gemma2-2b-9b", quantization="nf4")` picks float32 there by itself.
-#
+# Read the T4 entries off the lines above: a Gemma2 pair that fits a T4 at all fits only in NF4
+# with float32 compute. `load_pair("gemma2-2b-9b", quantization="nf4")` picks float32 there by
+# itself.
+
+# %% [markdown]
 # ## Try this
 # - Compare FP4 and NF4 acceptance in section 4 (replace `variants["NF4"]` by `variants["FP4"]`).
 # - Quantize only the draft of a GPU pair: memory barely changes (the target dominates), but does
@@ -328,13 +377,18 @@ check_06(reference)
 #   double quantization of the block scales.
 # - 4-bit weights cost a little over half a byte per parameter, but embeddings and norms stay in
 #   full precision, so a small vocabulary-heavy model shrinks far less than 8x against float32.
-# - 4-bit buys memory, not necessarily speed: on a CPU (and often at batch 1 on a GPU) the
-#   de-quantization costs more than the bytes it saves.
+# - 4-bit buys memory, not necessarily speed: the de-quantization is extra work that the saved
+#   bytes must pay for; section 3 measured which won on this machine and on an H200 at batch 1.
+# - What bitsandbytes does depends on the hardware: on a CPU with AVX512-BF16 it repacks the
+#   weights on the first forward pass, undoes double quantization and computes in bf16 whatever
+#   compute dtype was asked for; `utils.models.bnb_cpu_path` tells you what it did.
 # - Speculative sampling stays exact with respect to whatever target runs, quantized or not;
 #   quantizing the draft can only change $\alpha$ (and the speed), not the output. Whether it moves
 #   $\alpha$ at all is measured, not assumed: section 4 prints which quantization moved it here.
-# - On a T4 the Gemma2 2b→9b pair fits only in NF4 with float32 compute.
-#
+#   Greedy equality against the quantized target can fail where the 4-bit kernel rounds to bf16.
+# - On a T4 a Gemma2 pair fits, if at all, only in NF4 with float32 compute (`memory_fits`).
+
+# %% [markdown]
 # ## References
 # - Dettmers et al., *QLoRA: Efficient Finetuning of Quantized LLMs*, 2023 (NF4, double
 #   quantization): https://arxiv.org/abs/2305.14314

@@ -43,6 +43,10 @@ print(environment_report(pair))
 # \underbrace{n_\text{ops}\cdot t_\text{op}}_{\text{overhead-bound}}\Big),
 # \qquad n_\text{ops} \approx n_\text{layers}\cdot \text{ops per layer}.$$
 #
+# On a GPU the two parts overlap (the device reads weights while the host prepares the next launches),
+# so the larger one sets the pace; on a CPU one core does both, one after the other, so they add up
+# and the max is only a lower bound.
+#
 # The first term grows with the *bytes* of the model, the second with its *number of layers*. A big
 # model on a slow GPU sits on the first; a small model anywhere, or a big one on a fast GPU driven
 # eagerly, sits on the second. Then $c$, the draft's step over the target's, is not the ratio of
@@ -93,7 +97,7 @@ print(f"9b / 2b: {weights['9b'] / weights['2b']:.1f}x the bytes, {s9['eager step
 for p in pred:  # Leviathan et al.'s Thm 3.8 (v = 1) with the measured c, gamma = 4, a perfect draft
     c = p["measured"]
     print(f"{p['pair']}: with c = {c:.3f}, at most {expected_speedup(1.0, 4, c):.2f}x at gamma = 4 even with alpha = 1 "
-          f"(tending to 1/c = {1 / c:.2f}x as gamma grows); " + (f"no gain unless alpha > {c:.3f}" if c < 1 else "no gain for any alpha"))
+          f"(tending to 1/c = {1 / c:.2f}x as gamma grows); " + (f"no gain unless alpha > {c:.3f}" if c < 1 else "no gain for any alpha at this c (one noisy run: see below)"))
 
 # %%
 from utils.overhead import plot_gpu_overhead
@@ -102,16 +106,20 @@ plot_gpu_overhead(steps, pred, gpu_label(h200));
 
 # %% [markdown]
 # Eager Gemma2 on this GPU is overhead-bound: the step times sit many times above the bandwidth
-# floor, and $c$ for 2b → 27b lands on the ratio of layer counts, not of bytes. (The two $c$ values
-# come from the pair runs; the 2b → 9b one lies above even the layer ratio, while the separate model
-# runs give the step-time ratio printed above: eager steps on a GPU host vary from run to run.) The
+# floor, and $c$ for 2b → 27b lands near the ratio of layer counts, far above that of bytes. Read
+# the 2b → 9b $c$ with care: it comes from one pair run and lies above even the layer ratio (above 1
+# would mean the 2b step was slower than the 9b one, which the separate model runs contradict: their
+# "9b / 2b" line gives the step-time ratio). Eager steps on a GPU host vary from run to run, and
+# these figures were transcribed from that run's printed output (the provenance above says so), so
+# take each as one noisy measurement, not a property of the pair. The
 # 2b draft has a small fraction of 27b's bytes but over half its layers, so its step costs over half
 # a target step. With $c$ that high, Leviathan et al.'s speedup
 # $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)} = \frac{1 + \alpha + \dots + \alpha^\gamma}{\gamma c+1}$
 # is small even for a perfect draft ($\alpha = 1$), and no draft gains at all unless $\alpha > c$:
 # every $\alpha^k \le \alpha$, so the speedup exceeds 1 only if $\gamma\alpha > \gamma c$ (the last
 # lines above).
-#
+
+# %% [markdown]
 # ## 2. What an eager step costs per layer on this machine
 #
 # The same question here, measured: eager one-token steps (transformers' `DynamicCache`, after a
@@ -141,7 +149,11 @@ for r in rows:
 # layers) against the slope over the big ones (10 to 20). $t_\text{op}$ is *estimated* from the
 # small models' slope, where their weights are fewest; the memory bandwidth is measured by summing a
 # tensor far larger than the CPU's caches (whose sizes Linux reports). Both products below are
-# estimates, not floors: compare each with the measured step.
+# estimates, not floors: compare each with the measured step. The slope also holds each layer's
+# arithmetic at the tiny target's width, so at narrower widths ops × $t_\text{op}$ can come out above
+# the whole measured step (the dashed line in the right panel below): it is an upper estimate of the
+# overhead there. And weights that fit in the CPU's last-level cache are not read from memory at
+# all, so the bandwidth estimate only applies once they outgrow it.
 
 # %%
 from utils.overhead import cpu_cache_sizes, fit_line, memory_bandwidth, step_estimates
@@ -172,6 +184,13 @@ x_bytes, x_time = w_small[-1].weight_bytes / w_small[0].weight_bytes, w_small[-1
 print(f"at {widths[0].ops} ATen ops ({widths[0].layers} layers): width {w_small[0].hidden} -> {w_small[-1].hidden}, "
       f"{x_bytes:.1f}x the bytes cost {x_time:.1f}x the time; width {widths[0].hidden} -> {widths[-1].hidden}, "
       f"{widths[-1].weight_bytes / widths[0].weight_bytes:.0f}x the bytes cost {widths[-1].seconds / widths[0].seconds:.1f}x the time")
+last_level = max(cpu_cache_sizes().items(), key=lambda kv: kv[1], default=None)  # e.g. ("L3", bytes)
+if last_level:
+    fits = [r.hidden for r in widths if r.weight_bytes <= last_level[1]]
+    print("steps at equal operator counts: " + ", ".join(f"width {r.hidden} {1e3 * r.seconds:.2f} ms ({r.weight_bytes / 2**20:.0f} MiB)"
+                                                         for r in widths)
+          + f"; the weights fit in the {last_level[1] / 2**20:g} MiB {last_level[0]} cache up to width {max(fits, default='-')}, "
+          "past that they stream from memory")
 
 # %%
 from utils.overhead import plot_layer_sweep
@@ -208,7 +227,8 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 # Where the fixed cost per operator dominates (eager Gemma2 on the H200, and whichever tiny model
 # the last line calls mostly overhead), the fix is not a smaller model but fewer, bigger operators.
 # Where the bytes count as well (the lines above say whether they did here), fewer bytes help too.
-#
+
+# %% [markdown]
 # ## 3. What a static cache, `torch.compile` and CUDA graphs each remove
 #
 # - **Static cache.** `DynamicCache` grows each layer's keys and values by concatenation (a new,
@@ -220,8 +240,9 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   Gemma2's sliding-window layers stay static too; the model's own sliding mask keeps the result
 #   exact.)
 # - **`torch.compile`** traces the step once into a graph and generates fused kernels: the operators
-#   of a layer (counted in section 2) become a few, and Python and the dispatcher run once per step
-#   instead of once per operator. Fixed shapes mean it compiles once per token width.
+#   of a layer (counted in section 2) become a few, and the generated code calls those kernels
+#   directly, without Python and the dispatcher around every operator (it still calls each fused
+#   kernel, and on a GPU launches it). Fixed shapes mean it compiles once per token width.
 # - **CUDA graphs** (GPU only; `mode="reduce-overhead"`) record the compiled step's kernel launches
 #   once and replay the whole step with a single launch, so the CPU no longer paces the GPU.
 # - **Two fixed costs that compiling alone keeps.** A decoding step's matrix products have one row
@@ -230,7 +251,12 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   products of up to `fast.SMALL_MM_ROWS` rows as fused loops of its own
 #   (`fast.small_matmuls_as_loops`; the first compile takes longer). And before every call of a
 #   compiled graph, dynamo checks its guards, one per parameter and cache tensor; once a width is
-#   compiled, `utils.fast` checks only the ones that tell its graphs apart.
+#   compiled, `utils.fast` checks only the ones that tell its graphs apart
+#   (`torch.compiler.set_stance(skip_guard_eval_unsafe=True)`). That is unsafe in general: a guard
+#   that would fail goes unchecked and a stale graph runs silently. It is safe here because the
+#   engine only calls it for a width it compiled itself, with inputs of the same shapes, dtypes and
+#   devices, and a model cast or moved since gets a new engine; `tests/test_fast.py` checks two models
+#   of one shape and a third taking turns.
 #
 # Measured on the target: one-token steps eagerly with each cache, then compiled (the first
 # compiled call compiles: its time is reported apart, not mixed into the step).
@@ -270,7 +296,8 @@ for step, v in bench["meta"]["compiled_matmuls"].items():
 print(f"[tiny pair, {bench['meta']['hardware']}, {bench['meta']['date']}, torch {bench['meta']['torch']}]")
 
 # %% [markdown]
-# Compiling removes a large part of the eager step here (the ratio above). A CPU has no kernel
+# Compiling removes a large part of the eager step here (the "compiled = ...x faster than eager"
+# line further up). A CPU has no kernel
 # launches to save, so CUDA graphs do not apply; on a GPU they do, and the H200 run shows the
 # combined effect: Hugging Face's `generate` with `cache_implementation="static"` compiles the
 # forward pass (with CUDA graphs) by itself, so "HF static" *is* the compiled path:
@@ -295,10 +322,11 @@ print(f"torch.compile on transformers' own Gemma2 StaticCache: 2b step {probe['2
 # bounds at batch 1, and $c$ hardly moves: the note says a fixed host cost per token remains, and a
 # fixed cost per step weighs on the small model as much as on the big one, just like per-operator
 # overhead. For speculative decoding that fixed cost is the enemy: $c$ only falls towards the ratio
-# of weight bytes once it is gone. `utils.fast` cuts more of it (sampling on the device, one host
-# sync per round). The last line is the other pitfall it avoids: a cache whose length lives in a
+# of weight bytes once it is gone. `utils.fast` is built to cut more of it (sampling on the device,
+# one host sync per round); its GPU runs are not committed yet (section 6). The last line is the other pitfall it avoids: a cache whose length lives in a
 # Python int makes the compiler re-specialise, and re-record CUDA graphs, at every step.
-#
+
+# %% [markdown]
 # ## 4. Rolling back by length
 #
 # After a rejection, the caches must forget the rejected tokens. A `DynamicCache` is cropped (new
@@ -415,15 +443,44 @@ print(f"share of the run inside forward passes: eager speculative {se['forward_s
       f"compiled speculative {sc['forward_share']:.0%}")
 
 # %% [markdown]
-# Compiling shrinks both models' steps, but not necessarily in proportion: what is left of a step
-# (calling the compiled code, sampling, the loop's own work) is a fixed cost that weighs relatively
-# more on the 2-layer draft than on the 20-layer target, and the verify pass over $\gamma+1$ tokens
-# need not shrink as much as the one-token step. So $c$ and $v$ can move either way when both models
-# are compiled; the lines above say which way they moved in this run, and how the two speedups
-# compare. The cost model counts forward passes only: the loop's own work (sampling,
-# `accept_reject`, concatenations, the host sync) is what the share outside forward passes (the
-# last line) holds, and the model cannot see it. Read the speedup with its $c$ and $v$, as always.
+# The cost model counts forward passes only. The loop's own work (sampling, `accept_reject`,
+# concatenations, the host sync, Python) is time too: call it $o$, the time per round outside the
+# forward passes, in plain steps. A round then costs $\bar k c + v + o$ plain steps, where $\bar k$
+# is the draft passes per round (the drafted tokens, plus the pass that writes the last one after a
+# full acceptance), and yields $\tau$ tokens, so
 #
+# $$\text{speedup over plain decoding} = \frac{\tau}{\bar k\, c + v + o}$$
+#
+# holds exactly for the measured run (it is bookkeeping, not a prediction). Where each round's time
+# went:
+
+# %%
+for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
+    s = result[f"{kind} speculative"]
+    cost = s["draft_calls_per_round"] * s["c"] + s["v"] + s["o"]
+    print(f"{kind:8s}: tau {s['tau']:.2f} tokens per round for {s['draft_calls_per_round']:.2f} x {s['c']:.3f} (draft) "
+          f"+ {s['v']:.2f} (verify) + {s['o']:.2f} (outside passes) = {cost:.2f} plain steps -> {s['tau'] / cost:.2f}x")
+verdict = ("faster than" if gain_c > 1.05 else "slower than" if gain_c < 0.95 else "about as fast as")
+cheaper_verify = (f", and with the eager loop's cheaper verify pass (v = {se['v']:.2f}) "
+                  f"{sc['tau'] / (sc['draft_calls_per_round'] * sc['c'] + se['v'] + sc['o']):.2f}x" if se["v"] < sc["v"] else "")
+print(f"In this run compiled speculative decoding ran {verdict} compiled plain decoding ({gain_c:.2f}x); without the "
+      f"time outside the passes it would have been {sc['tau'] / (sc['draft_calls_per_round'] * sc['c'] + sc['v']):.2f}x"
+      f"{cheaper_verify}.")
+
+# %% [markdown]
+# Compiling shrinks every pass, but not every part of a round in proportion. The loop's own work
+# does not shrink at all, so $o$ weighs more once the passes are short. And the verify pass over
+# $\gamma+1$ tokens shrinks less than the one-token step: eagerly both cost about the same operator
+# overhead ($v$ near 1), but once that overhead is gone the arithmetic of $\gamma+1$ tokens shows,
+# and on a CPU the draft's steps just before it have pushed part of the target's weights out of the
+# caches (`utils.bench.cold_draft_profile` measures that effect on the draft's side). So a round
+# compiled on a CPU can cost nearly as many plain steps as it yields tokens, and the gain over
+# compiled plain decoding shrinks, or vanishes, as the lines above show for this run. On a GPU with
+# big models the balance differs: a verify pass of a few tokens reads the same weights as a
+# one-token step, so $v$ stays near 1, and $o$ is small beside a pass that reads gigabytes. Read
+# every speedup with its $c$, $v$ and $o$.
+
+# %% [markdown]
 # ## 6. On a GPU
 #
 # This repository's machines have no GPU, so the GPU figures are the committed H200 measurements
@@ -456,7 +513,8 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # (section 3); the compiled GPU results above, once committed, show how far `utils.fast` gets.
 # gpt-fast combined exactly these pieces (a static cache overwritten in place, `torch.compile` with
 # CUDA graphs, speculative decoding) in a few hundred lines.
-#
+
+# %% [markdown]
 # ## Try this
 # - Set `GAMMA = 8` in section 5 (one more shape compiles): does the compiled race gain more or less
 #   than the eager one?
@@ -466,7 +524,10 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 #   their ratio?
 # - Run `torch.set_num_threads(1)` before section 3: which step slows down more, eager or compiled?
 # - On a Colab GPU, set `PAIR = "gemma2-2b-9b"` and compare the compiled step with the bandwidth
-#   floor printed in section 1.
+#   floor printed in section 1. The pair is gated (a Hugging Face token and Gemma's license) and
+#   large: `utils.models.memory_fits("gemma2-2b-9b")` says which GPUs hold it in bf16 and in 4-bit
+#   (`load_pair(PAIR, quantization="nf4")`, notebook 06). The compiled path is tested on a CPU;
+#   its GPU measurements are still to be committed (section 6), so yours may be the first.
 
 # %% [markdown]
 # ## Exercise: sampling without a host sync
@@ -511,8 +572,9 @@ check_07(reference)
 # ## What you learned
 # - A decode step has two parts, weight bytes / bandwidth and operators × per-operator overhead.
 #   Eager Gemma2 on an H200 sits on the second, so $c$ follows the layer counts, not the model
-#   sizes, and even a perfect draft gains at most what section 1 prints. On a CPU the per-operator cost is an estimate
-#   from a fit, not a floor: section 2 prints how far it explains each tiny model's step.
+#   sizes, and even a perfect draft gains at most what section 1 prints. On a CPU the two parts add
+#   up, and the per-operator cost is an estimate from a fit, not a floor: section 2 prints how far it
+#   explains each tiny model's step.
 # - A static cache fixes shapes and addresses; `torch.compile` fuses each layer's operators;
 #   CUDA graphs replay a whole step with one launch. HF's static-cache `generate` is that path.
 # - A static cache rolls back a rejected draft by setting its length: the stale entries are masked
@@ -520,9 +582,12 @@ check_07(reference)
 # - Sampling stays on the device with the exponential race, $\arg\max_i p_i / E_i$ with
 #   $E_i \sim \mathrm{Exp}(1)$: a sample from $p$ without `torch.multinomial`, greedy when every
 #   $E_i = 1$; the host reads the tokens once per round.
-# - Compiled speculative decoding returns HF greedy's tokens exactly; whether it beats compiled plain
-#   decoding is again decided by $\alpha$, $c$ and $v$, measured where they are paid.
-#
+# - Compiled speculative decoding returns HF greedy's tokens exactly. Whether it beats compiled plain
+#   decoding is decided by $\tau$ against $\bar k c + v + o$: $\alpha$ and $c$ as before, the verify
+#   pass $v$ and the loop's own work $o$, which both weigh more once the passes are short (section 5
+#   prints where this run's rounds went and how it came out).
+
+# %% [markdown]
 # ## References
 # - PyTorch team, *Accelerating Generative AI with PyTorch II: GPT, Fast* (gpt-fast), 2023:
 #   https://pytorch.org/blog/accelerating-generative-ai-2/; the code: https://github.com/pytorch-labs/gpt-fast

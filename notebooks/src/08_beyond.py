@@ -114,17 +114,20 @@ outs = {f"{name}, gamma from 4": speculative_generate(target, draft, ids, max_ne
         for name, kw in [("constant", {}), ("heuristic", dict(schedule="heuristic")),
                          ("confidence 0.4", dict(draft_confidence=0.4))]}
 for name, out in outs.items():
-    print(f"{name:30s}: {len(out.rounds):2d} rounds (target passes), {out.n_drafted:3d} drafted, "
+    short = sum(len(r.drafted) < r.gamma for r in out.rounds)  # rounds that drafted fewer than allowed
+    print(f"{name:30s}: {len(out.rounds):2d} rounds (target passes), {short:2d} of them cut short, {out.n_drafted:3d} drafted, "
           f"alpha per drafted {out.acceptance_rate:.2f}, per checked {out.checked_acceptance_rate:.2f}")
 plot_schedules(outs, f"{pair.name}, greedy, held-out prompt 1: {prompts[0]!r}");
 
 # %% [markdown]
 # The heuristic schedule climbs through runs of fully accepted rounds and falls back after a miss;
-# the threshold keeps $\gamma = 4$ as a cap but ends many rounds early. Fewer drafted tokens means
+# the threshold keeps $\gamma = 4$ as a cap but ends rounds early (how many: "cut short" above; the
+# last round can also be cut by `max_new_tokens`). Fewer drafted tokens means
 # fewer draft passes, and more of them accepted; but a round cut short also yields fewer tokens,
 # so the same text can take more rounds, each a target pass. Which effect wins depends on what a draft pass costs
 # ($c$) and on how well the draft's confidence predicts a rejection.
-#
+
+# %% [markdown]
 # ## 3. Is the draft's confidence a signal?
 #
 # For every drafted token the target checked (constant $\gamma = 4$, six held-out prompts): the
@@ -161,9 +164,10 @@ for ax, (T, pairs) in zip(axes, signal.items()):
 # A token the draft was sure of is accepted more often than one it was unsure of, so the rule has
 # something to work with. But look at what it cuts: at $T = 1$ the draft *samples*, and a sampled
 # token is often one it gave a small probability, which the target may accept all the same
-# (acceptance is $\min(1, p/q)$, not a match of top choices). There the threshold ends most rounds
-# after a token or two, whatever the target would have said.
-#
+# (acceptance is $\min(1, p/q)$, not a match of top choices). There the threshold ends a round at
+# every token below it (their share is printed above), whatever the target would have said.
+
+# %% [markdown]
 # ## 4. Measured: held-out prompts, constant $\gamma$ against both rules
 #
 # `python -m utils.beyond adaptive --threads 1 --out data/results` ran our loop with a constant
@@ -200,7 +204,11 @@ from utils.overhead import plot_grouped
 table = {s["config"]: {} for s in res["summary"]}
 for s in res["summary"]:
     table[s["config"]][f"T = {s['temperature']:g}"] = s["tokens_per_s"]
-ax = plot_grouped(table, "tokens / s (median runs, all prompts)", f"{m['pair']} on {m['hardware']}, {m['prompt_set']} prompts")
+k4 = {s["temperature"]: s for s in res["summary"] if s["config"] == f"constant {m['gamma']}"}
+ax = plot_grouped(table, "tokens / s (median runs, all prompts)",
+                  f"{m['pair']} on {m['hardware']}, {m['date']}, {m['n_prompts']} {m['prompt_set']} prompts\n"
+                  f"constant gamma {m['gamma']}: " + "; ".join(f"T = {T:g}: alpha per checked token {s['alpha_checked']:.2f}, "
+                                                              f"c = {s['c_in_loop']:.2f}" for T, s in k4.items()))
 ax.tick_params(axis="x", rotation=15)
 
 # %% [markdown]
@@ -208,7 +216,8 @@ ax.tick_params(axis="x", rotation=15)
 #
 # A rule changes two numbers of a round: the tokens it yields, $\bar\tau$ on average, and the
 # tokens drafted, $\bar k$ (one draft pass each). With a draft pass costing $c$ target steps and the
-# verify pass one, Leviathan et al.'s Thm 3.8 for rounds of any length reads
+# verify pass one, Leviathan et al.'s Thm 3.8 (constant $\gamma$, i.i.d. acceptance) extends to rounds of
+# any length as
 #
 # $$\text{speedup} \approx \frac{\bar\tau}{\bar k\,c + 1}.$$
 #
@@ -217,11 +226,16 @@ ax.tick_params(axis="x", rotation=15)
 # $c^\ast = \frac{\bar\tau_\text{const} - \bar\tau}{\bar\tau\,\bar k_\text{const} - \bar\tau_\text{const}\,\bar k}$
 # (`utils.beyond.break_even_c`). The counts are exact (no clock), so $c^\ast$ is too; against it,
 # the $c$ this loop paid (a draft pass over the plain loop's step, from the file) and the measured
-# ratio of tokens/s. Its noise: the same ratio from each repeat alone (in repeat $i$ all
-# configurations ran one after the other, so each repeat is a fair comparison); a rule counts as
-# faster or slower only if every repeat agrees.
+# ratio of tokens/s. Its noise, two ways. Over repeats: the same ratio from each repeat alone (in
+# repeat $i$ all configurations ran one after the other, so each repeat is a fair comparison); a
+# rule counts as faster or slower only if every repeat agrees, which repeats that differ by chance
+# alone also do now and then (how often: the last line). Over prompts: on how many prompts the rule
+# was faster, with a sign test (`scipy.stats.binomtest`): the chance of a split at least that uneven
+# if each prompt were a coin flip.
 
 # %%
+from scipy.stats import binomtest
+
 from utils.beyond import break_even_c
 
 const = {s["temperature"]: s for s in res["summary"] if s["config"] == f"constant {m['gamma']}"}
@@ -237,13 +251,19 @@ for s in res["summary"]:
         f"for c {'above' if be['wins_above'] else 'below'} {be['c_star']:.2f}"
     lo, hi = min(s["vs_constant_by_repeat"]), max(s["vs_constant_by_repeat"])
     word = "faster than" if lo > 1 else "slower than" if hi < 1 else "within noise of"
-    verdict.append((s["temperature"], s["config"], word))
+    p_sign = binomtest(s["prompts_faster_than_constant"], s["n_prompts"]).pvalue  # two-sided sign test over prompts
+    verdict.append((s["temperature"], s["config"], word, p_sign, be, model_wins))
     print(f"T = {s['temperature']:g}, {s['config']:15s}: tau {s['tokens_per_round']:.2f} vs {k['tokens_per_round']:.2f}, "
-          f"k {s['drafted_per_round']:.2f} vs {k['drafted_per_round']:.2f} -> faster {where}; at c = {c_loop:.2f} "
+          f"k {s['drafted_per_round']:.2f} vs {k['drafted_per_round']:.2f} (per token: draft passes "
+          f"x{s['drafted_per_round'] / s['tokens_per_round'] / (k['drafted_per_round'] / k['tokens_per_round']):.2f}, "
+          f"target passes x{k['tokens_per_round'] / s['tokens_per_round']:.2f}) -> faster {where}; at c = {c_loop:.2f} "
           f"{'faster' if model_wins else 'slower'}. Measured {s['vs_constant']:.2f}x ({lo:.2f} to {hi:.2f} over repeats), "
-          f"faster on {s['prompts_faster_than_constant']} of {s['n_prompts']} prompts")
+          f"faster on {s['prompts_faster_than_constant']} of {s['n_prompts']} prompts (sign test p = {p_sign:.2f})")
 print(f"[c: {m['c']:.3f} in isolation; in the loop with constant gamma "
       + ", ".join(f"{k['c_in_loop']:.3f} at T = {T:g}" for T, k in const.items()) + "]")
+chance = 2 * 0.5 ** m["repeats"]  # all repeats above 1, or all below, when each is a coin flip
+print(f"[with no real difference all {m['repeats']} repeats agree {chance:.0%} of the time: about "
+      f"{chance * len(verdict):.0f} of these {len(verdict)} verdicts could be chance]")
 
 # %% [markdown]
 # And where the heuristic schedule settles, against the constant $\gamma$ the cost model calls best
@@ -262,9 +282,15 @@ for T, k in const.items():
           f"mean gamma of the schedule over {m['max_new_tokens']}-token runs from {m['gamma']}: {h['mean_gamma']:.1f}")
 
 # %%
-for word in ("faster than", "within noise of", "slower than"):
-    names = [f"{cfg} at T = {T:g}" for T, cfg, w in verdict if w == word]
-    print(f"measured {word} constant gamma {m['gamma']}: {', '.join(names) if names else 'none'}")
+for word, how in (("faster than", "in every repeat"), ("within noise of", "repeats disagree"), ("slower than", "in every repeat")):
+    names = [f"{cfg} at T = {T:g}" for T, cfg, w, *_ in verdict if w == word]
+    print(f"measured {word} constant gamma {m['gamma']} ({how}): {', '.join(names) if names else 'none'}")
+sig = [f"{cfg} at T = {T:g}" for T, cfg, _, p_sign, *_ in verdict if p_sign < 0.05]
+print(f"faster or slower on significantly many prompts (sign test p < 0.05): {', '.join(sig) or 'none'}")
+cut = [(be, wins) for T, cfg, _, _, be, wins in verdict if cfg.startswith("confidence")]
+print(f"thresholds: break-even c* from {min(be['c_star'] for be, _ in cut):.2f} to {max(be['c_star'] for be, _ in cut):.2f}, "
+      f"against this loop's c of " + " and ".join(f"{k['c_in_loop']:.2f} at T = {T:g}" for T, k in const.items()) + ": "
+      f"predicted faster here in {sum(w for _, w in cut)} of {len(cut)} cases")
 
 # %% [markdown]
 # How to read it:
@@ -274,17 +300,26 @@ for word in ("faster than", "within noise of", "slower than"):
 #   is not the cost model's best $\gamma$ and can settle above or below it; and on short runs the
 #   schedule spends much of its time moving from where it started. It helps most where the
 #   acceptance changes along the text (long easy stretches between hard ones), which a constant
-#   cannot follow.
+#   cannot follow. Where it drafts as many tokens per round as the constant but yields more (k and
+#   tau in section 5's lines), it wins at every $c$: its gain is fewer rounds, so fewer target
+#   passes, not fewer draft passes.
 # - **The confidence threshold** drafts less and yields less per round: it saves draft passes (and,
 #   on a CPU, narrows the verify pass) but spends more target passes on the same text. It pays above
-#   the break-even $c^\ast$: with drafts whose step is a large share of the target's (eager pairs on
-#   a GPU, $c$ near the ratio of layer counts, notebook 07), not with a nearly free draft.
+#   the break-even $c^\ast$, and how high that is depends on what is cut: rounds cut where the draft
+#   is unsure lose tokens the target would often have rejected anyway (section 3), and where the
+#   constant $\gamma$ is longer than the cost model's best (printed above, per temperature), any
+#   shorter draft moves towards that best. The last line above puts the thresholds' $c^\ast$ beside
+#   the $c$ this tiny pair paid: a draft need not be expensive for the threshold to pay. With a
+#   draft cheaper than $c^\ast$ it loses.
 # - At $T = 1$ the threshold reads the probability of a *sampled* token, often a small one by
-#   design (section 3), so it ends most rounds after about one drafted token: speculative decoding
-#   shrinks to $\gamma \approx 1$, whatever $\gamma$ was asked for.
-# - Differences of a few percent sit inside the timing noise of a shared machine; the counts
-#   ($\bar\tau$, $\bar k$, $c^\ast$) do not, and they say which way a rule leans on other hardware.
-#
+#   design (section 3), so it ends rounds after few drafted tokens (drafted/round in section 4's
+#   table): speculative decoding shrinks towards $\gamma = 1$, whatever $\gamma$ was asked for.
+# - Differences of a few percent sit inside the timing noise of a shared machine: a verdict from
+#   three repeats can be chance (last lines above), and a rule faster on most of a few prompts is
+#   not significant (the sign test's $p$). The counts ($\bar\tau$, $\bar k$, $c^\ast$) are exact,
+#   and they say which way a rule leans on other hardware.
+
+# %% [markdown]
 # ## Try this
 # - Start the heuristic at `gamma=1` and at `gamma=12` on the prompt of section 2: how many rounds
 #   until it reaches the same level?
@@ -336,9 +371,14 @@ check_08(reference, pair)
 #   is still proposed.
 # - Both only choose the draft length before the target checks it, so the output is exactly the
 #   target's (greedy: HF greedy), as the tests and section 1 check.
-# - Whether either pays is again a matter of $\bar\tau$, $\bar k$ and $c$: shorter drafts save draft
-#   passes but spend target passes, which only pays when draft passes are expensive.
-#
+# - Whether either pays is again a matter of $\bar\tau$, $\bar k$ and $c$: a rule that yields more
+#   tokens per round for as many drafted wins at every $c$ (fewer target passes); one that drafts
+#   less trades draft passes for target passes and pays above a break-even $c^\ast$, which is low
+#   when the constant $\gamma$ is longer than the best one or the draft's confidence flags the
+#   tokens the target would reject. Few-percent differences need a test over prompts (a sign test),
+#   not a count of faster prompts.
+
+# %% [markdown]
 # ## References
 # - Hugging Face transformers, generation strategies (assisted decoding, `num_assistant_tokens`,
 #   `num_assistant_tokens_schedule`, `assistant_confidence_threshold`):

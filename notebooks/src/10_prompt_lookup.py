@@ -236,14 +236,11 @@ print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m[
       f"{m['date']}; {m['n_prompts']['copy']} copy + {m['n_prompts']['free']} free prompts x {m['max_new_tokens']} new tokens, "
       f"gamma {m['gamma']}, max n-gram {m['max_ngram']}, {m['repeats']} repeats; the run took {m['wall_s'] / 60:.1f} min: "
       f"{m['command']}]")
-bench = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())
-bm = bench["meta"]
-assert bm["pair"] == m["pair"], "the draft model's c must come from the same pair"
-c_rows = {T: next(r for r in bench["summary"] if r["gamma"] == m["gamma"] and r["temperature"] == T) for T in m["temperatures"]}
-c_draft = {T: f"{r['c']:.3f} / {r['c_in_loop']:.3f}" for T, r in c_rows.items()}  # in isolation / in the loop
-c_text = ", ".join(f"{c} at T = {T:g}" for T, c in c_draft.items())
-print(f"[draft model's c (draft step / target step, in isolation / in the loop): {c_text}; from bench-tiny-cpu.json at "
-      f"gamma {m['gamma']}, measured on {bm['hardware']}, {bm['date']}, not in this run. Prompt lookup: c ≈ 0, no draft model]")
+sm = json.loads((ROOT / "data/results/selfspec-tiny-cpu.json").read_text())["meta"]
+assert (sm["pair"], sm["hardware"]) == (m["pair"], m["hardware"]), "the draft model's c must come from the same pair and setup"
+c_draft = {T: f"{sm['c_draft_model']:.3f}" for T in m["temperatures"]}  # one eager draft step / one target step
+print(f"[draft model's c (draft step / target step, in isolation): {sm['c_draft_model']:.3f}; from selfspec-tiny-cpu.json, "
+      f"measured on the same {sm['hardware']}, {sm['date']}, not in this run. Prompt lookup: c ≈ 0, no draft model]")
 print(f"{'kind':5} {'T':>3} {'method':28} {'tok/s':>6} {'vs plain':>8} {'tokens/pass':>11} {'alpha drafted/checked':>21} "
       f"{'match':>6} {'copied':>6} {'spread':>6}")
 for s in res["summary"]:
@@ -272,7 +269,7 @@ for ax in axes:
 fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
 fig.suptitle(f"Prompt lookup vs a draft model: {m['pair']} pair, {m['hardware']}; gamma {m['gamma']}, "
              f"max n-gram {m['max_ngram']}, {m['max_new_tokens']} new tokens, {m['n_prompts']['copy']} copy + "
-             f"{m['n_prompts']['free']} free prompts\ndraft model: c (in isolation / in the loop) = {c_text} (measured on {bm['hardware']}); "
+             f"{m['n_prompts']['free']} free prompts\ndraft model: c (in isolation) = {sm['c_draft_model']:.3f} (measured on {sm['hardware']}); "
              f"prompt lookup: c ≈ 0; alpha per bar group printed below", fontsize=9)
 plt.show()
 print("The bars carry no error bars: the `spread` column above gives the run-to-run noise, and section 7 says which\n"
@@ -295,8 +292,9 @@ for kind in ("copy", "free"):
 #
 # Its candidate generator (`PromptLookupCandidateGenerator` in `generation/candidate_generator.py`)
 # differs from ours in small ways: it scans the matches **from the left**, taking the *first* earlier
-# occurrence that has a token after it (as Saxena's original function does), where ours takes the
-# *most recent* one; and it cuts a copied
+# occurrence that has a token after it, where ours takes the *most recent* one (Saxena's original
+# function also scans from the left, but takes the first occurrence followed by a *full* draft of
+# `num_pred_tokens` tokens); and it cuts a copied
 # draft before an EOS token, where ours keeps the EOS (the target may accept it, and then the output
 # stops there). Both check the draft with the exact rule, so both give target greedy at $T = 0$
 # (checked for every prompt of the benchmark); they can draft different tokens, hence different
@@ -343,7 +341,7 @@ for kind in ("copy", "free"):
               f"{vo['median']:.3f}x our plain loop ({vo['lo']:.3f} to {vo['hi']:.3f} over repeats, spread {vo['noise']:.0%}: "
               f"{vo['word']} it)\n"
               f"  draft model: alpha per drafted / checked token {s['alpha']:.2f} / {s['alpha_checked']:.2f}, "
-              f"c = {c_draft[T]} (isolation / loop), {s['tokens_per_round']:.2f} tokens per pass -> {vs['median']:.3f}x our plain loop "
+              f"c = {c_draft[T]}, {s['tokens_per_round']:.2f} tokens per pass -> {vs['median']:.3f}x our plain loop "
               f"({vs['lo']:.3f} to {vs['hi']:.3f}, spread {vs['noise']:.0%}: {vs['word']} it)")
 for kind in ("copy", "free"):
     o, s = by[(kind, 0.0, "ours_lookup")], by[(kind, 0.0, "ours_speculative")]
@@ -359,9 +357,8 @@ print(f"time spent searching the context: {min(s['search_share'] for s in look):
 # - **Copying, greedy:** the best case. Most rounds find a match, and the target accepts much of
 #   what the context suggests, for nearly nothing: the search is a fraction of a percent of a run.
 #   On a real model the same holds for code edits, quoting answers, summaries that reuse phrases of
-#   the source: Saxena reports 2–4× on summarisation, context-based QA and multi-turn chat
-#   (Mistral-7B-Instruct-v0.1, greedy, one A100 40GB, n-grams up to 3, 10 tokens copied per round;
-#   $c \approx 0$ by construction, acceptance rates not reported; his numbers, not measured here).
+#   the source: Saxena's own figures are printed below this list, with their setups (from
+#   `data/field.json`; his numbers, not measured here; $c \approx 0$ by construction).
 # - **Free writing:** there is less in the context to copy; the tiny target, decoding greedily,
 #   still repeats its own phrases, so some copies land. Whether a larger model repeats itself less,
 #   and so gains less here, is not tested in this notebook.
@@ -376,7 +373,16 @@ print(f"time spent searching the context: {min(s['search_share'] for s in look):
 #   than the draft model (compare the two ratios printed above), and it needs no second model in
 #   memory. Elsewhere the draft model wins. The two combine: look up
 #   first, fall back to the draft model when nothing matches (not done here).
-#
+
+# %%
+from utils.serving import load_field, speedup_text
+
+pld = next(m for m in load_field() if m["key"] == "prompt_lookup")
+for r in pld["reported"]:
+    print(f"Saxena: {speedup_text(r)} ({r['what']}); {r['setup']}; data: {r['dataset']}; temperature {r['temperature']}; "
+          f"batch size: {r['batch_size']} [{r['source']['where']}: {r['source']['url']}]")
+
+# %% [markdown]
 # ## Exercise: write the lookup yourself
 #
 # Write `my_find_draft(seq, gamma, max_ngram)` returning `(draft, n)` like `find_draft`: for
@@ -414,7 +420,8 @@ check_10(reference)
 # - A prompt of your own with a long repeated block (a table, a list of names): how close to
 #   $\gamma + 1$ tokens per pass does the lookup get at $T = 0$?
 # - Rerun the benchmark with `--temperatures 0 0.5 1`: where does the gain of the copy prompts go?
-#
+
+# %% [markdown]
 # ## What you learned
 # - Prompt lookup drafts by copying: the tokens that followed the latest earlier occurrence of the
 #   last $n$ tokens (longest $n$ first), with no draft model and a draft cost close to zero.
@@ -425,7 +432,8 @@ check_10(reference)
 #   (section 7 says which differences are beyond the noise).
 # - Hugging Face's `prompt_lookup_num_tokens` is the same method, with the first rather than the
 #   most recent occurrence and the same exact check written as "sample and compare".
-#
+
+# %% [markdown]
 # ## References
 # - Apoorv Saxena, *Prompt Lookup Decoding*, 2023: https://github.com/apoorvumang/prompt-lookup-decoding
 # - Hugging Face transformers, generation strategies (prompt lookup decoding, `prompt_lookup_num_tokens`,

@@ -86,7 +86,8 @@ print(f"hidden size d: target {target.config.hidden_size}; shipped draft model: 
 # No new weights, but not zero memory: the draft keeps its own KV cache (layer indices $0..k-1$)
 # inside `speculative_generate`, as any draft does. (LayerSkip goes further: the verify pass reuses the draft's cache and activations
 # for the first $k$ layers; our loop recomputes them, which is simpler and still exact.)
-#
+
+# %% [markdown]
 # ## 2. Exact by construction
 #
 # The draft only proposes; Leviathan et al.'s accept/reject rule with the full target decides. So
@@ -112,7 +113,8 @@ for k in (2, 8, 16):
 # %% [markdown]
 # (`tests/test_selfspec.py` also checks the draft's logits against the early exit computed by hand
 # at every $k$, and sampling at $T = 1$ with a chi-square test.)
-#
+
+# %% [markdown]
 # ## 3. How well do the early layers draft?
 #
 # One target pass gives every $h_k$, so we can read every exit at once (the "logit lens"): at each
@@ -180,7 +182,8 @@ if pair.name == "tiny":
 # barely change the stream. An exit just after one of them reads nearly the same state as one just
 # before it, hence the flat steps in the agreement and KL printed above, while the draft pays for
 # the extra layers.
-#
+
+# %% [markdown]
 # ## 4. Measured: acceptance, cost and speed against $k$
 #
 # The benchmark (its command, $\gamma$ and hardware are printed first below) ran our speculative
@@ -301,7 +304,8 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 #   target step (the $v$ printed above), which the $v = 1$ prediction leaves out. Every exit
 #   measures below that prediction; with the loop's own $v$, the model comes much closer to the
 #   measurement.
-#
+
+# %% [markdown]
 # ## 5. What early-exit training changes
 #
 # The fix is to *ask* layer $k$ to be readable. Two ways, from the literature:
@@ -371,7 +375,8 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 # the price is retraining the target, which changes its weights: it is a new target, whose quality
 # has to be checked again. Sharing the cache and activations between draft and verifier, as
 # LayerSkip does, would also remove the draft's own prefill and catch-up passes.
-#
+
+# %% [markdown]
 # ## 6. A live look: one prompt, one exit with and without its adapter
 
 # %%
@@ -395,7 +400,8 @@ print(repr(tok.decode(outs[0].sequences[0, ids.shape[1]:])))
 # %% [markdown]
 # The same text for every draft (checked above: it is the target's greedy text); only the number
 # of target passes and the time split change.
-#
+
+# %% [markdown]
 # ## 7. Exercise: write the early-exit head
 #
 # Complete `exit_head(target, hidden)`: given a layer's output `hidden` of shape $(1, T, d)$, return
@@ -432,7 +438,8 @@ check_11(reference, pair)
 #   it keeps.)
 # - Train adapters with `python -m utils.selfspec train --steps 100` and `--steps 600`: how does
 #   acceptance grow with training?
-#
+
+# %% [markdown]
 # ## What you learned
 # - A self-speculative draft can share every weight with the target: its first $k$ layers and its
 #   own head. No second model and no extra weights (only its own KV cache for the first $k$ layers,
@@ -444,7 +451,8 @@ check_11(reference, pair)
 # - A small adapter trained against the target's own distribution (the target frozen) raises the
 #   exits' acceptance substantially in a short CPU run; training the model itself with an
 #   early-exit loss (LayerSkip) is the full fix, at the price of changing the target.
-#
+
+# %% [markdown]
 # ## References
 # - Elhoushi et al., *LayerSkip: Enabling Early Exit Inference and Self-Speculative Decoding*, ACL
 #   2024: https://arxiv.org/abs/2404.16710

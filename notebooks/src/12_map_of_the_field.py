@@ -74,12 +74,17 @@ display(Markdown(field_table(methods)))
 #   n-grams, taken from the prompt or produced by the target itself with Jacobi iterations.
 #
 # **Exact or not.** A method is exact when what it outputs is distributed exactly as the target's
-# samples (greedy: token for token the target's greedy output). Whatever drafts, the accept/reject rule
-# of notebook 03 makes it exact. A method stops being exact when it changes that rule (Medusa's
+# samples (greedy: token for token the target's greedy output). Whatever drafts *one chain* of
+# tokens, the accept/reject rule of notebook 03 makes it exact. A tree of candidates (several tokens
+# per position: SpecInfer, Medusa, EAGLE) needs a rule made for several candidates, such as
+# SpecInfer's multi-step speculative sampling, which tries the children one after another against a
+# residual updated after each rejection: applying the chain rule branch by branch would bias the
+# output. A method stops being exact when it changes that rule (Medusa's
 # "typical acceptance" accepts any plausible token) or changes the target itself (Medusa-2 fine-tunes
 # it; LayerSkip's recipe retrains it). The `exact` column says which; the paragraphs quote where each
 # paper says so.
-#
+
+# %% [markdown]
 # ## 3. One paragraph per method
 #
 # Each paragraph is generated from the method's JSON entry: the draft, the verification, training,
@@ -254,9 +259,12 @@ try:
 except EngineUnavailable as e:
     print(f"\nskipped: {e}")
 else:
-    print(f"\n{res['pair']} on {res['gpu']}, vLLM {res['vllm']}: plain {res['plain']['tokens_per_s']:.1f} tok/s, "
-          f"speculative (gamma {res['gamma']}) {res['speculative']['tokens_per_s']:.1f} tok/s, "
-          f"speedup {res['speedup']:.2f}x")
+    sp = res["speculative"]
+    acc = (f"alpha per drafted token {sp['alpha_drafted']:.2f}, {sp['tokens_per_round']:.2f} tokens per round"
+           if sp.get("alpha_drafted") is not None else "acceptance not reported by this vLLM")
+    print(f"\n{res['pair']} on {res['gpu']}, vLLM {res['vllm']}, {res['n_prompts']} prompts, batch size {res['batch_size']}, "
+          f"T = {res['temperature']:g}: plain {res['plain']['tokens_per_s']:.1f} tok/s, speculative (gamma {res['gamma']}) "
+          f"{sp['tokens_per_s']:.1f} tok/s, speedup {res['speedup']:.2f}x; {acc}")
 
 # %% [markdown]
 # ## 7. Exercise: SGLang's flags for a chain
@@ -301,22 +309,25 @@ check_12(reference)
 #   stop paying? Compare with notebook 09.
 # - vLLM's `"use_heterogeneous_vocab": true` lets a draft with another tokenizer propose: which draft
 #   from another family would you try for `gemma-2-27b-it`, and why must its drafting be greedy there?
-#
+
+# %% [markdown]
 # ## What you learned
 # - Drafts come in four families: a separate model, heads trained on the target, the target's own
 #   layers (an early exit or skipped layers), or no model at all (n-grams). Trees let one target pass
 #   check many candidates; batches make that pass dearer.
-# - Exactness comes from the accept/reject rule, not from the draft: any draft verified by it leaves the
-#   output the target's; relaxed acceptance or a fine-tuned target gives that up.
+# - Exactness comes from the accept/reject rule, not from the draft: any chain of drafted tokens
+#   verified by it leaves the output the target's, and trees need a rule for several candidates per
+#   position; relaxed acceptance or a fine-tuned target gives exactness up.
 # - A paper's speedup belongs to its setup (model, hardware, batch, temperature, baseline); the
 #   figures of different papers cannot be ranked, and only your own measurement on your hardware counts.
 # - The engines expose the same ideas as options: vLLM's `speculative_config` (`draft_model`, `ngram`,
 #   `eagle`/`eagle3`, `medusa`, `mtp`), SGLang's `--speculative-algorithm` (`STANDALONE`, `NGRAM`,
 #   `EAGLE`, `EAGLE3`), TGI's `--speculate` (n-gram, Medusa). An engine's counts need reading: SGLang's
 #   draft-token count includes the tree's root, and its n-gram drafts are trees unless told otherwise.
-#
+
+# %% [markdown]
 # ## References
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2022:
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, arXiv 2022 (ICML 2023):
 #   https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
 #   https://arxiv.org/abs/2302.01318
