@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from utils.interactive import CostModelExplorer, emitted_law, emitted_tokens, figure_of
-from utils.playground import Playground
+from utils.playground import Playground, linear_verify_cost, near_best_gammas
 from utils.render import count_kinds, rounds_html, rounds_text
 from utils.speculative import speculative_generate, verify_step, verify_step_biased
 from utils.theory import expected_speedup, expected_tokens_per_round, optimal_gamma
@@ -55,14 +55,33 @@ def test_changing_controls_reruns_and_updates_the_view(pg):
 
 def test_statistics_are_consistent(pg):
     pg.gamma.value, pg.temperature.value = 4, 0.0
-    s = pg.last
+    s = pg.run()  # the settings may already be these (then no observer fired)
     c = s["counts"]
     assert c["accepted"] + c["resample"] + c["bonus"] + c["target"] == s["new_tokens"] == 32
     assert s["tokens_per_round"] == pytest.approx(s["new_tokens"] / s["rounds"])
-    assert 0 < s["c"] < 1 and s["v"] > 0.5 and s["measured_speedup"] > 0 and s["predicted_speedup"] > 0
-    # Thm 3.8 (tested against a simulated clock in test_theory.py) with alpha per checked token and this run's c, v
-    assert s["predicted_speedup"] == pytest.approx(expected_speedup(s["alpha_checked"], 4, s["c"], s["v"]))
+    # c and v are wall-clock ratios of this one run: positive, but on a busy machine not bounded (a
+    # loaded CPU has timed the draft's in-loop step above the target's), so only their use is checked
+    assert s["c"] > 0 and s["v"] > 0 and s["measured_speedup"] > 0 and s["decomposed_speedup"] > 0
+    # Thm 3.8 (tested against a simulated clock in test_theory.py) with alpha per checked token and this
+    # run's own c, v: a decomposition of the run, and labelled as one (no "predicts" in the panel)
+    assert s["decomposed_speedup"] == pytest.approx(expected_speedup(s["alpha_checked"], 4, s["c"], s["v"]))
+    assert "predicted_speedup" not in s and "decomposition, not a prediction" in pg.stats.value
+    assert "predicts" not in pg.stats.value and "in the loop, this run" in pg.stats.value
     assert 1 <= s["optimal_gamma"] <= 10
+
+
+def test_reset_restores_the_starting_run_and_static_figure_shows_it(pg):
+    pg.gamma.value, pg.temperature.value, pg.top_k.value = 7, 1.2, 5
+    assert pg.last["gamma"] == 7 and pg.last["temperature"] == 1.2
+    s = pg.reset()
+    assert (s["gamma"], s["temperature"], s["top_k"], s["top_p"], s["seed"]) == (4, 0.0, None, None, 0)
+    assert (pg.gamma.value, pg.temperature.value, pg.top_k.value) == (4, 0.0, 0)  # what a saved notebook stores
+    ax = pg.static_figure()
+    curve, point = ax.lines[:2]
+    assert list(point.get_xdata()) == [s["alpha_checked"]] and list(point.get_ydata()) == [s["tokens_per_round"]]
+    xs = list(curve.get_xdata())
+    assert list(curve.get_ydata()) == pytest.approx([expected_tokens_per_round(a, 4) for a in xs])
+    assert "gamma = 4" in ax.get_title()
 
 
 def test_renderers_show_every_kind(pair, encode):
@@ -240,6 +259,11 @@ def test_rule_switch_shows_the_guides_drift(pg):
     assert _chi2_pvalue([f * n for f in biased["freq"]], biased["law"], n) > 1e-3
     assert biased["exact_tv"] > 3 * biased["noise"] and correct["exact_tv"] < 1e-6
     assert correct["tv"] < 3 * correct["noise"] < biased["tv"]
+    # the static figure draws both rules' bars from the same draws, and leaves the switch alone
+    ax = demo.static_figure()
+    bars = [[b.get_height() for b in cont] for cont in ax.containers]
+    assert bars == [pytest.approx(correct["freq"][:-1]), pytest.approx(biased["freq"][:-1])]
+    assert demo.rule.value == "p" and demo.last["rule"] == "p"
     demo.rule.value = "residual"
 
 
@@ -275,3 +299,36 @@ def test_cost_model_explorer():
     assert curve["x"] == list(range(1, 17))
     assert curve["y"] == pytest.approx([expected_speedup(0.6, g, 0.2) for g in range(1, 17)])
     assert chosen["x"] == [7] and best["x"] == [s["best_gamma"]]
+
+
+def test_cost_model_explorer_takes_v_per_gamma():
+    v = {str(g): 1.0 + 0.05 * g for g in range(1, 11)}
+    cm = CostModelExplorer(alpha=0.85, gamma=4, c=0.15, v=v, max_gamma=10)
+    s, curve = cm.last, figure_of(cm.plot)["data"][0]
+    assert curve["y"] == pytest.approx([expected_speedup(0.85, g, 0.15, v[str(g)]) for g in range(1, 11)])
+    assert s["v"] == v["4"] and s["speedup"] == pytest.approx(expected_speedup(0.85, 4, 0.15, v["4"]))
+    assert s["best_gamma"] == optimal_gamma(0.85, 0.15, 10, v=v)
+    assert s["best_speedup"] == pytest.approx(max(curve["y"]))
+
+
+def test_linear_verify_cost_fits_a_line_and_smooths_the_wiggles():
+    line = {g: 1.02 + 0.04 * g for g in range(1, 11)}
+    fit = linear_verify_cost({str(g): x for g, x in line.items()})
+    assert fit["intercept"] == pytest.approx(1.02) and fit["slope"] == pytest.approx(0.04) and fit["max_residual"] < 1e-12
+    wiggly = {g: x + (0.03 if g % 2 else -0.03) for g, x in line.items()}  # alternating measurement noise
+    fit = linear_verify_cost(wiggly)
+    assert fit["slope"] == pytest.approx(0.04, abs=0.01) and fit["max_residual"] == pytest.approx(0.03, abs=0.01)
+    assert list(fit["v"]) == [str(g) for g in range(1, 11)]
+    with pytest.raises(ValueError, match="two gammas"):
+        linear_verify_cost({"4": 1.2})
+
+
+def test_near_best_gammas_lists_a_flat_optimum():
+    v = {str(g): 1.0 for g in range(1, 11)}
+    best = optimal_gamma(0.9, 0.15, 10, v=v)
+    ties = near_best_gammas(0.9, 0.15, v, tol=0.01)
+    assert best in ties and len(ties) > 1  # alpha 0.9, c 0.15: the optimum is flat around the best gamma
+    top = expected_speedup(0.9, best, 0.15)
+    assert all(expected_speedup(0.9, g, 0.15) >= 0.99 * top for g in ties)
+    assert all(expected_speedup(0.9, g, 0.15) < 0.99 * top for g in range(1, 11) if g not in ties)
+    assert near_best_gammas(0.9, 0.15, v, tol=0.0) == [best]

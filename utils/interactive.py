@@ -4,6 +4,8 @@
     RuleDemo()                          # correct rule / the Guide's rule -> emitted-token frequencies vs p
     CostModelExplorer(alpha, gamma, c)  # sliders -> expected speedup over gamma (Thm 3.8)
     tau_figure(alpha, gamma, tau)       # Eq. 1's tau(alpha) for one gamma, with a measured point
+    tau_static(alpha, gamma, tau)       # the same as a matplotlib figure (shows on GitHub)
+    RuleDemo().static_figure()          # both rules' emitted frequencies vs p, matplotlib
 
 No FigureWidget: with plotly >= 6 it needs the extra `anywidget` package. A figure goes into a
 w.Output as plotly's own MIME bundle (application/vnd.plotly.v1+json), which the jupyterlab-plotly
@@ -79,6 +81,24 @@ def tau_figure(alpha: float, gamma: int, tokens_per_round: float, n: int = 101):
     return fig
 
 
+def tau_static(alpha: float, gamma: int, tokens_per_round: float, ax=None):
+    """tau_figure as a static matplotlib figure (widget outputs show only as text on GitHub):
+    Eq. 1's curve for this gamma and the run's measured point. Returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3), layout="constrained")
+    xs = [i / 100 for i in range(101)]
+    ax.plot(xs, [expected_tokens_per_round(a, gamma) for a in xs], color="#2563eb", label=f"Eq. 1, gamma = {gamma}")
+    if alpha == alpha:  # not NaN
+        ax.plot([alpha], [tokens_per_round], "D", color="#dc2626", ms=8,
+                label=f"this run: alpha {alpha:.2f}, tau {tokens_per_round:.2f}")
+    ax.set(xlabel="alpha (per checked token)", ylabel="tokens per round", ylim=(0, gamma + 1.3),
+           title=f"tokens per round tau vs alpha, gamma = {gamma}")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
 # ----------------------------------------------------------------------------------------------
 # The Practitioner's Guide's rule vs the correct one, over many draws
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +171,51 @@ class RuleDemo:
         """Draw n_draws emitted tokens with the selected rule; redraw the chart; return `last`."""
         if self.p is None:
             return {}
-        p, q, rule, n = self.p, self.q, self.rule.value, self.n_draws
+        rule, n = self.rule.value, self.n_draws
+        self.last = self.draws(rule)
+        name = dict((v, k) for k, v in self.RULES)[rule]
+        tv, noise, exact, freq, p_b, ids = (self.last[k] for k in ("tv", "noise", "exact_tv", "freq", "p", "token_ids"))
+        self.figure = self._figure(name)
+        show(self.plot, self.figure)
+        self.summary.value = (
+            f'<div class="specdec-drift" data-rule="{rule}" data-tv="{tv!r}" '
+            f'style="font-family:sans-serif;font-size:13px">'
+            f"{n} draws, rule <b>{html.escape(name)}</b>: over these {len(ids)} tokens and all others together, the "
+            f"emitted frequencies are at total-variation distance <b>{tv:.3f}</b> from p (sampling noise alone gives "
+            f"about {noise:.3f}); the rule's exact law is at {exact:.3f}. All other tokens together: emitted "
+            f"{freq[-1]:.3f}, p {p_b[-1]:.3f}. alpha = sum min(p, q) = {self.last['alpha']:.2f} here. {html.escape(self.note)}</div>"
+        )
+        return self.last
+
+    def static_figure(self, ax=None):
+        """Both rules at once as a matplotlib figure (what the widget shows one rule at a time; widget
+        outputs show only as text on GitHub): each rule's emitted frequencies over the same n_draws
+        against p, for the top tokens. Leaves the switch and `last` as they are. Returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        if self.p is None:
+            raise ValueError("no position yet: call set_distributions(p, q) first (Playground.run() does).")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7.5, 3.2), layout="constrained")
+        runs = {rule: self.draws(rule) for _, rule in self.RULES}
+        labels, k = runs["residual"]["labels"][:-1], len(runs["residual"]["labels"]) - 1
+        xs = range(k)
+        for j, (name, rule) in enumerate(self.RULES):
+            r = runs[rule]
+            ax.bar([x - 0.2 + 0.4 * j for x in xs], r["freq"][:-1], 0.4, color=("#16a34a", "#f59e0b")[j],
+                   label=f"{name}: TV from p {r['tv']:.3f}")
+        ax.plot(list(xs), runs["residual"]["p"][:-1], "_", color="#1e3a8a", ms=18, mew=2.5, label="p (target)")
+        ax.set_xticks(list(xs), labels, rotation=60, fontsize=7)
+        ax.set(ylabel="probability", title=f"emitted token vs p, {self.n_draws} draws per rule "
+               f"(sampling noise alone: TV about {runs['residual']['noise']:.3f})")
+        ax.legend(fontsize=7)
+        return ax
+
+    def draws(self, rule: str) -> dict:
+        """n_draws emitted tokens with `rule` (seeded, so both rules see the same random numbers), bucketed
+        over the `top` tokens most likely under p or q plus all others: frequencies, p, q, the rule's
+        exact law, and total-variation distances. Changes no widget."""
+        p, q, n = self.p, self.q, self.n_draws
         gen = torch.Generator().manual_seed(self.seed)
         counts = torch.bincount(emitted_tokens(p, q, n, rule, gen), minlength=p.numel()).double()
         ids = torch.maximum(p, q).argsort(descending=True)[: self.top].tolist()
@@ -171,21 +235,9 @@ class RuleDemo:
         labels = [_label(self.tokenizer, t) for t in ids]
         labels = [f"{s} #{t}" if labels.count(s) > 1 else s for s, t in zip(labels, ids)] + ["all others"]
         # the chart shows the `top` tokens; "all others" (the last bucket) would dwarf them: summary only
-        name = dict((v, k) for k, v in self.RULES)[rule]
-        self.last = dict(rule=rule, labels=labels, token_ids=ids, freq=freq, p=p_b, q=q_b, law=law_b, n=n,
-                         tv=tv, noise=noise, exact_tv=exact, exact_tv_all_tokens=float((law - p).abs().sum() / 2),
-                         alpha=float(torch.minimum(p, q).sum()))
-        self.figure = self._figure(name)
-        show(self.plot, self.figure)
-        self.summary.value = (
-            f'<div class="specdec-drift" data-rule="{rule}" data-tv="{tv!r}" '
-            f'style="font-family:sans-serif;font-size:13px">'
-            f"{n} draws, rule <b>{html.escape(name)}</b>: over these {len(ids)} tokens and all others together, the "
-            f"emitted frequencies are at total-variation distance <b>{tv:.3f}</b> from p (sampling noise alone gives "
-            f"about {noise:.3f}); the rule's exact law is at {exact:.3f}. All other tokens together: emitted "
-            f"{freq[-1]:.3f}, p {p_b[-1]:.3f}. alpha = sum min(p, q) = {self.last['alpha']:.2f} here. {html.escape(self.note)}</div>"
-        )
-        return self.last
+        return dict(rule=rule, labels=labels, token_ids=ids, freq=freq, p=p_b, q=q_b, law=law_b, n=n,
+                    tv=tv, noise=noise, exact_tv=exact, exact_tv_all_tokens=float((law - p).abs().sum() / 2),
+                    alpha=float(torch.minimum(p, q).sum()))
 
     def _figure(self, name: str):
         import plotly.graph_objects as go
@@ -210,18 +262,25 @@ class RuleDemo:
 # ----------------------------------------------------------------------------------------------
 
 
-def speedup_figure(alpha: float, gamma: int, c: float, v: float = 1.0, max_gamma: int = 16):
-    """Thm 3.8's expected speedup over gamma = 1..max_gamma for this alpha, c and v, with the chosen
-    gamma and the best one marked; the line at 1 is the target alone."""
+def v_at(v, gamma: int) -> float:
+    """The verification cost at this gamma: v itself if it is a number, else v[gamma] or v[str(gamma)]."""
+    if isinstance(v, dict):
+        return float(v[gamma] if gamma in v else v[str(gamma)])
+    return float(v)
+
+
+def speedup_figure(alpha: float, gamma: int, c: float, v=1.0, max_gamma: int = 16):
+    """Thm 3.8's expected speedup over gamma = 1..max_gamma for this alpha, c and v (a number, or a
+    dict gamma -> v), with the chosen gamma and the best one marked; the line at 1 is the target alone."""
     import plotly.graph_objects as go
 
     gs = list(range(1, max_gamma + 1))
-    ys = [expected_speedup(alpha, g, c, v) for g in gs]
+    ys = [expected_speedup(alpha, g, c, v_at(v, g)) for g in gs]
     best = optimal_gamma(alpha, c, max_gamma, v)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=gs, y=ys, mode="lines+markers", name="expected speedup", line=dict(color="#2563eb"),
                              hovertemplate="gamma %{x}<br>speedup %{y:.2f}x<extra></extra>"))
-    chosen = expected_speedup(alpha, gamma, c, v)
+    chosen = expected_speedup(alpha, gamma, c, v_at(v, gamma))
     fig.add_trace(go.Scatter(x=[gamma], y=[chosen], mode="markers", name=f"gamma = {gamma}",
                              marker=dict(size=13, color="#dc2626", symbol="diamond"),
                              hovertemplate="gamma %{x}<br>speedup %{y:.2f}x<extra>chosen</extra>"))
@@ -229,16 +288,18 @@ def speedup_figure(alpha: float, gamma: int, c: float, v: float = 1.0, max_gamma
                              marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="#16a34a", width=3)),
                              hovertemplate="gamma %{x}<br>speedup %{y:.2f}x<extra>best</extra>"))
     fig.add_hline(y=1, line=dict(color="black", width=1, dash="dot"))
-    fig.update_layout(title=f"alpha = {alpha:.2f}, c = {c:.3f}, v = {v:.2f}", xaxis_title="gamma",
+    vt = f"v = {v_at(v, gamma):.2f} at gamma {gamma}" if isinstance(v, dict) else f"v = {v:.2f}"
+    fig.update_layout(title=f"alpha = {alpha:.2f}, c = {c:.3f}, {vt}", xaxis_title="gamma",
                       yaxis_title="expected speedup", height=320, width=560, margin=dict(l=50, r=10, t=40, b=40))
     return fig
 
 
 class CostModelExplorer:
     """Sliders alpha, gamma and c -> the expected speedup over gamma (Leviathan Thm 3.8, with the
-    verification pass costing v target steps). `last` holds the numbers behind the chart."""
+    verification pass costing v target steps: a number, or a dict gamma -> v covering 1..max_gamma).
+    `last` holds the numbers behind the chart."""
 
-    def __init__(self, alpha: float = 0.8, gamma: int = 4, c: float = 0.1, v: float = 1.0, max_gamma: int = 16):
+    def __init__(self, alpha: float = 0.8, gamma: int = 4, c: float = 0.1, v=1.0, max_gamma: int = 16):
         import ipywidgets as w
 
         style, lay = {"description_width": "60px"}, w.Layout(width="360px")
@@ -261,11 +322,11 @@ class CostModelExplorer:
         return w.VBox([w.HBox([self.alpha, self.gamma, self.c]), self.plot, self.summary])
 
     def update(self) -> dict:
-        a, g, c, v = float(self.alpha.value), int(self.gamma.value), float(self.c.value), self.v
-        best = optimal_gamma(a, c, self.max_gamma, v)
+        a, g, c = float(self.alpha.value), int(self.gamma.value), float(self.c.value)
+        best, v = optimal_gamma(a, c, self.max_gamma, self.v), v_at(self.v, g)
         self.last = dict(alpha=a, gamma=g, c=c, v=v, speedup=expected_speedup(a, g, c, v), best_gamma=best,
-                         best_speedup=expected_speedup(a, best, c, v), tau=expected_tokens_per_round(a, g))
-        self.figure = speedup_figure(a, g, c, v, self.max_gamma)
+                         best_speedup=expected_speedup(a, best, c, v_at(self.v, best)), tau=expected_tokens_per_round(a, g))
+        self.figure = speedup_figure(a, g, c, self.v, self.max_gamma)
         show(self.plot, self.figure)
         s = self.last
         self.summary.value = (

@@ -5,6 +5,12 @@
     pg.rule_widget()                # the correct rule vs the Practitioner's Guide's, as a live histogram
     pg.gamma.value = 6              # the same from code (this is how the tests drive it)
     pg.last                         # statistics of the latest run (alpha, tau, speedups, counts, texts)
+    pg.reset()                      # the controls back to their starting values (and one run)
+    pg.static_figure()              # the run's point on Eq. 1's curve, matplotlib (shows on GitHub)
+
+The statistics' c and v are those this run paid (in the loop), so the cost model fed with them is a
+decomposition of the run, not a prediction (`decomposed_speedup`); a prediction takes c and v
+measured elsewhere (utils.bench.step_cost_ratio / verify_cost_ratios, or another run).
 
 `run()` is the callback; it needs no browser and is unit-tested.
 """
@@ -17,7 +23,7 @@ import statistics
 import torch
 
 from .decoding import autoregressive_generate
-from .interactive import RuleDemo, show, tau_figure
+from .interactive import RuleDemo, show, tau_figure, tau_static
 from .render import count_kinds, rounds_html
 from .sampling import probs_from_logits
 from .speculative import speculative_generate
@@ -91,12 +97,30 @@ class Playground:
         self.tau_fig = None
         self.rule_demo = RuleDemo(seed=seed)
         self.last: dict = {}
+        self._start = [c.value for c in self.controls]
         for c in self.controls:
             c.observe(lambda _change: self.run(), names="value")
 
     @property
     def controls(self):
         return [self.prompt, self.gamma, self.temperature, self.max_new_tokens, self.seed, self.top_k, self.top_p]
+
+    def reset(self) -> dict:
+        """Put every control back to its starting value (each change re-runs), so that a saved notebook
+        shows the widgets in the state the static views describe; returns `last`."""
+        for c, v in zip(self.controls, self._start):
+            c.value = v
+        return self.last if self.last else self.run()
+
+    def static_figure(self, ax=None):
+        """The latest run's point on Eq. 1's tau(alpha) curve as a matplotlib figure (the widget's plotly
+        chart shows only as text on GitHub). Returns the Axes."""
+        if not self.last:
+            self.run()
+        s = self.last
+        ax = tau_static(s["alpha_checked"], s["gamma"], s["tokens_per_round"], ax)
+        ax.set_title(f"gamma = {s['gamma']}, T = {s['temperature']:g}: tokens per round vs alpha", fontsize=10)
+        return ax
 
     def widget(self):
         import ipywidgets as w
@@ -160,7 +184,7 @@ class Playground:
             c=c,
             v=v,
             measured_speedup=ar_seconds / out.total_time,
-            predicted_speedup=expected_speedup(alpha_, gamma, c, v),
+            decomposed_speedup=expected_speedup(alpha_, gamma, c, v),  # from this run's own c, v: not a prediction
             optimal_gamma=optimal_gamma(alpha_, c, max_gamma=10, v=v),
             counts=count_kinds(out.rounds),
             new_tokens=out.new_tokens,
@@ -222,10 +246,10 @@ class Playground:
             ("acceptance rate alpha (accepted / drafted)", f"{s['alpha']:.2f}"),
             ("alpha per checked token (cost model)", f"{s['alpha_checked']:.2f}"),
             ("tokens per round tau", f"{s['tokens_per_round']:.2f}"),
-            ("cost ratio c (draft step / target step, this run)", f"{s['c']:.3f}"),
-            ("verify cost v (target pass / target step, this run)", f"{s['v']:.2f}"),
+            ("cost ratio c (draft step / target step, in the loop, this run)", f"{s['c']:.3f}"),
+            ("verify cost v (target pass / target step, in the loop, this run)", f"{s['v']:.2f}"),
             ("measured speedup vs target alone", f"{s['measured_speedup']:.2f}x"),
-            ("cost model (Thm 3.8 with v) predicts", f"{s['predicted_speedup']:.2f}x"),
+            ("cost model with this run's c and v (a decomposition, not a prediction)", f"{s['decomposed_speedup']:.2f}x"),
             ("optimal gamma for this alpha, c and v", str(s["optimal_gamma"])),
             ("rounds / new tokens", f"{s['rounds']} / {s['new_tokens']}"),
         ]
@@ -267,3 +291,31 @@ def expected_acceptance(pair, prompt: str, temperatures, max_new_tokens: int = 4
     z_t, z_d = pair.target(seq).logits[0, n:-1], pair.draft(seq).logits[0, n:-1]  # (new tokens, V)
     return {t: float(torch.minimum(probs_from_logits(z_t, t), probs_from_logits(z_d, t)).sum(-1).mean())
             for t in temperatures}
+
+
+def linear_verify_cost(v: dict) -> dict:
+    """A straight line through measured verification costs v(gamma) (dict gamma -> v, keys int or str),
+    fitted by least squares: the target's pass over gamma + 1 tokens grows roughly linearly with its
+    width, and the line removes the run-to-run wiggles of single measurements, which would otherwise
+    decide the best gamma where two gammas are nearly tied. Returns dict(intercept, slope,
+    v={gamma (str): fitted v}, max_residual)."""
+    pts = sorted((int(g), float(x)) for g, x in v.items())
+    if len(pts) < 2:
+        raise ValueError(f"need v at two gammas or more to fit a line, got {v!r}")
+    n = len(pts)
+    mg, mv = sum(g for g, _ in pts) / n, sum(x for _, x in pts) / n
+    slope = sum((g - mg) * (x - mv) for g, x in pts) / sum((g - mg) ** 2 for g, _ in pts)
+    intercept = mv - slope * mg
+    fitted = {str(g): intercept + slope * g for g, _ in pts}
+    return dict(intercept=intercept, slope=slope, v=fitted, max_residual=max(abs(fitted[str(g)] - x) for g, x in pts))
+
+
+def near_best_gammas(alpha: float, c: float, v, tol: float = 0.01, max_gamma: int = 10) -> list[int]:
+    """Every gamma in 1..max_gamma whose expected speedup is within `tol` (relative) of the best one:
+    a flat optimum, where measurement noise rather than the model picks "the" best gamma. v: a number
+    or a dict gamma -> v."""
+    from .interactive import v_at
+
+    speed = {g: expected_speedup(alpha, g, c, v_at(v, g)) for g in range(1, max_gamma + 1)}
+    top = max(speed.values())
+    return [g for g, x in speed.items() if x >= top * (1 - tol)]
