@@ -413,7 +413,7 @@ def test_09_rows_not_shifted_fail_with_the_expected_index_and_a_hint(pair):
     def unshifted(m, L):
         return torch.arange(L + int(m.max()))[None].repeat(len(m), 1)
 
-    fails("check_09", unshifted, pair, "expected: [[0, 1, 2, 3, 4], [-1, -1, 0, 1, 2]]", "M - m[b]")
+    fails("check_09", unshifted, pair, "expected: [[0, 1, 2, 3, 4], [-1, 0, 1, 2, 3]]", "M - m[b]")
 
 
 # ---------------------------------------------------------------------------------------------
