@@ -538,7 +538,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.check:
         return check()
-    for src in sources(args.prefix):
+    srcs = sources(args.prefix)
+    if not srcs:
+        ap.error(f"no notebook source in notebooks/src starts with {args.prefix!r}; use a number such as "
+                 f"{', '.join(p.name[:2] for p in sources())}, or none for all")
+    for src in srcs:
         nb = build(src)
         t0 = time.perf_counter()
         if not args.no_execute:

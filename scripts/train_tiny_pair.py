@@ -1,7 +1,8 @@
 """Train the tiny Gemma2 draft/target pair that ships in data/models/.
 
-    python scripts/train_tiny_pair.py                 # full run (about an hour on 2 CPU cores)
-    python scripts/train_tiny_pair.py --smoke         # a few steps, to check the script
+    python scripts/train_tiny_pair.py --out runs/tiny-pair    # full run (about an hour on 2 CPU cores)
+    python scripts/train_tiny_pair.py --overwrite             # ... replacing the shipped pair in data/models
+    python scripts/train_tiny_pair.py --smoke                 # a few steps into a temporary folder, to check the script
 
 Deterministic: fixed seeds, fixed thread count, a corpus read from Python's own standard library
 (`pydoc_data.topics`, the language reference topics, and the
@@ -263,7 +264,12 @@ def train(model, stream, steps, lr, batch, seed, teacher=None, log_every=100, ex
     return time.time() - t0
 
 
-def main(argv=None):
+def _parse(argv):
+    """Parse and check every flag before anything is read, trained or written: a bad one, or files of an
+    earlier run (the shipped pair in data/models included) without --overwrite, exits with status 2."""
+    import sys
+    import tempfile
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target-steps", type=int, default=1500)
     ap.add_argument("--grow-steps", type=int, default=600)
@@ -271,12 +277,32 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=1024, help="target-written sequences for the draft")
     ap.add_argument("--stage1", type=Path, default=None, help="a saved 12-layer stage-1 target (skips stage 1)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--out", type=Path, default=OUT_DIR)
-    ap.add_argument("--smoke", action="store_true", help="3 steps each, to a temporary folder")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the pair (default data/models, the shipped pair: needs --overwrite)")
+    ap.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run (the shipped pair)")
+    ap.add_argument("--smoke", action="store_true", help="3 steps each, to a temporary folder (or --out)")
     args = ap.parse_args(argv)
+    for flag in ("target_steps", "grow_steps", "draft_steps", "samples", "batch"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(args, flag)})")
+    if args.stage1 is not None and not (args.stage1 / "stage1.json").is_file():
+        ap.error(f"--stage1 {args.stage1}: no stage-1 model there (a run without --stage1 saves one, with its "
+                 "stage1.json, in <out>/stage1-target)")
+    sys.path.insert(0, str(ROOT))
+    from utils.results import check_output
+
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="tiny-pair-smoke-")) if args.smoke else OUT_DIR
+    for path in [args.out / "training_report.json", *(args.out / f"tiny-gemma2-{k}" / "model.safetensors" for k in LAYERS)]:
+        check_output(ap, path, args.out, args.overwrite)
     if args.smoke:
         args.target_steps = args.grow_steps = args.draft_steps = 3
         args.samples = 8
+    return args
+
+
+def main(argv=None):
+    args = _parse(argv)
 
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
@@ -339,6 +365,7 @@ def main(argv=None):
     }
     (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    print(f"wrote the pair to {args.out}")
 
 
 if __name__ == "__main__":

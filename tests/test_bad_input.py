@@ -1,7 +1,9 @@
 """Issue 14: bad or edge input meets a clear error from the project's own checks (ValueError or
 TypeError with a message that says what to do), or a warning where Hugging Face warns; nothing runs
-on silently with wrong output. Command-line cases live beside each command's tests
-(test_bench.py, test_shapes.py); run.py's are at the end of this file."""
+on silently with wrong output. Each command's own flag checks live beside its tests (test_bench.py,
+test_shapes.py, ...); what every command line shares (the device, the pair, load and memory errors as
+one message, never writing over the shipped files) and run.py's and scripts/' cases are at the end
+of this file."""
 
 import json
 import math
@@ -422,3 +424,219 @@ def test_run_py_says_what_to_install_when_ensurepip_is_missing(tmp_path, monkeyp
     with pytest.raises(SystemExit) as err:
         mod.ensure_env()
     assert "python3-venv" in str(err.value) and not target.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Every command line: flags checked before a model loads; load and memory errors as one message
+# ---------------------------------------------------------------------------------------------
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")
+COMMANDS = [  # (module, argv before the flags under test)
+    ("bench", []), ("datacamp", []), ("lookup", []), ("selfspec", ["bench"]),
+    ("beyond", ["adaptive"]), ("beyond", ["batched"]),
+]
+
+
+def _main(module):
+    import importlib
+
+    return importlib.import_module(f"utils.{module}").main
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """load_pair, wherever a command finds it, fails the test: nothing may load."""
+    from utils import bench, card, datacamp
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for mod in (models, bench, datacamp, card):
+        monkeypatch.setattr(mod, "load_pair", refuse)
+
+
+def _exits_2(call, capsys, *says):
+    with pytest.raises(SystemExit) as e:
+        call()
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    for s in says:
+        assert s in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("device", ["tpu", pytest.param("cuda", marks=NO_GPU)])
+@pytest.mark.parametrize("module, argv", COMMANDS)
+def test_commands_check_the_device_before_loading(module, argv, device, no_load, capsys, tmp_path):
+    """--device cuda on a machine without a GPU (or a device PyTorch does not know): exit 2 and a
+    message saying what to use, before any model loads (was: a DeviceError traceback from load_pair)."""
+    _exits_2(lambda: _main(module)(argv + ["--device", device, "--out", str(tmp_path)]), capsys, f"--device {device}")
+    assert not list(tmp_path.iterdir())
+
+
+def test_batched_cost_checks_the_device_and_the_memory(monkeypatch, capsys, tmp_path):
+    """batched-cost builds 2b + 27b in bf16 (about 60 GiB): on a CPU without that memory it is refused
+    up front, as utils.shapes does, instead of swapping or being killed."""
+    from utils import beyond, shapes
+
+    monkeypatch.setattr(beyond, "shape_costs", lambda *a, **k: pytest.fail("built the models"))
+    monkeypatch.setattr(shapes, "available_memory_bytes", lambda: 22 * 2**30)
+    out = ["--out", str(tmp_path)]
+    _exits_2(lambda: beyond.main(["batched-cost", "--device", "tpu"] + out), capsys, "--device tpu")
+    _exits_2(lambda: beyond.main(["batched-cost", "--device", "cpu"] + out), capsys, "GiB", "22 GiB available")
+
+
+@pytest.mark.parametrize("module, argv", COMMANDS)
+def test_commands_check_specdec_pair_before_loading(module, argv, no_load, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("SPECDEC_PAIR", "nope")
+    _exits_2(lambda: _main(module)(argv + ["--device", "cpu", "--out", str(tmp_path)]), capsys, "SPECDEC_PAIR='nope'")
+
+
+@pytest.mark.parametrize("error", [
+    models.GatedModelError("google/gemma-2-9b-it is gated: accept the license"),
+    models.HubUnreachableError("could not load it from the Hugging Face Hub"),
+    models.IncompatiblePairError("the draft's and the target's tokenizers differ"),
+    models.InsufficientMemoryError("needs about 40 GiB of GPU memory: pass quantization='nf4'"),
+])
+@pytest.mark.parametrize("module, argv", COMMANDS + [("card", []), ("selfspec", ["train"])])
+def test_commands_turn_load_errors_into_one_message(module, argv, error, monkeypatch, capsys, tmp_path):
+    """A pair that cannot load (gated without a token, offline, mismatched tokenizers, too little
+    memory): its message and exit 2, not a traceback through transformers."""
+    from utils import bench, card, datacamp
+
+    def fail(*args, **kwargs):
+        raise error
+
+    for mod in (models, bench, datacamp, card):
+        monkeypatch.setattr(mod, "load_pair", fail)
+    flags = [] if module == "card" else ["--out", str(tmp_path)] + ([] if argv == ["train"] else ["--device", "cpu"])
+    _exits_2(lambda: _main(module)(argv + flags), capsys, str(error))
+
+
+def test_commands_turn_cuda_out_of_memory_into_one_message(monkeypatch, capsys, tmp_path):
+    from utils import bench
+
+    monkeypatch.setattr(bench, "load_pair", lambda *a, **k: object())
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(bench, "benchmark", oom)
+    _exits_2(lambda: bench.main(["--device", "cpu", "--out", str(tmp_path)]), capsys, "out of GPU memory", "--max-new-tokens")
+
+
+def test_gated_pair_without_a_token_is_one_message(tmp_path):
+    """The real path, offline and without a token: exit 2, the message, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")} | {"HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "utils.bench", "--pair", "gemma2-2b-9b", "--device", "cpu", "--out",
+                        str(tmp_path)], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "gated" in r.stderr or "Hugging Face Hub" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["bench", "--ks", "99", "--no-adapters"], ["train", "--ks", "99"]])
+def test_selfspec_checks_exit_layers_before_loading(argv, no_load, capsys, tmp_path):
+    from utils import selfspec
+
+    _exits_2(lambda: selfspec.main(argv + ["--out", str(tmp_path)]), capsys, "below the target's 20 layers")
+
+
+def test_selfspec_train_checks_the_pair(no_load, capsys, tmp_path):
+    from utils import selfspec
+
+    _exits_2(lambda: selfspec.main(["train", "--pair", "nope", "--out", str(tmp_path)]), capsys, "--pair must be one of")
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/: train_tiny_pair.py never writes over the shipped pair by default; build_notebooks.py
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def train_script(monkeypatch):
+    """scripts/train_tiny_pair.py with its corpus stubbed and its first write (the tokenizer) stopped:
+    returns (module, run(argv) -> the folders it would write to, or None when it never got there)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_tiny_pair.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_pair", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def tokenizer(text, out_dirs):
+        seen["dirs"] = out_dirs
+        raise Stop
+
+    monkeypatch.setattr(mod, "load_corpus", lambda: ("text", "held", {}))
+    monkeypatch.setattr(mod, "train_tokenizer", tokenizer)
+    for name in ("use_deterministic_algorithms", "set_num_threads", "manual_seed"):  # process-wide settings
+        monkeypatch.setattr(torch, name, lambda *a, **k: None)
+
+    def run(argv):
+        seen.clear()
+        try:
+            mod.main(argv)
+        except Stop:
+            pass
+        return seen.get("dirs")
+
+    return mod, run
+
+
+def test_train_tiny_pair_never_overwrites_the_shipped_pair_by_default(train_script, capsys):
+    import shutil
+
+    mod, run = train_script
+    with pytest.raises(SystemExit) as e:
+        run([])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--overwrite" in err and "Traceback" not in err
+    dirs = run(["--smoke"])  # documented as "to a temporary folder"
+    try:
+        assert dirs and not any(d.resolve().is_relative_to(mod.ROOT) for d in dirs)
+    finally:
+        if dirs:
+            shutil.rmtree(dirs[0].parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--target-steps", "0"], "--target-steps must be >= 1"),
+    (["--draft-steps", "-1"], "--draft-steps must be >= 1"),
+    (["--batch", "0"], "--batch must be >= 1"),
+    (["--samples", "0"], "--samples must be >= 1"),
+    (["--stage1", "no-such-folder"], "--stage1"),
+])
+def test_train_tiny_pair_checks_flags_before_writing(train_script, flags, says, capsys, tmp_path):
+    mod, run = train_script
+    with pytest.raises(SystemExit) as e:
+        run(flags + ["--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_build_notebooks_refuses_a_prefix_that_matches_nothing(monkeypatch, capsys):
+    """A typo such as `3` (not `03`) built nothing and still rewrote README.md and WORKSHOP.md."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import build_notebooks
+
+    calls = []
+    for name in ("update_readme", "update_workshop", "execute", "build"):
+        monkeypatch.setattr(build_notebooks, name, lambda *a, _n=name, **k: calls.append(_n))
+    _exits_2(lambda: build_notebooks.main(["3", "--no-execute"]), capsys, "no notebook source", "03")
+    assert not calls and "build_notebooks" in sys.modules

@@ -25,7 +25,7 @@ import torch
 
 from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair, weight_bytes
-from .results import check_output, write_json
+from .results import check_device, check_output, check_pair, command_errors, write_json
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
@@ -539,10 +539,8 @@ def _check_args(ap, args) -> tuple[list[str], Path]:
     """Every flag checked before any model is loaded. Returns (prompts, output json path)."""
     import math
 
-    from .models import PAIRS
-
-    if args.pair is not None and args.pair not in PAIRS:
-        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    pair = check_pair(ap, args.pair)
+    device = check_device(ap, args.device)
     for flag, value in (("--n-prompts", args.n_prompts), ("--max-new-tokens", args.max_new_tokens),
                         ("--repeats", args.repeats), ("--threads", args.threads or 1)):
         if value < 1:
@@ -559,8 +557,6 @@ def _check_args(ap, args) -> tuple[list[str], Path]:
     prompts = sets[args.prompts]
     if args.n_prompts > len(prompts):
         ap.error(f"--n-prompts {args.n_prompts} is more than the {len(prompts)} prompts of {args.prompts!r}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pair = args.pair or __import__("os").environ.get("SPECDEC_PAIR", "tiny")
     stem = f"bench-{pair}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "")
     path = args.out / (stem + (f"-{args.tag}" if args.tag else "") + ".json")
     check_output(ap, path, args.out, args.overwrite, "another --out / --tag")  # fail now, not after many minutes
@@ -588,9 +584,10 @@ def main(argv=None):
     prompts, _ = _check_args(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
-    result = benchmark(pair, prompts, max_new_tokens=args.max_new_tokens, gammas=args.gammas,
-                       temperatures=args.temperatures, methods=args.methods, repeats=args.repeats)
+    with command_errors(ap):
+        pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
+        result = benchmark(pair, prompts, max_new_tokens=args.max_new_tokens, gammas=args.gammas,
+                           temperatures=args.temperatures, methods=args.methods, repeats=args.repeats)
     result["meta"]["prompt_set"] = args.prompts
     path = save(result, args.out, args.tag)
     print(json.dumps(result["meta"], indent=2))

@@ -458,8 +458,8 @@ def _check_batched_args(ap, args) -> Path:
 
 
 def _main_batched_cost(ap, args) -> int:
-    from .results import check_output, write_json
-    from .shapes import GEMMA2_SHAPES, _versions
+    from .results import check_device, check_output, command_errors, write_json
+    from .shapes import GEMMA2_SHAPES, _versions, available_memory_bytes, param_count
 
     sizes = args.shapes.split(":")
     if len(sizes) != 2 or any(s not in GEMMA2_SHAPES for s in sizes):
@@ -467,10 +467,15 @@ def _main_batched_cost(ap, args) -> int:
     for flag, value in (("--batch-sizes", min(args.batch_sizes)), ("--gamma", args.gamma), ("--prompt-len", args.prompt_len)):
         if value < 1:
             ap.error(f"{flag} must be >= 1 (got {value})")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if (args.device or "").startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA GPU is visible here; run it on a GPU machine (scripts/gpu_run.sh batched-cost)")
+    device = check_device(ap, args.device)
     if not device.startswith("cuda"):
+        need, free = 2 * (param_count(sizes[0]) + param_count(sizes[1])), available_memory_bytes()  # bf16 weights
+        if free is not None and need > 0.9 * free:
+            ap.error(f"--device {device}: {args.shapes} needs about {need / 2**30:.0f} GiB in bf16 and this machine has "
+                     f"{free / 2**30:.0f} GiB available; run it on a GPU (scripts/gpu_run.sh batched-cost) or pass "
+                     "smaller --shapes (2b:2b)")
         print(f"note: {args.shapes} in bf16 on {device} is slow and needs tens of GB; it is made for a GPU", file=sys.stderr)
     path = args.out / f"batched-cost-{sizes[0]}-{sizes[1]}-{device.split(':')[0]}.json"
     check_output(ap, path, args.out, args.overwrite)
@@ -482,8 +487,9 @@ def _main_batched_cost(ap, args) -> int:
     def save(partial):  # after every batch size: a run cut short by a time limit keeps what it measured
         write_json(path, {**partial, "meta": meta})
 
-    result = shape_costs(*sizes, batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma, prompt_len=args.prompt_len,
-                         device=device, on_step=save)
+    with command_errors(ap):
+        result = shape_costs(*sizes, batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma,
+                             prompt_len=args.prompt_len, device=device, on_step=save)
     save(result)
     for c in result["costs"]:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in c.items()}))
@@ -496,11 +502,13 @@ def _main_batched(ap, args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .models import load_pair, load_prompts
-    from .results import write_json
+    from .results import command_errors, write_json
 
-    pair = load_pair(args.pair, device=args.device)
-    result = compare_batched(pair, load_prompts(args.prompts), batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma,
-                             temperatures=args.temperatures, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    with command_errors(ap):
+        pair = load_pair(args.pair, device=args.device)
+        result = compare_batched(pair, load_prompts(args.prompts), batch_sizes=sorted(set(args.batch_sizes)),
+                                 gamma=args.gamma, temperatures=args.temperatures, max_new_tokens=args.max_new_tokens,
+                                 repeats=args.repeats)
     result["meta"]["prompt_set"] = args.prompts
     write_json(path, result)
     for t in args.temperatures:
@@ -560,12 +568,13 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .models import load_pair, load_prompts
-    from .results import write_json
+    from .results import command_errors, write_json
 
-    pair = load_pair(args.pair, device=args.device)
-    prompts = load_prompts(args.prompts)[: args.n_prompts]
-    result = compare_adaptive(pair, prompts, gamma=args.gamma, thresholds=args.thresholds, temperatures=args.temperatures,
-                              max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    with command_errors(a):
+        pair = load_pair(args.pair, device=args.device)
+        prompts = load_prompts(args.prompts)[: args.n_prompts]
+        result = compare_adaptive(pair, prompts, gamma=args.gamma, thresholds=args.thresholds,
+                                  temperatures=args.temperatures, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
     result["meta"]["prompt_set"] = args.prompts
     write_json(path, result)
     print(json.dumps({k: v for k, v in result["meta"].items() if k != "configs"}, indent=1))

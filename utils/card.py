@@ -20,7 +20,7 @@ import torch
 from .decoding import autoregressive_generate
 from .models import MODELS_DIR, ROOT, load_pair
 from .bench import step_cost_ratio
-from .results import write_json
+from .results import command_errors, write_json
 from .speculative import speculative_generate
 
 CARD = MODELS_DIR / "card.json"
@@ -50,7 +50,8 @@ def main(argv=None) -> None:
                     help="replace the committed data/models/card.json and data/models/README.md (default: runs/card.json)")
     args = ap.parse_args(argv)
     prompts = json.loads((ROOT / "data" / "prompts.json").read_text())
-    pair = load_pair("tiny", device="cpu")
+    with command_errors(ap):  # the shipped pair missing or broken: say how to restore it
+        pair = load_pair("tiny", device="cpu")
     card = {
         "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
@@ -152,8 +153,9 @@ def render_markdown(card: dict) -> str:
         f"{c['draft_step_ms']:.2f} ms, of the target {c['target_step_ms']:.2f} ms: c = {c['c']:.3f}. On a CPU a step "
         "costs roughly per layer, so c is close to the ratio of layer counts.",
         "",
-        "**Training.** `python scripts/train_tiny_pair.py` (deterministic: fixed seeds, 2 threads, deterministic "
-        f"algorithms) on {tr.get('hardware', 'n/a')} with torch {tr.get('torch', 'n/a')}. The target is trained "
+        "**Training.** `python scripts/train_tiny_pair.py --overwrite` replaces these files (`--out DIR` trains a copy "
+        "elsewhere); deterministic: fixed seeds, 2 threads, deterministic "
+        f"algorithms. Run on {tr.get('hardware', 'n/a')} with torch {tr.get('torch', 'n/a')}. The target is trained "
         "at 12 layers (cross-entropy), grown to 20 layers without changing its function (new layers start as the "
         "identity) and trained on. The draft is distilled from it: half cross-entropy, half KL to the target's "
         "next-token distribution, every other batch taken from text the target wrote itself (half greedy, half "

@@ -8,7 +8,8 @@ The tutorial timed "normal inference" (the target alone) against its draft-and-s
 is not speculative decoding: it returns the draft's text (notebook 02). This adds the two methods
 that are: Hugging Face assisted generation and our `speculative_generate`, all greedy, and checks
 which outputs are the target's own greedy text. Results go to
-data/results/datacamp-<pair>-<device>[-<quantization>].json with hardware and versions.
+runs/datacamp-<pair>-<device>[-<quantization>].json (--out data/results: the committed one) with
+hardware and versions.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from .bench import RESULTS, interleaved, metadata, step_cost_ratio
 from .decoding import draft_and_score
 from .models import ROOT, load_pair, load_prompts
-from .results import write_json
+from .results import check_device, check_output, check_pair, command_errors, write_json
 
 METHODS = {"normal": "hf", "HF assisted": "hf_assisted", "ours": "ours_speculative"}
 
@@ -99,30 +100,18 @@ def main(argv=None):
                     help="folder for the JSON (default runs/, ignored by git; the committed result is in data/results)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing result file")
     args = ap.parse_args(argv)
-    from .models import PAIRS
-
-    if args.pair is not None and args.pair not in PAIRS:
-        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    pair_name = check_pair(ap, args.pair)
+    device = check_device(ap, args.device)
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--gamma", args.gamma),
                         ("--repeats", args.repeats), ("--n-prompts", args.n_prompts)):
         if value < 1:
             ap.error(f"{flag} must be >= 1 (got {value})")
     if args.n_prompts > 5:
         ap.error(f"--n-prompts: the DataCamp tutorial has 5 prompts (got {args.n_prompts})")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pair_name = args.pair or __import__("os").environ.get("SPECDEC_PAIR", "tiny")
     path = args.out / (f"datacamp-{pair_name}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "") + ".json")
-    if path.exists() and not args.overwrite:
-        ap.error(f"{path} exists; pass --overwrite to replace it, or another --out")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        probe = args.out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        ap.error(f"cannot write to --out {args.out}: {e.strerror or e}")
-    pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
-    with torch.inference_mode():
+    check_output(ap, path, args.out, args.overwrite)  # fail now, not after minutes
+    with command_errors(ap), torch.inference_mode():
+        pair = load_pair(args.pair, device=args.device, quantization=args.quantization)
         result = run(pair, max_new_tokens=args.max_new_tokens, gamma=args.gamma, repeats=args.repeats, n_prompts=args.n_prompts)
     print(table(result))
     m = result["meta"]

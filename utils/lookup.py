@@ -459,12 +459,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .models import load_pair
-    from .results import write_json
+    from .results import command_errors, write_json
 
-    pair = load_pair(args.pair, device=args.device)
-    prompts = build_prompts(pair, args.prompts, args.n_prompts, args.passage_tokens)
-    result = compare_lookup(pair, prompts, gamma=args.gamma, max_ngram=args.max_ngram, temperatures=args.temperatures,
-                            max_new_tokens=args.max_new_tokens, methods=args.methods, repeats=args.repeats, warmup=args.warmup)
+    with command_errors(ap):
+        pair = load_pair(args.pair, device=args.device)
+        prompts = build_prompts(pair, args.prompts, args.n_prompts, args.passage_tokens)
+        result = compare_lookup(pair, prompts, gamma=args.gamma, max_ngram=args.max_ngram, temperatures=args.temperatures,
+                                max_new_tokens=args.max_new_tokens, methods=args.methods, repeats=args.repeats,
+                                warmup=args.warmup)
     result["meta"].update(prompt_set=args.prompts, passage_tokens=args.passage_tokens,
                           command="python -m utils.lookup " + " ".join(sys.argv[1:] if argv is None else argv))
     write_json(path, result)

@@ -443,7 +443,7 @@ def _from_pretrained(loader, source: str, pair: PairSpec, **kwargs):
         if pair.local:
             raise PairError(
                 f"the shipped model {source} is missing or broken: run `git checkout -- data/models` "
-                "or rebuild it with `python scripts/train_tiny_pair.py`."
+                "or rebuild it with `python scripts/train_tiny_pair.py --overwrite`."
             ) from e
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         raise HubUnreachableError(

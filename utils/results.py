@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,22 +45,61 @@ def check_output(ap, path: Path, out: Path, overwrite: bool, other: str = "anoth
         ap.error(f"cannot write to --out {out}: {e.strerror or e}")
 
 
+def check_pair(ap, name: str | None) -> str:
+    """--pair checked before any model is loaded: a key of utils.models.PAIRS, and where it is not
+    given $SPECDEC_PAIR (else "tiny"), as load_pair picks it. Returns the pair's name."""
+    from .models import PAIRS
+
+    if name is not None and name not in PAIRS:
+        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {name!r})")
+    env = os.environ.get("SPECDEC_PAIR")
+    if name is None and env and env not in PAIRS:
+        ap.error(f"SPECDEC_PAIR={env!r} is not a pair: set it to one of {', '.join(PAIRS)}, unset it (tiny), "
+                 "or pass --pair")
+    return name or env or "tiny"
+
+
+def check_device(ap, device: str | None) -> str:
+    """--device checked before any model is loaded (utils.models.resolve_device): a device this machine
+    has, so that --device cuda without a GPU stops here. Returns it ('cuda' if there is one, else 'cpu',
+    when not given)."""
+    from .models import DeviceError, resolve_device
+
+    try:
+        return str(resolve_device(device))
+    except DeviceError as e:
+        ap.error(f"--device {device}: {e}")
+
+
+@contextmanager
+def command_errors(ap):
+    """Around a command's loading and running: an error whose message says what to do ends it through
+    ap.error (that message, exit status 2) rather than a traceback from inside transformers. That is a
+    utils.models.PairError (a gated model without a token, no network, mismatched tokenizers, too
+    little memory) or CUDA running out of memory."""
+    import torch
+
+    from .models import PairError
+
+    try:
+        yield
+    except PairError as e:
+        ap.error(str(e))
+    except torch.cuda.OutOfMemoryError:
+        ap.error("out of GPU memory: ask for less (a lower --max-new-tokens, smaller --batch-sizes), 4-bit weights "
+                 "(--quantization nf4 where the command has it), or a smaller --pair")
+
+
 def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "") -> tuple[Path, list[str]]:
-    """The flags the benchmark commands share, checked before any model is loaded: --pair (a key of
-    utils.models.PAIRS), each of `counts` ({"--flag": value}, None allowed) >= 1, --warmup >= 0 and
+    """The flags the benchmark commands share, checked before any model is loaded: --pair (check_pair),
+    --device (check_device), each of `counts` ({"--flag": value}, None allowed) >= 1, --warmup >= 0 and
     --temperatures finite and >= 0 where the command has them, --prompts a set of data/prompts.json
     (with at least --n-prompts prompts where given), and the output file
     <kind>-<pair>-<device><suffix>.json (check_output). Returns (that path, the prompt set)."""
-    import json
-    import math
-    import os
+    from .models import ROOT
 
-    import torch
-
-    from .models import PAIRS, ROOT
-
-    if args.pair is not None and args.pair not in PAIRS:
-        ap.error(f"--pair must be one of {', '.join(PAIRS)} (got {args.pair!r})")
+    pair = check_pair(ap, args.pair)
+    device = check_device(ap, args.device)
     for flag, value in counts.items():
         if value is not None and value < 1:
             ap.error(f"{flag} must be >= 1 (got {value})")
@@ -73,8 +114,6 @@ def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "") -> tu
     n = getattr(args, "n_prompts", None)
     if n is not None and n > len(sets[args.prompts]):
         ap.error(f"--n-prompts {n} is more than the {len(sets[args.prompts])} prompts of {args.prompts!r}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pair = args.pair or os.environ.get("SPECDEC_PAIR", "tiny")
     path = args.out / f"{kind}-{pair}-{device.split(':')[0]}{suffix}.json"
     check_output(ap, path, args.out, args.overwrite)  # fail now, not after a run of minutes
     return path, sets[args.prompts]

@@ -473,12 +473,34 @@ def _positive(ap, flag, value):
         ap.error(f"{flag} must be >= 1 (got {value})")
 
 
+def _target_layers(pair_name: str) -> int | None:
+    """The target's layer count from its config.json, for a pair shipped in the repository (None for a
+    Hub pair: known once it is loaded, where bench_main and train_main check --ks again)."""
+    from .models import MODELS_DIR, PAIRS
+
+    spec = PAIRS[pair_name]
+    if not spec.local:
+        return None
+    try:
+        return int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError):
+        return None  # a missing or broken shipped model: load_pair says what to do
+
+
+def _check_ks(ap, ks, pair_name: str) -> None:
+    """--ks: exit layers >= 1 and, where the layer count is known before loading, below the target's."""
+    if any(k < 1 for k in ks):
+        ap.error(f"--ks must all be >= 1 (got {ks}): exit layers; each must also be below the target's layer count")
+    n = _target_layers(pair_name)
+    if n is not None and any(k >= n for k in ks):
+        ap.error(f"--ks must all be below the target's {n} layers (got {ks})")
+
+
 def _check_bench_args(ap, args) -> Path:
     """Every flag checked before any model is loaded. Returns the output json path."""
-    from .results import check_bench_flags
+    from .results import check_bench_flags, check_pair
 
-    if any(k < 1 for k in args.ks):
-        ap.error(f"--ks must all be >= 1 (got {args.ks}): exit layers; each must also be below the target's layer count")
+    _check_ks(ap, args.ks, check_pair(ap, args.pair))
     if args.adapters is not None and not args.adapters.exists():
         ap.error(f"--adapters {args.adapters} does not exist; train them with `python -m utils.selfspec train`")
     counts = {"--" + f.replace("_", "-"): getattr(args, f) for f in ("n_prompts", "max_new_tokens", "repeats", "gamma", "threads")}
@@ -486,12 +508,11 @@ def _check_bench_args(ap, args) -> Path:
 
 
 def _check_train_args(ap, args) -> None:
-    from .results import check_output
+    from .results import check_output, check_pair
 
     for flag in ("steps", "batch", "block", "threads"):
         _positive(ap, "--" + flag, getattr(args, flag))
-    if any(k < 1 for k in args.ks):
-        ap.error(f"--ks must all be >= 1 (got {args.ks})")
+    _check_ks(ap, args.ks, check_pair(ap, args.pair))
     if not (math.isfinite(args.lr) and args.lr > 0):
         ap.error(f"--lr must be a finite number > 0 (got {args.lr})")
     for name in ("adapters.safetensors", "training_report.json"):
@@ -603,7 +624,10 @@ def main(argv=None) -> int:
         _check_train_args(t, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return bench_main(args, path) if args.command == "bench" else train_main(args)
+    from .results import command_errors
+
+    with command_errors(b if args.command == "bench" else t):
+        return bench_main(args, path) if args.command == "bench" else train_main(args)
 
 
 if __name__ == "__main__":
