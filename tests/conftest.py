@@ -7,8 +7,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from scipy.stats import chisquare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +50,81 @@ def greedy_refs(pair, prompts, encode):
         refs.append((ids, n, ref))
     assert sum(r[2].shape[1] > pair.target.config.sliding_window for r in refs) >= 5
     return refs
+
+
+
+def _next_token_probs(model, ids, **warp):
+    from utils.sampling import probs_from_logits
+
+    with torch.inference_mode():
+        return probs_from_logits(model(ids).logits[0, -1], **warp).double()  # (V,)
+
+
+def joint_first_two_pvalue(draws, target, draft, ids, top=8, **warp):
+    """Chi-square p-value of sampled pairs (x1, x2), the first two new tokens after `ids` (1, T),
+    against the target's exact joint p(x1) p(x2 | x1), computed from the target alone (no draft, no
+    accept/reject).
+
+    Cells, fixed before looking at the draws: for each of the `top` most likely x1, its `top` most
+    likely x2 one by one, then x2's tail split in two: the tokens the draft over-weights
+    (q(x2 | x1) > p(x2 | x1)) and the rest; x1 outside its top is split the same way by q(x1) > p(x1).
+    A wrong rule after a rejection moves probability between those two halves of a tail (resampling
+    from p instead of norm(max(0, p - q)) gives the draft's favourites too much): with each tail pooled
+    into one cell, that known-wrong rule passed these tests; split, it fails them. The draft is used
+    only to choose the cells, so under a correct sampler the statistic is chi-square whatever they are.
+    Cells expecting fewer than 5 draws are pooled; a draw in a cell of target probability 0 gives 0."""
+    p1, q1 = _next_token_probs(target, ids, **warp), _next_token_probs(draft, ids, **warp)
+    firsts = torch.argsort(p1, descending=True)[:top].tolist()
+    probs, index, over = [], {}, {}  # index: (x1, x2 | "over" | "rest") -> cell; over[x1]: x2 tail tokens q over-weights
+    for a in firsts:
+        x = torch.cat([ids, torch.tensor([[a]])], 1)
+        p2, q2 = _next_token_probs(target, x, **warp), _next_token_probs(draft, x, **warp)
+        tail = torch.ones_like(p2, dtype=torch.bool)
+        head = torch.argsort(p2, descending=True)[:top]
+        tail[head] = False
+        for b in head.tolist():
+            index[(a, b)] = len(probs)
+            probs.append(float(p1[a] * p2[b]))
+        over[a] = set(torch.nonzero(tail & (q2 > p2)).flatten().tolist())
+        index[(a, "over")], index[(a, "rest")] = len(probs), len(probs) + 1
+        probs += [float(p1[a] * p2[tail & (q2 > p2)].sum()), float(p1[a] * p2[tail & ~(q2 > p2)].sum())]
+    rest1 = torch.ones_like(p1, dtype=torch.bool)
+    rest1[firsts] = False
+    index["over"], index["rest"] = len(probs), len(probs) + 1
+    probs += [float(p1[rest1 & (q1 > p1)].sum()), float(p1[rest1 & ~(q1 > p1)].sum())]
+    counts = np.zeros(len(probs))
+    for a, b in draws:
+        if a not in firsts:
+            counts[index["over" if q1[a] > p1[a] else "rest"]] += 1
+        else:
+            counts[index.get((a, b), index[(a, "over" if b in over[a] else "rest")])] += 1
+    probs = np.array(probs) / sum(probs)  # the float32 softmaxes sum to 1 up to rounding
+    if counts[probs == 0].sum() > 0:
+        return 0.0
+    n = len(draws)
+    keep = probs * n >= 5
+    if (~keep).any():
+        probs, counts = np.append(probs[keep], probs[~keep].sum()), np.append(counts[keep], counts[~keep].sum())
+    return float(chisquare(counts, probs * n).pvalue)
+
+
+@pytest.fixture(scope="session")
+def joint_pvalue():
+    """`joint_first_two_pvalue`, for the end-to-end exactness tests of every loop."""
+    return joint_first_two_pvalue
+
+
+def second_token_was_verified(rounds) -> bool:
+    """Whether the second new token was decided by the accept/reject rule (an accepted draft token or a
+    resample at a drafted position), not a bonus or a plain target step (k = 0, near max_new_tokens):
+    a joint test of (x1, x2) checks the rule at a later position only through such runs."""
+    first = rounds[0]
+    if len(first.emitted) >= 2:  # x2 from round 1, position 2
+        return len(first.drafted) >= 2
+    return len(rounds) > 1 and len(rounds[1].drafted) >= 1  # x2 opens round 2
+
+
+@pytest.fixture(scope="session")
+def x2_verified():
+    """`second_token_was_verified`."""
+    return second_token_was_verified

@@ -52,30 +52,21 @@ def test_sampling_matches_target_distribution(pair, encode, options):
     assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
 
 
-def test_joint_distribution_of_the_first_two_tokens_with_both_options(pair, encode):
+def test_joint_distribution_of_the_first_two_tokens_with_both_options(pair, encode, joint_pvalue, x2_verified):
     """A later position too: with the heuristic schedule starting at gamma 1 and the threshold, the
-    second token often comes from a second round whose length depends on the first round. The pair
-    (x1, x2) must follow the target's joint p(x1) p(x2 | x1): 1,000 runs, cells expecting >= 5,
-    chi-square at level 1e-3 (as in test_speculative.py)."""
-    ids = encode("The for statement is used to")
-    with torch.inference_mode():
-        def dist(x):
-            return probs_from_logits(pair.target(x).logits[0, -1], temperature=1.0).double()
-
-        p1, joint = dist(ids), {}
-        for a in torch.argsort(p1, descending=True)[:8].tolist():
-            p2 = dist(torch.cat([ids, torch.tensor([[a]])], 1))
-            for b in torch.argsort(p2, descending=True)[:8].tolist():
-                joint[(a, b)] = (p1[a] * p2[b]).item()
+    second token often comes from a second round, drafted after the schedule moved. max_new_tokens 3 so
+    that this round drafts (with 2 it is a plain target step, which the rule never touches). The pair
+    (x1, x2) must follow the target's joint p(x1) p(x2 | x1): 1,000 runs, chi-square at level 1e-3 on
+    the cells of conftest.joint_first_two_pvalue (as in test_speculative.py). With the known-wrong rule
+    (resample from p after a rejection) this test fails (p < 1e-6); as it first was (max_new_tokens 2,
+    tails pooled, another prompt) it passed with the wrong rule."""
+    ids = encode("A lambda expression")
     n, g = 1000, torch.Generator().manual_seed(2)
-    draws = [tuple(speculative_generate(pair.target, pair.draft, ids, max_new_tokens=2, gamma=1, temperature=1.0, generator=g,
-                                        draft_confidence=0.4, schedule="heuristic").sequences[0, ids.shape[1]:].tolist())
-             for _ in range(n)]
-    cells = [c for c, q in joint.items() if q * n >= 5]
-    assert len(cells) >= 4
-    probs = np.array([joint[c] for c in cells] + [1 - sum(joint[c] for c in cells)])
-    counts = np.array([draws.count(c) for c in cells] + [sum(d not in cells for d in draws)])
-    assert chisquare(counts, probs * n).pvalue > 1e-3
+    outs = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=1, temperature=1.0, generator=g,
+                                 draft_confidence=0.4, schedule="heuristic") for _ in range(n)]
+    assert sum(x2_verified(o.rounds) for o in outs) > n // 4
+    draws = [tuple(o.sequences[0, ids.shape[1] : ids.shape[1] + 2].tolist()) for o in outs]
+    assert joint_pvalue(draws, pair.target, pair.draft, ids, temperature=1.0) > 1e-3
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])

@@ -150,14 +150,19 @@ def _first_token_dist(pair, ids, **warp):
         return probs_from_logits(pair.target(ids).logits[0, -1], **warp)  # (V,)
 
 
-def _chi2_pvalue(p: torch.Tensor, draws: list[int], n_top: int = 5) -> float:
-    """Chi-square of draws against p: the n_top most likely tokens, then the rest; bins expecting
-    fewer than 5 counts are pooled. Nothing outside p's support may appear."""
+def _chi2_pvalue(p: torch.Tensor, draws: list[int], n_top: int = 5, q: torch.Tensor | None = None) -> float:
+    """Chi-square of draws against p: the n_top most likely tokens, then the rest (split in two by
+    q > p when the draft's q is given, as in conftest.joint_first_two_pvalue: a wrong residual moves
+    mass between those halves); bins expecting fewer than 5 counts are pooled. Nothing outside p's
+    support may appear."""
     n = len(draws)
     assert all(p[t] > 0 for t in draws), "a token outside the target's support was emitted"
     top = torch.argsort(p, descending=True)[:n_top].tolist()
-    probs = np.array([p[t].item() for t in top] + [max(0.0, 1 - sum(p[t].item() for t in top))])
-    counts = np.array([draws.count(t) for t in top] + [sum(d not in top for d in draws)])
+    rest = torch.ones_like(p, dtype=torch.bool)
+    rest[top] = False
+    halves = [rest & (q > p), rest & ~(q > p)] if q is not None else [rest]
+    probs = np.array([p[t].item() for t in top] + [max(0.0, p[h].sum().item()) for h in halves])
+    counts = np.array([draws.count(t) for t in top] + [sum(bool(h[d]) for d in draws) for h in halves])
     keep = probs * n >= 5
     pooled_p, pooled_c = probs[~keep].sum(), counts[~keep].sum()
     probs = np.append(probs[keep], pooled_p) if pooled_p > 0 else probs[keep]
@@ -172,34 +177,37 @@ WARPS = [dict(temperature=1.0), dict(temperature=0.8, top_k=8), dict(temperature
 def test_compiled_sampling_matches_target_distribution(pair, encode, warp):
     """The first new token of compiled speculative sampling (gamma 2, so it is an accepted draft
     token or a residual resample) follows the target's warped distribution: 600 runs, chi-square at
-    level 1e-3, as for the eager loop."""
+    level 1e-3, the tail split by q > p. With the tail pooled, T = 1 passed with the known-wrong rule
+    (resample from p after a rejection) in accept_reject; split, all three warps fail with it."""
     ids = encode("The try statement specifies")
     p = _first_token_dist(pair, ids, **warp).double()
+    with torch.inference_mode():
+        q = probs_from_logits(pair.draft(ids).logits[0, -1], **warp).double()
     g = torch.Generator().manual_seed(0)
     firsts = [
         speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, generator=g,
                              backend="compiled", **warp).sequences[0, ids.shape[1]].item()
         for _ in range(600)
     ]
-    assert _chi2_pvalue(p, firsts) > 1e-3
+    assert _chi2_pvalue(p, firsts, q=q) > 1e-3
 
 
-def test_compiled_sampling_second_token_given_first(pair, encode):
-    """A later position: the second new token, given the most frequent first token, follows the
-    target's conditional distribution (chi-square, 1e-3). It comes out of the same round as the
-    first (gamma 4), so it exercises acceptance after an acceptance."""
-    ids = encode("The while statement is used for")
+def test_compiled_sampling_joint_distribution_of_the_first_two_tokens(pair, encode, joint_pvalue, x2_verified):
+    """A later position: the pair (x1, x2) of the first two new tokens follows the target's joint
+    p(x1) p(x2 | x1) (chi-square at level 1e-3 on the cells of conftest.joint_first_two_pvalue, as for
+    the eager loop). gamma 2 and max_new_tokens 3: round 1 drafts 2 tokens, so x2 mostly comes out of
+    the same round as x1 (acceptance after an acceptance, or a resample at position 2). 1,000 runs.
+    This replaces a test of x2 given the most frequent x1 with max_new_tokens 2, where a round drafts
+    one token and x2 is a bonus or a plain target step: it passed with the known-wrong rule (resample
+    from p after a rejection) in accept_reject; this one fails with it (p < 1e-6)."""
+    ids = encode("A lambda expression")
     g = torch.Generator().manual_seed(1)
-    pairs = [
-        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=2, gamma=4, temperature=1.0, generator=g,
-                             backend="compiled").sequences[0, ids.shape[1]:].tolist()
-        for _ in range(800)
-    ]
-    first = max({a for a, _ in pairs}, key=[a for a, _ in pairs].count)
-    seconds = [b for a, b in pairs if a == first]
-    assert len(seconds) >= 150
-    p = _first_token_dist(pair, torch.cat([ids, torch.tensor([[first]])], 1), temperature=1.0).double()
-    assert _chi2_pvalue(p, seconds) > 1e-3
+    n = 1000
+    outs = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0, generator=g,
+                                 backend="compiled") for _ in range(n)]
+    assert sum(x2_verified(o.rounds) for o in outs) > n // 4
+    draws = [tuple(o.sequences[0, ids.shape[1] : ids.shape[1] + 2].tolist()) for o in outs]
+    assert joint_pvalue(draws, pair.target, pair.draft, ids, temperature=1.0) > 1e-3
 
 
 def test_compiled_autoregressive_sampling_matches_target(pair, encode):

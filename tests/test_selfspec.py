@@ -189,9 +189,9 @@ def test_adapters_round_trip(pair, adapter, tmp_path):
         load_adapters(pair.target, tmp_path / "missing.safetensors")
 
 
-@pytest.mark.skipif(not (ADAPTERS / "adapters.safetensors").exists(), reason="no committed exit adapters")
 def test_committed_adapters_are_small_and_help(pair, encode):
     path = ADAPTERS / "adapters.safetensors"
+    assert path.exists(), "the committed exit adapters are missing"  # tracked by git: no silent skip
     assert path.stat().st_size < MAX_ADAPTER_BYTES
     adapters = load_adapters(pair.target, path)
     x = encode("In the context of Boolean operations, and also when expressions are used by control flow statements")
@@ -246,8 +246,7 @@ def test_plot_exits_integer_layer_ticks():
     from utils.models import ROOT
 
     path = ROOT / "data" / "results" / "selfspec-tiny-cpu.json"
-    if not path.exists():
-        pytest.skip("no committed self-speculation result")
+    assert path.exists(), "the committed self-speculation result is missing"  # tracked by git: no silent skip
     res = json.loads(path.read_text())
     fig = plot_exits(res)
     fig.canvas.draw()
