@@ -432,6 +432,36 @@ def test_gpu_run_parts_parse_and_stay_small(no_models, capsys, monkeypatch):
     assert {m["quantization"] for m in plans["compiled-nf4"]["models"]} == {"nf4"}
 
 
+class _ChecksPassed(Exception):
+    """Raised where a command would start loading models: every flag check before it passed."""
+
+
+@pytest.mark.parametrize("part", ["batched-cost", "batched", "tiny"])
+def test_gpu_run_eager_parts_pass_their_checks_on_a_gpu(part, monkeypatch, tmp_path):
+    """The parts that are not utils.shapes (utils.beyond, utils.bench) get as far as loading on a
+    machine with CUDA: --device cuda and every other flag pass their checks (CUDA faked here, the
+    loading stopped), so a GPU session's scarce minutes are not lost to a refused flag."""
+    from utils import beyond, bench, models
+
+    cmd = _gpu_run("--print", part).stdout.split()
+    assert cmd[:2] == ["python3", "-m"] and "--device" in cmd and cmd[cmd.index("--device") + 1] == "cuda"
+    argv = cmd[3:]
+    argv[argv.index("--out") + 1] = str(tmp_path)  # not data/results: nothing tracked is touched
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def stop(*a, **k):
+        raise _ChecksPassed
+
+    monkeypatch.setattr(beyond, "shape_costs", stop)
+    monkeypatch.setattr(models, "describe_device", lambda d: f"{d} (faked)")  # no GPU to name here
+    monkeypatch.setattr(models, "load_pair", stop)
+    monkeypatch.setattr(bench, "load_pair", stop)
+    main = {"utils.beyond": beyond.main, "utils.bench": bench.main}[cmd[2]]
+    with pytest.raises(_ChecksPassed):
+        main(argv)
+    assert not any(tmp_path.iterdir())  # stopped before writing
+
+
 def test_sigterm_leaves_the_json_behind(tmp_path):
     """`timeout` (scripts/gpu_run.sh) sends SIGTERM: the part exits with what it measured on disk."""
     import signal
