@@ -18,6 +18,8 @@ from utils.render import comparison_html
 from utils.sampling import probs_from_logits
 from utils.speculative import (
     acceptance_stats,
+    binned_tv,
+    check_bins,
     distribution_check,
     greedy_check,
     speculative_generate,
@@ -109,6 +111,29 @@ def test_distribution_check_pools_and_handles_zero_mass():
     assert small["bins"] == 2
     with pytest.raises(ValueError, match="empty"):
         distribution_check([], p)
+
+
+def test_splitting_the_rest_by_q_over_p_catches_the_guides_rule_that_a_pooled_rest_misses():
+    """A draft q = 0.8 p on the five likeliest tokens and, in the tail, too much on two tokens and too
+    little on three: the Guide's rule (resample from p) then emits the top tokens exactly as often as p
+    and moves its whole bias inside the tail. With the rest pooled, no bin can see it; split by q > p
+    (check_bins), 20,000 samples reject it, and exact samples still pass."""
+    from utils.interactive import emitted_law
+
+    p = torch.tensor([0.30, 0.20, 0.15, 0.10, 0.05, 0.04, 0.04, 0.04, 0.04, 0.04]).double()
+    q = torch.cat([0.8 * p[:5], torch.tensor([0.14, 0.14, 0.08 / 3, 0.08 / 3, 0.08 / 3]).double()])
+    law = emitted_law(p, q, "p")  # the Guide's rule's exact law
+    pooled, split = check_bins(p), check_bins(p, q)
+    assert torch.stack(split).sum(0).tolist() == [1] * 10  # the bins partition the vocabulary
+    total = 0.5 * float((law - p).abs().sum())
+    assert total == pytest.approx(0.016, abs=1e-6)
+    assert binned_tv(law, p, pooled) < 1e-6 and binned_tv(law, p, split) == pytest.approx(total)
+    g = torch.Generator().manual_seed(0)
+    biased = torch.multinomial(law, 20_000, replacement=True, generator=g).tolist()
+    exact = torch.multinomial(p, 20_000, replacement=True, generator=g).tolist()
+    assert distribution_check(biased, p, q=q)["pvalue"] < 1e-8 and distribution_check(biased, p, q=q)["bins"] == 7
+    assert distribution_check(biased, p)["pvalue"] > 1e-3  # the pooled test cannot see it
+    assert distribution_check(exact, p, q=q)["pvalue"] > 1e-3
 
 
 # ---------------------------------------------------------------- acceptance_stats

@@ -676,15 +676,39 @@ def greedy_check(target, input_ids: torch.Tensor, gen, spec: SpeculativeOutput) 
                 at=int(gaps.argmin()), rounding=float((steps[:m] - block[:m]).abs().max()), compared=m)
 
 
-def distribution_check(samples, p: torch.Tensor, top: int = 5, min_expected: float = 5.0) -> dict:
-    """Do sampled token ids follow the exact distribution p? Binned as tests/test_speculative.py bins
-    them: the `top` likeliest tokens of p, then one bin for the rest; for the chi-square test, bins
-    expecting fewer than `min_expected` counts are pooled into one.
+def check_bins(p: torch.Tensor, q: torch.Tensor | None = None, top: int = 5) -> list[torch.Tensor]:
+    """The bins of distribution_check, as (V,) boolean masks chosen from the distributions alone (never
+    from samples): the `top` likeliest tokens of p one by one, then the rest; with the draft's q, the
+    rest split in two, the tokens q over-weights (q > p) and the others. A wrong rule after a rejection
+    (resampling from p) moves probability towards the draft's favourites, many of them in the tail:
+    pooled into one bin that shift is invisible, split by q > p the test sees it."""
+    p = p.double().cpu()
+    ids = torch.argsort(p, descending=True)[:top]
+    rest = torch.ones_like(p, dtype=torch.bool)
+    rest[ids] = False
+    singles = [torch.nn.functional.one_hot(i, p.numel()).bool() for i in ids]
+    if q is None:
+        return singles + [rest]
+    over = rest & (q.double().cpu() > p)
+    return singles + [over, rest & ~over]
 
-    samples: sequence of n token ids; p: (V,) probabilities. Returns dict(pvalue (chi-square
+
+def binned_tv(a: torch.Tensor, b: torch.Tensor, bins: list[torch.Tensor]) -> float:
+    """Total variation distance between two distributions over the vocabulary as a check sees them:
+    summed within each bin (check_bins) first. At most their distance over all tokens."""
+    return 0.5 * sum(abs(float(a.double().cpu()[m].sum() - b.double().cpu()[m].sum())) for m in bins)
+
+
+def distribution_check(samples, p: torch.Tensor, top: int = 5, min_expected: float = 5.0,
+                       q: torch.Tensor | None = None) -> dict:
+    """Do sampled token ids follow the exact distribution p? Binned as the tests bin them
+    (check_bins): the `top` likeliest tokens of p, then the rest, split by q > p when the draft's q is
+    given; for the chi-square test, bins expecting fewer than `min_expected` counts are pooled into one.
+
+    samples: sequence of n token ids; p, q: (V,) probabilities. Returns dict(pvalue (chi-square
     goodness of fit; 0.0 when a token with probability 0 was sampled), tv (total variation distance
-    between the empirical and exact frequencies of the top + rest bins, not of the whole vocabulary),
-    n, bins (how many bins the test used)). Even exact samples have tv > 0: about sqrt(bins / n).
+    between the empirical and exact frequencies of the bins, not of the whole vocabulary), n, bins
+    (how many bins the test used)). Even exact samples have tv > 0: about sqrt(bins / n).
     """
     import numpy as np
     from scipy.stats import chisquare
@@ -694,14 +718,14 @@ def distribution_check(samples, p: torch.Tensor, top: int = 5, min_expected: flo
     if n == 0:
         raise ValueError("samples is empty: pass the sampled token ids.")
     p = p.double().cpu()
-    ids = torch.argsort(p, descending=True)[:top].tolist()
-    probs = np.array([float(p[t]) for t in ids] + [max(0.0, 1.0 - float(p[ids].sum()))])  # (top + 1,)
-    counts = np.array([samples.count(t) for t in ids] + [sum(s not in ids for s in samples)])  # (top + 1,)
+    masks = check_bins(p, q, top)
+    probs = np.array([float(p[m].sum()) for m in masks])  # (bins,)
+    at = torch.tensor(samples)
+    counts = np.array([int(m[at].sum()) for m in masks])  # (bins,)
     tv = 0.5 * float(np.abs(counts / n - probs).sum())
-    if probs[-1] < 1e-9:  # top-k warping: nothing outside the top tokens can appear
-        if counts[-1]:
-            return dict(pvalue=0.0, tv=tv, n=n, bins=len(probs))
-        probs, counts = probs[:-1], counts[:-1]
+    if bool((p[at] <= 0).any()):  # a token the target never emits (top-k or top-p cut it): not a sample of p
+        return dict(pvalue=0.0, tv=tv, n=n, bins=len(masks))
+    probs, counts = probs[probs > 0], counts[probs > 0]  # top-k warping: an empty rest bin goes
     keep = probs * n >= min_expected
     if (~keep).any():
         probs = np.append(probs[keep], probs[~keep].sum())
