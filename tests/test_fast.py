@@ -6,7 +6,6 @@ Compiling costs 5-40 s per (model, token width) on a 2-core CPU; the engines are
 test in this module (one cache length bucket), so each shape compiles once.
 """
 
-import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -15,7 +14,7 @@ from transformers import DynamicCache
 from utils import fast
 from utils.decoding import autoregressive_generate
 from utils.sampling import probs_from_logits
-from utils.speculative import speculative_generate
+from utils.speculative import distribution_check, speculative_generate
 
 
 def hf_greedy(model, ids, n, eos=None):
@@ -151,23 +150,12 @@ def _first_token_dist(pair, ids, **warp):
 
 
 def _chi2_pvalue(p: torch.Tensor, draws: list[int], n_top: int = 5, q: torch.Tensor | None = None) -> float:
-    """Chi-square of draws against p: the n_top most likely tokens, then the rest (split in two by
-    q > p when the draft's q is given, as in conftest.joint_first_two_pvalue: a wrong residual moves
-    mass between those halves); bins expecting fewer than 5 counts are pooled. Nothing outside p's
-    support may appear."""
-    n = len(draws)
+    """Chi-square of draws against p, binned by utils.speculative.distribution_check: the n_top most
+    likely tokens, then the rest (split in two by q > p when the draft's q is given: a wrong residual
+    moves mass between those halves); bins expecting fewer than 5 counts are pooled. Nothing outside
+    p's support may appear."""
     assert all(p[t] > 0 for t in draws), "a token outside the target's support was emitted"
-    top = torch.argsort(p, descending=True)[:n_top].tolist()
-    rest = torch.ones_like(p, dtype=torch.bool)
-    rest[top] = False
-    halves = [rest & (q > p), rest & ~(q > p)] if q is not None else [rest]
-    probs = np.array([p[t].item() for t in top] + [max(0.0, p[h].sum().item()) for h in halves])
-    counts = np.array([draws.count(t) for t in top] + [sum(bool(h[d]) for d in draws) for h in halves])
-    keep = probs * n >= 5
-    pooled_p, pooled_c = probs[~keep].sum(), counts[~keep].sum()
-    probs = np.append(probs[keep], pooled_p) if pooled_p > 0 else probs[keep]
-    counts = np.append(counts[keep], pooled_c) if pooled_p > 0 else counts[keep]
-    return chisquare(counts, probs / probs.sum() * counts.sum()).pvalue
+    return distribution_check(draws, p, top=n_top, q=q)["pvalue"]
 
 
 WARPS = [dict(temperature=1.0), dict(temperature=0.8, top_k=8), dict(temperature=1.0, top_p=0.7)]
