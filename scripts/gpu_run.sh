@@ -15,6 +15,11 @@
 # A task that is lent a GPU gets 15 minutes of device time in all, the machine's start (1-2 min)
 # included: ONE compiled part per session, as one call with timeout_s 600. Not yet run, in order of
 # what they decide (a later session takes the first one that has no committed JSON):
+#   0. cuda-tests             first, in every GPU session until it has passed once (2-3 min; timeout_s 240,
+#                             PART_TIMEOUT=200): tests/test_device.py on CUDA, the notebooks' calls with
+#                             the tiny pair on the GPU (Colab's setting) and a CPU generator; then the
+#                             compiled part below with what is left (BUDGET_S=300 PART_TIMEOUT=450,
+#                             timeout_s 500)
 #   1. compiled-27b           issue 12's goals: 27b compiled greedy vs its bandwidth bound, HF
 #                             dynamic/static; 2b->27b round time, tok/s at alpha 0.6-0.9, goal ratios
 #   2. batched-cost batched   issue 15: c(B), v(B) on real 2b/27b shapes, and the tiny pair's
@@ -37,6 +42,10 @@
 #   batched-cost   c(B) and v(B) for B = 1..64 on real 2b and 27b Gemma2 shapes (random weights, bf16):
 #                  batched-cost-2b-27b-cuda.json
 #   batched        python -m utils.beyond batched on the tiny pair: tokens/s against B (batched-tiny-cuda.json)
+# Tests:
+#   cuda-tests     pytest tests/test_device.py on CUDA (float32): greedy = HF greedy for the eager, batched,
+#                  adaptive, lookup, self-speculative and compiled (CUDA graphs) loops; sampling with a CPU
+#                  generator follows the target; junit XML to $OUT/cuda-tests.xml
 # Several parts in one call share the 600-s command: set PART_TIMEOUT so that their sum fits
 # (`PART_TIMEOUT=270 bash scripts/gpu_run.sh batched-cost batched`).
 set -euo pipefail
@@ -44,7 +53,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-data/results}"
 BUDGET_S="${BUDGET_S:-400}"
 PART_TIMEOUT="${PART_TIMEOUT:-550}"
-PARTS="compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny batched-cost batched"
+PARTS="cuda-tests compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny batched-cost batched"
 
 usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "parts: $PARTS"; }
 
@@ -62,6 +71,7 @@ command_for() {  # PART -> the python command (one word per line)
     tiny)         printf '%s\n' python3 -m utils.bench --device cuda --gammas 1 2 4 8 --temperatures 0 1 --out "$OUT" ;;
     batched-cost) printf '%s\n' python3 -m utils.beyond batched-cost --shapes 2b:27b --device cuda --out "$OUT" ;;
     batched)      printf '%s\n' python3 -m utils.beyond batched --device cuda --out "$OUT" ;;
+    cuda-tests)   printf '%s\n' python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/test_device.py -k cuda --junitxml "$OUT/cuda-tests.xml" ;;
     *) return 1 ;;
   esac
 }

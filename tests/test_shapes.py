@@ -462,6 +462,20 @@ def test_gpu_run_eager_parts_pass_their_checks_on_a_gpu(part, monkeypatch, tmp_p
     assert not any(tmp_path.iterdir())  # stopped before writing
 
 
+def test_gpu_run_cuda_tests_part_selects_the_cuda_cases(tmp_path):
+    """cuda-tests runs tests/test_device.py's CUDA cases without the project's pytest addopts (the
+    device has no nbval); here, without a GPU, the same selection collects them and skips each."""
+    cmd = _gpu_run("--print", "cuda-tests").stdout.split()
+    assert cmd[:3] == ["python3", "-m", "pytest"] and "-o" in cmd and cmd[cmd.index("-o") + 1] == "addopts="
+    argv = [sys.executable, *cmd[1:]]
+    argv[argv.index("--junitxml") + 1] = str(tmp_path / "cuda-tests.xml")
+    r = subprocess.run(argv + ["-p", "no:nbval"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    if not torch.cuda.is_available():
+        n = int(re.search(r"(\d+) skipped", r.stdout).group(1))
+        assert n >= 6 and "passed" not in r.stdout and "no CUDA GPU here" in r.stdout
+
+
 def test_sigterm_leaves_the_json_behind(tmp_path):
     """`timeout` (scripts/gpu_run.sh) sends SIGTERM: the part exits with what it measured on disk."""
     import signal

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .sampling import probs_from_logits, sample
+from .sampling import probs_from_logits, rand, sample
 from .speculative import _Timer, accept_reject
 
 
@@ -257,7 +257,7 @@ def _finish(input_ids, outs: list[list[int]], pad: int) -> torch.Tensor:
     seq = torch.full((B, T + width), pad, dtype=torch.long, device=input_ids.device)
     seq[:, :T] = input_ids
     for b, o in enumerate(outs):
-        seq[b, T : T + len(o)] = torch.tensor(o, dtype=torch.long)
+        seq[b, T : T + len(o)] = torch.tensor(o, dtype=torch.long, device=seq.device)
     return seq
 
 
@@ -368,7 +368,7 @@ def _verify_rows(p, q, d, k_row, temperature, generator):
         return n, p[rows, n].argmax(-1)
     if q is None:
         return torch.zeros(B, dtype=torch.long, device=p.device), sample(p[:, 0], generator)
-    u = torch.rand(d.shape, device=p.device, generator=generator)  # (B, k)
+    u = rand(d.shape, p.device, generator)  # (B, k)
     ns, dists = [], []
     for b in range(B):  # the shared rule, one row at a time (k_row[b] masks what that row may not keep)
         n_b, dist_b, _ = accept_reject(p[b], q[b], d[b], u[b], k=k_row[b])

@@ -976,7 +976,7 @@ def check_09(fn, pair=None) -> str:
     pair = _pair(pair)
     ids, mask = left_padded(pair.tokenizer, load_prompts()[:4], pair.device)
     own = batched.realign_index
-    batched.realign_index = lambda m, L, M=None: fn(m, L).to(m.device).long()
+    batched.realign_index = lambda m, L, M=None: fn(m.cpu(), L).to(m.device).long()  # m on the CPU, as above
     try:
         out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=24, gamma=4, eos_token_id=1)
     finally:

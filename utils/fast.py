@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StaticCache
 
-from .sampling import probs_from_logits
+from .sampling import exponential, probs_from_logits, rand
 
 RECOMPILE_LIMIT = 64  # compiled graphs of Engine._forward (all engines, all widths)
 BUCKET = 256  # cache lengths are rounded up to a multiple of this, so most calls reuse a compiled graph
@@ -205,7 +205,7 @@ def sample_with_noise(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 def exp_noise(shape, device, generator=None, greedy: bool = False) -> torch.Tensor:
     if greedy:
         return torch.ones(shape, device=device)
-    return torch.empty(shape, device=device).exponential_(generator=generator)
+    return exponential(shape, device, generator)
 
 
 @dataclass
@@ -304,7 +304,7 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     while len(new) < max_new_tokens:
         k = min(gamma, max_new_tokens - len(new) - 1)  # never overshoot
         noise = exp_noise((k + 1, V), device, generator, greedy)  # k draft samples + the added token
-        u = zeros_u if greedy else torch.rand(gamma, device=device, generator=generator)
+        u = zeros_u if greedy else rand(gamma, device, generator)
         # Draft: k width-1 compiled steps, tokens stay on the device.
         td = time.perf_counter()
         x, toks, qs = last, [], []

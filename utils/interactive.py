@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from .sampling import multinomial, rand
 from .speculative import residual_distribution
 from .theory import expected_speedup, expected_tokens_per_round, optimal_gamma
 
@@ -111,11 +112,11 @@ def emitted_tokens(p: torch.Tensor, q: torch.Tensor, n: int, rule: str = "residu
     verify_step_biased). p, q: (V,) probabilities. Returns (n,) token ids."""
     if rule not in ("residual", "p"):
         raise ValueError('rule must be "residual" (correct) or "p" (the biased rule)')
-    x = torch.multinomial(q, n, replacement=True, generator=generator)
-    u = torch.rand(n, generator=generator, device=q.device)
+    x = multinomial(q, n, generator, replacement=True)
+    u = rand(n, q.device, generator)
     keep = u < (p[x] / q[x]).clamp(max=1)
     dist = residual_distribution(p, q) if rule == "residual" else p
-    y = torch.multinomial(dist, n, replacement=True, generator=generator)
+    y = multinomial(dist, n, generator, replacement=True)
     return torch.where(keep, x, y)
 
 

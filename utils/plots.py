@@ -34,6 +34,7 @@ def plot_round(p, q, drafted, verification, tokenizer, top: int = 8):
     the drafted token outlined, with min(1, p/q) and the uniform draw u in the title."""
     _need(drafted, "drafted", "the drafted tokens of a round (utils.speculative.one_round)")
     k = len(drafted)
+    p, q = p.cpu(), q.cpu()  # .numpy() below needs host tensors (the models may be on a GPU)
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3), layout="constrained", squeeze=False)
     for i, ax in enumerate(axes[0]):
         ids = np.argsort(-(p[i] + q[i]).numpy())[:top].tolist()
@@ -63,6 +64,7 @@ def plot_distribution_check(samples: dict[str, list[int]], target_probs, tokeniz
     for label, s in samples.items():
         _need(s, f"samples[{label!r}]", "at least one sampled token id")
     ax = _ax(ax, (7, 3.5))
+    target_probs = np.asarray(target_probs.cpu() if hasattr(target_probs, "cpu") else target_probs)  # a GPU tensor too
     ids = np.argsort(-np.asarray(target_probs))[:top]
     x = np.arange(len(ids))
     width = 0.8 / (len(samples) + 1)

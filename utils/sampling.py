@@ -90,4 +90,37 @@ def probs_from_logits(
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token id per row of probs (..., V) -> (...)."""
     flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    return multinomial(flat, 1, generator).reshape(probs.shape[:-1])
+
+
+# Random draws with a generator that may live on another device than the tensors: torch.Generator()
+# is a CPU generator, and torch refuses it for a tensor on a GPU ("Expected a 'cuda' device type for
+# generator"). A notebook seeds one generator and runs on a CPU locally and on a GPU on Colab, so
+# these draw where the generator lives and copy the result over (one small host-to-device copy; pass
+# torch.Generator(device=...) to draw on the GPU itself). Same generator, same seed: same numbers.
+
+
+def _elsewhere(generator: torch.Generator | None, device) -> bool:
+    return generator is not None and generator.device.type != torch.device(device).type
+
+
+def rand(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """torch.rand(shape) on `device`, drawn with `generator` wherever that lives."""
+    if _elsewhere(generator, device):
+        return torch.rand(shape, generator=generator, device=generator.device).to(device)
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def exponential(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Exponential(1) noise of `shape` on `device`, drawn with `generator` wherever that lives."""
+    if _elsewhere(generator, device):
+        return torch.empty(shape, device=generator.device).exponential_(generator=generator).to(device)
+    return torch.empty(shape, device=device).exponential_(generator=generator)
+
+
+def multinomial(probs: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                replacement: bool = False) -> torch.Tensor:
+    """torch.multinomial(probs, n) on probs' device, drawn with `generator` wherever that lives."""
+    if _elsewhere(generator, probs.device):
+        return torch.multinomial(probs.to(generator.device), n, replacement, generator=generator).to(probs.device)
+    return torch.multinomial(probs, n, replacement, generator=generator)

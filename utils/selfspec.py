@@ -243,7 +243,7 @@ def evaluate_adapters(target, stream: torch.Tensor, adapters: dict, block: int =
     """On held-out text: per k, KL and arg max agreement with the target, plain exit and adapted."""
     out = {}
     for i in range(min(n_blocks, (len(stream) - 1) // block)):
-        x = stream[i * block : (i + 1) * block].view(1, -1)
+        x = stream[i * block : (i + 1) * block].view(1, -1).to(target.device)
         for row in exit_agreement(target, x, list(adapters), None) + exit_agreement(target, x, list(adapters), adapters):
             key = (row["k"], row["adapter"])
             out.setdefault(key, []).append(row)

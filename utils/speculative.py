@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, sample
+from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, rand, sample
 
 # ----------------------------------------------------------------------------------------------
 # One verification step as a pure function on probabilities (unit-tested, used in notebook 03)
@@ -76,7 +76,7 @@ def verify_step(
     if check:
         check_verify_inputs(p, q, draft_tokens)
     k = draft_tokens.shape[0]
-    u = torch.rand(k, generator=generator, device=p.device)
+    u = rand(k, p.device, generator)
     n_t, dist, accept = accept_reject(p, q, draft_tokens, u)
     n = int(n_t)
     accept_l, u_l = accept.tolist(), u.tolist()
@@ -606,7 +606,7 @@ def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None,
     check_models(target, draft)
     check_input_ids(input_ids, target)
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
-    x, q_rows, drafted = input_ids, [], []
+    x, q_rows, drafted = input_ids.to(target.device), [], []
     for _ in range(gamma):  # the draft proposes gamma tokens, one at a time
         q = probs_from_logits(draft(x).logits[0, -1], **warp)  # (V,)
         tok = sample(q, generator) if temperature > 0 else q.argmax()
@@ -615,7 +615,7 @@ def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None,
         x = torch.cat([x, tok.view(1, 1)], dim=1)
     n = input_ids.shape[1]
     p = probs_from_logits(target(x).logits[0, n - 1 :], **warp)  # (gamma + 1, V): ONE target pass
-    d, q = torch.tensor(drafted), torch.stack(q_rows)
+    d, q = torch.tensor(drafted, device=p.device), torch.stack(q_rows)
     return dict(drafted=d, q=q, p=p, verification=verify_step(p, q, d, generator=generator))
 
 
@@ -644,7 +644,7 @@ def verification_logits(target, sequences: torch.Tensor, prompt_len: int, rounds
         rows.append(logits[: len(r.emitted)].float())
         seq.extend(r.emitted)
         _crop(kv, len(seq) - 1)
-    return torch.cat(rows) if rows else torch.empty(0, target.config.get_text_config().vocab_size)
+    return torch.cat(rows) if rows else torch.empty(0, target.config.get_text_config().vocab_size, device=target.device)
 
 
 def greedy_check(target, input_ids: torch.Tensor, gen, spec: SpeculativeOutput) -> dict:

@@ -8,5 +8,5 @@ def realign(m: torch.Tensor, L: int) -> torch.Tensor:
     end in the same last column, so row b moves right by M - m[b] (M = max m): new column j of row b
     comes from column j - (M - m[b]). Returns (B, L + M); a negative entry marks padding."""
     M = int(m.max())
-    j = torch.arange(L + M)[None, :]  # (1, L + M)
+    j = torch.arange(L + M, device=m.device)[None, :]  # (1, L + M)
     return j - (M - m)[:, None]  # (B, L + M)

@@ -72,10 +72,11 @@ import matplotlib.pyplot as plt
 from utils.speculative import residual_distribution
 
 i = v.n_accepted if v.kind == "resample" else 0
-res = residual_distribution(r["p"][i], r["q"][i])
-top = torch.argsort(r["p"][i] + r["q"][i], descending=True)[:10]
+p_i, q_i = r["p"][i].cpu(), r["q"][i].cpu()  # matplotlib plots tensors on the CPU only
+res = residual_distribution(p_i, q_i)
+top = torch.argsort(p_i + q_i, descending=True)[:10]
 fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
-dists = {"q (draft)": (r["q"][i], "#f59e0b"), "p (target)": (r["p"][i], "#2563eb"),  # the colours above
+dists = {"q (draft)": (q_i, "#f59e0b"), "p (target)": (p_i, "#2563eb"),  # the colours above
          "residual norm(max(0, p-q))": (res, "#16a34a")}
 for k, (name, (d, colour)) in enumerate(dists.items()):
     ax.bar(torch.arange(10) + 0.27 * (k - 1), d[top], 0.27, label=name, color=colour)
@@ -255,7 +256,7 @@ with torch.no_grad():
 g = torch.Generator().manual_seed(1)
 firsts = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0,
                                generator=g).sequences[0, ids.shape[1]].item() for _ in range(300)]
-plot_distribution_check({"speculative sampling": firsts}, p_first.numpy(), tok);
+plot_distribution_check({"speculative sampling": firsts}, p_first.cpu().numpy(), tok);
 
 # %% [markdown]
 # The numbers behind the plot: a chi-square test and the total variation distance, with tokens binned
@@ -265,11 +266,12 @@ plot_distribution_check({"speculative sampling": firsts}, p_first.numpy(), tok);
 # from $p$ itself, as a yardstick:
 
 # %%
+from utils.sampling import multinomial
 from utils.speculative import distribution_check
 
 with torch.no_grad():
     q_first = probs_from_logits(pair.draft(ids).logits[0, -1], temperature=1.0)  # (V,)
-direct = torch.multinomial(p_first, len(firsts), replacement=True, generator=g).tolist()  # exact samples
+direct = multinomial(p_first, len(firsts), g, replacement=True).tolist()  # exact samples (g: a CPU generator)
 for name, s in (("speculative sampling", firsts), ("drawn from p directly", direct)):
     d = distribution_check(s, p_first, q=q_first)
     print(f"{name:21s}: {d['n']} samples, chi-square p-value {d['pvalue']:.2f}, total variation {d['tv']:.3f} "
