@@ -86,17 +86,32 @@ def test_biased_rule_fails_the_same_test(case):
 
 
 def test_total_variation_shrinks_with_samples():
-    """vLLM-style: the empirical distribution approaches p as N grows, for the correct rule only."""
-    q = torch.stack(CASES["q uniform"])
+    """vLLM-style, over a series of sample sizes (prefixes of one run of N rounds): the correct rule's
+    empirical distribution of the first token approaches p, its distance from p staying within three
+    times the expected sampling distance sum_x sqrt(p(x)(1 - p(x)) / n) / 2 at every n and shrinking
+    as n grows; the biased rule's distance settles on its exact law's distance from p, which no n
+    removes."""
+    from utils.interactive import emitted_law
 
-    def tv(samples):
-        emp = np.bincount(samples, minlength=V) / len(samples)
-        return 0.5 * np.abs(emp - P[0].numpy()).sum()
+    q = torch.stack(CASES["q uniform"])
+    p0 = P[0].double().numpy()
+    noise = lambda n: 0.5 * np.sqrt(p0 * (1 - p0) / n).sum()  # noqa: E731  (an upper bound on E[TV])
+
+    def tv(samples, law=p0):
+        return 0.5 * np.abs(np.bincount(samples, minlength=V) / len(samples) - law).sum()
 
     first, _ = _run(P, q, verify_step, seed=1)
     wrong, _ = _run(P, q, verify_step_biased, seed=1)
-    assert tv(first[:500]) > tv(first) and tv(first) < 0.015  # ~ sqrt(V / N) / 2 scale
-    assert tv(wrong) > 0.05  # the bias does not shrink with N
+    sizes = [625, 2500, 10_000, N]
+    correct = [tv(first[:n]) for n in sizes]
+    assert all(d < 3 * noise(n) for d, n in zip(correct, sizes)), correct
+    assert correct[-1] < correct[0] / 2 and noise(N) < 0.01  # a quarter of the noise each 16x: shrinking
+    law = emitted_law(P[0].double(), q[0].double(), "p").numpy()  # the biased rule's exact first-token law
+    exact = 0.5 * np.abs(law - p0).sum()
+    assert exact > 10 * noise(N)
+    biased = [tv(wrong[:n]) for n in sizes]
+    assert all(abs(d - exact) < 3 * noise(n) for d, n in zip(biased, sizes)), (biased, exact)
+    assert all(tv(wrong[:n], law) < 3 * noise(n) for n in sizes)  # it follows its own law, not p
 
 
 def test_residual_distribution():
