@@ -10,7 +10,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import chisquare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,47 +64,33 @@ def joint_first_two_pvalue(draws, target, draft, ids, top=8, **warp):
     against the target's exact joint p(x1) p(x2 | x1), computed from the target alone (no draft, no
     accept/reject).
 
-    Cells, fixed before looking at the draws: for each of the `top` most likely x1, its `top` most
-    likely x2 one by one, then x2's tail split in two: the tokens the draft over-weights
-    (q(x2 | x1) > p(x2 | x1)) and the rest; x1 outside its top is split the same way by q(x1) > p(x1).
-    A wrong rule after a rejection moves probability between those two halves of a tail (resampling
-    from p instead of norm(max(0, p - q)) gives the draft's favourites too much): with each tail pooled
-    into one cell, that known-wrong rule passed these tests; split, it fails them. The draft is used
-    only to choose the cells, so under a correct sampler the statistic is chi-square whatever they are.
-    Cells expecting fewer than 5 draws are pooled; a draw in a cell of target probability 0 gives 0."""
+    Cells, fixed before looking at the draws (utils.speculative.check_bins at each position): for each
+    of the `top` most likely x1, its `top` most likely x2 one by one, then x2's tail split in two: the
+    tokens the draft over-weights (q(x2 | x1) > p(x2 | x1)) and the rest; x1 outside its top is split
+    the same way by q(x1) > p(x1). A wrong rule after a rejection moves probability between those two
+    halves of a tail (resampling from p instead of norm(max(0, p - q)) gives the draft's favourites too
+    much): with each tail pooled into one cell, that known-wrong rule passed these tests; split, it
+    fails them. The draft is used only to choose the cells, so under a correct sampler the statistic is
+    chi-square whatever they are. Cells expecting fewer than 5 draws are pooled; a draw in a cell of
+    target probability 0 gives 0."""
+    from utils.speculative import check_bins, pooled_chisquare
+
     p1, q1 = _next_token_probs(target, ids, **warp), _next_token_probs(draft, ids, **warp)
     firsts = torch.argsort(p1, descending=True)[:top].tolist()
-    probs, index, over = [], {}, {}  # index: (x1, x2 | "over" | "rest") -> cell; over[x1]: x2 tail tokens q over-weights
+    cells = [(None, m, p1) for m in check_bins(p1, q1, top)[top:]]  # (x1 | None, mask over x2 or x1, p)
     for a in firsts:
         x = torch.cat([ids, torch.tensor([[a]])], 1)
         p2, q2 = _next_token_probs(target, x, **warp), _next_token_probs(draft, x, **warp)
-        tail = torch.ones_like(p2, dtype=torch.bool)
-        head = torch.argsort(p2, descending=True)[:top]
-        tail[head] = False
-        for b in head.tolist():
-            index[(a, b)] = len(probs)
-            probs.append(float(p1[a] * p2[b]))
-        over[a] = set(torch.nonzero(tail & (q2 > p2)).flatten().tolist())
-        index[(a, "over")], index[(a, "rest")] = len(probs), len(probs) + 1
-        probs += [float(p1[a] * p2[tail & (q2 > p2)].sum()), float(p1[a] * p2[tail & ~(q2 > p2)].sum())]
-    rest1 = torch.ones_like(p1, dtype=torch.bool)
-    rest1[firsts] = False
-    index["over"], index["rest"] = len(probs), len(probs) + 1
-    probs += [float(p1[rest1 & (q1 > p1)].sum()), float(p1[rest1 & ~(q1 > p1)].sum())]
-    counts = np.zeros(len(probs))
+        cells += [(a, m, p2) for m in check_bins(p2, q2, top)]
+    probs = np.array([float((p1[a] if a is not None else 1.0) * pr[m].sum()) for a, m, pr in cells])
+    counts = np.zeros(len(cells))
     for a, b in draws:
-        if a not in firsts:
-            counts[index["over" if q1[a] > p1[a] else "rest"]] += 1
-        else:
-            counts[index.get((a, b), index[(a, "over" if b in over[a] else "rest")])] += 1
-    probs = np.array(probs) / sum(probs)  # the float32 softmaxes sum to 1 up to rounding
+        key, tok = (a, b) if a in firsts else (None, a)
+        counts[next(i for i, (c, m, _) in enumerate(cells) if c == key and m[tok])] += 1
+    probs /= probs.sum()  # the float32 softmaxes sum to 1 up to rounding
     if counts[probs == 0].sum() > 0:
         return 0.0
-    n = len(draws)
-    keep = probs * n >= 5
-    if (~keep).any():
-        probs, counts = np.append(probs[keep], probs[~keep].sum()), np.append(counts[keep], counts[~keep].sum())
-    return float(chisquare(counts, probs * n).pvalue)
+    return pooled_chisquare(counts[probs > 0], probs[probs > 0])[0]
 
 
 @pytest.fixture(scope="session")

@@ -711,7 +711,6 @@ def distribution_check(samples, p: torch.Tensor, top: int = 5, min_expected: flo
     (how many bins the test used)). Even exact samples have tv > 0: about sqrt(bins / n).
     """
     import numpy as np
-    from scipy.stats import chisquare
 
     samples = [int(s) for s in samples]
     n = len(samples)
@@ -726,12 +725,24 @@ def distribution_check(samples, p: torch.Tensor, top: int = 5, min_expected: flo
     if bool((p[at] <= 0).any()):  # a token the target never emits (top-k or top-p cut it): not a sample of p
         return dict(pvalue=0.0, tv=tv, n=n, bins=len(masks))
     probs, counts = probs[probs > 0], counts[probs > 0]  # top-k warping: an empty rest bin goes
+    pvalue, bins = pooled_chisquare(counts, probs, min_expected)
+    return dict(pvalue=pvalue, tv=tv, n=n, bins=bins)
+
+
+def pooled_chisquare(counts, probs, min_expected: float = 5.0) -> tuple[float, int]:
+    """Chi-square goodness of fit of `counts` to `probs` (same length, probs > 0, summing to about 1),
+    with the bins expecting fewer than `min_expected` counts pooled into one. Returns (p-value, how
+    many bins the test used)."""
+    import numpy as np
+    from scipy.stats import chisquare
+
+    counts, probs = np.asarray(counts, dtype=float), np.asarray(probs, dtype=float)
+    n = counts.sum()
     keep = probs * n >= min_expected
     if (~keep).any():
         probs = np.append(probs[keep], probs[~keep].sum())
         counts = np.append(counts[keep], counts[~keep].sum())
-    pvalue = float(chisquare(counts, probs / probs.sum() * n).pvalue)
-    return dict(pvalue=pvalue, tv=tv, n=n, bins=len(probs))
+    return float(chisquare(counts, probs / probs.sum() * n).pvalue), len(probs)
 
 
 def acceptance_stats(target, draft, tokenizer, prompts, gamma: int, *, max_new_tokens: int = 48,
