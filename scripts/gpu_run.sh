@@ -45,7 +45,8 @@
 # Tests:
 #   cuda-tests     pytest tests/test_device.py on CUDA (float32): greedy = HF greedy for the eager, batched,
 #                  adaptive, lookup, self-speculative and compiled (CUDA graphs) loops; sampling with a CPU
-#                  generator follows the target; junit XML to $OUT/cuda-tests.xml
+#                  generator follows the target; the compiled steps replay as CUDA graphs (no inductor
+#                  skip heard); junit XML to $OUT/cuda-tests.xml
 # Several parts in one call share the 600-s command: set PART_TIMEOUT so that their sum fits
 # (`PART_TIMEOUT=270 bash scripts/gpu_run.sh batched-cost batched`).
 set -euo pipefail

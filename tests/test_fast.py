@@ -352,3 +352,22 @@ def test_engines_follow_the_models_dtype():
         ref = m(torch.tensor([[1, 2, 3]])).logits[0, 2:].float()
     assert second.cache.layers[0].keys.dtype == torch.float64
     torch.testing.assert_close(logits, ref)
+
+
+def test_cudagraph_watch_hears_inductors_skips():
+    """A CUDA-graph skip is only a log line of an artifact logger that is off by default: the watch
+    must hear it anyway (inductor's own function, as its compiler calls it), fill in skips that were
+    counted but not heard, and hear nothing outside its block."""
+    from torch._dynamo.utils import counters
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    with fast.cudagraph_watch() as heard:
+        pass
+    assert heard == []
+    with fast.cudagraph_watch() as heard:
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to mutated inputs (1 instances)")
+        counters["inductor"]["cudagraph_skips"] += 1  # counted, never logged
+    assert heard == ["skipping cudagraphs due to mutated inputs (1 instances)",
+                     "skipping cudagraphs (counted by inductor, its reason not heard)"]
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device")  # after the block
+    assert len(heard) == 2

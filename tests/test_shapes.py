@@ -264,6 +264,23 @@ def test_compiled_failures_budget_and_stops_are_recorded(tmp_path, monkeypatch, 
     assert row["hf_dynamic_tok_s"] > 0 and "compiled_tok_s" not in row and r["meta"]["complete"] is True
     monkeypatch.undo()
 
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    real_hf_rate = shapes.hf_rate
+
+    def no_graphs(*a, **k):  # what inductor says on CUDA when a compiled step cannot run as a CUDA graph
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to mutated inputs (2 instances)")
+        return real_hf_rate(*a, **k)
+
+    monkeypatch.setattr(shapes, "hf_rate", no_graphs)
+    path = tmp_path / "skips.json"
+    shapes.run_compiled(("2b",), (None,), (), device="cpu", gamma=2, max_new_tokens=8, repeats=1, compile=False,
+                        hf_static=False, path=path, overrides=SMALL, log=lambda s: None)
+    (row,) = json.loads(path.read_text())["models"]
+    assert row["cudagraph_skips"] == {"hf_dynamic": ["skipping cudagraphs due to mutated inputs (2 instances)"]}
+    assert row["hf_dynamic_tok_s"] > 0  # the step itself went on
+    monkeypatch.undo()
+
     path = tmp_path / "budget.json"
     shapes.run_compiled(("2b",), (None,), (("2b", "9b"),), device="cpu", gamma=2, max_new_tokens=8, budget_s=1e-9,
                         compile=False, path=path, overrides=SMALL, log=lambda s: None)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -91,6 +92,36 @@ def rollback(cache: StaticCache, length: int) -> None:
 def cache_length(cache: StaticCache) -> int:
     """Positions held (reads a device scalar: a host sync, so only for checks and tests)."""
     return int(cache.layers[0].cumulative_length) if cache.layers[0].is_initialized else 0
+
+
+CUDAGRAPH_LOGGER = "torch._inductor.cudagraph_utils.__cudagraphs"  # inductor's log of CUDA-graph skips
+
+
+@contextlib.contextmanager
+def cudagraph_watch():
+    """Collect inductor's messages about CUDA graphs while the block runs: why it skipped them for a
+    compiled graph ("skipping cudagraphs due to mutated inputs", "... cpu device", ...) and whether it
+    re-recorded one for too many distinct sizes. Either means mode="reduce-overhead" did not give one
+    replayed graph per step, and the step pays every kernel launch again. Inductor logs these only when
+    TORCH_LOGS asks for them; this hears them anyway and adds a line per counted skip it did not hear.
+    Yields a list that fills as the block runs (empty: no skip). Nothing to hear on a CPU."""
+    from torch._dynamo.utils import counters
+
+    heard: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            heard.append(record.getMessage())
+
+    logger, handler = logging.getLogger(CUDAGRAPH_LOGGER), _Keep(logging.WARNING)
+    logger.addHandler(handler)
+    before = counters["inductor"]["cudagraph_skips"]
+    try:
+        yield heard
+    finally:
+        logger.removeHandler(handler)
+        unheard = counters["inductor"]["cudagraph_skips"] - before - len(heard)  # each skip counted is logged
+        heard += ["skipping cudagraphs (counted by inductor, its reason not heard)"] * max(0, unheard)
 
 
 def _only_differentiating_guards():

@@ -281,6 +281,8 @@ GOALS = (
          goal=f"2b->27b compiled speculative at alpha {GOAL_ALPHA} >= 1.3x HF greedy (static cache)"),
 )
 DEFINITIONS = {
+    "cudagraph_skips": "per step, inductor's messages when a compiled graph ran without CUDA graphs or re-recorded one "
+                       "for too many sizes (utils.fast.cudagraph_watch); absent when every graph replayed as one",
     "prompt": f"{PROMPT_LEN} random token(s) for every generation (ours and HF); see PROMPT_LEN in utils/shapes.py",
     "bandwidth_bound_tok_s": "GPU peak bandwidth / weights_bytes: batch-1 decoding reads every weight once per token "
                              "(the output head is tied to the embedding, so weights_bytes is what a step reads)",
@@ -377,9 +379,16 @@ class _Recorder:
             self.log(f"[{self.elapsed():6.0f} s] {what}: skipped (time budget {self.budget_s:.0f} s spent)")
             self.save()
             return None
+        from .fast import cudagraph_watch
+
         t0 = time.monotonic()
         try:
-            return fn()
+            with cudagraph_watch() as skips:  # on CUDA: any compiled graph that did not run as a CUDA graph
+                out = fn()
+            if skips:
+                row.setdefault("cudagraph_skips", {})[name] = skips
+                self.log(f"[{self.elapsed():6.0f} s] {what}: CUDA graphs not used: {skips}")
+            return out
         except Exception as e:  # recorded, not raised: the next step may still work (NF4 + compile, OOM, ...)
             import traceback
 
