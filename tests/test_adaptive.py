@@ -3,13 +3,11 @@ schedule (Hugging Face's assistant_confidence_threshold and num_assistant_tokens
 They only choose how many tokens to draft, so the output stays exact: greedy equals HF greedy,
 sampling follows the target's distribution."""
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from utils.sampling import probs_from_logits
-from utils.speculative import speculative_generate
+from utils.speculative import distribution_check, speculative_generate
 
 OPTIONS = {
     "confidence 0.4": dict(draft_confidence=0.4),
@@ -34,22 +32,17 @@ def test_greedy_equals_target_greedy(pair, greedy_refs, options):
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
 def test_sampling_matches_target_distribution(pair, encode, options):
-    """The first new token follows the target's distribution at T = 1: 600 runs, the 5 most likely
-    tokens and the rest as bins (bins expecting < 5 pooled), chi-square at level 1e-3 (as in
-    test_speculative.py)."""
+    """The first new token follows the target's distribution at T = 1: 600 runs, binned as every
+    exactness test bins (utils.speculative.distribution_check: the 5 likeliest tokens, the rest split by
+    q > p), chi-square at level 1e-3."""
     ids = encode("The try statement specifies")
     with torch.inference_mode():
-        p = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0).double()
+        p = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0)
+        q = probs_from_logits(pair.draft(ids).logits[0, -1], temperature=1.0)
     g = torch.Generator().manual_seed(1)
     firsts = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0,
                                    generator=g, **options).sequences[0, ids.shape[1]].item() for _ in range(600)]
-    top = torch.argsort(p, descending=True)[:5].tolist()
-    probs = np.array([p[t].item() for t in top] + [1 - sum(p[t].item() for t in top)])
-    counts = np.array([firsts.count(t) for t in top] + [sum(f not in top for f in firsts)])
-    keep = probs * 600 >= 5
-    probs = np.append(probs[keep], probs[~keep].sum()) if (~keep).any() else probs
-    counts = np.append(counts[keep], counts[~keep].sum()) if (~keep).any() else counts
-    assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+    assert distribution_check(firsts, p, q=q)["pvalue"] > 1e-3
 
 
 def test_joint_distribution_of_the_first_two_tokens_with_both_options(pair, encode, joint_pvalue, x2_verified):

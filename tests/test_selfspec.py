@@ -2,16 +2,14 @@
 draft. The draft shares the target's weights (no copy), its logits are the early-exit computation,
 and speculative decoding with it stays exact: greedy equals HF greedy, sampling follows the target."""
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from utils.sampling import probs_from_logits
 from utils.selfspec import (ADAPTERS, MAX_ADAPTER_BYTES, ExitAdapter, early_exit_draft, exit_agreement,
                             exit_logits, hidden_states, load_adapters, main, plot_exits, save_adapters,
                             target_growth)
-from utils.speculative import speculative_generate
+from utils.speculative import distribution_check, speculative_generate
 
 
 def trained_like_adapter(d: int, seed: int = 0) -> ExitAdapter:
@@ -114,23 +112,19 @@ def test_greedy_equals_target_greedy(pair, refs, adapter, k, with_adapter):
 def test_sampling_matches_target_distribution(pair, encode, adapter):
     """The first new token at T = 1 follows the target's distribution: 600 runs with an exit-4 draft
     with an adapter (a poor draft: many rejections, so the residual distribution does the work; the
-    plain exit is the same code with the identity adapter), the 5 most likely tokens and the rest as
-    bins (bins expecting < 5 pooled), chi-square at level 1e-3 (as in test_speculative.py)."""
+    plain exit is the same code with the identity adapter), binned as every exactness test bins
+    (utils.speculative.distribution_check: the 5 likeliest tokens, the rest split by q > p), chi-square
+    at level 1e-3."""
     ids = encode("The try statement specifies")
     draft = early_exit_draft(pair.target, 4, adapter)
     with torch.inference_mode():
-        p = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0).double()
+        p = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0)
+        q = probs_from_logits(draft(ids).logits[0, -1], temperature=1.0)
     g = torch.Generator().manual_seed(11)
     n = 600
     firsts = [speculative_generate(pair.target, draft, ids, max_new_tokens=2, gamma=1, temperature=1.0,
                                    generator=g).sequences[0, ids.shape[1]].item() for _ in range(n)]
-    top = torch.argsort(p, descending=True)[:5].tolist()
-    probs = np.array([p[t].item() for t in top] + [1 - sum(p[t].item() for t in top)])
-    counts = np.array([firsts.count(t) for t in top] + [sum(f not in top for f in firsts)])
-    keep = probs * n >= 5
-    probs = np.append(probs[keep], probs[~keep].sum()) if (~keep).any() else probs
-    counts = np.append(counts[keep], counts[~keep].sum()) if (~keep).any() else counts
-    assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+    assert distribution_check(firsts, p, q=q)["pvalue"] > 1e-3
 
 
 @pytest.mark.parametrize("k", [0, -1, 20, 21])

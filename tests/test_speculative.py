@@ -1,13 +1,11 @@
 """speculative_generate on the tiny Gemma2 pair: greedy equivalence, exactness, edge cases, errors."""
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from utils.decoding import autoregressive_generate
 from utils.sampling import probs_from_logits
-from utils.speculative import _new_cache, speculative_generate
+from utils.speculative import _new_cache, distribution_check, speculative_generate
 
 
 def hf_greedy(model, ids, n, eos):
@@ -81,27 +79,20 @@ def _first_token_dist(pair, ids, **warp):
                          ids=["T=1", "T=0.8,top-k=8", "T=1,top-p=0.7"])
 def test_sampling_matches_target_distribution(pair, encode, warp):
     """End to end: the first new token of speculative sampling follows the target's own (warped)
-    distribution. 600 runs; tokens are binned (the 5 most likely, then the rest) and bins expecting
-    fewer than 5 counts are pooled; chi-square at level 1e-3. (Sampling exactness at large N is
-    proven on synthetic distributions in test_verify_step.py.)"""
+    distribution. 600 runs, binned as every exactness test bins (utils.speculative.distribution_check:
+    the 5 likeliest tokens, the rest split by q > p, bins expecting fewer than 5 counts pooled; a token
+    the warped target gives probability 0 fails it); chi-square at level 1e-3. (Sampling exactness at
+    large N is proven on synthetic distributions in test_verify_step.py.)"""
     ids = encode("The try statement specifies")
-    p = _first_token_dist(pair, ids, **warp).double()
+    p = _first_token_dist(pair, ids, **warp)
+    with torch.inference_mode():
+        q = probs_from_logits(pair.draft(ids).logits[0, -1], **warp)  # (V,)
     g = torch.Generator().manual_seed(0)
     firsts = []
     for _ in range(600):
         out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, generator=g, **warp)
         firsts.append(out.sequences[0, ids.shape[1]].item())
-    top = torch.argsort(p, descending=True)[:5].tolist()
-    probs = np.array([p[t].item() for t in top] + [1 - sum(p[t].item() for t in top)])
-    counts = np.array([firsts.count(t) for t in top] + [sum(f not in top for f in firsts)])
-    if probs[-1] < 1e-9:  # top-k: nothing outside the top tokens may appear
-        assert counts[-1] == 0
-        probs, counts = probs[:-1], counts[:-1]
-    keep = probs * 600 >= 5
-    pooled_p, pooled_c = probs[~keep].sum(), counts[~keep].sum()
-    probs = np.append(probs[keep], pooled_p) if pooled_p > 0 else probs[keep]
-    counts = np.append(counts[keep], pooled_c) if pooled_p > 0 else counts[keep]
-    assert chisquare(counts, probs / probs.sum() * counts.sum()).pvalue > 1e-3
+    assert distribution_check(firsts, p, q=q)["pvalue"] > 1e-3
 
 
 @pytest.mark.parametrize("gamma", [1, 3])
