@@ -25,7 +25,7 @@ import torch
 
 from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair, weight_bytes
-from .results import check_device, check_output, check_pair, command_errors, write_json
+from .results import check_bench_flags, command_errors, write_json
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
@@ -536,30 +536,16 @@ LOCAL_RUNS = ROOT / "runs"  # ignored by git: where runs go unless --out says ot
 
 
 def _check_args(ap, args) -> tuple[list[str], Path]:
-    """Every flag checked before any model is loaded. Returns (prompts, output json path)."""
-    import math
-
-    pair = check_pair(ap, args.pair)
-    device = check_device(ap, args.device)
-    for flag, value in (("--n-prompts", args.n_prompts), ("--max-new-tokens", args.max_new_tokens),
-                        ("--repeats", args.repeats), ("--threads", args.threads or 1)):
-        if value < 1:
-            ap.error(f"{flag} must be >= 1 (got {value})")
+    """Every flag checked before any model is loaded: the ones every benchmark command shares
+    (results.check_bench_flags), then --gammas and --tag. Returns (prompts, output json path)."""
     if any(g < 1 for g in args.gammas):
         ap.error(f"--gammas must all be >= 1 (got {args.gammas}): gamma is how many tokens the draft proposes")
-    if any(not math.isfinite(t) or t < 0 for t in args.temperatures):
-        ap.error(f"--temperatures must be finite and >= 0 (got {args.temperatures}); 0 is greedy")
     if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
         ap.error(f"--tag must be letters, digits, - and _ (got {args.tag!r})")
-    sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
-    if args.prompts not in sets:
-        ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")
-    prompts = sets[args.prompts]
-    if args.n_prompts > len(prompts):
-        ap.error(f"--n-prompts {args.n_prompts} is more than the {len(prompts)} prompts of {args.prompts!r}")
-    stem = f"bench-{pair}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "")
-    path = args.out / (stem + (f"-{args.tag}" if args.tag else "") + ".json")
-    check_output(ap, path, args.out, args.overwrite, "another --out / --tag")  # fail now, not after many minutes
+    counts = {"--n-prompts": args.n_prompts, "--max-new-tokens": args.max_new_tokens, "--repeats": args.repeats,
+              "--threads": args.threads or None}  # --threads 0: torch's choice, like leaving it out
+    suffix = "".join(f"-{s}" for s in (args.quantization, args.tag) if s)
+    path, prompts = check_bench_flags(ap, args, "bench", counts, suffix=suffix, other="another --out / --tag")
     return prompts[: args.n_prompts], path
 
 

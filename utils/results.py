@@ -90,12 +90,14 @@ def command_errors(ap):
                  "(--quantization nf4 where the command has it), or a smaller --pair")
 
 
-def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "") -> tuple[Path, list[str]]:
+def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "",
+                      other: str = "another --out") -> tuple[Path, list[str]]:
     """The flags the benchmark commands share, checked before any model is loaded: --pair (check_pair),
     --device (check_device), each of `counts` ({"--flag": value}, None allowed) >= 1, --warmup >= 0 and
     --temperatures finite and >= 0 where the command has them, --prompts a set of data/prompts.json
     (with at least --n-prompts prompts where given), and the output file
-    <kind>-<pair>-<device><suffix>.json (check_output). Returns (that path, the prompt set)."""
+    <kind>-<pair>-<device><suffix>.json (check_output; `other` says how else to keep an existing one).
+    Returns (that path, the prompt set)."""
     from .models import ROOT
 
     pair = check_pair(ap, args.pair)
@@ -115,5 +117,5 @@ def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "") -> tu
     if n is not None and n > len(sets[args.prompts]):
         ap.error(f"--n-prompts {n} is more than the {len(sets[args.prompts])} prompts of {args.prompts!r}")
     path = args.out / f"{kind}-{pair}-{device.split(':')[0]}{suffix}.json"
-    check_output(ap, path, args.out, args.overwrite)  # fail now, not after a run of minutes
+    check_output(ap, path, args.out, args.overwrite, other)  # fail now, not after a run of minutes
     return path, sets[args.prompts]
