@@ -550,7 +550,7 @@ def _check_args(ap, args) -> tuple[list[str], Path]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
     ap.add_argument("--prompts", default="workshop", help="a key of data/prompts.json (workshop, heldout, datacamp)")
     ap.add_argument("--n-prompts", type=int, default=5)

@@ -45,7 +45,7 @@ def cost_ratio(pair, text: str = "The if statement is used for") -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m utils.card", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true",
                     help="replace the committed data/models/card.json and data/models/README.md (default: runs/card.json)")
     args = ap.parse_args(argv)

@@ -88,7 +88,7 @@ def save(result: dict, out_dir: Path = RESULTS) -> Path:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m utils.datacamp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default=None, help="a key of utils.models.PAIRS (default $SPECDEC_PAIR or tiny)")
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--gamma", type=int, default=4)
