@@ -24,8 +24,9 @@
 #                             dynamic/static; 2b->27b round time, tok/s at alpha 0.6-0.9, goal ratios
 #   2. batched-cost batched   issue 15: c(B), v(B) on real 2b/27b shapes, and the tiny pair's
 #                             tokens/s against B on CUDA (both eager, a few minutes together)
-#   3. compiled-2b-9b         2b and 9b: the same per model; 2b->9b round time; 9b self-draft
-#   4. compiled-nf4           2b, 9b, 27b in NF4 (a bitsandbytes failure is recorded in "errors")
+#   3. batched-cost-compiled  issue 15: c(B), v(B) on the fast path (alone: six compiles)
+#   4. compiled-2b-9b         2b and 9b: the same per model; 2b->9b round time; 9b self-draft
+#   5. compiled-nf4           2b, 9b, 27b in NF4 (a bitsandbytes failure is recorded in "errors")
 # Parts:
 #   compiled-27b        27b: compiled greedy, HF dynamic/static, % of the bandwidth bound; 2b->27b round
 #                       time, implied tok/s at alpha 0.6-0.9 and the goal ratios; 27b self-draft (5 shapes)
@@ -42,6 +43,10 @@
 #   batched-cost   c(B) and v(B) for B = 1..64 on real 2b and 27b Gemma2 shapes (random weights, bf16):
 #                  batched-cost-2b-27b-cuda.json
 #   batched        python -m utils.beyond batched on the tiny pair: tokens/s against B (batched-tiny-cuda.json)
+#   batched-cost-compiled   the same c(B), v(B) also on the fast path (static cache, torch.compile, CUDA
+#                  graphs): what v(B) is once launches no longer hide the hardware. Six compiles (target
+#                  width 1 and gamma + 1, draft width 1; at B = 1 and once more general in B), so alone
+#                  in a session (PART_TIMEOUT=550, timeout_s 600): batched-cost-2b-27b-cuda-compiled.json
 # Tests:
 #   cuda-tests     pytest tests/test_device.py on CUDA (float32): greedy = HF greedy for the eager, batched,
 #                  adaptive, lookup, self-speculative and compiled (CUDA graphs) loops; sampling with a CPU
@@ -54,7 +59,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-data/results}"
 BUDGET_S="${BUDGET_S:-400}"
 PART_TIMEOUT="${PART_TIMEOUT:-550}"
-PARTS="cuda-tests compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny batched-cost batched"
+PARTS="cuda-tests compiled-27b compiled-2b-9b compiled-nf4 compiled-self-9b compiled-self-27b models-2b-9b models-27b pairs tiny batched-cost batched batched-cost-compiled"
 
 usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "parts: $PARTS"; }
 
@@ -71,6 +76,7 @@ command_for() {  # PART -> the python command (one word per line)
     pairs)        printf '%s\n' python3 -m utils.shapes --sizes --pairs 2b:9b 2b:27b --out "$OUT" --tag "$1" ;;
     tiny)         printf '%s\n' python3 -m utils.bench --device cuda --gammas 1 2 4 8 --temperatures 0 1 --out "$OUT" ;;
     batched-cost) printf '%s\n' python3 -m utils.beyond batched-cost --shapes 2b:27b --device cuda --out "$OUT" ;;
+    batched-cost-compiled) printf '%s\n' python3 -m utils.beyond batched-cost --compiled --shapes 2b:27b --device cuda --out "$OUT" ;;
     batched)      printf '%s\n' python3 -m utils.beyond batched --device cuda --out "$OUT" ;;
     cuda-tests)   printf '%s\n' python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/test_device.py -k cuda --junitxml "$OUT/cuda-tests.xml" ;;
     *) return 1 ;;

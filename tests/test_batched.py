@@ -221,7 +221,7 @@ def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
     res = shape_costs("2b", "9b", batch_sizes=(1, 2), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
                       overrides=small, progress=False, on_step=lambda r: partial.append(copy.deepcopy(r)))
     assert [r["B"] for r in res["costs"]] == [1, 2] and all(r["v"] > 0 for r in res["costs"])
-    assert res["complete"] and res["skipped_batch_sizes"] == []
+    assert res["complete"] and res["skipped_batch_sizes"] == [] and all("compiled" not in r for r in res["costs"])
     assert [(len(p["costs"]), p["complete"], p["skipped_batch_sizes"]) for p in partial] == [(1, False, [2]), (2, True, [])]
     rows = [dict(B=1, temperature=0.0, method=m, tokens_per_s=t, alpha=0.5, alpha_checked=0.6, tokens_per_row_round=2.0)
             for m, t in zip(("plain (ours)", "plain (HF generate)", "speculative (ours)"), (10.0, 8.0, 15.0))]
@@ -233,6 +233,36 @@ def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
     assert "T = 0, alpha per checked token 0.60 to 0.60" in axes[0].get_title()  # labelled with what it measured
     with pytest.raises(ValueError, match="no rows at temperature"):
         plot_batched(result, 1.0)
+
+
+def test_compiled_costs_compile_per_shape_change_not_per_batch_size(monkeypatch):
+    """shape_costs(compiled=True) times the same passes on the fast path (static cache rolled back,
+    torch.compile; CUDA graphs on a GPU): positive times, v and c their ratios, the compile kept out
+    of them (first calls timed apart). The first batch size and the first change of it compile; every
+    later B reuses a graph general in B (new_graphs 0), so a GPU run pays a few compiles, not one per
+    B. An error in the compiled passes is recorded in the row; the eager numbers stand."""
+    from utils import beyond
+
+    small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
+                 head_dim=32, vocab_size=512)
+    res = beyond.shape_costs("2b", "9b", batch_sizes=(1, 2, 4), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
+                             overrides=small, progress=False, compiled=True)
+    rows = [r["compiled"] for r in res["costs"]]
+    assert [r["B"] for r in rows] == [1, 2, 4]
+    for r in rows:
+        assert r["target_step_s"] > 0 and r["verify_s"] > 0 and r["draft_step_s"] > 0 and "cudagraph_skips" not in r
+        assert r["v"] == pytest.approx(r["verify_s"] / r["target_step_s"]) and r["c"] == pytest.approx(r["draft_step_s"] / r["target_step_s"])
+    assert rows[0]["new_graphs"] >= 3 and rows[2]["new_graphs"] == 0  # B = 4: no compile
+    assert rows[2]["target_step_first_call_s"] < min(rows[0]["target_step_first_call_s"], 0.5)
+
+    def oom(*a, **k):
+        raise RuntimeError("CUDA out of memory (pretend)")
+
+    monkeypatch.setattr(beyond, "compiled_verify_cost", oom)
+    res = beyond.shape_costs("2b", "9b", batch_sizes=(1,), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
+                             overrides=small, progress=False, compiled=True)
+    (row,) = res["costs"]
+    assert row["compiled"] == {"error": "RuntimeError: CUDA out of memory (pretend)"} and row["v"] > 0 and res["complete"]
 
 
 def test_the_batched_command_checks_flags_before_loading(tmp_path, capsys):

@@ -453,7 +453,7 @@ class _ChecksPassed(Exception):
     """Raised where a command would start loading models: every flag check before it passed."""
 
 
-@pytest.mark.parametrize("part", ["batched-cost", "batched", "tiny"])
+@pytest.mark.parametrize("part", ["batched-cost", "batched-cost-compiled", "batched", "tiny"])
 def test_gpu_run_eager_parts_pass_their_checks_on_a_gpu(part, monkeypatch, tmp_path):
     """The parts that are not utils.shapes (utils.beyond, utils.bench) get as far as loading on a
     machine with CUDA: --device cuda and every other flag pass their checks (CUDA faked here, the

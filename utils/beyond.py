@@ -280,6 +280,86 @@ def verify_cost(target, draft, ids, mask, gamma: int = 4, iters: int = 10, repea
     return dict(B=int(ids.shape[0]), target_step_s=step, verify_s=verify, draft_step_s=d_step, v=verify / step, c=d_step / step)
 
 
+# The fast path's passes at batch B, for compiled_verify_cost. Two functions with the same body, one
+# per model: dynamo keeps what it learns about shapes per function, so the draft's cache shapes never
+# make the target's graph more general. Automatic dynamic shapes: the first batch size and width get a
+# static graph, the first change of each gets one graph that is general in it, and every later batch
+# size reuses that (no compile per B; on CUDA, one CUDA graph recorded per shape, which is quick).
+def _target_pass(model, cache, ids):  # (B, W) -> (B, W, V)
+    return model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+
+
+def _draft_pass(model, cache, ids):  # (B, W) -> (B, W, V)
+    return model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+
+
+_COMPILED_PASSES: dict = {}
+
+
+def _compiled_pass(role: str, cuda: bool):
+    key = (role, cuda)
+    if key not in _COMPILED_PASSES:
+        fn = _target_pass if role == "target" else _draft_pass
+        _COMPILED_PASSES[key] = torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=True)
+    return _COMPILED_PASSES[key]
+
+
+@torch.inference_mode()
+def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, repeats: int = 3) -> dict:
+    """verify_cost on the fast path (notebook 07, utils.fast): the same three passes (target over
+    (B, 1) and (B, gamma + 1) tokens, draft over (B, 1)), each through torch.compile with a static KV
+    cache rolled back in place after every call, and CUDA graphs on a GPU. Eager passes on a GPU are
+    launch-bound, so their v(B) and c(B) say more about Python than about the hardware; these say
+    where the weights and the arithmetic put them. ids (B, T): rows of equal length, no padding (the
+    cost of a pass does not depend on the values). The first call of each pass is timed apart
+    (`*_first_call_s`: it compiles when this B or width is new to the graph) and `new_graphs` counts
+    the graphs dynamo compiled for this B (0 once the batch size is general in them).
+    Returns dict(B, target_step_s, verify_s, draft_step_s, v, c, target_step_first_call_s, ...,
+    new_graphs)."""
+    from torch._dynamo.utils import counters
+
+    from .fast import BUCKET, RECOMPILE_LIMIT, rollback, static_cache
+
+    cuda = ids.device.type == "cuda"
+    B, T = ids.shape
+    max_len = -(-(T + gamma + 1) // BUCKET) * BUCKET  # one cache length for every pass and B: no recompile for it
+    graphs_before = counters["stats"]["unique_graphs"]
+    out = {}
+
+    def timed(role, model, width):
+        cache = static_cache(model, max_len)  # batch size: set by the prefill
+        model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)  # the prompt, eagerly
+        step, x = _compiled_pass(role, cuda), ids[:, -1:].repeat(1, width).clone()  # (B, width)
+
+        def call():
+            if cuda:
+                torch.compiler.cudagraph_mark_step_begin()
+            step(model, cache, x)
+            rollback(cache, T - 1)
+
+        _sync(ids.device)
+        t0 = time.perf_counter()
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            call()  # compiles on a new shape (on CUDA the next call records the graph)
+        _sync(ids.device)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats + 1):
+            _sync(ids.device)
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                call()
+            _sync(ids.device)
+            times.append((time.perf_counter() - t0) / iters)
+        return statistics.median(times[1:]), first  # the first repeat warms up (records the CUDA graph)
+
+    for name, role, model, width in (("target_step", "target", target, 1), ("verify", "target", target, gamma + 1),
+                                     ("draft_step", "draft", draft, 1)):
+        out[f"{name}_s"], out[f"{name}_first_call_s"] = timed(role, model, width)
+    return dict(B=B, **out, v=out["verify_s"] / out["target_step_s"], c=out["draft_step_s"] / out["target_step_s"],
+                new_graphs=counters["stats"]["unique_graphs"] - graphs_before)
+
+
 def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, seed=0) -> dict:
     from .batched import autoregressive_batched, speculative_batched
 
@@ -315,15 +395,32 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
     return row
 
 
+def _compiled_row(target, draft, ids, gamma) -> dict:
+    """compiled_verify_cost, with inductor's CUDA-graph skips (utils.fast.cudagraph_watch) and any
+    error recorded instead of raised (the eager numbers of the row stand)."""
+    from .fast import cudagraph_watch
+
+    try:
+        with cudagraph_watch() as skips:
+            row = compiled_verify_cost(target, draft, ids, gamma)
+    except Exception as e:  # noqa: BLE001 - recorded in the result: an OOM at a large B, a compile failure
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return dict(error=f"{type(e).__name__}: {e}"[:2000])
+    return {**row, "cudagraph_skips": skips} if skips else row
+
+
 def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes=(1, 2, 4, 8, 16, 32, 64), gamma: int = 4,
                 prompt_len: int = 128, device=None, dtype=torch.bfloat16, overrides: dict | None = None, progress=True,
-                on_step=None) -> dict:
+                on_step=None, compiled: bool = False) -> dict:
     """`verify_cost` on real Gemma2 shapes with random weights (utils.shapes): how c(B) and v(B) move
     with the batch where the weights are real-sized. Timing does not depend on the weights' values,
     acceptance does, so none is reported; the speedup it implies at a given alpha is
     tau(alpha, gamma) / (gamma c + v). `overrides` shrinks both configurations (tests on a CPU).
     on_step(partial result) is called after each batch size (the command line writes its JSON there, so
-    a run stopped by a time limit keeps what it measured)."""
+    a run stopped by a time limit keeps what it measured). compiled=True also measures each B on the
+    fast path (`compiled_verify_cost`, under row["compiled"]; on a GPU that is the v(B) that matters:
+    eager passes there are launch-bound); a failure there is recorded in the row and the run goes on."""
     from tqdm.auto import tqdm
 
     from .shapes import gemma2_config, random_model
@@ -344,6 +441,8 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
     for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
         ids = torch.randint(3, V, (B, prompt_len), generator=g).to(device)
         costs.append(verify_cost(target, draft, ids, torch.ones_like(ids), gamma))
+        if compiled:
+            costs[-1]["compiled"] = _compiled_row(target, draft, ids, gamma)
         if on_step:
             on_step(result(len(costs) == len(batch_sizes)))
     return result(True)
@@ -475,7 +574,7 @@ def _main_batched_cost(ap, args) -> int:
                      f"{free / 2**30:.0f} GiB available; run it on a GPU (scripts/gpu_run.sh batched-cost) or pass "
                      "smaller --shapes (2b:2b)")
         print(f"note: {args.shapes} in bf16 on {device} is slow and needs tens of GB; it is made for a GPU", file=sys.stderr)
-    path = args.out / f"batched-cost-{sizes[0]}-{sizes[1]}-{device.split(':')[0]}.json"
+    path = args.out / f"batched-cost-{sizes[0]}-{sizes[1]}-{device.split(':')[0]}{'-compiled' if args.compiled else ''}.json"
     check_output(ap, path, args.out, args.overwrite)
     from .models import describe_device
 
@@ -487,7 +586,7 @@ def _main_batched_cost(ap, args) -> int:
 
     with command_errors(ap):
         result = shape_costs(*sizes, batch_sizes=sorted(set(args.batch_sizes)), gamma=args.gamma,
-                             prompt_len=args.prompt_len, device=device, on_step=save)
+                             prompt_len=args.prompt_len, device=device, on_step=save, compiled=args.compiled)
     save(result)
     for c in result["costs"]:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in c.items()}))
@@ -554,6 +653,9 @@ def main(argv=None) -> int:
     bc.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     bc.add_argument("--gamma", type=int, default=4)
     bc.add_argument("--prompt-len", type=int, default=128)
+    bc.add_argument("--compiled", action="store_true",
+                    help="also time each pass on the fast path (static cache + torch.compile + CUDA graphs): a few compiles "
+                         "of each model, minutes on a GPU; writes batched-cost-DRAFT-TARGET-DEVICE-compiled.json")
     bc.add_argument("--device", default=None)
     bc.add_argument("--out", type=Path, default=LOCAL_RUNS, help="folder for the .json (default runs/)")
     bc.add_argument("--overwrite", action="store_true", help="replace an existing result file")

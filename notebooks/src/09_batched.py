@@ -365,11 +365,15 @@ print(f"measured below the formula at {sum(r['speedup_vs_ours'] < r['predicted']
 # gap the rows busy account for; what remains is the loop's overhead per round. Where the gain turns
 # is set by the hardware ($v(B)$, $c(B)$ and the overhead of a round), by the text ($\bar\tau$) and
 # by how unevenly the rows finish. The benchmark's CPU (its hardware heads the table) reaches it
-# early; a large GPU, by the roofline of section 4, much later. On a GPU our eager loop would also be launch-bound (notebook 07), and the
-# real Gemma2 measurement of $v(B)$ is still to be made. The one command is
-# `bash scripts/gpu_run.sh batched-cost` (= `python -m utils.beyond batched-cost --shapes 2b:27b
-# --device cuda`: `verify_cost` on real 2b and 27b Gemma2 shapes with random weights); it has not
-# run yet (no GPU lent since this notebook was written; `data/results` holds no batched-cost file).
+# early; a large GPU, by the roofline of section 4, much later. On a GPU our eager loop would also
+# be launch-bound (notebook 07): eager passes there cost about the same at every small $B$ because
+# launches, not weights or arithmetic, set their time, so an eager $v(B)$ would look free for longer
+# than the hardware makes it. The real Gemma2 measurement of $v(B)$ is still to be made, eager and on
+# the fast path: `bash scripts/gpu_run.sh batched-cost` (= `python -m utils.beyond batched-cost
+# --shapes 2b:27b --device cuda`: `verify_cost` on real 2b and 27b Gemma2 shapes with random
+# weights) and `bash scripts/gpu_run.sh batched-cost-compiled` (the same passes also compiled with a
+# static cache and CUDA graphs, `compiled_verify_cost`). Neither has run yet (no GPU lent since this
+# notebook was written; `data/results` holds no batched-cost file).
 #
 # How the serving engines do it: vLLM flattens the drafted tokens of all requests into one list and
 # launches one Triton kernel over the whole batch, one program per request, reading the flattened
