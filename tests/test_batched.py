@@ -290,3 +290,27 @@ def test_the_batched_cost_command_checks_flags_before_loading(tmp_path, capsys, 
     with pytest.raises(SystemExit) as e:
         main(["batched-cost", "--device", "cuda", "--out", str(tmp_path)])
     assert e.value.code == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_plot_shape_costs_draws_eager_compiled_and_roofline(monkeypatch):
+    """Notebook 09's figure for a batched-cost file: v(B) and c(B), eager and (where measured)
+    compiled, the roofline when R is given, labelled with shapes, hardware, date and random weights;
+    a compiled error leaves its B out of the compiled curve; an empty result is refused."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from utils.beyond import plot_shape_costs
+
+    costs = [dict(B=1, v=1.0, c=0.6, compiled=dict(v=1.01, c=0.12)), dict(B=8, v=1.1, c=0.6, compiled=dict(v=1.05, c=0.13)),
+             dict(B=64, v=2.0, c=0.5, compiled=dict(error="RuntimeError: CUDA out of memory"))]
+    result = dict(draft="2b", target="27b", gamma=4, dtype="torch.bfloat16", device="cuda", costs=costs,
+                  meta=dict(hardware="NVIDIA H100 80GB HBM3", date="2026-12-06"))
+    ax_v, ax_c = plot_shape_costs(result, R=295)
+    eager, compiled, roof = ax_v.get_lines()
+    assert list(eager.get_ydata()) == [1.0, 1.1, 2.0] and list(compiled.get_xdata()) == [1, 8]
+    assert list(roof.get_ydata()) == pytest.approx([1.0, 1.0, 64 * 5 / 295])
+    assert [list(line.get_ydata()) for line in ax_c.get_lines()] == [[0.6, 0.6, 0.5], [0.12, 0.13]]
+    title = ax_v.figure._suptitle.get_text()
+    assert "random weights" in title and "H100" in title and "2026-12-06" in title and "27b" in title
+    with pytest.raises(ValueError, match="no batch size"):
+        plot_shape_costs(dict(result, costs=[]))

@@ -533,6 +533,43 @@ def plot_batched(result, temperature: float = 0.0, axes=None):
     return axes
 
 
+def plot_shape_costs(result, R: float | None = None, axes=None):
+    """A batched-cost result (`shape_costs`, the JSON of `python -m utils.beyond batched-cost`) as two
+    panels against the batch size B: v(B), a verify pass of gamma + 1 tokens in plain steps, and c(B),
+    a draft step in target steps; eager passes as measured, and the compiled ones where the result has
+    them. R (tokens per weight read at which the hardware turns compute-bound) adds the roofline
+    v(B) = max(1, B (gamma + 1) / R) / max(1, B / R). The title names the shapes, the hardware, the
+    date and "random weights". Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    costs, g = result["costs"], result["gamma"]
+    if not costs:
+        raise ValueError("this batched-cost result has no batch size measured yet.")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    Bs = [c["B"] for c in costs]
+    ok = [c for c in costs if "v" in c.get("compiled", {})]
+    for ax, key in zip(axes, ("v", "c")):
+        ax.plot(Bs, [c[key] for c in costs], "o--", label="eager (HF forward, dynamic cache)")
+        if ok:
+            ax.plot([c["B"] for c in ok], [c["compiled"][key] for c in ok], "s-",
+                    label="compiled (static cache, torch.compile, CUDA graphs on a GPU)")
+        ax.set(xscale="log", xlabel="batch size B", xticks=Bs, xticklabels=Bs)
+        ax.minorticks_off()
+    if R:
+        axes[0].plot(Bs, [max(1, B * (g + 1) / R) / max(1, B / R) for B in Bs], ":", color="grey",
+                     label=f"roofline, R = {R:.0f} tokens per weight read")
+    axes[0].set(ylabel=f"v: verify pass ({g + 1} tokens) / plain step", title="v(B): what verifying costs")
+    axes[1].set(ylabel="c: draft step / target step", title="c(B): what drafting costs")
+    axes[0].legend(fontsize=8)
+    meta = result.get("meta", {})
+    fig = axes[0].figure
+    fig.suptitle(f"gemma-2-{result['draft']} -> gemma-2-{result['target']} shapes, random weights, {result['dtype']}; "
+                 f"{meta.get('hardware', result['device'])}, {meta.get('date', 'date not recorded')}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # room for the suptitle above the panels' titles
+    return axes
+
+
 def _check_args(ap, args) -> Path:
     """Every flag checked before any model is loaded. Returns the output json path."""
     from .results import check_bench_flags

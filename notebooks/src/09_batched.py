@@ -368,13 +368,26 @@ print(f"measured below the formula at {sum(r['speedup_vs_ours'] < r['predicted']
 # early; a large GPU, by the roofline of section 4, much later. On a GPU our eager loop would also
 # be launch-bound (notebook 07): eager passes there cost about the same at every small $B$ because
 # launches, not weights or arithmetic, set their time, so an eager $v(B)$ would look free for longer
-# than the hardware makes it. The real Gemma2 measurement of $v(B)$ is still to be made, eager and on
-# the fast path: `bash scripts/gpu_run.sh batched-cost` (= `python -m utils.beyond batched-cost
+# than the hardware makes it. The real Gemma2 measurement of $v(B)$ needs a GPU, eager and on the
+# fast path: `bash scripts/gpu_run.sh batched-cost` (= `python -m utils.beyond batched-cost
 # --shapes 2b:27b --device cuda`: `verify_cost` on real 2b and 27b Gemma2 shapes with random
 # weights) and `bash scripts/gpu_run.sh batched-cost-compiled` (the same passes also compiled with a
-# static cache and CUDA graphs, `compiled_verify_cost`). Neither has run yet (no GPU lent since this
-# notebook was written; `data/results` holds no batched-cost file).
-#
+# static cache and CUDA graphs, `compiled_verify_cost`). The cell below draws what `data/results`
+# holds of them, beside the roofline of section 4 where the GPU is the H100 it assumes, and says so
+# when it holds none.
+
+# %%
+from utils.beyond import plot_shape_costs
+
+gpu_costs = sorted((ROOT / "data/results").glob("batched-cost-*-cuda*.json"))
+for f in gpu_costs:
+    measured = json.loads(f.read_text())
+    plot_shape_costs(measured, R=R if "H100" in measured["meta"]["hardware"] else None)
+if not gpu_costs:
+    print("data/results holds no GPU batched-cost file yet: on a GPU, `bash scripts/gpu_run.sh batched-cost-compiled` "
+          "makes one (copy it to data/results), and this cell draws it.")
+
+# %% [markdown]
 # How the serving engines do it: vLLM flattens the drafted tokens of all requests into one list and
 # launches one Triton kernel over the whole batch, one program per request, reading the flattened
 # drafts through `cu_num_draft_tokens` (cumulative offsets per request), so no padding is computed;
