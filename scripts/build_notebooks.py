@@ -71,6 +71,7 @@ TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 FAST_START, FAST_END = "<!-- fast:start -->", "<!-- fast:end -->"
 GPU_START, GPU_END = "<!-- gpu:start -->", "<!-- gpu:end -->"
+GPUFAST_START, GPUFAST_END = "<!-- gpufast:start -->", "<!-- gpufast:end -->"
 
 
 def sources(prefix: str = "") -> list[Path]:
@@ -265,6 +266,83 @@ def gpu_table() -> str:
     return "\n".join(out) if out else "(no GPU measurements committed)"
 
 
+def _cell(row: dict, key: str, fmt: str, step: str | None = None) -> str:
+    """A measured value for a table, or why there is none (the step failed, was skipped, or never ran)."""
+    if row.get(key) is not None:
+        return format(row[key], fmt)
+    if step and step in row.get("errors", {}):
+        return "failed (" + row["errors"][step].split(":")[0] + ")"
+    if step and step in row.get("skipped", []):
+        return "skipped (time budget)"
+    return "–"
+
+
+def compiled_gpu_table(results: Path | None = None) -> str:
+    """The README's tables of the compiled backend on real Gemma2 shapes, from
+    data/results/shapes-compiled-cuda*.json (`python -m utils.shapes --compiled` on a GPU, by
+    scripts/gpu_run.sh), with the goals of issue 12 as the file evaluates them; a line saying how to
+    make one when none is committed."""
+    import json
+
+    paths = sorted((results or ROOT / "data" / "results").glob("shapes-compiled-cuda*.json"))
+    if not paths:
+        return ("The compiled backend (`utils.fast`) has no GPU measurement committed yet: on a GPU machine "
+                "`bash scripts/gpu_run.sh compiled-27b` (then `compiled-2b-9b`, `compiled-nf4`) makes one; copied into "
+                "`data/results/`, `python scripts/build_notebooks.py 07` puts it here and in notebook 07.")
+    out = []
+    for path in paths:
+        r = json.loads(path.read_text())
+        m = r["meta"]
+        state = "complete" if m["complete"] else f"stopped early ({m['stopped']})" if m["stopped"] else "incomplete"
+        out.append(f"Compiled backend, {m['hardware']}, {m['date']}, torch {m['torch']}, transformers {m['transformers']}; "
+                   f"{m['weights']}; batch 1, gamma {m['gamma']}, {m['max_new_tokens']} new tokens, {m['compile_mode']}; "
+                   f"run {state}" + ("; SHRUNKEN configurations, not the real shapes" if m.get("shrunk") else "")
+                   + f" ([{path.name}](data/results/{path.name})).\n")
+        if r["models"]:
+            out.append("| shape | dtype | compiled greedy | of the bandwidth bound | HF eager, dynamic cache | HF static cache "
+                       "| compiled / HF dynamic | compiled / HF static | same tokens as HF greedy |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
+            for x in r["models"]:
+                same = {True: "yes", False: "no"}.get(x.get("compiled_same_as_hf_greedy"), "–")
+                out.append(f"| {x['size']} | {x['quantization'] or 'bf16'} | {_cell(x, 'compiled_decode_tok_s', '.1f', 'compiled')} tok/s "
+                           f"| {_cell(x, 'compiled_vs_bound', '.0%', 'compiled')} | {_cell(x, 'hf_dynamic_tok_s', '.1f', 'hf_dynamic')} tok/s "
+                           f"| {_cell(x, 'hf_static_tok_s', '.1f', 'hf_static')} tok/s | {_cell(x, 'compiled_vs_hf_dynamic', '.2f')}x "
+                           f"| {_cell(x, 'compiled_vs_hf_static', '.2f')}x | {same} |")
+        if r["pairs"]:
+            alphas = m["alphas"]
+            out.append("\n| pair (compiled, random draft) | c | v | round: all rejected / all accepted | "
+                       + " | ".join(f"tok/s at alpha {a:g}" for a in alphas) + " | at alpha 0.8: / HF dynamic, / HF static, / compiled greedy |")
+            out.append("|---|---|---|---|" + "---|" * len(alphas) + "---|")
+            for q in r["pairs"]:
+                at = {a["alpha"]: a for a in q.get("at_alpha", [])}
+                rates = " | ".join(f"{at[a]['tok_s']:.1f}" if a in at else "–" for a in alphas)
+                a8 = at.get(0.8, {})
+                vs = ", ".join(f"{a8[k]:.2f}x" if a8.get(k) is not None else "–"
+                               for k in ("vs_hf_dynamic", "vs_hf_static", "vs_compiled_greedy"))
+                out.append(f"| {q['pair']} | {_cell(q, 'c', '.3f', 'compiled_steps')} | {_cell(q, 'v', '.2f', 'compiled_steps')} "
+                           f"| {_cell(q, 'round_ms_rejected', '.1f', 'rounds')} / {_cell(q, 'round_ms_all_accepted', '.1f', 'rounds')} ms "
+                           f"| {rates} | {vs} |")
+        if r["self_draft"]:
+            out.append("\n| model drafting for itself (alpha = 1, measured) | tok/s | / compiled greedy | same tokens as compiled greedy |")
+            out.append("|---|---|---|---|")
+            for d in r["self_draft"]:
+                same = {True: "yes", False: "no"}.get(d.get("same_as_compiled_greedy"), "–")
+                out.append(f"| {d['model']} | {_cell(d, 'steady_tok_s', '.1f', 'self_draft')} | {_cell(d, 'vs_compiled_greedy', '.2f')}x | {same} |")
+        skips = sorted({f"{x.get('size') or x.get('pair') or x.get('model')} {step}" for x in r["models"] + r["pairs"] + r["self_draft"]
+                        for step in x.get("cudagraph_skips", {})})
+        if skips:
+            out.append("\nCUDA graphs were skipped (inductor's reasons are in the file, `cudagraph_skips`) in: " + ", ".join(skips) + ".")
+        out.append("\n| goal (issue 12) | measured | met |")
+        out.append("|---|---|---|")
+        for g in r["goals"]:
+            met = {True: "yes", False: "**no**"}.get(g["met"], "not measured in this file")
+            value = f"{g['value']:.0%}" if g["value"] is not None and g["threshold"] < 1 else (
+                f"{g['value']:.2f}x" if g["value"] is not None else "–")
+            out.append(f"| {g['goal']} | {value} | {met} |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def _replace_between(text: str, start_mark: str, end_mark: str, body: str) -> str:
     start, end = text.index(start_mark) + len(start_mark), text.index(end_mark)
     return text[:start] + "\n" + body + "\n" + text[end:]
@@ -455,6 +533,8 @@ def update_readme() -> None:
         text = _replace_between(text, FAST_START, FAST_END, fast_table())
     if GPU_START in text:
         text = _replace_between(text, GPU_START, GPU_END, gpu_table())
+    if GPUFAST_START in text:
+        text = _replace_between(text, GPUFAST_START, GPUFAST_END, compiled_gpu_table())
     if COST_START in text:
         text = _replace_between(text, COST_START, COST_END, cost_model_text())
     if PAIRS_START in text:
@@ -518,6 +598,7 @@ def check() -> int:
     if (readme_table() not in text or (BENCH_START in text and bench_table() not in text)
             or (FAST_START in text and fast_table() not in text)
             or (GPU_START in text and gpu_table() not in text)
+            or (GPUFAST_START in text and compiled_gpu_table() not in text)
             or (COST_START in text and cost_model_text() not in text)
             or (PAIRS_START in text and pairs_table() not in text)
             or (BEYOND_START in text and beyond_table() not in text)):

@@ -129,6 +129,31 @@ def test_compiled_steps_run_most_needed_first(compiled_run):
                     "self-draft 27b self_draft"]
 
 
+def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
+    """scripts/build_notebooks.py turns a committed shapes-compiled-cuda*.json into the README's tables
+    (models, pairs, self-draft, goals as the file evaluates them), flags shrunken shapes, a failed
+    step and skipped CUDA graphs, and says how to make one when none is committed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from build_notebooks import compiled_gpu_table
+
+    assert "no GPU measurement committed yet" in compiled_gpu_table(tmp_path)
+    r = json.loads(compiled_run.path.read_text())
+    r["models"][0]["errors"] = {"hf_static": "OutOfMemoryError: CUDA out of memory"}
+    r["models"][0].pop("hf_static_tok_s", None)
+    r["pairs"][0]["cudagraph_skips"] = {"rounds": ["skipping cudagraphs due to mutated inputs (1 instances)"]}
+    (tmp_path / "shapes-compiled-cuda-27b.json").write_text(json.dumps(r))
+    text = compiled_gpu_table(tmp_path)
+    pair, goals = r["pairs"][0], {g["id"]: g for g in r["goals"]}
+    assert "SHRUNKEN configurations" in text and "[shapes-compiled-cuda-27b.json](data/results/shapes-compiled-cuda-27b.json)" in text
+    assert "| 9b | bf16 |" in text and "failed (OutOfMemoryError)" in text
+    assert f"| 2b->27b | {pair['c']:.3f} | {pair['v']:.2f} |" in text
+    assert "CUDA graphs were skipped" in text and "2b->27b rounds" in text
+    spec = goals["spec_2b_27b_vs_hf_dynamic"]
+    assert f"| {spec['goal']} | {spec['value']:.2f}x | {'yes' if spec['met'] else '**no**'} |" in text
+    assert f"| {goals['compiled_greedy_vs_bound_9b']['goal']} | " in text
+    assert "| 27b | " in text.split("drafting for itself")[1]
+
+
 def test_compiled_run_is_saved_with_provenance(compiled_run):
     result, path = compiled_run.result, compiled_run.path
     assert json.loads(path.read_text()) == json.loads(json.dumps(result))  # the file holds the final state
