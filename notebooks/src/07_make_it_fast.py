@@ -510,7 +510,8 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # (section 1). The less fixed cost per step remains, the closer the step gets to the bandwidth floor
 # and $c$ to the ratio of weight bytes: that is where Leviathan et al.'s and Chen et al.'s speedups
 # come from (drafts far cheaper than their targets). HF's static path on the H200 did not get there
-# (section 3); the compiled GPU results above, once committed, show how far `utils.fast` gets.
+# (section 3); the compiled GPU results above (the cell says whether any are committed) show how far
+# `utils.fast` gets.
 # gpt-fast combined exactly these pieces (a static cache overwritten in place, `torch.compile` with
 # CUDA graphs, speculative decoding) in a few hundred lines.
 
@@ -527,7 +528,7 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 #   floor printed in section 1. The pair is gated (a Hugging Face token and Gemma's license) and
 #   large: `utils.models.memory_fits("gemma2-2b-9b")` says which GPUs hold it in bf16 and in 4-bit
 #   (`load_pair(PAIR, quantization="nf4")`, notebook 06). The compiled path is tested on a CPU;
-#   its GPU measurements are still to be committed (section 6), so yours may be the first.
+#   section 6 shows which GPU measurements of it are committed; yours can add to them.
 
 # %% [markdown]
 # ## Exercise: sampling without a host sync
