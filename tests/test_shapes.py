@@ -154,6 +154,30 @@ def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
     assert "| 27b | " in text.split("drafting for itself")[1]
 
 
+def test_notebook_07_figure_of_a_compiled_run(compiled_run):
+    """utils.overhead.plot_compiled_pairs draws a real result: the pair's implied tok/s at each alpha
+    (the file's own numbers), its target's baselines as lines, the self-draft's measured point at
+    alpha = 1; a result without measured rounds draws nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from utils.overhead import plot_compiled_pairs
+
+    r = json.loads(compiled_run.path.read_text())
+    ax = plot_compiled_pairs(r)
+    (pair,) = r["pairs"]
+    curve, *rest = ax.get_lines()
+    assert list(curve.get_xdata()) == [a["alpha"] for a in pair["at_alpha"]]
+    assert list(curve.get_ydata()) == [a["tok_s"] for a in pair["at_alpha"]]
+    levels = {line.get_ydata()[0] for line in rest}
+    assert {pair["target_hf_dynamic_tok_s"], pair["target_compiled_decode_tok_s"], r["self_draft"][0]["steady_tok_s"]} <= levels
+    assert "random weights" in ax.get_title()
+    assert plot_compiled_pairs(dict(r, pairs=[])) is None
+    plt.close("all")
+
+
 def test_compiled_run_is_saved_with_provenance(compiled_run):
     result, path = compiled_run.result, compiled_run.path
     assert json.loads(path.read_text()) == json.loads(json.dumps(result))  # the file holds the final state

@@ -520,6 +520,37 @@ def shapes_label(result: dict) -> str:
     return f"{meta.get('gpu') or meta.get('hardware', '?')}, {meta.get('date', '?')}, random weights"
 
 
+def plot_compiled_pairs(result: dict, ax=None):
+    """Issue 12's question in one picture, for a `python -m utils.shapes --compiled` result: per pair,
+    the tokens/s its measured compiled round implies at each alpha (tau / round time), beside the
+    target's own baselines (HF eager with a dynamic cache, HF static cache, our compiled greedy:
+    horizontal lines) and, at alpha = 1, the measured self-draft run of that target where the file has
+    one. Random weights give no real alpha: the x axis is the acceptance a real draft would have to
+    reach. Returns the axes (None when the file holds no pair with measured rounds)."""
+    pairs = [p for p in result.get("pairs", []) if p.get("at_alpha")]
+    if not pairs:
+        return None
+    ax = _ax(ax, (7, 4))
+    selfd = {d["model"]: d for d in result.get("self_draft", []) if d.get("steady_tok_s")}
+    for i, p in enumerate(pairs):
+        color = f"C{i}"
+        xs = [a["alpha"] for a in p["at_alpha"]]
+        ax.plot(xs, [a["tok_s"] for a in p["at_alpha"]], "o-", color=color,
+                label=f"{p['pair']} compiled speculative, gamma {p['gamma']} (c = {p['c']:.2f}, v = {p['v']:.2f})")
+        for key, style, name in (("target_hf_dynamic_tok_s", ":", "HF eager"), ("target_hf_static_tok_s", "--", "HF static"),
+                                 ("target_compiled_decode_tok_s", "-.", "compiled greedy")):
+            if p.get(key):
+                ax.axhline(p[key], ls=style, color=color, lw=1, label=f"{p['target']} {name}: {p[key]:.0f} tok/s")
+        if p["target"] in selfd:
+            ax.plot([1.0], [selfd[p["target"]]["steady_tok_s"]], "*", ms=12, color=color,
+                    label=f"{p['target']} drafting for itself (alpha = 1, measured)")
+    ax.set(xlabel="alpha (acceptance a real draft would need)", ylabel="tokens / s (batch 1)",
+           )
+    ax.set_title(f"compiled speculative decoding: {shapes_label(result)}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return ax
+
+
 def plot_grouped(table: dict[str, dict[str, float]], ylabel: str, title: str, ax=None, log: bool = False):
     """Grouped bars, each labelled with its value: one group per key of `table`, one bar per inner key
     (sorted; a missing or NaN value leaves a gap). log: logarithmic y axis."""

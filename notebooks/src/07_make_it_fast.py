@@ -483,9 +483,14 @@ print(f"In this run compiled speculative decoding ran {verdict} compiled plain d
 # %% [markdown]
 # ## 6. On a GPU
 #
-# This repository's machines have no GPU, so the GPU figures are the committed H200 measurements
-# (section 1) and, once someone runs `python -m utils.shapes --compiled` (or the compiled parts of
-# `scripts/gpu_run.sh`) on a GPU and commits the result, any `data/results/shapes-*compiled*.json`:
+# The GPU figures come from committed files: the H200 measurements of section 1 (eager and HF's
+# static cache) and any `data/results/shapes-*compiled*.json`, made by `python -m utils.shapes
+# --compiled` (or the compiled parts of `scripts/gpu_run.sh`) on a GPU. For each such file the second
+# cell draws two figures: tokens/s per model (compiled greedy beside HF and the bandwidth bound), and
+# per draft/target pair the tokens/s its measured compiled round implies at each $\alpha$, against
+# the target's own baselines. Random weights have no real $\alpha$, so the x axis reads as "the
+# acceptance a real draft would need"; the starred point is the target drafting for itself
+# ($\alpha = 1$, measured).
 
 # %%
 from utils.overhead import plot_grouped
@@ -497,12 +502,13 @@ gpu_tok_s = {f"{m['model']} {m['dtype']}": {"1. HF eager, dynamic cache": m["hf_
 plot_grouped(gpu_tok_s, "tokens / s (greedy, batch 1; log scale)", f"Gemma2 shapes: {gpu_label(h200)}", log=True);
 
 # %%
-from utils.overhead import compiled_shapes_rows, shapes_label
+from utils.overhead import compiled_shapes_rows, plot_compiled_pairs, shapes_label
 
 found = sorted((ROOT / "data/results").glob("shapes-*compiled*.json"))
 for path in found:
     res = json.loads(path.read_text())
     plot_grouped(compiled_shapes_rows(res), "tokens / s (log scale)", f"{path.name}: {shapes_label(res)}", log=True)
+    plot_compiled_pairs(res)  # per pair: tok/s implied at each alpha against the target's baselines
 print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if found else ": none committed yet, nothing to plot"))
 
 # %% [markdown]
