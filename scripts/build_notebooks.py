@@ -284,6 +284,9 @@ def compiled_gpu_table(results: Path | None = None) -> str:
     make one when none is committed."""
     import json
 
+    sys.path.insert(0, str(ROOT))
+    from utils.shapes import GOAL_ALPHA
+
     paths = sorted((results or ROOT / "data" / "results").glob("shapes-compiled-cuda*.json"))
     if not paths:
         return ("The compiled backend (`utils.fast`) has no GPU measurement committed yet: on a GPU machine "
@@ -299,24 +302,28 @@ def compiled_gpu_table(results: Path | None = None) -> str:
                    f"run {state}" + ("; SHRUNKEN configurations, not the real shapes" if m.get("shrunk") else "")
                    + f" ([{path.name}](data/results/{path.name})).\n")
         if r["models"]:
-            out.append("| shape | dtype | compiled greedy | of the bandwidth bound | HF eager, dynamic cache | HF static cache "
-                       "| compiled / HF dynamic | compiled / HF static | same tokens as HF greedy |")
-            out.append("|---|---|---|---|---|---|---|---|---|")
+            out.append("| shape | dtype | compiled greedy: steady decode | of the bandwidth bound | compiled greedy, end to end "
+                       "| HF eager, dynamic cache | HF static cache | compiled / HF dynamic | compiled / HF static "
+                       "| same tokens as HF greedy |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|")
             for x in r["models"]:
                 same = {True: "yes", False: "no"}.get(x.get("compiled_same_as_hf_greedy"), "–")
                 out.append(f"| {x['size']} | {x['quantization'] or 'bf16'} | {_cell(x, 'compiled_decode_tok_s', '.1f', 'compiled')} tok/s "
-                           f"| {_cell(x, 'compiled_vs_bound', '.0%', 'compiled')} | {_cell(x, 'hf_dynamic_tok_s', '.1f', 'hf_dynamic')} tok/s "
+                           f"| {_cell(x, 'compiled_vs_bound', '.0%', 'compiled')} | {_cell(x, 'compiled_tok_s', '.1f', 'compiled')} tok/s "
+                           f"| {_cell(x, 'hf_dynamic_tok_s', '.1f', 'hf_dynamic')} tok/s "
                            f"| {_cell(x, 'hf_static_tok_s', '.1f', 'hf_static')} tok/s | {_cell(x, 'compiled_vs_hf_dynamic', '.2f')}x "
                            f"| {_cell(x, 'compiled_vs_hf_static', '.2f')}x | {same} |")
+            out.append("\nSteady decode: tokens/s of the decoding steps alone (two run lengths differenced), what the "
+                       "bandwidth bound limits; end to end: prompt included, as HF's figures, and the ratios to HF use it.")
         if r["pairs"]:
             alphas = m["alphas"]
             out.append("\n| pair (compiled, random draft) | c | v | round: all rejected / all accepted | "
-                       + " | ".join(f"tok/s at alpha {a:g}" for a in alphas) + " | at alpha 0.8: / HF dynamic, / HF static, / compiled greedy |")
+                       + " | ".join(f"tok/s at alpha {a:g}" for a in alphas) + f" | at alpha {GOAL_ALPHA:g}: / HF dynamic, / HF static, / compiled greedy |")
             out.append("|---|---|---|---|" + "---|" * len(alphas) + "---|")
             for q in r["pairs"]:
                 at = {a["alpha"]: a for a in q.get("at_alpha", [])}
                 rates = " | ".join(f"{at[a]['tok_s']:.1f}" if a in at else "–" for a in alphas)
-                a8 = at.get(0.8, {})
+                a8 = at.get(GOAL_ALPHA, {})
                 vs = ", ".join(f"{a8[k]:.2f}x" if a8.get(k) is not None else "–"
                                for k in ("vs_hf_dynamic", "vs_hf_static", "vs_compiled_greedy"))
                 out.append(f"| {q['pair']} | {_cell(q, 'c', '.3f', 'compiled_steps')} | {_cell(q, 'v', '.2f', 'compiled_steps')} "
@@ -328,10 +335,12 @@ def compiled_gpu_table(results: Path | None = None) -> str:
             for d in r["self_draft"]:
                 same = {True: "yes", False: "no"}.get(d.get("same_as_compiled_greedy"), "–")
                 out.append(f"| {d['model']} | {_cell(d, 'steady_tok_s', '.1f', 'self_draft')} | {_cell(d, 'vs_compiled_greedy', '.2f')}x | {same} |")
-        skips = sorted({f"{x.get('size') or x.get('pair') or x.get('model')} {step}" for x in r["models"] + r["pairs"] + r["self_draft"]
-                        for step in x.get("cudagraph_skips", {})})
+        skips = sorted({f"{x.get('pair') or x.get('model') or x['size'] + ' ' + (x['quantization'] or 'bf16')} {step}"
+                        for x in r["models"] + r["pairs"] + r["self_draft"] for step in x.get("cudagraph_skips", {})})
         if skips:
-            out.append("\nCUDA graphs were skipped (inductor's reasons are in the file, `cudagraph_skips`) in: " + ", ".join(skips) + ".")
+            out.append("\n**CUDA graphs were skipped** for graphs compiled in: " + ", ".join(skips) + " (inductor's reasons "
+                       "are in the file, `cudagraph_skips`); such a graph runs without CUDA graphs in every later step "
+                       "that reuses it, so read the compiled numbers after those steps as slower than they need be.")
         out.append("\n| goal (issue 12) | measured | met |")
         out.append("|---|---|---|")
         for g in r["goals"]:

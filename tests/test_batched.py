@@ -249,8 +249,9 @@ def test_compiled_costs_compile_per_shape_change_not_per_batch_size(monkeypatch)
                              overrides=small, progress=False, compiled=True)
     rows = [r["compiled"] for r in res["costs"]]
     assert [r["B"] for r in rows] == [1, 2, 4]
+    assert res["cudagraph_skips"] == [] and res["compiled_stopped"] is None  # a CPU has no CUDA graphs to skip
     for r in rows:
-        assert r["target_step_s"] > 0 and r["verify_s"] > 0 and r["draft_step_s"] > 0 and "cudagraph_skips" not in r
+        assert r["target_step_s"] > 0 and r["verify_s"] > 0 and r["draft_step_s"] > 0
         assert r["v"] == pytest.approx(r["verify_s"] / r["target_step_s"]) and r["c"] == pytest.approx(r["draft_step_s"] / r["target_step_s"])
     assert rows[0]["new_graphs"] >= 3 and rows[2]["new_graphs"] == 0  # B = 4: no compile
     assert rows[2]["target_step_first_call_s"] < min(rows[0]["target_step_first_call_s"], 0.5)
@@ -258,11 +259,27 @@ def test_compiled_costs_compile_per_shape_change_not_per_batch_size(monkeypatch)
     def oom(*a, **k):
         raise RuntimeError("CUDA out of memory (pretend)")
 
-    monkeypatch.setattr(beyond, "compiled_verify_cost", oom)
-    res = beyond.shape_costs("2b", "9b", batch_sizes=(1,), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    real = beyond.compiled_verify_cost
+
+    def skipping(*a, **k):  # what inductor says on CUDA when a graph cannot be a CUDA graph
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (arg3)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(beyond, "compiled_verify_cost", skipping)
+    res = beyond.shape_costs("2b", "9b", batch_sizes=(2,), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
                              overrides=small, progress=False, compiled=True)
-    (row,) = res["costs"]
-    assert row["compiled"] == {"error": "RuntimeError: CUDA out of memory (pretend)"} and row["v"] > 0 and res["complete"]
+    assert res["cudagraph_skips"] == ["B = 2: skipping cudagraphs due to cpu device (arg3)"]
+    assert res["costs"][0]["compiled"]["v"] > 0
+
+    monkeypatch.setattr(beyond, "compiled_verify_cost", oom)
+    res = beyond.shape_costs("2b", "9b", batch_sizes=(1, 2), gamma=2, prompt_len=8, device="cpu", dtype=torch.float32,
+                             overrides=small, progress=False, compiled=True)
+    first, second = res["costs"]
+    assert first["compiled"] == {"error": "RuntimeError: CUDA out of memory (pretend)"} and first["v"] > 0
+    assert "compiled" not in second and second["v"] > 0 and res["complete"]  # not tried again at a larger B
+    assert res["compiled_stopped"] == first["compiled"]["error"]
 
 
 def test_the_batched_command_checks_flags_before_loading(tmp_path, capsys):
@@ -312,5 +329,8 @@ def test_plot_shape_costs_draws_eager_compiled_and_roofline(monkeypatch):
     assert [list(line.get_ydata()) for line in ax_c.get_lines()] == [[0.6, 0.6, 0.5], [0.12, 0.13]]
     title = ax_v.figure._suptitle.get_text()
     assert "random weights" in title and "H100" in title and "2026-12-06" in title and "27b" in title
+    assert "skipped" not in title
+    ax_v, _ = plot_shape_costs(dict(result, cudagraph_skips=["B = 8: skipping cudagraphs due to cpu device"]))
+    assert "CUDA graphs skipped in part" in ax_v.figure._suptitle.get_text()
     with pytest.raises(ValueError, match="no batch size"):
         plot_shape_costs(dict(result, costs=[]))

@@ -116,8 +116,8 @@ def test_compiled_backend_greedy_and_sampling(dpair):
     mode="reduce-overhead" on a GPU): greedy equals HF greedy, and sampling with a CPU generator runs.
     On CUDA each compiled step must also be recorded as a CUDA graph and replayed: a skip (a mutated
     input not marked static, a CPU tensor inside the step, ...) keeps the tokens exact but pays every
-    kernel launch again, which is what the backend exists to remove. inductor only logs a skip, and
-    only when asked; utils.fast.cudagraph_watch hears it (this is the first compile on the device:
+    kernel launch again, which is what the backend exists to remove. inductor only prints a warning
+    and goes on; utils.fast.cudagraph_watch keeps it (this is the first compile on the device:
     the eager tests above compile nothing)."""
     from utils import fast
     from utils.decoding import autoregressive_generate

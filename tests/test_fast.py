@@ -355,19 +355,23 @@ def test_engines_follow_the_models_dtype():
 
 
 def test_cudagraph_watch_hears_inductors_skips():
-    """A CUDA-graph skip is only a log line of an artifact logger that is off by default: the watch
-    must hear it anyway (inductor's own function, as its compiler calls it), fill in skips that were
-    counted but not heard, and hear nothing outside its block."""
+    """A CUDA-graph skip is only a warning in the log: the watch must keep it (sent by inductor's own
+    function, as its compiler sends it), keep other warnings of that log (too many sizes re-recorded),
+    fill in skips that were counted but not heard without mistaking those other warnings for them,
+    and hear nothing outside its block."""
     from torch._dynamo.utils import counters
     from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
 
     with fast.cudagraph_watch() as heard:
         pass
     assert heard == []
+    import logging
+
     with fast.cudagraph_watch() as heard:
         log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to mutated inputs (1 instances)")
+        logging.getLogger(fast.CUDAGRAPH_LOGGER).warning("We have observed 9 distinct sizes.")  # logged, not counted
         counters["inductor"]["cudagraph_skips"] += 1  # counted, never logged
-    assert heard == ["skipping cudagraphs due to mutated inputs (1 instances)",
+    assert heard == ["skipping cudagraphs due to mutated inputs (1 instances)", "We have observed 9 distinct sizes.",
                      "skipping cudagraphs (counted by inductor, its reason not heard)"]
     log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device")  # after the block
-    assert len(heard) == 2
+    assert len(heard) == 3

@@ -308,12 +308,16 @@ def _compiled_pass(role: str, cuda: bool):
 def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, repeats: int = 3) -> dict:
     """verify_cost on the fast path (notebook 07, utils.fast): the same three passes (target over
     (B, 1) and (B, gamma + 1) tokens, draft over (B, 1)), each through torch.compile with a static KV
-    cache rolled back in place after every call, and CUDA graphs on a GPU. Eager passes on a GPU are
-    launch-bound, so their v(B) and c(B) say more about Python than about the hardware; these say
-    where the weights and the arithmetic put them. ids (B, T): rows of equal length, no padding (the
-    cost of a pass does not depend on the values). The first call of each pass is timed apart
+    cache, and CUDA graphs on a GPU. Eager passes on a GPU are launch-bound, so their v(B) and c(B) say
+    more about Python than about the hardware; these say where the weights and the arithmetic put
+    them. ids (B, T): rows of equal length, no padding (the cost of a pass does not depend on the
+    values). Each timed repeat runs `iters` passes one after another and then rolls the cache back
+    once (a static cache attends over all its positions, masked, so a pass costs the same wherever
+    it writes; rolling back after every pass would add one eager kernel per layer to each), as
+    utils.shapes.compiled_step_ms does. The first call of each pass is timed apart
     (`*_first_call_s`: it compiles when this B or width is new to the graph) and `new_graphs` counts
-    the graphs dynamo compiled for this B (0 once the batch size is general in them).
+    the graphs dynamo compiled for this B. torch specialises sizes of 1, so B = 1 runs graphs of its
+    own (as batch-1 decoding does); from B = 2 on the graphs are general in B (new_graphs 0 after B = 2).
     Returns dict(B, target_step_s, verify_s, draft_step_s, v, c, target_step_first_call_s, ...,
     new_graphs)."""
     from torch._dynamo.utils import counters
@@ -322,7 +326,8 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
 
     cuda = ids.device.type == "cuda"
     B, T = ids.shape
-    max_len = -(-(T + gamma + 1) // BUCKET) * BUCKET  # one cache length for every pass and B: no recompile for it
+    # one cache length for every pass and B (no recompile for it), room for a repeat's passes
+    max_len = -(-(T + iters * (gamma + 1)) // BUCKET) * BUCKET
     graphs_before = counters["stats"]["unique_graphs"]
     out = {}
 
@@ -335,7 +340,6 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
             if cuda:
                 torch.compiler.cudagraph_mark_step_begin()
             step(model, cache, x)
-            rollback(cache, T - 1)
 
         _sync(ids.device)
         t0 = time.perf_counter()
@@ -345,6 +349,7 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
         first = time.perf_counter() - t0
         times = []
         for _ in range(repeats + 1):
+            rollback(cache, T - 1)
             _sync(ids.device)
             t0 = time.perf_counter()
             for _ in range(iters):
@@ -395,9 +400,11 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
     return row
 
 
-def _compiled_row(target, draft, ids, gamma) -> dict:
-    """compiled_verify_cost, with inductor's CUDA-graph skips (utils.fast.cudagraph_watch) and any
-    error recorded instead of raised (the eager numbers of the row stand)."""
+def _compiled_row(target, draft, ids, gamma, heard: list) -> dict:
+    """compiled_verify_cost, with inductor's CUDA-graph messages (utils.fast.cudagraph_watch) added to
+    `heard` (a graph that skipped CUDA graphs when it was compiled skips them at every later B that
+    reuses it, so the result keeps one list for the run) and any error recorded instead of raised (the
+    eager numbers of the row stand)."""
     from .fast import cudagraph_watch
 
     try:
@@ -406,8 +413,9 @@ def _compiled_row(target, draft, ids, gamma) -> dict:
     except Exception as e:  # noqa: BLE001 - recorded in the result: an OOM at a large B, a compile failure
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return dict(error=f"{type(e).__name__}: {e}"[:2000])
-    return {**row, "cudagraph_skips": skips} if skips else row
+        row = dict(error=f"{type(e).__name__}: {e}"[:2000])
+    heard += [f"B = {ids.shape[0]}: {m}" for m in skips]
+    return row
 
 
 def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes=(1, 2, 4, 8, 16, 32, 64), gamma: int = 4,
@@ -431,18 +439,23 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
     target = random_model(gemma2_config(target_size, **ov), device=device, dtype=dtype, seed=2)
     V = target.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    costs = []
+    costs, heard, compiled_broken = [], [], None
 
     def result(done):
+        extra = dict(cudagraph_skips=heard, compiled_stopped=compiled_broken) if compiled else {}
         return dict(draft=draft_size, target=target_size, gamma=gamma, prompt_len=prompt_len, dtype=str(dtype),
                     device=str(device), overrides=ov, costs=costs, complete=done,
-                    skipped_batch_sizes=[b for b in batch_sizes if b not in {c["B"] for c in costs}])
+                    skipped_batch_sizes=[b for b in batch_sizes if b not in {c["B"] for c in costs}], **extra)
 
     for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
         ids = torch.randint(3, V, (B, prompt_len), generator=g).to(device)
         costs.append(verify_cost(target, draft, ids, torch.ones_like(ids), gamma))
-        if compiled:
-            costs[-1]["compiled"] = _compiled_row(target, draft, ids, gamma)
+        if compiled and not compiled_broken:
+            costs[-1]["compiled"] = row = _compiled_row(target, draft, ids, gamma, heard)
+            # An error stops the compiled passes: out of memory at this B comes back at every larger
+            # one, a compile error at every B (minutes each on a GPU).
+            if "error" in row:
+                compiled_broken = row["error"]
         if on_step:
             on_step(result(len(costs) == len(batch_sizes)))
     return result(True)
@@ -565,7 +578,9 @@ def plot_shape_costs(result, R: float | None = None, axes=None):
     meta = result.get("meta", {})
     fig = axes[0].figure
     fig.suptitle(f"gemma-2-{result['draft']} -> gemma-2-{result['target']} shapes, random weights, {result['dtype']}; "
-                 f"{meta.get('hardware', result['device'])}, {meta.get('date', 'date not recorded')}", fontsize=9)
+                 f"{meta.get('hardware', result['device'])}, {meta.get('date', 'date not recorded')}"
+                 + ("; CUDA graphs skipped in part (the file's cudagraph_skips)" if result.get("cudagraph_skips") else ""),
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # room for the suptitle above the panels' titles
     return axes
 
@@ -616,7 +631,14 @@ def _main_batched_cost(ap, args) -> int:
     from .models import describe_device
 
     meta = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
-                timing="verify_cost: median of repeats x iters calls after a warm-up, cache rolled back after each")
+                timing="verify_cost: median of repeats x iters calls after a warm-up, cache rolled back after each",
+                compiled=("per row, 'compiled': compiled_verify_cost, the same passes through torch.compile with a "
+                          "static cache (CUDA graphs on a GPU): median of repeats x iters calls after a warm-up repeat, "
+                          "the cache rolled back once per repeat; *_first_call_s: the first call (compiles when the "
+                          "shape is new); new_graphs: graphs dynamo compiled at this B (B = 1 has its own graphs, "
+                          "B >= 2 share graphs general in B); 'cudagraph_skips' (whole run): inductor's messages when "
+                          "a graph ran without CUDA graphs; 'compiled_stopped': the error that ended the compiled passes")
+                if args.compiled else None)
 
     def save(partial):  # after every batch size: a run cut short by a time limit keeps what it measured
         write_json(path, {**partial, "meta": meta})

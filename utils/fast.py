@@ -102,16 +102,22 @@ def cudagraph_watch():
     """Collect inductor's messages about CUDA graphs while the block runs: why it skipped them for a
     compiled graph ("skipping cudagraphs due to mutated inputs", "... cpu device", ...) and whether it
     re-recorded one for too many distinct sizes. Either means mode="reduce-overhead" did not give one
-    replayed graph per step, and the step pays every kernel launch again. Inductor logs these only when
-    TORCH_LOGS asks for them; this hears them anyway and adds a line per counted skip it did not hear.
-    Yields a list that fills as the block runs (empty: no skip). Nothing to hear on a CPU."""
+    replayed graph per step, and the step pays every kernel launch again. Inductor only prints a
+    warning, which scrolls past in a long run's output (and the run goes on, exact but slow); this keeps
+    the messages, so a result can record them, and adds a line per skip inductor counted without this
+    hearing its message. Yields a list that fills as the block runs (empty: no skip). Nothing to hear
+    on a CPU."""
     from torch._dynamo.utils import counters
 
     heard: list[str] = []
 
+    counted = []  # messages of the function that also bumps inductor's skip counter
+
     class _Keep(logging.Handler):
         def emit(self, record):
             heard.append(record.getMessage())
+            if record.funcName == "log_cudagraph_skip_and_bump_counter":
+                counted.append(record.getMessage())
 
     logger, handler = logging.getLogger(CUDAGRAPH_LOGGER), _Keep(logging.WARNING)
     logger.addHandler(handler)
@@ -120,7 +126,7 @@ def cudagraph_watch():
         yield heard
     finally:
         logger.removeHandler(handler)
-        unheard = counters["inductor"]["cudagraph_skips"] - before - len(heard)  # each skip counted is logged
+        unheard = counters["inductor"]["cudagraph_skips"] - before - len(counted)
         heard += ["skipping cudagraphs (counted by inductor, its reason not heard)"] * max(0, unheard)
 
 

@@ -382,13 +382,10 @@ class _Recorder:
         from .fast import cudagraph_watch
 
         t0 = time.monotonic()
+        skips: list[str] = []
         try:
             with cudagraph_watch() as skips:  # on CUDA: any compiled graph that did not run as a CUDA graph
-                out = fn()
-            if skips:
-                row.setdefault("cudagraph_skips", {})[name] = skips
-                self.log(f"[{self.elapsed():6.0f} s] {what}: CUDA graphs not used: {skips}")
-            return out
+                return fn()
         except Exception as e:  # recorded, not raised: the next step may still work (NF4 + compile, OOM, ...)
             import traceback
 
@@ -397,6 +394,9 @@ class _Recorder:
             _free()
             return None
         finally:
+            if skips:  # a graph compiled here runs without CUDA graphs in every later step that reuses it
+                row.setdefault("cudagraph_skips", {})[name] = skips
+                self.log(f"[{self.elapsed():6.0f} s] {what}: CUDA graphs not used: {skips}")
             row.setdefault("step_s", {})[name] = round(time.monotonic() - t0, 2)
             self.log(f"[{self.elapsed():6.0f} s] {what}: {row['step_s'][name]:.1f} s")
             self.save()

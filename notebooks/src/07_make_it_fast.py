@@ -486,9 +486,9 @@ print(f"In this run compiled speculative decoding ran {verdict} compiled plain d
 # The GPU figures come from committed files: the H200 measurements of section 1 (eager and HF's
 # static cache) and any `data/results/shapes-*compiled*.json`, made by `python -m utils.shapes
 # --compiled` (or the compiled parts of `scripts/gpu_run.sh`) on a GPU. For each such file the second
-# cell draws two figures: tokens/s per model (compiled greedy beside HF and the bandwidth bound), and
-# per draft/target pair the tokens/s its measured compiled round implies at each $\alpha$, against
-# the target's own baselines. Random weights have no real $\alpha$, so the x axis reads as "the
+# cell draws tokens/s per model (compiled greedy beside HF and the bandwidth bound) and, where the file
+# measured a draft/target pair's rounds, the tokens/s that pair's compiled round implies at each
+# $\alpha$, against the target's own baselines. Random weights have no real $\alpha$, so the x axis reads as "the
 # acceptance a real draft would need"; the starred point is the target drafting for itself
 # ($\alpha = 1$, measured).
 

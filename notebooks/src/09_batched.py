@@ -373,8 +373,8 @@ print(f"measured below the formula at {sum(r['speedup_vs_ours'] < r['predicted']
 # --shapes 2b:27b --device cuda`: `verify_cost` on real 2b and 27b Gemma2 shapes with random
 # weights) and `bash scripts/gpu_run.sh batched-cost-compiled` (the same passes also compiled with a
 # static cache and CUDA graphs, `compiled_verify_cost`). The cell below draws what `data/results`
-# holds of them, beside the roofline of section 4 where the GPU is the H100 it assumes, and says so
-# when it holds none.
+# holds of them, beside the roofline of section 4 where the GPU is the H100 SXM it assumes, and says
+# so when it holds none.
 
 # %%
 from utils.beyond import plot_shape_costs
@@ -382,7 +382,8 @@ from utils.beyond import plot_shape_costs
 gpu_costs = sorted((ROOT / "data/results").glob("batched-cost-*-cuda*.json"))
 for f in gpu_costs:
     measured = json.loads(f.read_text())
-    plot_shape_costs(measured, R=R if "H100" in measured["meta"]["hardware"] else None)
+    sxm = "H100 80GB HBM3" in measured["meta"]["hardware"]  # the H100 SXM's name; PCIe and NVL differ
+    plot_shape_costs(measured, R=R if sxm else None)
 if not gpu_costs:
     print("data/results holds no GPU batched-cost file yet: on a GPU, `bash scripts/gpu_run.sh batched-cost-compiled` "
           "makes one (copy it to data/results), and this cell draws it.")
