@@ -488,12 +488,10 @@ def beyond_table() -> str:
                 rows.append(f"| 08 | adaptive: {best['config']} (best rule; {m['prompt_set']} prompts) | {t:g} | constant gamma {m['gamma']} | "
                             f"{best['tokens_per_s']:.0f} | {_ratio_cells(best['vs_constant_by_repeat'], noise)} | {a(best)} | "
                             f"{m['c']:.2f} | {hw(m)} | {link(path)} |")
+    from utils.beyond import batched_table
+
     for path in sorted((ROOT / "data" / "results").glob("batched-tiny-*.json")):  # CPU, and CUDA once a GPU ran it
-        import json
-
-        from utils.beyond import batched_table
-
-        res = json.loads(path.read_text())
+        res, _ = _load(path.name)
         for t in res["meta"]["temperatures"]:
             table = batched_table(res, t)
             for r in (table[0], table[-1]) if table else ():

@@ -16,6 +16,7 @@ with the hardware, versions, date and prompt set.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -293,15 +294,10 @@ def _draft_pass(model, cache, ids):  # (B, W) -> (B, W, V)
     return model(input_ids=ids, past_key_values=cache, use_cache=True).logits
 
 
-_COMPILED_PASSES: dict = {}
-
-
+@functools.cache
 def _compiled_pass(role: str, cuda: bool):
-    key = (role, cuda)
-    if key not in _COMPILED_PASSES:
-        fn = _target_pass if role == "target" else _draft_pass
-        _COMPILED_PASSES[key] = torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=True)
-    return _COMPILED_PASSES[key]
+    fn = _target_pass if role == "target" else _draft_pass
+    return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=True)
 
 
 @torch.inference_mode()
@@ -323,6 +319,7 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
     from torch._dynamo.utils import counters
 
     from .fast import BUCKET, RECOMPILE_LIMIT, rollback, static_cache
+    from .shapes import steady_seconds
 
     cuda = ids.device.type == "cuda"
     B, T = ids.shape
@@ -347,16 +344,7 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
             call()  # compiles on a new shape (on CUDA the next call records the graph)
         _sync(ids.device)
         first = time.perf_counter() - t0
-        times = []
-        for _ in range(repeats + 1):
-            rollback(cache, T - 1)
-            _sync(ids.device)
-            t0 = time.perf_counter()
-            for _ in range(iters):
-                call()
-            _sync(ids.device)
-            times.append((time.perf_counter() - t0) / iters)
-        return statistics.median(times[1:]), first  # the first repeat warms up (records the CUDA graph)
+        return steady_seconds(call, lambda: rollback(cache, T - 1), ids.device, iters=iters, repeats=repeats), first
 
     for name, role, model, width in (("target_step", "target", target, 1), ("verify", "target", target, gamma + 1),
                                      ("draft_step", "draft", draft, 1)):
@@ -546,12 +534,18 @@ def plot_batched(result, temperature: float = 0.0, axes=None):
     return axes
 
 
+def roofline_v(B: int, gamma: int, R: float) -> float:
+    """The roofline v(B) of notebook 09: a verify pass of B (gamma + 1) tokens over a plain step of B
+    tokens, each memory-bound below R tokens per weight read and compute-bound above (weights only)."""
+    return max(1, B * (gamma + 1) / R) / max(1, B / R)
+
+
 def plot_shape_costs(result, R: float | None = None, axes=None):
     """A batched-cost result (`shape_costs`, the JSON of `python -m utils.beyond batched-cost`) as two
     panels against the batch size B: v(B), a verify pass of gamma + 1 tokens in plain steps, and c(B),
     a draft step in target steps; eager passes as measured, and the compiled ones where the result has
     them. R (tokens per weight read at which the hardware turns compute-bound) adds the roofline
-    v(B) = max(1, B (gamma + 1) / R) / max(1, B / R). The title names the shapes, the hardware, the
+    v(B) (`roofline_v`). The title names the shapes, the hardware, the
     date and "random weights". Returns the axes."""
     import matplotlib.pyplot as plt
 
@@ -570,7 +564,7 @@ def plot_shape_costs(result, R: float | None = None, axes=None):
         ax.set(xscale="log", xlabel="batch size B", xticks=Bs, xticklabels=Bs)
         ax.minorticks_off()
     if R:
-        axes[0].plot(Bs, [max(1, B * (g + 1) / R) / max(1, B / R) for B in Bs], ":", color="grey",
+        axes[0].plot(Bs, [roofline_v(B, g, R) for B in Bs], ":", color="grey",
                      label=f"roofline, R = {R:.0f} tokens per weight read")
     axes[0].set(ylabel=f"v: verify pass ({g + 1} tokens) / plain step", title="v(B): what verifying costs")
     axes[1].set(ylabel="c: draft step / target step", title="c(B): what drafting costs")

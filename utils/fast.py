@@ -110,7 +110,6 @@ def cudagraph_watch():
     from torch._dynamo.utils import counters
 
     heard: list[str] = []
-
     counted = []  # messages of the function that also bumps inductor's skip counter
 
     class _Keep(logging.Handler):

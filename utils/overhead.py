@@ -544,8 +544,7 @@ def plot_compiled_pairs(result: dict, ax=None):
         if p["target"] in selfd:
             ax.plot([1.0], [selfd[p["target"]]["steady_tok_s"]], "*", ms=12, color=color,
                     label=f"{p['target']} drafting for itself (alpha = 1, measured)")
-    ax.set(xlabel="alpha (acceptance a real draft would need)", ylabel="tokens / s (batch 1)",
-           )
+    ax.set(xlabel="alpha (acceptance a real draft would need)", ylabel="tokens / s (batch 1)")
     ax.set_title(f"compiled speculative decoding: {shapes_label(result)}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     return ax

@@ -427,6 +427,23 @@ def _engine(model, need: int, compile: bool = True):
 
 
 @torch.inference_mode()
+def steady_seconds(call, reset, device, *, iters: int, repeats: int) -> float:
+    """Median seconds of one call in steady state: per repeat, reset() (e.g. roll a cache back), then
+    `iters` calls queued back to back and one sync; the first repeat is a warm-up (CUDA graphs are
+    recorded on a later call than the compiling one)."""
+    times = []
+    for rep in range(repeats + 1):
+        reset()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            call()
+        _sync(device)
+        if rep:
+            times.append((time.perf_counter() - t0) / iters)
+    return statistics.median(times)
+
+
 def compiled_step_ms(model, width: int, need: int, *, repeats: int = 3, iters: int = 32, compile: bool = True):
     """Median milliseconds of one compiled forward pass of `width` tokens on the model's engine
     (steady state: `iters` passes queued back to back, one sync), and the seconds its compilation
@@ -441,17 +458,9 @@ def compiled_step_ms(model, width: int, need: int, *, repeats: int = 3, iters: i
     eng.forward(x)
     compile_s = eng.compile_time[width] if fresh else None
     iters = max(1, min(iters, (eng.max_len - start) // width))
-    times = []
-    for rep in range(repeats + 1):  # the first is a warm-up (CUDA graphs are recorded on a later call)
-        fast.rollback(eng.cache, start)
-        _sync(model.device)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            eng.forward(x)
-        _sync(model.device)
-        if rep:
-            times.append((time.perf_counter() - t0) / iters)
-    return 1e3 * statistics.median(times), compile_s
+    secs = steady_seconds(lambda: eng.forward(x), lambda: fast.rollback(eng.cache, start), model.device,
+                          iters=iters, repeats=repeats)
+    return 1e3 * secs, compile_s
 
 
 def compiled_greedy(model, ids, max_new_tokens: int, need: int, *, repeats: int = 3, compile: bool = True):

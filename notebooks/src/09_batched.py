@@ -229,8 +229,9 @@ R = need * 2 / 2  # tokens per weight read: need (FLOPs per byte) x 2 bytes per 
 print(f"H100 SXM: need = {need:.0f} FLOPs per byte read, so R = {R:.0f} tokens per bf16 weight read")
 for gamma in (2, 4, 8):
     print(f"gamma {gamma}: the verify pass stays memory-bound up to about B = {R / (gamma + 1):.0f} rows")
-v_roof = lambda B, gamma=4: max(1, B * (gamma + 1) / R) / max(1, B / R)
-print("roofline v(B) at gamma 4: " + ", ".join(f"B = {B}: {v_roof(B):.2f}" for B in (1, 16, 64, 128, 256, 512)))
+from utils.beyond import roofline_v  # max(1, B (gamma + 1) / R) / max(1, B / R)
+
+print("roofline v(B) at gamma 4: " + ", ".join(f"B = {B}: {roofline_v(B, 4, R):.2f}" for B in (1, 16, 64, 128, 256, 512)))
 
 # %% [markdown]
 # (This counts the weights only; the KV cache, read once per row, adds bytes that grow with $B$ and
