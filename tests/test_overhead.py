@@ -140,6 +140,14 @@ def test_race_outputs_equal_hf_greedy(pair, prompts):
     assert 0 <= spec["alpha"] <= 1 and 1 <= spec["tau"] <= 5 and spec["c"] > 0 and spec["v"] > 0
     assert spec["alpha"] == res["eager speculative"]["alpha"]  # same rule, same tokens
     assert res["eager AR"]["compile_s"] == 0
+    # the round's bookkeeping adds up to the measured speedup, with the compiled loops' eager prefill apart
+    for kind in ("eager", "compiled"):
+        s, ar = res[f"{kind} speculative"], res[f"{kind} AR"]
+        cost = s["draft_calls_per_round"] * s["c"] + s["v"] + s["prefill"] + s["o"]
+        assert s["tau"] / cost == pytest.approx(s["tokens_per_s"] / ar["tokens_per_s"], rel=1e-9)
+        assert (s["prefill_s"] > 0 and ar["prefill_s"] > 0) if kind == "compiled" else s["prefill_s"] == ar["prefill_s"] == 0
+        assert s["decode_tokens_per_s"] == pytest.approx(s["tokens"] / (s["seconds"] - s["prefill_s"]), rel=1e-9)
+    assert spec["o"] > 0 and res["compiled AR"]["decode_tokens_per_s"] > res["compiled AR"]["tokens_per_s"]
 
 
 def test_figures_draw(h200):

@@ -117,7 +117,9 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
     """One timed run. Returns dict(method, new_tokens, seconds, forward_s, forward_calls, alpha, tau, ...);
     the time in forward passes is also kept per model (draft_forward_s, target_forward_calls, ...).
     Compiled methods are not hooked (a hook added to a compiled model would make dynamo recompile):
-    their time in forward passes comes from the engine's own clocks (a CPU only: NaN on CUDA)."""
+    their time in forward passes comes from the engine's own clocks (a CPU only: NaN on CUDA), and
+    prefill_s is the time of their eager pass over the prompt before the first step (both models for
+    the speculative loop), outside those passes."""
     cuda = torch.device(pair.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(pair.device)
@@ -157,7 +159,7 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
         _sync(pair.device)
         out, secs = res.sequences, time.perf_counter() - t0
         n_steps = out.shape[1] - ids.shape[1]  # one compiled step per token (some wasted after an EOS)
-        row.update(compile_s=res.compile_time, forward_s=res.forward_time, forward_calls=n_steps,
+        row.update(compile_s=res.compile_time, forward_s=res.forward_time, forward_calls=n_steps, prefill_s=res.prefill_time,
                    target_forward_s=res.forward_time, target_forward_calls=n_steps, draft_forward_s=0.0,
                    draft_forward_calls=0)
     elif method == "ours_speculative_compiled":
@@ -170,7 +172,7 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
         n_draft = sum(len(r.drafted) + (r.kind == "bonus") for r in res.rounds)  # + the step that writes x_k
         row.update(alpha=res.acceptance_rate, alpha_checked=res.checked_acceptance_rate, tau=res.tokens_per_round,
                    draft_s=res.draft_time, target_s=res.target_time, compile_s=res.compile_time,
-                   host_syncs=res.host_syncs, forward_s=res.draft_time + res.target_time,
+                   host_syncs=res.host_syncs, prefill_s=res.prefill_time, forward_s=res.draft_time + res.target_time,
                    forward_calls=n_draft + len(res.rounds),
                    draft_forward_s=res.draft_time, draft_forward_calls=n_draft,
                    target_forward_s=res.target_time, target_forward_calls=len(res.rounds))
@@ -445,6 +447,12 @@ def compiled_summary(rows, tps, gamma) -> dict:
                        measured_speedup_vs_ours_ar_compiled=tps[spec] / tps[ar],
                        cost_model_error_in_loop=pred / (tps[spec] / tps[ar]) - 1,
                        loop_share=sum(r["forward_s"] for r in sel) / sum(r["seconds"] for r in sel))
+            if all("prefill_s" in r for r in sel + ar_rows):  # the compiled loops' eager prefill, apart
+                pre = {m: sum(r["prefill_s"] for r in rs) for m, rs in ((spec, sel), (ar, ar_rows))}
+                out.update(prefill_share=pre[spec] / sum(r["seconds"] for r in sel),
+                           measured_decode_speedup_vs_ours_ar_compiled=(
+                               sum(r["new_tokens"] for r in sel) / (sum(r["seconds"] for r in sel) - pre[spec]))
+                           / (sum(r["new_tokens"] for r in ar_rows) / (sum(r["seconds"] for r in ar_rows) - pre[ar])))
     return out
 
 

@@ -24,6 +24,7 @@ class ARResult:
     n_new: int | None = None  # backend="compiled": how many tokens were generated
     compile_time: float = 0.0  # backend="compiled": seconds spent compiling (inside total_time)
     forward_time: float | None = None  # backend="compiled": seconds inside the compiled steps (CPU; NaN on CUDA)
+    prefill_time: float = 0.0  # backend="compiled": seconds of the eager pass over the prompt (in total_time; host time on CUDA)
 
     @property
     def new_tokens(self) -> int:
@@ -74,7 +75,7 @@ def autoregressive_generate(
                                                     top_k=top_k, top_p=top_p, eos=eos, generator=generator)
         seq = torch.cat([input_ids.to(model.device), torch.tensor([new], dtype=torch.long, device=model.device)], 1)
         return ARResult(seq, [], total_time=total, n_new=len(new), compile_time=stats.compile_time,
-                        forward_time=stats.forward_time)
+                        forward_time=stats.forward_time, prefill_time=stats.prefill_time)
     seq = input_ids.to(model.device)  # (1, T)
     n_alloc = check_length(model, input_ids.shape[1], max_new_tokens)
     cache = _new_cache(capacity=n_alloc) if use_cache else None

@@ -249,7 +249,7 @@ class FastStats:
     """What the compiled loop measured besides its tokens."""
 
     compile_time: float = 0.0  # seconds of first calls that compiled a new shape during this call
-    prefill_time: float = 0.0
+    prefill_time: float = 0.0  # the eager, uncompiled pass(es) over the prompt (host time on CUDA)
     forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (CPU only; host time on CUDA)
     rounds: int = 0
     host_syncs: int = 0

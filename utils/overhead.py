@@ -333,8 +333,10 @@ def _run(method, pair, ids, n, gamma, eos):
         res = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, eos_token_id=eos,
                                    backend=backend)
     secs = time.perf_counter() - t0
+    # prefill_s: the compiled loops' eager pass over the prompt, before their first step (the eager loops
+    # read the prompt inside their first passes: 0)
     row = dict(new=res.sequences[0, ids.shape[1]:].tolist(), seconds=secs - res.compile_time,
-               compile_s=res.compile_time)
+               compile_s=res.compile_time, prefill_s=res.prefill_time)
     if not method.endswith("AR"):
         # draft passes: one per drafted token; the compiled loop adds one to write x_k after a full accept
         extra = (lambda r: r.kind == "bonus") if backend == "compiled" else (lambda r: 0)
@@ -352,9 +354,13 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
     matching plain loop's time per token, and the share of the run spent in forward passes (CPU:
     exact clocks; NaN on CUDA, where they are not kept); draft_calls_per_round (drafted tokens plus the
-    step that writes the last one after a full acceptance) and o, the time per round outside forward
-    passes, in the same plain steps: a round costs draft_calls_per_round * c + v + o plain steps, so
-    tau / (that sum) is the measured speedup over plain decoding, exactly."""
+    step that writes the last one after a full acceptance); prefill, the time per round spent reading
+    the prompt before the first round (the compiled loop prefills both models eagerly; the eager loop
+    reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v);
+    and o, the rest of the time per round outside forward passes (the loop's own work), all in the same
+    plain steps: a round costs draft_calls_per_round * c + v + prefill + o plain steps, so tau / (that
+    sum) is the measured speedup over plain decoding, exactly. Every method also gets
+    decode_tokens_per_s: its tokens over its time less its prefill."""
     eos = pair.target.generation_config.eos_token_id
     encode = [pair.tokenizer(p, return_tensors="pt").input_ids.to(pair.device) for p in prompts]
     warm = min(max_new_tokens, 2 * (gamma + 1))  # enough for a full round: every shape compiles here
@@ -373,21 +379,23 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     out = {}
     for m, rs in runs.items():
         tokens, secs = sum(len(r["new"]) for r in rs), sum(r["seconds"] for r in rs)
+        prefill = sum(r["prefill_s"] for r in rs)
         out[m] = dict(tokens_per_s=tokens / secs, tokens=tokens, seconds=secs, compile_s=compile_s[m],
-                      equal_to_hf_greedy=equal[m])
+                      equal_to_hf_greedy=equal[m], prefill_s=prefill, decode_tokens_per_s=tokens / (secs - prefill))
     for m in ("eager speculative", "compiled speculative"):
         rs, ar = runs[m], out[m.replace("speculative", "AR")]
-        step = ar["seconds"] / ar["tokens"]
+        step, n_rounds = ar["seconds"] / ar["tokens"], sum(r["rounds"] for r in rs)
+        passes = sum(r["draft_s"] + r["target_s"] for r in rs)
         out[m].update(alpha=sum(r["accepted"] for r in rs) / sum(r["checked"] for r in rs),
-                      tau=out[m]["tokens"] / sum(r["rounds"] for r in rs),
+                      tau=out[m]["tokens"] / n_rounds,
                       c=sum(r["draft_s"] for r in rs) / sum(r["draft_calls"] for r in rs) / step,
-                      v=sum(r["target_s"] for r in rs) / sum(r["rounds"] for r in rs) / step,
-                      forward_share=sum(r["draft_s"] + r["target_s"] for r in rs) / out[m]["seconds"],
-                      draft_calls_per_round=sum(r["draft_calls"] for r in rs) / sum(r["rounds"] for r in rs),
-                      o=(out[m]["seconds"] - sum(r["draft_s"] + r["target_s"] for r in rs))
-                      / sum(r["rounds"] for r in rs) / step)
+                      v=sum(r["target_s"] for r in rs) / n_rounds / step,
+                      forward_share=passes / out[m]["seconds"],
+                      draft_calls_per_round=sum(r["draft_calls"] for r in rs) / n_rounds,
+                      prefill=out[m]["prefill_s"] / n_rounds / step,
+                      o=(out[m]["seconds"] - passes - out[m]["prefill_s"]) / n_rounds / step)
         if rs[0]["host_syncs"] is not None:
-            out[m]["host_syncs_per_round"] = sum(r["host_syncs"] for r in rs) / sum(r["rounds"] for r in rs)
+            out[m]["host_syncs_per_round"] = sum(r["host_syncs"] for r in rs) / n_rounds
     return out
 
 

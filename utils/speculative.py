@@ -197,6 +197,10 @@ class SpeculativeOutput:
     host_syncs: int | None = None  # backend="compiled": how often the host read device values
     draft_first_time: float = 0.0  # eager: the draft's first pass, which also reads the prompt (in draft_time)
     target_first_time: float = 0.0  # eager: the target's first pass, prompt included (in target_time)
+    # backend="compiled": seconds of both models' eager passes over the prompt, before the first round
+    # (in total_time, in neither draft_time nor target_time; host time on CUDA); eager: 0, each model's
+    # first pass reads the prompt (draft_first_time, target_first_time)
+    prefill_time: float = 0.0
 
     @property
     def n_drafted(self) -> int:
@@ -507,7 +511,8 @@ def speculative_generate(
             target, draft, input_ids, max_new_tokens=max_new_tokens, gamma=gamma, temperature=temperature,
             top_k=top_k, top_p=top_p, eos=eos, generator=generator)
         seq = torch.cat([input_ids.to(device), torch.tensor([new], dtype=torch.long, device=device)], dim=1)
-        return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs)
+        return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs,
+                                 prefill_time=stats.prefill_time)
     n_alloc = check_length(target, input_ids.shape[1], max_new_tokens)
     seq = input_ids.to(device)[0].tolist()
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)

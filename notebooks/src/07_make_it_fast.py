@@ -443,13 +443,16 @@ print(f"share of the run inside forward passes: eager speculative {se['forward_s
       f"compiled speculative {sc['forward_share']:.0%}")
 
 # %% [markdown]
-# The cost model counts forward passes only. The loop's own work (sampling, `accept_reject`,
-# concatenations, the host sync, Python) is time too: call it $o$, the time per round outside the
-# forward passes, in plain steps. A round then costs $\bar k c + v + o$ plain steps, where $\bar k$
-# is the draft passes per round (the drafted tokens, plus the pass that writes the last one after a
-# full acceptance), and yields $\tau$ tokens, so
+# The cost model counts forward passes only. Two more things take time. The compiled loops read the
+# prompt before their first step in an eager, uncompiled pass of each model (the prefill: prompts
+# differ in length, so it is not worth a compile), the speculative loop through both models; the
+# eager loops read it inside each model's first pass, which $c$ and $v$ already hold. Call its share
+# per round $f$. And the loop's own work (sampling, `accept_reject`, concatenations, the host sync,
+# rollbacks, Python): call it $o$. Both are measured per round, in plain steps. A round then costs
+# $\bar k c + v + f + o$ plain steps, where $\bar k$ is the draft passes per round (the drafted
+# tokens, plus the pass that writes the last one after a full acceptance), and yields $\tau$ tokens, so
 #
-# $$\text{speedup over plain decoding} = \frac{\tau}{\bar k\, c + v + o}$$
+# $$\text{speedup over plain decoding} = \frac{\tau}{\bar k\, c + v + f + o}$$
 #
 # holds exactly for the measured run (it is bookkeeping, not a prediction). Where each round's time
 # went:
@@ -457,19 +460,24 @@ print(f"share of the run inside forward passes: eager speculative {se['forward_s
 # %%
 for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
     s = result[f"{kind} speculative"]
-    cost = s["draft_calls_per_round"] * s["c"] + s["v"] + s["o"]
+    cost = s["draft_calls_per_round"] * s["c"] + s["v"] + s["prefill"] + s["o"]
     print(f"{kind:8s}: tau {s['tau']:.2f} tokens per round for {s['draft_calls_per_round']:.2f} x {s['c']:.3f} (draft) "
-          f"+ {s['v']:.2f} (verify) + {s['o']:.2f} (outside passes) = {cost:.2f} plain steps -> {s['tau'] / cost:.2f}x")
+          f"+ {s['v']:.2f} (verify) + {s['prefill']:.2f} (prefill) + {s['o']:.2f} (loop's own work) = {cost:.2f} plain steps "
+          f"-> {s['tau'] / cost:.2f}x")
 verdict = ("faster than" if gain_c > 1.05 else "slower than" if gain_c < 0.95 else "about as fast as")
-cheaper_verify = (f", and with the eager loop's cheaper verify pass (v = {se['v']:.2f}) "
-                  f"{sc['tau'] / (sc['draft_calls_per_round'] * sc['c'] + se['v'] + sc['o']):.2f}x" if se["v"] < sc["v"] else "")
-print(f"In this run compiled speculative decoding ran {verdict} compiled plain decoding ({gain_c:.2f}x); without the "
-      f"time outside the passes it would have been {sc['tau'] / (sc['draft_calls_per_round'] * sc['c'] + sc['v']):.2f}x"
-      f"{cheaper_verify}.")
+decode_gain = sc["decode_tokens_per_s"] / ar_c["decode_tokens_per_s"]
+passes_only = sc["tau"] / (sc["draft_calls_per_round"] * sc["c"] + sc["v"])
+cheaper_verify = (f"; with the eager loop's cheaper verify pass (v = {se['v']:.2f}) as well, "
+                  f"{sc['tau'] / (sc['draft_calls_per_round'] * sc['c'] + se['v']):.2f}x" if se["v"] < sc["v"] else "")
+print(f"In this run compiled speculative decoding ran {verdict} compiled plain decoding ({gain_c:.2f}x). The prefill took "
+      f"{1e3 * sc['prefill_s'] / len(prompts):.1f} ms per prompt (plain decoding's, of the target alone: "
+      f"{1e3 * ar_c['prefill_s'] / len(prompts):.1f} ms); the decoding after it, both prefills left out, ran {decode_gain:.2f}x. "
+      f"With only the forward passes counted (no prefill, no loop work) it would have been {passes_only:.2f}x{cheaper_verify}.")
 
 # %% [markdown]
-# Compiling shrinks every pass, but not every part of a round in proportion. The loop's own work
-# does not shrink at all, so $o$ weighs more once the passes are short. And the verify pass over
+# Compiling shrinks every pass, but not every part of a round in proportion. The eager prefill
+# and the loop's own work do not shrink at all, so $f$ and $o$ weigh more once the passes are short
+# (and $f$ the more, the fewer tokens a prompt gets: here `N_NEW`; it is paid once per prompt). And the verify pass over
 # $\gamma+1$ tokens shrinks less than the one-token step: eagerly both cost about the same operator
 # overhead ($v$ near 1), but once that overhead is gone the arithmetic of $\gamma+1$ tokens shows,
 # and on a CPU the draft's steps just before it have pushed part of the target's weights out of the
@@ -590,9 +598,9 @@ check_07(reference)
 #   $E_i \sim \mathrm{Exp}(1)$: a sample from $p$ without `torch.multinomial`, greedy when every
 #   $E_i = 1$; the host reads the tokens once per round.
 # - Compiled speculative decoding returns HF greedy's tokens exactly. Whether it beats compiled plain
-#   decoding is decided by $\tau$ against $\bar k c + v + o$: $\alpha$ and $c$ as before, the verify
-#   pass $v$ and the loop's own work $o$, which both weigh more once the passes are short (section 5
-#   prints where this run's rounds went and how it came out).
+#   decoding is decided by $\tau$ against $\bar k c + v + f + o$: $\alpha$ and $c$ as before, the
+#   verify pass $v$, the eager prefill $f$ and the loop's own work $o$, which all weigh more once the
+#   passes are short (section 5 prints where this run's rounds went and how it came out).
 
 # %% [markdown]
 # ## References
