@@ -533,6 +533,9 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # ## Try this
 # - Set `GAMMA = 8` in section 5 (one more shape compiles): does the compiled race gain more or less
 #   than the eager one?
+# - Set `N_NEW = 128` in section 5 (about a minute more): the prefill is paid once per prompt, so its
+#   share $f$ per round shrinks, and $\tau$ moves too (the tiny pair's longer continuations are
+#   easier or harder to guess). Which of the two changes the compiled gain more?
 # - In section 2, pass `widths=(128, 1024, 2048)` to `sweep_models`: where does the width start to
 #   matter on your machine, and is it the bandwidth estimate or the arithmetic?
 # - Count the operators of the draft and the target with `count_ops`: does $c$ in isolation follow
