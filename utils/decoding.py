@@ -24,7 +24,7 @@ class ARResult:
     n_new: int | None = None  # backend="compiled": how many tokens were generated
     compile_time: float = 0.0  # backend="compiled": seconds spent compiling (inside total_time)
     forward_time: float | None = None  # backend="compiled": seconds inside the compiled steps (CPU; NaN on CUDA)
-    prefill_time: float = 0.0  # backend="compiled": seconds of the eager pass over the prompt (in total_time; host time on CUDA)
+    prefill_time: float = 0.0  # backend="compiled": seconds of the eager pass over the prompt (in total_time)
 
     @property
     def new_tokens(self) -> int:

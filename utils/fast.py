@@ -249,7 +249,7 @@ class FastStats:
     """What the compiled loop measured besides its tokens."""
 
     compile_time: float = 0.0  # seconds of first calls that compiled a new shape during this call
-    prefill_time: float = 0.0  # the eager, uncompiled pass(es) over the prompt (host time on CUDA)
+    prefill_time: float = 0.0  # the eager, uncompiled pass(es) over the prompt (CUDA: synchronised, exact)
     forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (CPU only; host time on CUDA)
     rounds: int = 0
     host_syncs: int = 0
@@ -276,6 +276,8 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     stats, known = FastStats(), set(eng.compile_time)
     t0 = time.perf_counter()
     eng.prefill(ids[:, :-1])
+    if model.device.type == "cuda":  # once per call, before any step: the prefill's time is then its own
+        torch.cuda.synchronize(model.device)
     stats.prefill_time = time.perf_counter() - t0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     # last: (1, 1) on the device, contiguous like every later step's input (other strides recompile)
@@ -325,6 +327,8 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     t0 = time.perf_counter()
     te.prefill(ids[:, :-1])
     de.prefill(ids[:, :-1])
+    if device.type == "cuda":  # once per call, before the first round: the prefill's time is then its own
+        torch.cuda.synchronize(device)
     stats.prefill_time = time.perf_counter() - t0
     cpu = device.type == "cpu"
     greedy = temperature == 0

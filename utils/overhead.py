@@ -352,15 +352,19 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     time is kept apart); timed runs exclude compilation. Returns per method: tokens/s, compile seconds,
     whether every output equals HF greedy; for the speculative ones alpha (per checked token), tau, and
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
-    matching plain loop's time per token, and the share of the run spent in forward passes (CPU:
+    matching plain loop's time per decoding step (its prefill left out), and the share of the run spent in forward passes (CPU:
     exact clocks; NaN on CUDA, where they are not kept); draft_calls_per_round (drafted tokens plus the
     step that writes the last one after a full acceptance); prefill, the time per round spent reading
     the prompt before the first round (the compiled loop prefills both models eagerly; the eager loop
-    reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v);
-    and o, the rest of the time per round outside forward passes (the loop's own work), all in the same
-    plain steps: a round costs draft_calls_per_round * c + v + prefill + o plain steps, so tau / (that
-    sum) is the measured speedup over plain decoding, exactly. Every method also gets
-    decode_tokens_per_s: its tokens over its time less its prefill."""
+    reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v),
+    and prefill_plain, the matching plain loop's own prefill per round; and o, the rest of the time per
+    round outside forward passes (the loop's own work). The unit of all of them is one step of the
+    plain loop's decoding, its prefill left out. A round costs draft_calls_per_round * c + v + prefill
+    + o such steps and yields tau tokens, which plain decoding makes in tau steps, so
+    (tau + prefill_plain) / (that sum) is the measured speedup over plain decoding, and
+    tau / (draft_calls_per_round * c + v + o) that of the decoding alone, both exactly. Every method
+    also gets decode_tokens_per_s, its tokens over its time less its prefill (for the eager loops, which
+    have no separate prefill, the same as tokens_per_s)."""
     eos = pair.target.generation_config.eos_token_id
     encode = [pair.tokenizer(p, return_tensors="pt").input_ids.to(pair.device) for p in prompts]
     warm = min(max_new_tokens, 2 * (gamma + 1))  # enough for a full round: every shape compiles here
@@ -384,7 +388,8 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
                       equal_to_hf_greedy=equal[m], prefill_s=prefill, decode_tokens_per_s=tokens / (secs - prefill))
     for m in ("eager speculative", "compiled speculative"):
         rs, ar = runs[m], out[m.replace("speculative", "AR")]
-        step, n_rounds = ar["seconds"] / ar["tokens"], sum(r["rounds"] for r in rs)
+        # one plain decoding step, its prefill left out: (1, T) prompt read apart, then one step per token
+        step, n_rounds = (ar["seconds"] - ar["prefill_s"]) / ar["tokens"], sum(r["rounds"] for r in rs)
         passes = sum(r["draft_s"] + r["target_s"] for r in rs)
         out[m].update(alpha=sum(r["accepted"] for r in rs) / sum(r["checked"] for r in rs),
                       tau=out[m]["tokens"] / n_rounds,
@@ -392,7 +397,7 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
                       v=sum(r["target_s"] for r in rs) / n_rounds / step,
                       forward_share=passes / out[m]["seconds"],
                       draft_calls_per_round=sum(r["draft_calls"] for r in rs) / n_rounds,
-                      prefill=out[m]["prefill_s"] / n_rounds / step,
+                      prefill=out[m]["prefill_s"] / n_rounds / step, prefill_plain=ar["prefill_s"] / n_rounds / step,
                       o=(out[m]["seconds"] - passes - out[m]["prefill_s"]) / n_rounds / step)
         if rs[0]["host_syncs"] is not None:
             out[m]["host_syncs_per_round"] = sum(r["host_syncs"] for r in rs) / n_rounds

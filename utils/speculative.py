@@ -198,7 +198,7 @@ class SpeculativeOutput:
     draft_first_time: float = 0.0  # eager: the draft's first pass, which also reads the prompt (in draft_time)
     target_first_time: float = 0.0  # eager: the target's first pass, prompt included (in target_time)
     # backend="compiled": seconds of both models' eager passes over the prompt, before the first round
-    # (in total_time, in neither draft_time nor target_time; host time on CUDA); eager: 0, each model's
+    # (in total_time, in neither draft_time nor target_time); eager: 0, each model's
     # first pass reads the prompt (draft_first_time, target_first_time)
     prefill_time: float = 0.0
 
