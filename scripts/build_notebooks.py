@@ -221,25 +221,16 @@ def fast_goals() -> str:
                 lines.append(f"- gamma {s['gamma']}, T = {s['temperature']:g}: compiled speculative / {names[base]} = "
                              f"**{got:.2f}x** (goal {want:g}x: {'met' if got >= want else 'not met'})")
             if "c_in_loop" in cs:
-                if cs.get("prefill_recorded"):
-                    lines.append(
-                        f"  - where its time goes: {cs['loop_share']:.0%} inside the compiled forward passes, "
-                        f"{cs['prefill_share']:.0%} in both models' eager prefill of the prompt; a draft step costs "
-                        f"c = {cs['c_in_loop']:.3f} compiled target steps in the loop, the (gamma + 1)-token verify pass "
-                        f"v = {cs['v_in_loop']:.2f} (steps of compiled plain decoding, its prefill left out); with alpha "
-                        f"{cs['alpha_checked']:.2f} (per checked token) Thm 3.8 predicts {cs['predicted_speedup_in_loop']:.2f}x "
-                        f"over compiled plain decoding for the decoding alone, measured "
-                        f"{cs['measured_decode_speedup_vs_ours_ar_compiled']:.2f}x (end to end, prefills included: "
-                        f"{cs['measured_speedup_vs_ours_ar_compiled']:.2f}x); compiled plain decoding alone is "
-                        f"{cs['ours_ar_compiled_vs_hf']:.2f}x HF greedy")
-                else:  # a file from before the prefill was recorded: c, v in steps that hold it
-                    lines.append(
-                        f"  - where its time goes: {cs['loop_share']:.0%} inside the compiled forward passes; a draft step "
-                        f"costs c = {cs['c_in_loop']:.3f} compiled target steps in the loop, the (gamma + 1)-token verify "
-                        f"pass v = {cs['v_in_loop']:.2f}; with alpha {cs['alpha_checked']:.2f} (per checked token) Thm 3.8 "
-                        f"predicts {cs['predicted_speedup_in_loop']:.2f}x over compiled plain decoding, measured "
-                        f"{cs['measured_speedup_vs_ours_ar_compiled']:.2f}x; compiled plain decoding alone is "
-                        f"{cs['ours_ar_compiled_vs_hf']:.2f}x HF greedy")
+                lines.append(
+                    f"  - where its time goes: {cs['loop_share']:.0%} inside the compiled forward passes, "
+                    f"{cs['prefill_share']:.0%} in both models' eager prefill of the prompt; a draft step costs "
+                    f"c = {cs['c_in_loop']:.3f} compiled target steps in the loop, the (gamma + 1)-token verify pass "
+                    f"v = {cs['v_in_loop']:.2f} (steps of compiled plain decoding, its prefill left out); with alpha "
+                    f"{cs['alpha_checked']:.2f} (per checked token) Thm 3.8 predicts {cs['predicted_speedup_in_loop']:.2f}x "
+                    f"over compiled plain decoding for the decoding alone, measured "
+                    f"{cs['measured_decode_speedup_vs_ours_ar_compiled']:.2f}x (end to end, prefills included: "
+                    f"{cs['measured_speedup_vs_ours_ar_compiled']:.2f}x); compiled plain decoding alone is "
+                    f"{cs['ours_ar_compiled_vs_hf']:.2f}x HF greedy")
         cold = r["meta"].get("cold_draft_steps")
         if cold:
             ms = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731

@@ -74,7 +74,7 @@ def test_compiled_methods_in_the_summary(result):
     # the eager prefill before the compiled loops' first step: outside the forward passes (each run's
     # passes and prefill fit in its time), and left out of both for the decoding-alone ratio, which the
     # prediction is compared with
-    assert cs["prefill_recorded"] and all(r["prefill_s"] > 0 for r in comp)
+    assert all(r["prefill_s"] > 0 for r in comp)
     assert all(r["forward_s"] + r["prefill_s"] < r["seconds"] for r in comp)
     assert 0 < cs["prefill_share"] < 1 - cs["loop_share"]
     decode = {m: sum(r["new_tokens"] for r in rows if r["method"] == m)

@@ -440,10 +440,10 @@ def compiled_summary(rows, tps, gamma) -> dict:
         out["host_syncs_per_round"] = sum(r["host_syncs"] for r in sel) / sum(r["target_forward_calls"] for r in sel)
         ar_rows = [r for r in rows if r["method"] == ar]
         if ar_rows and all(r["draft_forward_s"] == r["draft_forward_s"] for r in sel):  # not NaN (CPU)
-            # The compiled loops read the prompt eagerly before their first step (prefill_s; files made
-            # before it was recorded: 0). c, v and the prediction are in steps of plain decoding's
-            # decoding, so they compare with the decoding alone, both prefills left out.
-            pre = {m: sum(r.get("prefill_s", 0.0) for r in rs) for m, rs in ((spec, sel), (ar, ar_rows))}
+            # The compiled loops read the prompt eagerly before their first step (prefill_s). c, v and the
+            # prediction are in steps of plain decoding's decoding, so they compare with the decoding
+            # alone, both prefills left out.
+            pre = {m: sum(r["prefill_s"] for r in rs) for m, rs in ((spec, sel), (ar, ar_rows))}
             secs = {m: sum(r["seconds"] for r in rs) for m, rs in ((spec, sel), (ar, ar_rows))}
             step = (secs[ar] - pre[ar]) / sum(r["new_tokens"] for r in ar_rows)
             c = sum(r["draft_forward_s"] for r in sel) / sum(r["draft_forward_calls"] for r in sel) / step
@@ -455,8 +455,7 @@ def compiled_summary(rows, tps, gamma) -> dict:
                        measured_decode_speedup_vs_ours_ar_compiled=decode,
                        cost_model_error_in_loop=pred / decode - 1,
                        loop_share=sum(r["forward_s"] for r in sel) / secs[spec],
-                       prefill_share=pre[spec] / secs[spec],
-                       prefill_recorded=all("prefill_s" in r for r in sel + ar_rows))
+                       prefill_share=pre[spec] / secs[spec])
     return out
 
 

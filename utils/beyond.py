@@ -326,11 +326,14 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
     # one cache length for every pass and B (no recompile for it), room for a repeat's passes
     max_len = -(-(T + iters * (gamma + 1)) // BUCKET) * BUCKET
     graphs_before = counters["stats"]["unique_graphs"]
-    out = {}
+    out, caches = {}, {}
 
     def timed(role, model, width):
-        cache = static_cache(model, max_len)  # batch size: set by the prefill
-        model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)  # the prompt, eagerly
+        if role not in caches:  # one cache per model: its two passes share the prompt, read once, eagerly
+            caches[role] = static_cache(model, max_len)  # batch size: set by the prefill
+            model(input_ids=ids[:, :-1], past_key_values=caches[role], use_cache=True)
+        cache = caches[role]
+        rollback(cache, T - 1)  # what an earlier pass wrote past the prompt goes
         step, x = _compiled_pass(role, cuda), ids[:, -1:].repeat(1, width).clone()  # (B, width)
 
         def call():

@@ -352,8 +352,8 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     time is kept apart); timed runs exclude compilation. Returns per method: tokens/s, compile seconds,
     whether every output equals HF greedy; for the speculative ones alpha (per checked token), tau, and
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
-    matching plain loop's time per decoding step (its prefill left out), and the share of the run spent in forward passes (CPU:
-    exact clocks; NaN on CUDA, where they are not kept); draft_calls_per_round (drafted tokens plus the
+    matching plain loop's time per decoding step (its prefill left out), and the share of the run
+    spent in forward passes (CPU: exact clocks; NaN on CUDA, where they are not kept); draft_calls_per_round (drafted tokens plus the
     step that writes the last one after a full acceptance); prefill, the time per round spent reading
     the prompt before the first round (the compiled loop prefills both models eagerly; the eager loop
     reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v),

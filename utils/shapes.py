@@ -444,6 +444,7 @@ def steady_seconds(call, reset, device, *, iters: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+@torch.inference_mode()
 def compiled_step_ms(model, width: int, need: int, *, repeats: int = 3, iters: int = 32, compile: bool = True):
     """Median milliseconds of one compiled forward pass of `width` tokens on the model's engine
     (steady state: `iters` passes queued back to back, one sync), and the seconds its compilation
