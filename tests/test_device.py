@@ -130,6 +130,11 @@ def test_compiled_backend_greedy_and_sampling(dpair):
                                         backend="compiled")
             ar = autoregressive_generate(dpair.target, ids, 24, eos_token_id=1, backend="compiled")
             assert spec.sequences.tolist() == ar.sequences.tolist() == ref, text
+            # the draft's and the target's parts of the rounds are timed on every device (CUDA: timing
+            # events, read after the round's one sync) and fit, with the prefill, inside the run
+            assert spec.draft_time > 0 and spec.target_time > 0, (spec.draft_time, spec.target_time)
+            assert spec.draft_time + spec.target_time + spec.prefill_time < spec.total_time
+            assert spec.host_syncs == len(spec.rounds)
     assert skips == [], skips
     g = torch.Generator().manual_seed(0)
     out = speculative_generate(dpair.target, dpair.draft, ids, max_new_tokens=12, gamma=4, temperature=1.0,

@@ -145,6 +145,91 @@ def test_01_only_new_tokens_fails(pair):
     fails("check_01", new_only, pair, "prompt in front")
 
 
+@torch.no_grad()
+def test_01_counts_tokens_however_the_model_is_called(pair):
+    """model.forward (no hook of nn.Module.__call__ runs for it) re-fed the whole sequence: counted, and failed."""
+    def forward_no_cache(model, input_ids, max_new_tokens):
+        seq = input_ids
+        for _ in range(max_new_tokens):
+            seq = torch.cat([seq, model.forward(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        return seq
+
+    fails("check_01", forward_no_cache, pair, "no KV cache", "tokens fed in 16 passes")
+
+
+@torch.no_grad()
+def test_01_body_and_head_called_separately_with_a_cache_pass(pair, capsys):
+    """model.model(...) then model.lm_head: the tokens are counted at the embedding, T + n - 1 of them."""
+    def body_and_head(model, input_ids, max_new_tokens):
+        seq, feed, cache = input_ids, input_ids, None
+        for _ in range(max_new_tokens):
+            out = model.model(input_ids=feed, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            feed = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)  # (1, 1); the soft cap keeps the arg max
+            seq = torch.cat([seq, feed], 1)
+        return seq
+
+    ex.check_01(body_and_head, pair)
+    assert "uses a KV cache" in capsys.readouterr().out
+
+
+@torch.no_grad()
+def test_01_a_cache_rebuilt_every_other_step_fails(pair):
+    def every_other(model, input_ids, max_new_tokens):
+        seq, cache = input_ids, None
+        for step in range(max_new_tokens):
+            if step % 2 == 0:
+                out = model(input_ids=seq, use_cache=True)  # the whole sequence again, a new cache
+            else:
+                out = model(input_ids=seq[:, -1:], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            seq = torch.cat([seq, out.logits[:, -1].argmax(-1, keepdim=True)], 1)
+        return seq
+
+    fails("check_01", every_other, pair, "feeds tokens the cache already holds", "tokens fed in 16 passes")
+
+
+@torch.no_grad()
+def test_01_one_pass_too_many_fails(pair):
+    """Prefill, then max_new_tokens passes that each feed the token just chosen: the last one is wasted."""
+    def extra_pass(model, input_ids, max_new_tokens):
+        out = model(input_ids=input_ids, use_cache=True)
+        seq = input_ids
+        for _ in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], 1)
+            out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+        return seq
+
+    fails("check_01", extra_pass, pair, "one pass too many", "max_new_tokens - 1")
+
+
+@torch.no_grad()
+def test_01_a_loop_that_bypasses_the_embedding_is_not_counted_and_fails(pair):
+    """inputs_embeds computed by calling the embedding's forward directly (no hook runs): the right tokens, nothing
+    counted; the message says what is counted."""
+    def own_embeddings(model, input_ids, max_new_tokens):
+        embed = model.get_input_embeddings()
+        seq, feed, cache = input_ids, input_ids, None
+        for _ in range(max_new_tokens):
+            out = model(inputs_embeds=embed.forward(feed), past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            feed = out.logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, feed], 1)
+        return seq
+
+    fails("check_01", own_embeddings, pair, "0 tokens in 0 passes", "input_ids")
+
+
+def test_01_the_reference_feeds_the_prompt_once_then_one_token_per_step(pair):
+    """The count check_01 demands, T + n - 1 tokens in n passes, is what the reference solution feeds."""
+    ids = pair.tokenizer("The if statement is used for", return_tensors="pt").input_ids
+    with ex._ForwardCounter(pair.target) as count:
+        out = solution("check_01")(pair.target, ids, 5)
+    assert out.shape[1] == ids.shape[1] + 5
+    assert (count.tokens, count.calls) == (ids.shape[1] + 5 - 1, 5)
+
+
 # ---------------------------------------------------------------------------------------------
 # 02: greedy verification
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +283,31 @@ def test_02_one_pass_per_token_fails(pair):
         return n, best[n]
 
     fails("check_02", many_passes, pair, "exactly 1 target forward pass", "passes")
+
+
+@torch.no_grad()
+def test_02_target_forward_counts_as_one_pass(pair, capsys):
+    def via_forward(target, ids, k):
+        best = target.forward(ids).logits[0, -k - 1:].argmax(-1).tolist()
+        drafted, n = ids[0, -k:].tolist(), 0
+        while n < k and drafted[n] == best[n]:
+            n += 1
+        return n, best[n]
+
+    ex.check_02(via_forward, pair)
+    assert "k = 5, 3, 1" in capsys.readouterr().out
+
+
+@torch.no_grad()
+def test_02_a_k_fixed_at_5_fails_at_another_k(pair):
+    def k_is_5(target, ids, k):
+        best = target(ids).logits[0, -6:].argmax(-1).tolist()
+        drafted, n = ids[0, -5:].tolist(), 0
+        while n < 5 and drafted[n] == best[n]:
+            n += 1
+        return n, best[n]
+
+    fails("check_02", k_is_5, pair, "k=3", "passed every case with k = 5", "use the k you are given")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +373,53 @@ def test_03_accepts_a_verification_object():
         assert ex._verify(as_object, p, q, torch.tensor(x), torch.tensor(u), None, "") == want
 
 
+def test_03_a_bonus_taken_as_the_arg_max_fails_the_bonus_chi_square_test(pair):
+    """T = 0's habit: the greedy cases pass (one-hot p), the chi-square test of the bonus token does not."""
+    def bonus_argmax(p, q, draft_tokens, u, generator=None):
+        n, t = solution("check_03")(p, q, draft_tokens, u, generator)
+        return (n, int(p[n].argmax())) if n == draft_tokens.shape[0] else (n, t)
+
+    fails("check_03", bonus_argmax, pair, "emitted token 3 (the bonus", "the bonus is sampled from p[k]", "arg max")
+
+
+def own_uniform(p, q, draft_tokens, u, generator=None):
+    """Ignores u: draws its own uniforms from PyTorch's global RNG."""
+    return solution("check_03")(p, q, draft_tokens, torch.rand(draft_tokens.shape[0]), generator)
+
+
+def own_uniform_from_generator(p, q, draft_tokens, u, generator=None):
+    """Ignores u: draws its own uniforms from the generator."""
+    return solution("check_03")(p, q, draft_tokens, torch.rand(draft_tokens.shape[0], generator=generator), generator)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rule", [own_uniform, own_uniform_from_generator])
+def test_03_a_rule_that_ignores_u_fails_whatever_the_global_rng(rule, seed, pair):
+    torch.manual_seed(seed)  # the state the notebook left: the checker seeds its own
+    fails("check_03", rule, pair, "use the u you were given", "called 12 times")
+
+
+def test_03_a_rule_that_ignores_u_and_rejects_fails_with_the_u_hint(pair):
+    def reject_when_p_below_q(p, q, draft_tokens, u, generator=None):
+        return solution("check_03")(p, q, draft_tokens, torch.ones_like(u) * 0.9999, generator)
+
+    fails("check_03", reject_when_p_below_q, pair, "use the u you were given", "rejected at both")
+
+
+def test_03_a_correct_rule_that_ignores_the_generator_passes_reproducibly(capsys):
+    """torch.multinomial without generator= (PyTorch's global RNG) is a correct sampler: the checker seeds that RNG
+    (not with the generator's seed), so the outcome does not depend on what ran before."""
+    def global_rng(p, q, draft_tokens, u, generator=None):
+        return solution("check_03")(p, q, draft_tokens, u, None)
+
+    outs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ex.check_03(global_rng)
+        outs.append(capsys.readouterr().out)
+    assert outs[0].startswith("PASSED") and outs[0] == outs[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # 04: the cost model
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +448,31 @@ def test_04_range_that_misses_max_gamma_fails(pair):
     fails("check_04_gamma", short_range, pair, "best_gamma(")
 
 
+def test_04_integer_tensors_and_numpy_ints_pass_floats_fail_with_the_type(pair, capsys):
+    import numpy as np
+
+    tau = solution("check_04_tau")
+
+    def speedups(alpha, c, max_gamma):
+        return [tau(alpha, g) / (g * c + 1) for g in range(1, max_gamma + 1)]
+
+    ex.check_04_gamma(lambda a, c, m=16: torch.tensor(speedups(a, c, m)).argmax() + 1)  # a 0-d long tensor
+    ex.check_04_gamma(lambda a, c, m=16: np.argmax(speedups(a, c, m)) + 1)  # a NumPy integer
+    assert capsys.readouterr().out.count("PASSED exercise 04b") == 2
+    fails("check_04_gamma", lambda a, c, m=16: float(solution("check_04_gamma")(a, c, m)), pair,
+          "an int gamma", "got:      float", "return an int")
+    fails("check_04_gamma", lambda a, c, m=16: max(speedups(a, c, m)), pair, "return an int", "not a speedup")
+
+
+def test_04_tau_in_float32_passes(capsys):
+    import numpy as np
+
+    ex.check_04_tau(lambda a, g: float(g + 1) if a == 1 else
+                    (1 - torch.tensor(a) ** (g + 1)) / (1 - torch.tensor(a)))  # float32 tensors
+    ex.check_04_tau(lambda a, g: np.sum(np.float32(a) ** np.arange(g + 1, dtype=np.float32)))
+    assert capsys.readouterr().out.count("PASSED exercise 04a") == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # 05: acceptance rates
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +492,24 @@ def test_05_every_unaccepted_token_counted_as_rejected_fails(pair):
         return a / d, a / (a + (d - a))
 
     fails("check_05", all_rejected, pair, "expected")
+
+
+def test_05_swapped_order_and_percentages_are_named(pair):
+    ref = solution("check_05")
+    fails("check_05", lambda rounds: ref(rounds)[::-1], pair, "swapped", "(per_drafted, per_checked)")
+    fails("check_05", lambda rounds: tuple(100 * v for v in ref(rounds)), pair, "not percentages")
+
+
+def test_05_target_rounds_are_named_in_the_hint(pair):
+    def not_bonus_is_rejection(rounds):  # counts the k = 0 'target' round as a rejection
+        d, a = sum(len(r.drafted) for r in rounds), sum(r.n_accepted for r in rounds)
+        return a / d, a / (a + sum(r.kind != "bonus" for r in rounds))
+
+    def per_round_mean(rounds):  # divides by len(drafted) = 0 in the 'target' round
+        return sum(r.n_accepted / len(r.drafted) for r in rounds) / len(rounds), 0.0
+
+    fails("check_05", not_bonus_is_rejection, pair, "'target' round (k = 0", "no rejection")
+    fails("check_05", per_round_mean, pair, "ZeroDivisionError", "'target' round", "k = 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +532,20 @@ def test_06_bitsandbytes_stores_what_the_formula_says():
         pytest.skip("bitsandbytes is not installed")
     nf4 = solution("check_06")
     for dq, b in measured.items():
-        assert abs(nf4(1024 * 1024, double_quant=dq) - b) / b < 1e-3
+        assert abs(nf4(1024 * 1024, double_quant=dq) - b) <= 4  # the float32 offset of the second-level scales
+        assert abs(nf4(1024 * 1024, double_quant=dq) - b) / b < ex._REL_TOL_06
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda n, double_quant=False: n / 2 + (n / 64 if double_quant else 4 * n / 64),
+     ["second level", "4 * n / (64 * 256)"]),
+    (lambda n, double_quant=False: n / 2 + (n / 64 + 2 * n / 64 / 256 if double_quant else 4 * n / 64),
+     ["4 bytes, not 2"]),
+    (lambda n, double_quant=False: 8 * (n / 2 + 4 * n / 64), ["bits"]),
+])
+def test_06_the_double_quantization_detail_and_units_are_graded(wrong, words, pair):
+    """Forgetting the float32 per 256 blocks is 5e-4 of the total: inside a 0.1% tolerance, outside 1e-5."""
+    fails("check_06", wrong, pair, *words)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +627,64 @@ def test_09_rows_not_shifted_fail_with_the_expected_index_and_a_hint(pair):
         return torch.arange(L + int(m.max()))[None].repeat(len(m), 1)
 
     fails("check_09", unshifted, pair, "expected: [[0, 1, 2, 3, 4], [-1, 0, 1, 2, 3]]", "M - m[b]")
+
+
+def test_09_a_list_with_the_right_values_fails_with_the_type_to_return(pair):
+    fails("check_09", lambda m, L: solution("check_09")(m, L).tolist(), pair,
+          "a torch tensor of shape (2, 5)", "got:      a list", "torch.arange")
+
+
+def test_09_an_int32_tensor_passes(pair, capsys):
+    ex.check_09(lambda m, L: solution("check_09")(m, L).int(), pair)
+    assert capsys.readouterr().out.startswith("PASSED")
+
+
+# ---------------------------------------------------------------------------------------------
+# 10: the n-gram finder
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda seq, g, m: (lambda d, n: (d, n) if n else ([], None))(*solution("check_10")(seq, g, m)),  # ([], None)
+    lambda seq, g, m: (lambda d, n: (d, n) if n else None)(*solution("check_10")(seq, g, m)),  # None
+    lambda seq, g, m: dict(zip(("draft", "n"), solution("check_10")(seq, g, m))),  # a dict
+    lambda seq, g, m: solution("check_10")(seq, g, m)[0],  # the draft only
+])
+def test_10_other_shapes_fail_with_the_shape_to_return(wrong, pair):
+    fails("check_10", wrong, pair, "a pair (draft, n)", "([], 0)")
+
+
+def test_10_a_tuple_or_tensor_draft_passes(capsys):
+    ref = solution("check_10")
+    ex.check_10(lambda seq, g, m: (tuple(ref(seq, g, m)[0]), ref(seq, g, m)[1]))
+    ex.check_10(lambda seq, g, m: (torch.tensor(ref(seq, g, m)[0], dtype=torch.long), ref(seq, g, m)[1]))
+    assert capsys.readouterr().out.count("PASSED exercise 10") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# 11: the early-exit head
+# ---------------------------------------------------------------------------------------------
+
+
+def test_11_changing_hidden_in_place_passes(pair, capsys):
+    """The expected logits are computed before the learner's call, on a tensor the learner does not get."""
+    def norm_in_place(target, hidden):
+        hidden.copy_(target.model.norm(hidden))  # overwrites the caller's tensor
+        return _head_after_norm(target, hidden)
+
+    ex.check_11(norm_in_place, pair)
+    assert capsys.readouterr().out.startswith("PASSED")
+
+
+def _head_after_norm(target, normed):
+    logits = target.lm_head(normed)
+    cap = getattr(target.config, "final_logit_softcapping", None)
+    return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
+def test_11_a_missing_soft_cap_is_named_with_getattr(pair):
+    fails("check_11", lambda t, h: t.lm_head(t.model.norm(h)), pair, "soft-capping",
+          "getattr(target.config, 'final_logit_softcapping', None)")
 
 
 # ---------------------------------------------------------------------------------------------

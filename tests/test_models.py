@@ -133,6 +133,19 @@ def test_cuda_without_gpu(monkeypatch):
         load_pair("tiny", device="cuda")
 
 
+def test_default_dtype_keeps_the_tiny_pair_in_float32_on_a_gpu(monkeypatch):
+    """The shipped pair stays float32 on CUDA (the notebooks' exact checks hold there); the Hub pairs get
+    bf16 where the GPU has it, float16 where not, and Gemma2 float32 (it overflows in float16)."""
+    cuda, pairs = torch.device("cuda", 0), models.PAIRS
+    for bf16 in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, bf16=bf16: bf16)
+        assert models.default_dtype(cuda, pairs["tiny"]) is torch.float32
+        assert models.default_dtype(cuda, pairs["smollm2-135m-1.7b"]) is (torch.bfloat16 if bf16 else torch.float16)
+    with pytest.warns(UserWarning, match="no bfloat16"):
+        assert models.default_dtype(cuda, pairs["gemma2-2b-9b"]) is torch.float32
+    assert models.default_dtype(torch.device("cpu"), pairs["smollm2-135m-1.7b"]) is torch.float32
+
+
 def test_bad_quantization_name():
     with pytest.raises(ValueError, match="'nf4' or 'fp4'"):
         load_pair("tiny", device="cpu", quantization="int3")
@@ -181,6 +194,23 @@ def test_nf4_estimate_of_gemma2_9b():
     est = models.estimate_bytes(spec, torch.bfloat16, "nf4")
     assert est - packed == pytest.approx((spec.params - spec.embed_params) / 16)
     assert models.estimate_bytes(spec, torch.bfloat16, "nf4", double_quant=True) < est
+
+
+def test_memory_fits_gives_the_figure_in_the_dtype_of_each_gpu():
+    """On a T4 Gemma2 runs in float32, so its unquantized embeddings cost twice their bf16 bytes: the
+    T4 figure of the NF4 row is larger than the bf16-GPU one, and it is the one checked against the T4."""
+    for name in ("gemma2-2b-9b", "smollm2-135m-1.7b"):
+        pair = models.PAIRS[name]
+        for row, q in zip(models.memory_fits(name), (None, "nf4")):
+            assert set(row["by_gpu"]) == set(models.GPUS)
+            for gpu, (dtype, gib) in row["by_gpu"].items():
+                want = 1.15 * sum(models.estimate_bytes(getattr(pair, r), getattr(torch, dtype), q)
+                                  for r in ("draft", "target")) / 2**30
+                assert gib == pytest.approx(want)
+                assert any(f.startswith(gpu) for f in row["fits"]) == (gib * 2**30 <= models.GPUS[gpu][0] * 2**30)
+            assert row["by_gpu"]["L4 24GB"] == ("bfloat16", row["gib"])
+    t4 = models.memory_fits("gemma2-2b-9b")[1]["by_gpu"]["T4 16GB"]
+    assert t4[0] == "float32" and t4[1] > 1.3 * models.memory_fits("gemma2-2b-9b")[1]["gib"]
 
 
 def test_describe_device_counts_threads_in_words(monkeypatch):

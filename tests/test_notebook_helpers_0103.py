@@ -10,7 +10,6 @@ from utils.decoding import (
     bandwidth_bounds,
     best_of,
     datasheet_bandwidth,
-    fit_layers,
     read_bandwidth,
     timed_generate,
 )
@@ -175,15 +174,6 @@ def test_timed_generate_and_best_of(pair, encode):
     assert best_of(run, lambda r: r["time"], repeats=3)["time"] == 1.0 and len(calls) == 4  # warm-up + 3
     out = timed_generate(pair.target, ids, 5)
     assert out["sequences"].shape == (1, ids.shape[1] + 5) and out["time"] > 0
-
-
-def test_fit_layers():
-    f = fit_layers([(2, 1.5), (20, 10.5)])  # exactly 0.5 + 0.5 * layers
-    assert f["fixed"] == pytest.approx(0.5) and f["per_layer"] == pytest.approx(0.5)
-    f = fit_layers([(1, 3.0), (2, 5.0), (3, 7.0)])
-    assert f["fixed"] == pytest.approx(1.0) and f["per_layer"] == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="two different"):
-        fit_layers([(4, 1.0), (4, 2.0)])
 
 
 def test_read_bandwidth_is_plausible():

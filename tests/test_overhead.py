@@ -1,5 +1,7 @@
 """utils.overhead: op counts, fits, step estimates, cache sizes, the H200 file's helpers, the backend race."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -113,6 +115,21 @@ def test_c_follows_layer_counts_not_bytes_on_the_h200(h200):
     assert set(rows) == {"2b->9b", "2b->27b"}  # self-drafting rows are skipped
     r = rows["2b->27b"]
     assert abs(r["measured"] - r["layers"]) < 0.05 < 0.4 < r["measured"] - r["bytes"]
+    assert r["source"] == "pair run" and math.isnan(r["separate"])  # the file has no 27b step of its own
+    # 2b->9b: both models' steps were timed alone, and that ratio is used; the pair run's outlier is kept apart
+    r = rows["2b->9b"]
+    steps = oh.gpu_steps(h200)
+    assert r["source"] == "separate model runs"
+    assert r["measured"] == r["separate"] == pytest.approx(steps["2b"]["eager step"] / steps["9b"]["eager step"])
+    assert r["pair_run"] > 1 > r["layers"] > r["measured"] > r["bytes"]
+
+
+def test_pair_run_step_ms(h200):
+    """The 27b target's eager ms per token, from the 2b->27b pair run's HF greedy; NaN for a model no
+    pair targets; for 9b it agrees with the 9b's own step (both launch-bound, a few % apart)."""
+    assert oh.pair_run_step_ms(h200, "27b") == pytest.approx(1e3 / 22.9)
+    assert math.isnan(oh.pair_run_step_ms(h200, "2b"))
+    assert oh.pair_run_step_ms(h200, "9b") == pytest.approx(oh.gpu_steps(h200)["9b"]["eager step"], rel=0.05)
 
 
 def test_memory_bandwidth_is_plausible():

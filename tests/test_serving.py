@@ -123,6 +123,8 @@ def test_plot_labels_name_the_source_kind_and_the_metric():
                                          "HF's implementation)")
     assert labels[("medusa", 2.2, 3.6)].startswith("Medusa (2401.10774; README, Medusa-1 and Medusa-2")
     assert "not exact" in labels[("medusa", 2.2, 3.6)]
+    # the paper's abstract gives Medusa-2 alone (not exact); the README's range mixes both
+    assert labels[("medusa", 2.3, 3.6)] == "Medusa (2401.10774; paper, Medusa-2 speedup; Medusa-2 is not exact)"
     assert labels[("eagle3", 1.38, 1.38)] == "EAGLE-3 (2503.01840; paper, throughput at batch size 64, in SGLang)"
     assert labels[("prompt_lookup", 2.4, 2.4)].startswith("Prompt lookup decoding (no paper; README, ")
     ax = plot_reported(methods)
@@ -253,6 +255,18 @@ def test_engine_status_without_gpu_or_engines(no_gpu_no_engines):
         run_vllm("smollm2-135m-1.7b")
 
 
+def _fake_vllm(monkeypatch, llm_class) -> EngineStatus:
+    """Install a stand-in `vllm` module whose LLM is `llm_class`; the status says a GPU and vLLM are present."""
+    import types
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = llm_class
+    fake.SamplingParams = lambda temperature, max_tokens: types.SimpleNamespace(temperature=temperature, max_tokens=max_tokens)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    return EngineStatus(True, "H100", {"vllm": "0.0-test", "sglang": None}, None)
+
+
 def test_run_vllm_sends_batch_size_prompts_at_a_time_and_reads_acceptance(monkeypatch):
     """With a stand-in vLLM module (the real one needs a CUDA GPU): run_vllm gives generate()
     batch_size prompts at a time, and turns vLLM's counters into alpha and tokens per round,
@@ -283,12 +297,7 @@ def test_run_vllm_sends_batch_size_prompts_at_a_time_and_reads_acceptance(monkey
                     Counter("vllm:spec_decode_num_accepted_tokens", 10 * self.n), Counter("vllm:other", 1)]
 
     calls = []
-    fake = types.ModuleType("vllm")
-    fake.LLM = FakeLLM
-    fake.SamplingParams = lambda temperature, max_tokens: types.SimpleNamespace(temperature=temperature, max_tokens=max_tokens)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    status = EngineStatus(True, "H100", {"vllm": "0.0-test", "sglang": None}, None)
+    status = _fake_vllm(monkeypatch, FakeLLM)
     res = run_vllm("smollm2-135m-1.7b", prompts=["a", "b", "c"], max_tokens=8, batch_size=2, status=status)
     assert [n for spec, n in calls if spec] == [1, 2, 1]  # the warm-up, then 2 + 1
     assert res["batch_size"] == 2 and res["plain"]["tokens"] == res["speculative"]["tokens"] == 24
@@ -297,6 +306,35 @@ def test_run_vllm_sends_batch_size_prompts_at_a_time_and_reads_acceptance(monkey
     assert sp["alpha_drafted"] == pytest.approx(30 / 48) and sp["tokens_per_round"] == pytest.approx(1 + 30 / 12)
     with pytest.raises(ValueError, match="batch_size"):
         run_vllm("smollm2-135m-1.7b", batch_size=0, status=status)
+
+
+def test_run_vllm_passes_gpu_memory_utilization_to_both_engines(monkeypatch):
+    """With a stand-in vLLM module: gpu_memory_utilization goes to both engines (plain and speculative) and
+    into the result; None leaves vLLM's default (the argument is not passed); a share outside (0, 1] raises."""
+    import types
+
+    built = []
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+        def generate(self, prompts, params, use_tqdm=True):
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[1])]) for _ in prompts]
+
+        def get_metrics(self):
+            return []
+
+    status = _fake_vllm(monkeypatch, FakeLLM)
+    res = run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=status, gpu_memory_utilization=0.4)
+    assert [k.get("gpu_memory_utilization") for k in built] == [0.4, 0.4]
+    assert "speculative_config" in built[1] and res["gpu_memory_utilization"] == 0.4
+    built.clear()
+    assert run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=status)["gpu_memory_utilization"] is None
+    assert len(built) == 2 and all("gpu_memory_utilization" not in k for k in built)
+    for bad in (0, 1.5, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="gpu_memory_utilization"):
+            run_vllm("smollm2-135m-1.7b", status=status, gpu_memory_utilization=bad)
 
 
 def test_engine_status_reasons_each_missing_piece():

@@ -163,23 +163,6 @@ def best_of(run, time_of, repeats: int = 3):
     return min((run() for _ in range(repeats)), key=time_of)
 
 
-def fit_layers(points) -> dict:
-    """Least-squares line through (layers, step time) points: time = fixed + per_layer * layers.
-
-    points: iterable of (number of layers, seconds or ms per step), at least two distinct layer
-    counts (with exactly two the line passes through both). Returns dict(fixed, per_layer) in the
-    points' unit. `fixed` is what a step costs outside its layers (embedding, final norm, output
-    layer, sampling, Python); step time / layers would hide it inside a "per layer" figure.
-    """
-    import numpy as np
-
-    layers, times = (np.asarray(v, dtype=float) for v in zip(*points))
-    if len(set(layers.tolist())) < 2:
-        raise ValueError("fit_layers needs points with at least two different layer counts.")
-    per_layer, fixed = np.polyfit(layers, times, 1)
-    return dict(fixed=float(fixed), per_layer=float(per_layer))
-
-
 @torch.inference_mode()
 def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
     """Measured memory read bandwidth of `device`, in bytes/s: the median time to sum a float32 array

@@ -264,6 +264,37 @@ def _eos_cut(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
     return tokens, False
 
 
+class _PassClock:
+    """Seconds spent in parts of a round, without a host sync of its own. On a CPU, `time.perf_counter`
+    (execution is synchronous). On CUDA, timing events recorded on the stream: they measure the GPU's
+    time between two points of the loop, and are read once a later host sync has completed them (a
+    round's `.tolist()`), so timing adds no sync. Other devices: NaN."""
+
+    def __init__(self, device: torch.device):
+        self.kind = device.type if device.type in ("cpu", "cuda") else None
+        self.spans: dict[str, list] = {}
+
+    def mark(self):
+        if self.kind == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def add(self, part: str, start, end) -> None:
+        self.spans.setdefault(part, []).append((start, end))
+
+    def seconds(self, part: str) -> float:
+        spans = self.spans.get(part, [])
+        if self.kind == "cpu":
+            return sum(end - start for start, end in spans)
+        if self.kind == "cuda":
+            if spans:
+                spans[-1][1].synchronize()  # the last end event; free when a later host sync completed it
+            return sum(start.elapsed_time(end) for start, end in spans) / 1e3
+        return float("nan")
+
+
 @torch.inference_mode()
 def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
                             eos=frozenset(), generator=None, sync_every: int = 16, compile: bool = True):
@@ -311,8 +342,10 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     gamma + 1 tokens, `accept_reject` decides on the device, and ONE `.tolist()` per round brings the
     accepted count, the added token and the drafted tokens to the host.
 
-    Returns (rounds, new tokens, FastStats, draft seconds, target seconds, total seconds); on a CPU the
-    per-model seconds are exact (execution is synchronous), on CUDA they are host time, NaN.
+    Returns (rounds, new tokens, FastStats, draft seconds, target seconds, total seconds). The draft
+    seconds span each round's draft steps, the target seconds its verify pass through the host sync
+    (accept_reject and sampling included); on a CPU by the clock (execution is synchronous), on CUDA by
+    timing events read after the round's sync (no extra sync), NaN on other devices.
     """
     from .speculative import Round, accept_reject  # late: speculative imports this module
 
@@ -330,7 +363,6 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     if device.type == "cuda":  # once per call, before the first round: the prefill's time is then its own
         torch.cuda.synchronize(device)
     stats.prefill_time = time.perf_counter() - t0
-    cpu = device.type == "cpu"
     greedy = temperature == 0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     V = target.config.get_text_config().vocab_size
@@ -338,7 +370,7 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     pad_q = torch.zeros(gamma, V, device=device)  # (gamma, V)
     zeros_u = torch.zeros(gamma, device=device)
     rounds, new = [], []
-    t_draft = t_target = 0.0
+    clock = _PassClock(device)
     L = ids.shape[1]  # sequence length; both caches hold L - 1 positions between rounds
     last = ids[0, -1:].clone()  # (1,) on the device
     while len(new) < max_new_tokens:
@@ -346,24 +378,25 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
         noise = exp_noise((k + 1, V), device, generator, greedy)  # k draft samples + the added token
         u = zeros_u if greedy else rand(gamma, device, generator)
         # Draft: k width-1 compiled steps, tokens stay on the device.
-        td = time.perf_counter()
+        td = clock.mark()
         x, toks, qs = last, [], []
         for i in range(k):
             q = probs_from_logits(de.forward(x.view(1, 1))[-1], **warp)  # (V,)
             x = sample_with_noise(q, noise[i]).view(1)
             toks.append(x)
             qs.append(q)
-        tt = time.perf_counter()
+        tt = clock.mark()
         # Target: one compiled pass over [last, x_1..x_k, padding] (1, gamma + 1).
         d = torch.cat(toks + [pad_tok[: gamma - k]])  # (gamma,)
         p = probs_from_logits(te.forward(torch.cat([last, d]).view(1, width)), **warp)  # (gamma + 1, V)
         q_all = torch.cat([torch.stack(qs), pad_q[: gamma - k]]) if k else pad_q  # (gamma, V)
         n_t, dist, _ = accept_reject(p, q_all, d, u, k)
         token = sample_with_noise(dist, noise[k])  # ()
-        info = torch.cat([n_t.view(1), token.view(1), d[:k]]).tolist()  # the round's one host sync
-        t_end = time.perf_counter()
-        t_draft += tt - td
-        t_target += t_end - tt
+        info = torch.cat([n_t.view(1), token.view(1), d[:k]])
+        t_end = clock.mark()  # CUDA: recorded before the sync, which completes it
+        info = info.tolist()  # the round's one host sync
+        clock.add("draft", td, tt)
+        clock.add("target", tt, t_end)
         stats.host_syncs += 1
         n, tok, drafted = info[0], info[1], info[2:]
         emitted, hit = _eos_cut(drafted[:n] + [tok], eos)
@@ -375,9 +408,9 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
             break
         rollback(te.cache, L - 1)
         if n == k and k > 0:  # the draft never saw x_k: one more width-1 step writes it
-            td = time.perf_counter()
+            td = clock.mark()
             de.forward(toks[-1].view(1, 1))
-            t_draft += time.perf_counter() - td
+            clock.add("draft", td, clock.mark())
         else:
             rollback(de.cache, L - 1)
         last = token.view(1)
@@ -385,6 +418,4 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     stats.compile_time = sum(t for w, t in te.compile_time.items() if w not in known_t) + sum(
         t for w, t in de.compile_time.items() if w not in known_d
     )
-    if not cpu:
-        t_draft = t_target = float("nan")
-    return rounds, new, stats, t_draft, t_target, time.perf_counter() - t_start
+    return rounds, new, stats, clock.seconds("draft"), clock.seconds("target"), time.perf_counter() - t_start

@@ -202,7 +202,11 @@ def resolve_device(device=None) -> torch.device:
 
 
 def default_dtype(device: torch.device, pair: PairSpec) -> torch.dtype:
-    if device.type != "cuda":
+    """float32 on a CPU, and for a pair that ships with the project (the tiny pair: a few MiB, trained
+    in float32) on every device, so the notebooks' token-for-token checks against HF greedy hold on a
+    Colab GPU too (in 16 bits, a batched or fused kernel rounds differently and a near-tie can flip a
+    token). Other pairs on CUDA: bfloat16 where the GPU has it, else float16 (Gemma2: float32)."""
+    if device.type != "cuda" or pair.local:
         return torch.float32
     if torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
@@ -267,21 +271,25 @@ def memory_fits(name: str) -> list[dict]:
     """Which usual GPU holds pair `name`, in each precision, as `load_pair` decides it: check_memory's
     estimate (weights + 15%) against the GPU's free memory, in the dtype load_pair would pick there
     (no bfloat16 on a T4: float16, or float32 for Gemma2, which overflows in float16). One row per
-    precision: dict(precision, gib (on a bf16 GPU), fits=[GPU names])."""
+    precision: dict(precision, gib (on a bf16 GPU), fits=[GPU names], by_gpu={GPU name: (dtype name,
+    gib in that dtype)}); on a T4 the unquantized layers of Gemma2 (its embeddings, in NF4) are float32,
+    so its figure there is larger than `gib`."""
     pair = PAIRS[name]
     rows = []
     for label, q in (("bf16", None), ("NF4", "nf4")):
-        fits, gib = [], None
+        fits, gib, by_gpu = [], None, {}
         for gpu, (free, total, bf16) in GPUS.items():
             dtype = torch.bfloat16 if bf16 else (torch.float32 if pair.target.repo.startswith("google/gemma-2") else torch.float16)
+            need = 1.15 * sum(estimate_bytes(getattr(pair, r), dtype, q) for r in ("draft", "target")) / 2**30
+            by_gpu[gpu] = (str(dtype).split(".")[-1], need)
             if gib is None and bf16:
-                gib = 1.15 * sum(estimate_bytes(getattr(pair, r), dtype, q) for r in ("draft", "target")) / 2**30
+                gib = need
             try:
                 check_memory(pair, dtype, q, "both", free * 2**30, total * 2**30)
                 fits.append(gpu if bf16 or dtype == torch.bfloat16 else f"{gpu} ({str(dtype).split('.')[-1]})")
             except InsufficientMemoryError:
                 pass
-        rows.append(dict(precision=label, gib=gib, fits=fits))
+        rows.append(dict(precision=label, gib=gib, fits=fits, by_gpu=by_gpu))
     return rows
 
 

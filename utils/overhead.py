@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -289,8 +290,12 @@ def gpu_steps(result: dict) -> dict[str, dict[str, float]]:
 
 
 def cost_ratio_predictions(result: dict, layers: dict[str, int], weights: dict[str, float]) -> list[dict]:
-    """For each measured pair of distinct models: c as measured, c if the step were bandwidth-bound
-    (ratio of weight bytes) and c if it were overhead-bound (ratio of layer counts)."""
+    """For each measured pair of distinct models: c as the pair's run measured it (`pair_run`), c from
+    the separate runs of each model's eager step where the file has both (`separate`, else NaN), the one
+    to use (`measured`: the separate runs' where there are two, since each timed its model alone over
+    many steps, else the pair run's; `source` says which), and c if the step were bandwidth-bound
+    (ratio of weight bytes) or overhead-bound (ratio of layer counts)."""
+    steps = gpu_steps(result)
     rows = []
     for p in result["pairs_gamma4_64_tokens"]:
         if "c" not in p:
@@ -298,8 +303,24 @@ def cost_ratio_predictions(result: dict, layers: dict[str, int], weights: dict[s
         d, t = p["pair"].split("->")
         if d == t:
             continue
-        rows.append(dict(pair=p["pair"], measured=p["c"], bytes=weights[d] / weights[t], layers=layers[d] / layers[t]))
+        separate = steps[d]["eager step"] / steps[t]["eager step"] if d in steps and t in steps else float("nan")
+        both = not math.isnan(separate)
+        rows.append(dict(pair=p["pair"], pair_run=p["c"], separate=separate, measured=separate if both else p["c"],
+                         source="separate model runs" if both else "pair run",
+                         bytes=weights[d] / weights[t], layers=layers[d] / layers[t]))
     return rows
+
+
+def pair_run_step_ms(result: dict, target: str) -> float:
+    """The target's eager milliseconds per token in a pair run (HF greedy, dynamic cache: 1000 /
+    hf_greedy_tok_s of the first distinct pair with that target), for a model whose own eager step the
+    file lacks; it holds generate's sampling and bookkeeping too, so it reads slightly above a bare step.
+    NaN where no pair has that target."""
+    for p in result["pairs_gamma4_64_tokens"]:
+        d, t = p["pair"].split("->")
+        if t == target and d != t and "hf_greedy_tok_s" in p:
+            return 1e3 / p["hf_greedy_tok_s"]
+    return float("nan")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,7 +374,8 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     whether every output equals HF greedy; for the speculative ones alpha (per checked token), tau, and
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
     matching plain loop's time per decoding step (its prefill left out), and the share of the run
-    spent in forward passes (CPU: exact clocks; NaN on CUDA, where they are not kept); draft_calls_per_round (drafted tokens plus the
+    spent in forward passes (a CPU's clock; on CUDA the eager loop synchronises around each pass and the
+    compiled one reads timing events after each round's sync); draft_calls_per_round (drafted tokens plus the
     step that writes the last one after a full acceptance); prefill, the time per round spent reading
     the prompt before the first round (the compiled loop prefills both models eagerly; the eager loop
     reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v),
@@ -452,8 +474,9 @@ def plot_layer_sweep(rows: list[StepRow], fit: Fit, bandwidth: float, per_op: fl
 
 def plot_gpu_overhead(steps: dict, predictions: list[dict], label: str):
     """Left: ms per token of the eager step, of HF's static-cache (compiled) decoding and of the
-    bandwidth floor, per model. Right: c measured against c predicted from weight bytes and from layer
-    counts. `label` (GPU, date, random weights) goes in the title."""
+    bandwidth floor, per model. Right: c measured (from the separate model runs, n/a where the file has
+    one model's step only, and from the pair's own run, hatched) against c predicted from weight bytes
+    and from layer counts. `label` (GPU, date, random weights) goes in the title."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     models = list(steps)
     kinds = list(steps[models[0]])
@@ -468,13 +491,14 @@ def plot_gpu_overhead(steps: dict, predictions: list[dict], label: str):
     left.set(ylabel="ms per token", title="eager steps sit far above the bandwidth floor")
     left.legend(fontsize=7)
     names = [p["pair"] for p in predictions]
-    for i, (k, lab) in enumerate([("measured", "c measured"), ("bytes", "c if bandwidth-bound (bytes ratio)"),
-                                  ("layers", "c if overhead-bound (layers ratio)")]):
+    kinds = [("separate", "c, separate model runs", {}), ("pair_run", "c, the pair's run (one noisy run)", dict(hatch="//", alpha=0.6)),
+             ("bytes", "c if bandwidth-bound (bytes ratio)", {}), ("layers", "c if overhead-bound (layers ratio)", {})]
+    for i, (k, lab, style) in enumerate(kinds):
         vals = [p[k] for p in predictions]
-        pos = np.arange(len(names)) + (i - 1) * 0.27
-        right.bar(pos, vals, 0.27, label=lab)
+        pos = np.arange(len(names)) + (i - 1.5) * 0.2
+        right.bar(pos, np.nan_to_num(vals), 0.2, label=lab, **style)
         for p, v in zip(pos, vals):
-            right.text(p, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+            right.text(p, 0 if math.isnan(v) else v, "n/a" if math.isnan(v) else f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     right.set_xticks(range(len(names)), names)
     right.set(ylabel="c = draft step / target step", title="c: measured vs the bytes and layer ratios")
     right.legend(fontsize=7)

@@ -160,8 +160,8 @@ ENGINES: dict[str, dict] = {
         },
         "options": {
             "draft": ('speculative_config={"method": "draft_model", "model": DRAFT, "num_speculative_tokens": G}',
-                      "03, 05 (and 08, 09)", "a draft with the target's vocabulary; 'use_heterogeneous_vocab': true "
-                      "allows another tokenizer (greedy drafting only)"),
+                      "03, 05 (and 08, 09)", "a draft with the target's vocabulary; in recent vLLM (main branch), "
+                      "'use_heterogeneous_vocab': true allows another tokenizer (greedy drafting only)"),
             "ngram": ('speculative_config={"method": "ngram", "num_speculative_tokens": G, "prompt_lookup_min": N, '
                       '"prompt_lookup_max": M}', "10 (and HF prompt_lookup_num_tokens in 05)", "no draft model"),
             "eagle": ('speculative_config={"method": "eagle" or "eagle3", "model": HEAD, "num_speculative_tokens": G}',
@@ -304,7 +304,8 @@ def vllm_config(pair_name: str, method: str = "draft", gamma: int = 4, head: str
     if method == "draft":
         spec["model"] = draft
         notes.append("draft and target must share a vocabulary (both Gemma 2 here); for a draft with another "
-                     "tokenizer the current docs add \"use_heterogeneous_vocab\": true (greedy drafting only).")
+                     "tokenizer, recent vLLM (SpeculativeConfig on its main branch; older releases lack it) has "
+                     "\"use_heterogeneous_vocab\": true (greedy drafting only).")
     elif method == "ngram":
         spec["prompt_lookup_min"], spec["prompt_lookup_max"] = prompt_lookup
         notes.append("no draft model: proposals are n-grams matched in the prompt and output so far.")
@@ -462,7 +463,7 @@ def _spec_counters(llm) -> dict:
 
 def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int = 4, prompts: list[str] | None = None,
              max_tokens: int = 128, temperature: float = 0.0, batch_size: int = 1, status: EngineStatus | None = None,
-             **config) -> dict:
+             gpu_memory_utilization: float | None = None, **config) -> dict:
     """A tiny vLLM benchmark: the same prompts without and with speculative decoding, tokens/s of each.
 
     batch_size prompts go to `generate` at a time (default 1, the setting of notebooks 01-08: vLLM
@@ -472,9 +473,15 @@ def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int
 
     Raises EngineUnavailable (with the reason) unless a CUDA GPU and vLLM are present. Each configuration gets
     its own engine, released before the next starts; if GPU memory is not freed in one process, run the two in
-    separate processes. Both engines take vLLM's default gpu_memory_utilization."""
+    separate processes, or pass gpu_memory_utilization (the share of the GPU each engine may take, in (0, 1])
+    small enough for both to fit at once. None: vLLM's default, for both engines."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r}): how many prompts go to vLLM at once.")
+    if gpu_memory_utilization is not None and (isinstance(gpu_memory_utilization, bool)
+                                               or not isinstance(gpu_memory_utilization, (int, float))
+                                               or not 0 < gpu_memory_utilization <= 1):
+        raise ValueError(f"gpu_memory_utilization must be None (vLLM's default) or a share of the GPU in (0, 1] "
+                         f"(got {gpu_memory_utilization!r}).")
     status = status or engine_status()
     why = status.reason("vllm")
     if why:
@@ -491,9 +498,11 @@ def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
     result = {"pair": pair_name, "method": method, "gamma": gamma, "config": cfg.kwargs, "cli": cfg.cli,
               "vllm": status.packages["vllm"], "gpu": status.cuda_detail, "n_prompts": len(prompts),
-              "max_tokens": max_tokens, "temperature": temperature, "batch_size": batch_size}
+              "max_tokens": max_tokens, "temperature": temperature, "batch_size": batch_size,
+              "gpu_memory_utilization": gpu_memory_utilization}
+    memory = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
     for label, kwargs in (("plain", {"model": cfg.target}), ("speculative", cfg.kwargs)):
-        llm = LLM(**kwargs, disable_log_stats=False)
+        llm = LLM(**kwargs, **memory, disable_log_stats=False)
         llm.generate(prompts[:1], params, use_tqdm=False)  # warm-up
         before = _spec_counters(llm)
         t0 = time.perf_counter()

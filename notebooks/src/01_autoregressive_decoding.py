@@ -3,13 +3,14 @@
 #
 # A language model writes one token at a time: every new token needs a full forward pass through
 # the model. This notebook writes that loop by hand, makes it fast with a KV cache, and then asks
-# what limits its speed. The answer (reading the weights, not doing arithmetic) is the reason
-# speculative decoding exists.
+# what limits its speed. The answer (not the arithmetic: at best, reading the weights from memory)
+# is the reason speculative decoding exists.
 #
 # **You will learn**
 # - the decoding loop in six lines, and that it is exactly what `model.generate` does;
 # - what a KV cache saves, measured token by token;
-# - why a decode step is bound by memory bandwidth: bytes per token against a GPU's bandwidth.
+# - why a decode step never waits on arithmetic, and is at best bound by memory bandwidth: bytes per
+#   token against a GPU's bandwidth.
 #
 # **Time to run:** about 30 s on a laptop CPU with the tiny pair.
 
@@ -21,7 +22,9 @@ import torch
 
 from utils.models import describe_device, environment_report, load_pair, load_prompts
 
-PAIR = None  # None: $SPECDEC_PAIR, else "tiny". On a Colab GPU: "smollm2-135m-1.7b" or "gemma2-2b-9b"
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny". On a Colab GPU: "smollm2-135m-1.7b" (ungated, fits a T4), or
+# "gemma2-2b-9b" (gated: accept the Gemma license and set HF_TOKEN): in bf16 on an A100; on a T4 or an L4
+# load it in 4 bits, load_pair(PAIR, quantization="nf4") (a T4 has no bf16, and in fp32 it does not fit)
 pair = load_pair(PAIR)
 tok, target = pair.tokenizer, pair.target
 print(environment_report(pair))
@@ -34,11 +37,11 @@ print(environment_report(pair))
 # $p(\cdot \mid x_{1..t}) = \mathrm{softmax}(z_t / T)$. Greedy decoding takes the arg max;
 # sampling draws from it. Append, repeat.
 #
-# The temperature $T$, and top-k or top-p truncation when they are used, *warp* that distribution
-# before sampling. Keep this in mind for speculative decoding (notebook 03): there only the
-# **target's** warping decides the distribution of the output; the draft's warping changes only how
-# often its guesses are accepted, that is, the speed. This project warps the draft the same way as
-# the target, because that usually maximizes acceptance.
+# Sampling can first *warp* that distribution. The temperature $T$ divides the logits before the
+# softmax: $T < 1$ sharpens the distribution, $T > 1$ flattens it, and $T \to 0$ tends to greedy.
+# Top-k keeps only the $k$ likeliest tokens; top-p (nucleus sampling) keeps the smallest set of
+# likeliest tokens whose probabilities sum to at least $p$. The kept tokens' probabilities are then
+# renormalized to sum to 1, and every other token gets 0.
 
 # %%
 prompt = load_prompts()[0]
@@ -80,6 +83,14 @@ with_cache = autoregressive_timed(target, ids, N, use_cache=True, repeats=REPEAT
 # NBVAL_CHECK_OUTPUT
 print("same tokens with and without the cache:", torch.equal(no_cache.sequences, with_cache.sequences))
 
+# %% [markdown]
+# Both checks compare tokens exactly, and in float32 (the tiny pair loads in float32 on every
+# device) they hold. With a larger pair in bf16 or fp16 on a GPU they can print `False` without a bug: a pass over the whole sequence and a one-token
+# step on top of a cache run differently shaped kernels that round differently, and where the two
+# likeliest tokens are nearly tied the arg max can flip; from there the texts part ways.
+# `utils.models.step_block_gap` measures that rounding difference, and notebook 03 (section 2) shows
+# how to check a near-tie.
+
 # %%
 from utils.plots import plot_step_times
 
@@ -90,9 +101,11 @@ print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache
       f"median of {REPEATS} runs per step, after a warm-up)")
 
 # %% [markdown]
-# Without the cache the time per token climbs with the length; with it, it stays flat. On a GPU the
-# gap is the same idea: with the cache each step is a *small* amount of arithmetic on a *large*
-# amount of memory.
+# Without the cache the time per token climbs with the length; with it, it stays nearly flat. Not
+# quite free: each cached step still reads the whole cache, one more token's keys and values every
+# step, but while the cache is small next to the weights that hardly shows (section 3 puts numbers on
+# it for a large model). On a GPU the gap is the same idea: with the cache each step is a *small*
+# amount of arithmetic on a *large* amount of memory.
 
 # %% [markdown]
 # ## 3. Why a decode step is memory-bound
@@ -112,10 +125,12 @@ print(f"H100 SXM: {H100_SXM['bf16_dense_flop_per_s'] / 1e12:.0f} TFLOP/s bf16 (d
       f"{H100_SXM['bf16_dense_flop_per_s'] / H100_SXM['bytes_per_s']:.0f} FLOPs per byte read")
 
 # %% [markdown]
-# A decode step offers far fewer. So at batch size 1 the GPU waits on memory, and the fastest
-# possible decoding speed is
+# A decode step offers far fewer. So at batch size 1 arithmetic is never the limit: at best the GPU
+# waits on memory, and the fastest possible decoding speed is
 #
-# $$\text{tokens/s} \;\le\; \frac{\text{memory bandwidth (bytes/s)}}{\text{bytes read per token}\;(\approx \text{weight bytes})}.$$
+# $$\text{tokens/s} \;\le\; \frac{\text{memory bandwidth (bytes/s)}}{\text{bytes read per token}\;(\text{weight bytes} + \text{KV-cache bytes})}.$$
+#
+# The table below counts the weights only; the cache comes right after it.
 
 # %%
 from utils.decoding import bandwidth_bounds
@@ -133,10 +148,31 @@ for name, b in rows.items():  # None: weights + 15% do not fit the GPU's memory 
 
 # %% [markdown]
 # "does not fit": the weights plus a margin for activations and cache (`check_memory`'s estimate)
-# exceed the GPU's memory; there only 4-bit works (notebook 06). Real decoders land below these bounds. This project measured a
-# gemma-2-9b-shaped model (random weights: speed does not depend on their values) with Hugging
-# Face's `generate`, greedy, on an H200, a GPU with more bandwidth than those in the table. The
-# results file carries its provenance and the H200's own bound:
+# exceed the GPU's memory; there only 4-bit works (notebook 06).
+#
+# The table counts the weights only. Each cached step also reads the whole KV cache: in every layer,
+# a key and a value vector of $d_\text{head}$ numbers per key-value head for every token so far, so
+# $2 \cdot n_\text{layers} \cdot n_\text{kv heads} \cdot d_\text{head} \cdot (\text{bytes per number})$
+# per token of context. For gemma-2-9b's shape (its published config, `utils.shapes.gemma2_config`):
+
+# %%
+from utils.shapes import gemma2_config
+
+cfg9 = gemma2_config("9b")
+kv_per_token = 2 * cfg9.num_hidden_layers * cfg9.num_key_value_heads * cfg9.head_dim * 2  # keys + values, bf16
+w9 = rows["gemma-2-9b bf16"]
+print(f"KV cache: 2 x {cfg9.num_hidden_layers} layers x {cfg9.num_key_value_heads} KV heads x {cfg9.head_dim} "
+      f"x 2 bytes = {kv_per_token / 1e6:.3f} MB per token of context")
+kv = kv_per_token * cfg9.sliding_window  # a context as long as Gemma 2's sliding window
+print(f"at {cfg9.sliding_window} tokens of context: {kv / 1e9:.2f} GB read per step, {kv / w9:.1%} of the "
+      f"{w9 / 1e9:.1f} GB of weights")
+
+# %% [markdown]
+# So a cached step costs nearly the same at every position while the cache is small next to the
+# weights, and grows with the context once it is not. Real decoders land below these bounds. This
+# project measured a gemma-2-9b-shaped model (random weights: speed does not depend on their values)
+# with Hugging Face's `generate`, greedy, on an H200, a GPU with more bandwidth than those in the
+# table. The results file carries its provenance and the H200's own bound:
 
 # %%
 import json
@@ -155,14 +191,31 @@ for label, tps in (("dynamic cache (the default)", m9["hf_greedy_dynamic_tok_s"]
 print(f"  {'bandwidth bound on this GPU':36s} {m9['bandwidth_bound_tok_s']:6.1f} tok/s")
 
 # %% [markdown]
-# With the default dynamic cache, eager `generate` reaches only a small share of the bound: at
-# batch size 1 the GPU spends much of each step waiting for the host to launch its many small
-# kernels, not reading memory. The static cache's row is much faster, but not because of the cache
-# itself: when the cache is static and the model is on a GPU, `generate` switches on
-# `torch.compile` by itself (transformers' `_valid_auto_compile_criteria`), and the default compile
-# mode, printed below, records CUDA graphs, which replay a whole step's kernels with one launch. On a
-# CPU `generate` does not compile, and a static cache alone changes little (this repository's CPU
-# benchmark, printed below). Notebook 07 takes these pieces apart.
+# And the arithmetic? One token costs about $2N$ FLOPs; at the GPU's peak rate that takes:
+
+# %%
+# NVIDIA H200, https://www.nvidia.com/en-us/data-center/h200/ (Specifications): BF16 Tensor Core 1,979 TFLOPS
+# *with sparsity* for the SXM board (dense is half, as for the H100 SXM above). The results file does not
+# say SXM or NVL; the NVL board's lower figure (1,671 TFLOPS with sparsity) would raise the shares a little.
+H200_BF16_DENSE_FLOP_PER_S = 1979e12 / 2
+arithmetic_ms = 1e3 * 2 * nine_b.params / H200_BF16_DENSE_FLOP_PER_S
+print(f"arithmetic of one token of gemma-2-9b: 2 x {nine_b.params / 1e9:.2f}e9 FLOPs at "
+      f"{H200_BF16_DENSE_FLOP_PER_S / 1e12:.0f} TFLOP/s = {arithmetic_ms:.3f} ms")
+for label, tps in (("eager (dynamic cache)", m9["hf_greedy_dynamic_tok_s"]),
+                   ("compiled (static cache)", m9["hf_greedy_static_tok_s"])):
+    step_ms = 1e3 / tps
+    print(f"  measured step, {label:24s} {step_ms:5.1f} ms: the arithmetic is {arithmetic_ms / step_ms:.2%} of it")
+
+# %% [markdown]
+# A small fraction of a percent of either step: the arithmetic units wait, whatever else the step
+# waits on. With the default dynamic cache, eager `generate` reaches only a small share of the
+# bandwidth bound too: at batch size 1 the GPU spends much of each step waiting for the host to
+# launch its many small kernels, not reading memory. The static cache's row is much faster, but not
+# because of the cache itself: when the cache is static and the model is on a GPU, `generate`
+# switches on `torch.compile` by itself (transformers' `_valid_auto_compile_criteria`), and the
+# default compile mode, printed below, records CUDA graphs, which replay a whole step's kernels with
+# one launch. On a CPU `generate` does not compile, and a static cache alone changes little (this
+# repository's CPU benchmark, printed below). Notebook 07 takes these pieces apart.
 
 # %%
 from transformers import CompileConfig
@@ -189,20 +242,12 @@ for role, (m, ms) in measured.items():
           f"of weights, {ms:6.2f} ms per step: effective bandwidth {weight_bytes(m) / (ms / 1e3) / 1e9:6.2f} GB/s")
 
 # %% [markdown]
-# Dividing the target's step time by its layers would put everything into a "per layer" cost. Fit a
-# line through the two models' points instead, time $= a + b \cdot \text{layers}$: the slope $b$ is
-# what one more layer costs, and $a$ is what a step costs outside its layers (embedding, final norm,
-# output layer, sampling, Python). With two points the line passes through both, and it assumes a
-# layer costs about the same in both models, although their widths differ (printed above).
-
-# %%
-from utils.decoding import fit_layers
-
-fit = fit_layers([(m.config.get_text_config().num_hidden_layers, ms) for m, ms in measured.values()])
-L, ms = pair.target.config.get_text_config().num_hidden_layers, steps["target_step_ms"]
-print(f"step time = {fit['fixed']:.2f} ms + {fit['per_layer']:.3f} ms per layer")
-print(f"target: {fit['per_layer'] * L:.2f} ms in its {L} layers + {fit['fixed']:.2f} ms fixed "
-      f"(step time / layers would say {ms / L:.3f} ms per layer)")
+# Where does that time go? Dividing the target's step time by its layers would put all of it into a
+# "per layer" cost. A line through the two models' points, time $= a + b \cdot \text{layers}$, would
+# not tell us more: a line always passes through two points, and the two models differ in width as
+# well as in depth (printed above), so two points cannot separate what one more layer costs from what
+# a step costs outside its layers. Notebook 07 (section 2) measures it properly, with random models
+# built from the tiny target's layer at several layer counts.
 
 # %% [markdown]
 # Is that step limited by memory? Compare its effective bandwidth with what this machine's memory
@@ -212,7 +257,7 @@ print(f"target: {fit['per_layer'] * L:.2f} ms in its {L} layers + {fit['fixed']:
 # %%
 from utils.decoding import datasheet_bandwidth, read_bandwidth
 
-bw, nbytes = read_bandwidth(pair.device), weight_bytes(pair.target)
+bw, nbytes, ms = read_bandwidth(pair.device), weight_bytes(pair.target), steps["target_step_ms"]
 effective = nbytes / (ms / 1e3)
 print(f"memory read bandwidth, measured on {describe_device(pair.device)}: {bw / 1e9:.1f} GB/s; the target's step "
       f"reads its weights at {effective / 1e9:.2f} GB/s, {effective / bw:.0%} of it: "
@@ -238,17 +283,30 @@ print(f"target / draft: {meta['target_step_ms'] / meta['draft_step_ms']:.1f}x th
 print(f"target pass over 5 tokens = {meta['verify_ratio']['4']:.2f} one-token steps  "
       f"[{meta['hardware']}, {meta['dtype']}, {meta['date']}]")
 
+# %%
+# The target's one-token step, measured three ways in this notebook
+seen = {f"section 2, 1 / KV-cache tok/s over {N} tokens": 1e3 / with_cache.tokens_per_second,
+        "step_cost_ratio, a few cells above": steps["target_step_ms"]}
+if pair.name == "tiny":
+    seen[f"committed benchmark, {meta['date']}"] = meta["target_step_ms"]
+print("target step: " + "; ".join(f"{t:.2f} ms ({k})" for k, t in seen.items()))
+print(f"largest / smallest = {max(seen.values()) / min(seen.values()):.2f}: step times move between measurements "
+      "on a shared machine, so compare ratios taken in the same call (such as target / draft), not times from "
+      "different cells")
+
 # %% [markdown]
 # On the CPU this notebook was built on, the tiny target reads its weights at a small fraction of what
-# the memory delivers (the verdict a few cells above): bandwidth is not its limit. Its step time is
-# mostly a cost per layer (the fitted slope) plus a fixed part, the price of running many small
-# operators one by one, so the time grows with the *number of layers* more than with the bytes: in the
-# committed step times above, the target's step is a larger multiple of the draft's than its weight
-# size is. For large models on a GPU the bytes matter far more: the bandwidth bound is their ceiling,
-# and the compiled run on the H200 above gets a sizeable share of it (printed there). Either way the lesson is the same: one decode step uses the hardware poorly, and
-# **checking several tokens in one forward pass costs little more than generating one** (the last line
-# above, in one-token steps). A cheap draft model guessing ahead, and the big model checking all the
-# guesses at once, is the idea of the next notebooks.
+# the memory delivers (the verdict a few cells above): bandwidth is not its limit, and the bytes do not
+# set its step time either: in the committed step times above, the target's step is a larger multiple
+# of the draft's than its weight size is. Run eagerly, a small model pays for each of its many small
+# operators, one after the other; notebook 07 (section 2) measures that cost. A large model on a GPU
+# run eagerly is held back the same way (the 9B shape's eager run above reaches a small share of its
+# bandwidth bound); the bandwidth bound is the ceiling, and only the compiled run gets a sizeable
+# share of it (printed there). In every case the arithmetic units sit nearly idle: one decode step
+# uses the hardware poorly, and **checking several tokens in one forward pass costs little more than
+# generating one** (the last line of the benchmark cell above, in one-token steps). A cheap draft
+# model guessing ahead, and the big model checking all the guesses at once, is the idea of the next
+# notebooks.
 
 # %% [markdown]
 # ## Try this
@@ -268,8 +326,9 @@ print(f"target pass over 5 tokens = {meta['verify_ratio']['4']:.2f} one-token st
 # returning the prompt followed by the new tokens, shape `(1, T + max_new_tokens)`. Feed the prompt
 # once, keep the `past_key_values` the model returns, and from then on feed only the newest token.
 # `check_01` compares your tokens with `model.generate` on workshop prompts (one of them runs past
-# the tiny pair's sliding window) and counts the tokens your loop feeds the model: a loop that
-# re-feeds the whole sequence gets its tokens confirmed, then fails with a hint towards the cache.
+# the tiny pair's sliding window) and counts the tokens your loop feeds the model: the prompt once,
+# then each new token but the last ($T$ + `max_new_tokens` − 1 in all). A loop that re-feeds the
+# sequence, or runs one pass more, gets its tokens confirmed, then fails with a hint.
 # (Calling `model.generate` inside it fails too: that is what your loop is compared with.)
 #
 # Run the cell as it is first: while the function raises `NotImplementedError`, the checker only
@@ -300,10 +359,13 @@ check_01(reference, pair)
 # ## What you learned
 # - Decoding is a loop of forward passes: the arg max (or a sample) of the last position's
 #   distribution is the next token, and a six-line loop reproduces `model.generate` token for token.
-# - The KV cache keeps the keys and values of earlier tokens, so each step feeds one token and its
-#   cost stays flat; without it every step re-reads the whole prefix.
-# - A batch-1 decode step does about one FLOP per byte of weights read: it waits on memory (or, for
-#   small models run eagerly, on per-operator overhead), not on arithmetic.
+# - The KV cache keeps the keys and values of earlier tokens, so each step feeds one token, and its
+#   cost stays nearly flat while the cache is small next to the weights (each step still reads the
+#   whole cache); without it every step recomputes the whole prefix.
+# - A batch-1 decode step does about one FLOP per byte of weights read, so it never waits on
+#   arithmetic: it waits on memory traffic or, run eagerly (even the 9B shape on the H200 above), on
+#   running its many small operators one by one (on a GPU, launching their kernels). Memory
+#   bandwidth is the ceiling; notebook 07 removes the per-operator overhead.
 # - So one pass over several tokens costs little more than a pass over one (measured above in
 #   one-token steps): the opening that speculative decoding uses.
 

@@ -55,7 +55,7 @@ r = one_round(pair.target, pair.draft, ids, gamma=4, temperature=1.0, generator=
 v = r["verification"]
 print("drafted:", [tok.decode([t]) for t in r["drafted"]])
 print(f"accepted {v.n_accepted} of 4, then a {v.kind} token: {tok.decode([v.token])!r}")
-plot_round(r["p"], r["q"], r["drafted"].tolist(), v, tok);
+plot_round(r["p"], r["q"], r["drafted"].tolist(), v, tok).axes[0].set_ylabel("probability");
 
 # %% [markdown]
 # Each panel is one drafted position: the draft's $q$ (orange) and the target's $p$ (blue) over the
@@ -81,7 +81,7 @@ dists = {"q (draft)": (q_i, "#f59e0b"), "p (target)": (p_i, "#2563eb"),  # the c
 for k, (name, (d, colour)) in enumerate(dists.items()):
     ax.bar(torch.arange(10) + 0.27 * (k - 1), d[top], 0.27, label=name, color=colour)
 ax.set_xticks(range(10), [repr(tok.decode([t]))[1:-1] for t in top], rotation=45)
-ax.set_title(f"position {i + 1}: where a replacement is drawn from")
+ax.set(ylabel="probability", title=f"position {i + 1}: where a replacement is drawn from")
 ax.legend();
 
 # %% [markdown]
@@ -174,13 +174,14 @@ print(f"[{pair.name}, {pair.target.dtype}, {pair.device}, workshop prompts, gamm
 #
 # $$\min(p, q)(x) + (1 - \beta)\,p(x) \;=\; p(x) + \big(\min(p, q)(x) - \beta\,p(x)\big).$$
 #
-# So the tokens that gain are those with $q(x) > \beta\,p(x)$, not simply "the tokens the draft
-# likes": a token the draft proposes exactly as often as the target can gain too, and the others
-# lose. The rule is harmless exactly when $q = \beta\,p$ wherever $p > 0$: then $\min(p, q) = \beta\,p$
-# and the sum is $p$ (an example with $q$ far from $p$ is computed below). $q = p$ ($\beta = 1$:
-# nothing is ever rejected) and greedy decoding ($p$ one-hot: the residual and $p$ both give the
-# target's arg max) are the usual cases. A small synthetic example: 6 tokens, 20,000 rounds of
-# $\gamma = 1$ each.
+# So the tokens that gain are those with $p(x) > 0$ and $q(x) > \beta\,p(x)$, not simply "the tokens
+# the draft likes": a token the draft proposes exactly as often as the target can gain too. A token
+# with $p(x) = 0$ never gains, however much the draft likes it: both terms are 0 (it is never
+# accepted, and the fresh sample from $p$ never draws it). The rest lose or break even. The rule is
+# harmless exactly when $q = \beta\,p$ wherever $p > 0$: then $\min(p, q) = \beta\,p$ and the sum
+# is $p$ (an example with $q$ far from $p$ is computed below). $q = p$ ($\beta = 1$: nothing is ever
+# rejected) and greedy decoding ($p$ one-hot: the residual and $p$ both give the target's arg max)
+# are the usual cases. A small synthetic example: 6 tokens, 20,000 rounds of $\gamma = 1$ each.
 
 # %%
 import numpy as np
@@ -217,7 +218,7 @@ print(f"beta = sum min(p, q) = {beta:.3f}")
 print("token             " + " ".join(f"{t:>6d}" for t in range(6)))
 for name, d in (("p (target)", p6), ("q (draft)", q6), ("beta * p", beta * p6), ("biased rule emits", biased)):
     print(f"{name:17s} " + " ".join(f"{float(v):6.3f}" for v in d))
-print("tokens that gain (q > beta * p):", [t for t in range(6) if q6[t] > beta * p6[t]])
+print("tokens that gain (p > 0 and q > beta * p):", [t for t in range(6) if p6[t] > 0 and q6[t] > beta * p6[t]])
 print(f"total variation from p: predicted {0.5 * float((biased - p6).abs().sum()):.3f} for the biased rule, 0 for the correct one; "
       + ", ".join(f"{name} {0.5 * np.abs(np.bincount(s, minlength=6) / len(s) - p6.numpy()).sum():.3f}" for name, s in emitted.items())
       + " in the simulation")
@@ -228,6 +229,8 @@ p3, q3 = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])
 m3 = torch.minimum(p3, q3)
 print(f"p = {p3.tolist()}, q = {q3.tolist()}: beta = {float(m3.sum()):.2f}, "
       f"the biased rule emits {(m3 + (1 - m3.sum()) * p3).tolist()}")
+print(f"tokens that gain (p > 0 and q > beta * p): {[t for t in range(3) if p3[t] > 0 and q3[t] > m3.sum() * p3[t]]}; "
+      f"q > beta * p alone would say {[t for t in range(3) if q3[t] > m3.sum() * p3[t]]}")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
@@ -240,8 +243,9 @@ ax.legend(fontsize=8);
 
 # %% [markdown]
 # The correct rule matches $p$; the biased one matches the formula: it over-produces exactly the
-# tokens with $q(x) > \beta\,p(x)$ (printed above, including one where $q$ and $p$ are equal) and
-# under-produces the rest, by the total variation printed above.
+# tokens with $p(x) > 0$ and $q(x) > \beta\,p(x)$ (printed above, including one where $q$ and $p$
+# are equal) and under-produces the other tokens that $p$ can emit, by the total variation printed
+# above.
 
 # %% [markdown]
 # The same check on the real pair: the first new token of `speculative_generate` at temperature 1,
@@ -293,12 +297,14 @@ print(f"the Guide's rule vs p, total variation over all {p_first.numel()} tokens
       f"rest split by q > p {binned_tv(guide, p_first, check_bins(p_first, q_first)):.3f}")
 
 # %% [markdown]
-# A test only sees what its bins keep: a bias that stays inside one bin is invisible to it. In
-# `tests/` the same binning made five end-to-end tests pass *with* the Guide's rule while the rest
-# was pooled; split by $q > p$, each of them fails with it and passes with the correct rule.
-# With 300 samples the check above can only catch a large bias. `test_sampling_matches_target_distribution`
-# in `tests/test_speculative.py` runs the same check with more samples and under top-k and top-p
-# warping, and `test_joint_distribution_of_the_first_two_tokens` checks the first two tokens jointly.
+# A test only sees what its bins keep: a bias that stays inside one bin is invisible to it.
+# `test_splitting_the_rest_by_q_over_p_catches_the_guides_rule_that_a_pooled_rest_misses` in
+# `tests/test_notebook_helpers_0103.py` builds such a case: there the Guide's rule moves its whole
+# bias into the tail, passes the test with the rest pooled, and fails it with the rest split by
+# $q > p$, which exact samples pass. With 300 samples the check above can only catch a large bias.
+# `test_sampling_matches_target_distribution` in `tests/test_speculative.py` runs the same check with
+# more samples and under top-k and top-p warping, and `test_joint_distribution_of_the_first_two_tokens`
+# checks the first two tokens jointly.
 
 # %% [markdown]
 # ## 4. Acceptance rate and tokens per round
@@ -395,8 +401,8 @@ print("[" + "; ".join(f"{name}: {len({r['prompt'] for r in res['rows']})} prompt
 #   the token sampled from the residual $\mathrm{norm}(\max(0, p_i - q_i))$;
 # - if all `k` are accepted, return `(k, token)` with the bonus token sampled from `p[k]`.
 #
-# Sample with `torch.multinomial(dist, 1, generator=generator)`. `check_03` first checks decisions
-# with known answers (greedy ones included), then runs thousands of rounds on two small vocabularies
+# Sample with `torch.multinomial(dist, 1, generator=generator)`. `check_03` first checks that each
+# decision follows the `u` you pass, then checks decisions with known answers (greedy ones included), then runs thousands of rounds on two small vocabularies
 # and asks a chi-square test whether the emitted tokens follow $p$: the biased rule of section 3
 # fails it. The reference solution is in `notebooks/solutions/ex03_verify_step.py`.
 
@@ -425,9 +431,10 @@ check_03(reference)
 #   rejected one by a sample from $\mathrm{norm}(\max(0, p - q))$, and add a bonus token from $p$
 #   when all were accepted. Every emitted token is then distributed exactly as the target's.
 # - Resampling from $p$ after a rejection (the Practitioner's Guide rule) emits
-#   $\min(p, q) + (1 - \beta)\,p$: it over-produces the tokens with $q(x) > \beta\,p(x)$, where
-#   $\beta = \sum \min(p, q)$; a chi-square test against $p$ catches it. It is harmless exactly
-#   when $q = \beta\,p$ wherever $p > 0$ ($q = p$ and greedy decoding are the usual cases).
+#   $\min(p, q) + (1 - \beta)\,p$: it over-produces the tokens with $p(x) > 0$ and
+#   $q(x) > \beta\,p(x)$, where $\beta = \sum \min(p, q)$; a chi-square test against $p$ catches
+#   it. It is harmless exactly when $q = \beta\,p$ wherever $p > 0$ ($q = p$ and greedy decoding
+#   are the usual cases).
 # - Greedy decoding is the same rule on one-hot distributions, so speculative greedy output equals
 #   target greedy output token for token, up to floating-point rounding: in bf16/fp16 a near-tie
 #   can flip, and the top-2 gap at the first differing token shows it.

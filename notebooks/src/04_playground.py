@@ -228,7 +228,7 @@ def tokens_per_round(alpha, gamma):
 
 
 def best_gamma(alpha, c, max_gamma=16):
-    """The gamma in 1..max_gamma with the largest expected speedup."""
+    """The gamma (an int) in 1..max_gamma with the largest expected speedup."""
     raise NotImplementedError("try every gamma")
 
 

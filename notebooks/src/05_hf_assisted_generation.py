@@ -22,7 +22,8 @@ import torch
 
 from utils.models import environment_report, load_pair, load_prompts
 
-PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny". On a GPU: "smollm2-135m-1.7b" (ungated), or "gemma2-2b-9b"
+# (gated: accept the license and set HF_TOKEN; a T4 has no bfloat16, so there load_pair(PAIR, quantization="nf4"))
 pair = load_pair(PAIR)
 tok, target, draft = pair.tokenizer, pair.target, pair.draft
 print(environment_report(pair))
@@ -34,14 +35,25 @@ print(environment_report(pair))
 # target.generate(input_ids, assistant_model=draft, do_sample=False, max_new_tokens=64)
 # ```
 #
-# The draft length (`num_assistant_tokens`, default 20), its schedule (`"constant"`;
+# The draft length (`num_assistant_tokens`), its schedule (`"constant"`;
 # `"heuristic"`: +2 after a fully accepted round, −1 otherwise; `"heuristic_transient"`: the same
 # within one call, restarting from the configured length at the next call) and
-# `assistant_confidence_threshold` (default 0.4: the draft stops early once the probability it gave
-# the token it just drafted, the softmax of its scores, falls below it; `ConfidenceCriteria`) are
-# read from **the assistant's** `generation_config`. Passed to `generate()` they are ignored.
-# `utils.bench.configure_assistant` sets them there.
-#
+# `assistant_confidence_threshold` (the draft stops early once the probability it gave the token it
+# just drafted, the softmax of its scores, falls below it; `ConfidenceCriteria`) are read from
+# **the assistant's** `generation_config`. Passed to `generate()` they are ignored.
+# `utils.bench.configure_assistant` sets them there. Where the assistant's `generation_config`
+# leaves them unset (`None`, as a fresh `GenerationConfig()` does), the candidate generator fills in
+# transformers' own defaults:
+
+# %%
+from transformers import GenerationConfig
+
+HF_DEFAULTS = {k: GenerationConfig._get_default_generation_params()[k]
+               for k in ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")}
+print(f"a fresh GenerationConfig(): num_assistant_tokens={GenerationConfig().num_assistant_tokens}; "
+      f"transformers' defaults where unset: {HF_DEFAULTS}")
+
+# %% [markdown]
 # Two more things move under your feet (transformers 5.23,
 # `AssistedCandidateGenerator.update_candidate_strategy` and `generate`'s assisted loop):
 # - with a non-zero threshold *and* scikit-learn importable, HF re-tunes the threshold after every
@@ -71,6 +83,30 @@ print("after one heuristic_transient run:", draft.generation_config.num_assistan
 
 # %% [markdown]
 # So set a *constant* schedule and threshold 0 before comparing at a known $\gamma$.
+
+# %% [markdown]
+# Some limits are hard (transformers 5.23, `generate`'s checks and `_assisted_decoding`):
+# - one prompt at a time: a batch of more than one sequence is refused;
+# - no static cache: `cache_implementation` `"static"`, `"hybrid"` or `"sliding_window"`, or a
+#   `StaticCache` passed in, is refused, so assisted generation cannot take the static-cache,
+#   compiled path of notebook 07;
+# - one returned sequence per prompt: `num_return_sequences` must be 1;
+# - a draft with another vocabulary needs both tokenizers passed to `generate()`, else "The main and
+#   assistant models have different tokenizers. Please provide `tokenizer` and `assistant_tokenizer`
+#   to `generate()`" (universal assisted decoding:
+#   https://huggingface.co/docs/transformers/en/generation_strategies#universal-assisted-decoding).
+#
+# The first three, tried on this pair, in transformers' own words:
+
+# %%
+for what, x, kw in [("two prompts in one batch", ids.repeat(2, 1), {}),
+                    ("a static cache", ids, dict(cache_implementation="static")),
+                    ("two sequences per prompt (sampling)", ids, dict(temperature=1.0, num_return_sequences=2))]:
+    try:
+        hf_generate(target, x, 8, assistant=draft, **kw)
+        print(f"{what}: accepted")
+    except ValueError as e:
+        print(f"{what}: ValueError: {e}")
 
 # %% [markdown]
 # ## 2. Same tokens: HF assisted, ours, and plain greedy
@@ -166,9 +202,10 @@ print(f"c: {cost['c']:.3f} in isolation, {loop['c_in_loop']:.3f} in the loop; v:
 
 # %% [markdown]
 # One configuration proves little. `python -m utils.bench --gammas 1 2 4 8 --temperatures 0 1`
-# measured every $\gamma$ at $T=0$ and $T=1$ (5 workshop prompts, median of 3; committed in
-# `data/results/bench-tiny-cpu.json` from this repository's 2-core CPU; rerun it to measure yours).
-# The same at $\gamma = 4$ on 5 prompts from topics held out of training (`--prompts heldout`,
+# measured every $\gamma$ at $T=0$ and $T=1$ on the workshop prompts (committed in
+# `data/results/bench-tiny-cpu.json` from this repository's CPU; rerun it to measure yours; the
+# header lines below give each file's prompts, runs and hardware).
+# The same at one $\gamma$ on prompts from topics held out of training (`--prompts heldout`,
 # `data/results/bench-tiny-cpu-heldout.json`) shows how much of it carries over to unseen text.
 # Per row: the prediction from $c$, $v$ in isolation; the decomposition with the run's own $c$, $v$
 # in the loop (its residual is loop overhead, not a test); and, for the held-out run, an
@@ -184,7 +221,9 @@ from utils.plots import plot_cost_model
 sweep = json.loads((RESULTS / "bench-tiny-cpu.json").read_text())
 held = json.loads((RESULTS / "bench-tiny-cpu-heldout.json").read_text())
 for label, res in (("workshop prompts (training topics)", sweep), ("held-out prompts (topics not trained on)", held)):
-    print(f"{label}: {len({r['prompt'] for r in res['rows']})} prompts, {res['meta']['hardware']}, {res['meta']['date']}")
+    mt = res["meta"]
+    print(f"{label}: {len({r['prompt'] for r in res['rows']})} prompts, {mt['max_new_tokens']} new tokens, "
+          f"median of {mt['repeats']} timed runs, {mt['hardware']}, {mt['date']}")
     for s in res["summary"]:
         print(f"  gamma={s['gamma']} T={s['temperature']}: alpha {s['alpha_checked']:.2f} per checked token, measured {s['measured_speedup_vs_ours_ar']:.2f}x; "
               f"predicted from c, v in isolation {s['predicted_speedup_with_v']:.2f}x ({s['cost_model_error_with_v']:+.0%}); "
@@ -232,14 +271,21 @@ plot_time_split(split, f"{len(prompts)} prompts x {N_NEW} tokens; {RUN}");
 # method (notebook 02). `utils.datacamp` reruns it on any pair (`python -m utils.datacamp --pair
 # ...` from a terminal) and adds the two methods that really are speculative decoding. On the tiny
 # pair the prompts are far from its training text (Python's documentation), so $\alpha$ is low
-# there; we use 48 new tokens and one timed run after a warm-up to keep the notebook short. On a GPU
-# pair it runs 200 tokens, median of 3.
+# there; we use fewer new tokens and one timed run after a warm-up to keep the notebook short. On
+# other pairs it runs the tutorial's length, the median of `REPEATS` timed runs. On a big pair that
+# takes minutes: every method decodes every prompt once per run, warm-up included. Before it starts,
+# the cell prints how many tokens that is and roughly how long they take at section 3's plain HF
+# speed; lower `REPEATS` for a quicker, noisier look.
 
 # %%
 from utils import datacamp
 
 N_DC, REPEATS = (200, 3) if pair.name != "tiny" else (48, 1)
-dc = datacamp.run(pair, max_new_tokens=N_DC, gamma=GAMMA, repeats=REPEATS, progress=False)
+N_PROMPTS, n_methods = 5, len(datacamp.METHODS) + 1  # + draft+score
+n_tokens = N_PROMPTS * n_methods * (1 + REPEATS) * N_DC  # at most: a run can stop early at EOS
+print(f"{N_PROMPTS} prompts x {n_methods} methods x {1 + REPEATS} runs x {N_DC} new tokens = {n_tokens} tokens, "
+      f"about {n_tokens / tps['hf'] / 60:.1f} min if all ran at section 3's HF greedy speed ({tps['hf']:.0f} tok/s)")
+dc = datacamp.run(pair, max_new_tokens=N_DC, gamma=GAMMA, repeats=REPEATS, n_prompts=N_PROMPTS, progress=False)
 print(datacamp.table(dc))
 m = dc["meta"]
 print(f"[{m['pair']}, {m['hardware']}, {m['dtype']}, gamma={m['gamma']}, greedy (T = 0), c={m['c']:.3f}, {m['max_new_tokens']} new tokens, "
@@ -252,11 +298,12 @@ import statistics
 means = {n: statistics.mean(r["seconds"][n] for r in dc["rows"]) for n in dc["rows"][0]["seconds"]}
 plot_bars(means, f"seconds (mean of {len(dc['rows'])} prompts)", f"DataCamp prompts, {N_DC} new tokens, {pair.name}, {m['hardware']}, "
           f"gamma={GAMMA}, greedy,\nalpha {statistics.mean(r['alpha_checked'] for r in dc['rows']):.2f} per checked token "
-          f"(mean over prompts), c={m['c']:.3f} in isolation");
+          f"(mean over prompts), c={m['c']:.3f} in isolation", fmt="{:.3f}");
 
 # %% [markdown]
-# One timed run per prompt is a noisy basis for "slower". The committed run (`python -m
-# utils.datacamp` at its defaults: more new tokens, the median of several timed runs, as its line
+# Lower is faster: compare "HF assisted" and "ours" with "normal", the three that return the
+# target's text ("draft+score" does not, see below). One timed run per prompt is a noisy basis for
+# "slower". The committed run (`python -m utils.datacamp` at its defaults: more new tokens, the median of several timed runs, as its line
 # says) is the better one. Both lines list the prompts where ours or HF assisted took longer than
 # normal decoding:
 
@@ -350,8 +397,14 @@ for q in h200["pairs_gamma4_64_tokens"]:
 
 # %% [markdown]
 # ## Try this
-# - Rerun section 3 with HF's defaults (transformers 5.23, `GenerationConfig`: `num_assistant_tokens=20`,
-#   schedule `"constant"`, `assistant_confidence_threshold=0.4`), then with the `"heuristic"` schedule.
+# - Time HF assisted at transformers' defaults (`HF_DEFAULTS`, printed in section 1), then with the
+#   `"heuristic"` schedule. Not through section 3: `interleaved` calls
+#   `configure_assistant(draft, GAMMA)` before every HF assisted run, which puts back a constant
+#   $\gamma$ and threshold 0. Instead, for `schedule` in `"constant"`, `"heuristic"`:
+#   `configure_assistant(draft, HF_DEFAULTS["num_assistant_tokens"], schedule,
+#   HF_DEFAULTS["assistant_confidence_threshold"])`, then for each prompt `x` of section 3, after one
+#   warm-up call, `hf_generate(target, x, N_NEW, assistant=draft)` (it returns
+#   `(sequences, seconds)`) against `hf_generate(target, x, N_NEW)`.
 # - Run section 3 after `torch.set_num_threads(1)`: on a tiny model, is one CPU thread slower or faster than two, and why?
 # - `python -m utils.datacamp --max-new-tokens 200` in a terminal: the full DataCamp benchmark on this pair.
 # - Raise `GAMMA` to 8: does HF assisted or ours gain more?
@@ -366,7 +419,8 @@ for q in h200["pairs_gamma4_64_tokens"]:
 # Section 3 reports $\alpha$ two ways. Write `acceptance_rates(rounds)` for a list of
 # `utils.speculative.Round` (what `speculative_generate(...).rounds` holds: each round's `drafted`
 # tokens, `n_accepted`, and `kind`, which is `"resample"` when the round ended in a rejection,
-# `"bonus"` when every drafted token was kept). Return `(per_drafted, per_checked)`:
+# `"bonus"` when every drafted token was kept, and `"target"` when nothing was drafted, a plain
+# target step near the end, with no rejection). Return `(per_drafted, per_checked)`:
 # accepted / drafted, and accepted / (accepted + rejections). Drafted tokens after a rejection are
 # thrown away without being checked, which is why the two differ, and why the cost model takes the
 # second.

@@ -4,9 +4,9 @@
 # bitsandbytes stores weights in 4 bits (NF4 or FP4) and de-quantizes them on the fly for each
 # matrix multiplication. That cuts the bytes a decode step must read against bf16, though by less
 # than 16 / 4 bits suggest (each block of weights also stores a scale, and the embeddings stay
-# unquantized: section 2 computes the ratio), which is why it lets big pairs fit small GPUs. Whether
-# it is *faster* depends on the hardware and the kernels, and it changes the models' distributions,
-# so it can change the acceptance rate too.
+# unquantized: section 2 measures the ratio, the exercise counts the scales), which is why it lets
+# big pairs fit small GPUs. Whether it is *faster* depends on the hardware and the kernels, and it
+# changes the models' distributions, so it can change the acceptance rate too.
 #
 # **You will learn**
 # - NF4 vs FP4, the compute dtype and double quantization, in a `BitsAndBytesConfig`;
@@ -68,22 +68,25 @@ fp4_mag = sorted({abs(v) for v in bnbf.get_4bit_type("fp4", device="cpu").tolist
 print("FP4 magnitudes x 12:", [round(12 * v, 4) for v in fp4_mag])
 
 # %% [markdown]
-# Weights are stored per block with one absmax scale each (bitsandbytes' default block is 64
-# weights, a float32 scale). **Double quantization** also quantizes those scales to 8 bits, in
-# blocks of 256 scales with one float32 each (QLoRA, section 3), which saves:
+# Weights are stored per block with one absmax scale each. **Double quantization** also quantizes
+# those scales to 8 bits, in blocks of scales that each keep one float32 (QLoRA, section 3). Block sizes
+# and dtypes, read from a weight bitsandbytes quantizes with its defaults (what the scales cost per
+# weight, with and without double quantization, is the exercise at the end):
 
 # %%
-BLOCK, BLOCK2 = 64, 256  # bitsandbytes' default blocks: weights per scale; scales per second-level scale
-plain = 32 / BLOCK  # bits of scale per parameter: one float32 per block
-double = 8 / BLOCK + 32 / (BLOCK * BLOCK2)  # an 8-bit scale per block, plus one float32 per 256 blocks
-print(f"scale bits per parameter: {plain:.3f} without, {double:.3f} with double quantization: "
-      f"{plain - double:.3f} bits per parameter saved")
+w = torch.randn(1024, 1024)
+_, plain = bnbf.quantize_4bit(w, quant_type="nf4")
+_, double = bnbf.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
+print(f"one {plain.absmax.dtype} scale per block of {plain.blocksize} weights; with double quantization "
+      f"{double.absmax.dtype} scales, plus one {double.state2.absmax.dtype} per block of "
+      f"{double.state2.blocksize} scales")
 
 # %% [markdown]
-# The **compute dtype** is what each block is de-quantized to before the matmul on a GPU: bf16 on
-# recent GPUs, float32 for Gemma2 on a T4 (which lacks bf16). On a CPU it depends on the CPU:
-# bitsandbytes ≥ 0.48 has a fused CPU kernel for processors with AVX512-BF16 that computes in bf16
-# whatever the config says (section 2 checks what it did on this machine).
+# The **compute dtype** is what each block is de-quantized to before the matmul on a GPU: the dtype
+# the pair loads in (printed above), bf16 for a Hub pair on a recent GPU, float32 for Gemma2 on a T4
+# (which lacks bf16). On a CPU it depends on the CPU: bitsandbytes ≥ 0.49 has a fused CPU kernel
+# for processors with AVX512-BF16 that computes in bf16 whatever the config says (section 2 checks
+# what it did on this machine; the kernel's source is in the references).
 
 # %% [markdown]
 # ## 2. Memory
@@ -112,6 +115,10 @@ for name, pr in variants.items():
         pr.draft(ids), pr.target(ids)
     mem_run[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)]
     print(f"{name:20s} {mem[name][0]:8.2f} {mem[name][1]:8.2f} {hf:23.2f} {'':24s} {mem_run[name][0]:6.2f} {mem_run[name][1]:7.2f}")
+bits = torch.finfo(full.dtype).bits
+shrink = [f"{v / n:.1f}x for the {r}" for r, v, n in zip(("draft", "target"), mem["full precision"], mem["NF4"])]
+print(f"full precision is {str(full.dtype).removeprefix('torch.')}, {bits} bits a weight, {bits / 4:g}x a 4-bit "
+      f"weight's; NF4 as loaded is smaller by {' and '.join(shrink)}")
 print("NF4 + double quant target:", describe_bnb_cpu_path(bnb_cpu_path(variants["NF4 + double quant"].target)))
 
 # %%
@@ -128,31 +135,24 @@ ax.set(ylabel="MiB", title=f"weight memory, {full.name} pair (scales included), 
 ax.legend(fontsize=7);
 
 # %% [markdown]
-# Less than the 8× you might expect from 32 → 4 bits: bitsandbytes leaves the embeddings (and the
-# tied output layer) and the norms unquantized, and for a small vocabulary-heavy model that is a big
-# share. Double quantization shrinks only the scales: the gap between the two NF4 rows as loaded.
-# HF's own figure cannot see that gap, since it counts no scales at all. Whether the gap survives
-# the first forward pass depends on the hardware: the line under the table says what bitsandbytes
-# did here. On a CPU with AVX512-BF16 it repacks every 4-bit layer for its fused bf16 kernel, which
-# de-quantizes double-quantized scales back and stores every scale in bf16: then both NF4 rows end
-# up the same size after the pass, between their two sizes as loaded. On a GPU the stored format
-# stays as loaded.
+# Less than the ratio of bits you might expect (printed under the table): bitsandbytes leaves the
+# embeddings (and the tied output layer) and the norms unquantized, and for a small
+# vocabulary-heavy model that is a big share. Double quantization shrinks only the scales: the gap
+# between the two NF4 rows as loaded. HF's own figure cannot see that gap, since it counts no scales
+# at all. Whether the gap survives the first forward pass depends on the hardware: the last line
+# under the table says what bitsandbytes did here. On a CPU with AVX512-BF16 it repacks every 4-bit
+# layer for its fused bf16 kernel, which de-quantizes double-quantized scales back and stores every
+# scale in bf16: then both NF4 rows end up the same size after the pass, between their two sizes as
+# loaded. On a GPU the stored format stays as loaded.
 # A large model is mostly quantized layers, so 4-bit shrinks nearly all of it (the exercise at the
-# end computes by how much):
+# end counts the bytes):
 
 # %%
-from utils.models import PAIRS, estimate_bytes, nf4_bytes
+from utils.models import PAIRS
 
 nine_b = PAIRS["gemma2-2b-9b"].target
-packed = nine_b.embed_params * 2 + (nine_b.params - nine_b.embed_params) / 2  # what get_memory_footprint counts
-bf16_b, nf4_b = estimate_bytes(nine_b, torch.bfloat16, None), estimate_bytes(nine_b, torch.bfloat16, "nf4")
-print(f"gemma-2-9b: {bf16_b / 1e9:.1f} GB of weights in bf16; "
-      f"embeddings {nine_b.embed_params / nine_b.params:.0%} of the parameters, the rest in quantized layers")
-print(f"in NF4: {nf4_b / 1e9:.2f} GB with the scales "
-      f"({estimate_bytes(nine_b, torch.bfloat16, 'nf4', double_quant=True) / 1e9:.2f} GB with double quantization); "
-      f"get_memory_footprint would report {packed / 1e9:.2f} GB")
-print(f"NF4 stores {8 * nf4_bytes(1):.2f} bits per quantized weight (scales included): {16 / (8 * nf4_bytes(1)):.1f}x fewer "
-      f"bytes than bf16 in the quantized layers, {bf16_b / nf4_b:.1f}x for the whole model")
+print(f"gemma-2-9b: {nine_b.params / 1e9:.2f} B parameters, embeddings {nine_b.embed_params / nine_b.params:.0%} "
+      "of them, the rest in quantized layers")
 
 # %% [markdown]
 # ## 3. Speed, honestly
@@ -191,8 +191,13 @@ print(f"fewer bytes could save at most {saved:.2f} ms per step ({saved / step_ms
 # de-quantizing every block is extra work (here in the kernel section 2 named); the tokens/s above
 # say which won on this machine. On a
 # GPU with a large model fewer bytes per step could help more, but the de-quantization kernels cost
-# time too. This project measured Gemma2 shapes (random weights) on an H200 with Hugging Face's
-# `generate`, greedy, at batch size 1; the file carries its provenance (its figures were transcribed
+# time too, and fewer bytes help only where reading the weights is what a step waits for. This
+# project measured Gemma2 shapes (random weights) on an H200 with Hugging Face's `generate`, greedy,
+# at batch size 1, with two caches: the **dynamic** cache (the default) grows by one token per step
+# and `generate` runs eagerly, launching each small kernel from Python; with a **static** cache,
+# allocated at full length, `generate` compiles the step and replays it as CUDA graphs (notebooks
+# 01 and 07). Each bf16 row shows its **bandwidth bound**, the tokens/s of a step that only reads
+# the bf16 weights once (notebook 01). The file carries its provenance (its figures were transcribed
 # from the run's printed output; its weight sizes are `get_memory_footprint`'s, so its NF4 figures
 # leave out the scales, as in section 2):
 
@@ -205,20 +210,31 @@ h200 = json.loads((ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
 pv = h200["provenance"]
 print(f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['transformers']}, "
       f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}; {pv['note']}]")
+print(f"[the file's note on this GPU: {h200['pairs_note']}]")
 by = {(m["model"], m["dtype"]): m for m in h200["models"]}
+CACHES = (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))
 for size in ("2b", "9b"):
     bf, nf = by[(size, "bf16")], by[(size, "nf4")]
-    print(f"gemma-2-{size} shape, {bf['weights_gb']} GB bf16 / {nf['weights_gb']} GB NF4: " + ", ".join(
-        f"{cache} cache {bf[k]:.1f} -> {nf[k]:.1f} tok/s (NF4 at {nf[k] / bf[k]:.2f}x bf16)"
-        for cache, k in (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))))
+    print(f"gemma-2-{size} shape, {bf['weights_gb']} GB bf16 (bound {bf['bandwidth_bound_tok_s']} tok/s) / "
+          f"{nf['weights_gb']} GB NF4: " + ", ".join(f"{cache} cache {bf[k]:.1f} -> {nf[k]:.1f} tok/s "
+                                                   f"(NF4 at {nf[k] / bf[k]:.2f}x bf16)" for cache, k in CACHES))
+share = {(s, cache): by[(s, "bf16")][k] / by[(s, "bf16")]["bandwidth_bound_tok_s"]
+         for s in ("2b", "9b") for cache, k in CACHES}
+print("bf16 reached, of its bandwidth bound: " + "; ".join(
+    f"gemma-2-{s} {share[(s, 'dynamic')]:.0%} with the dynamic cache, {share[(s, 'static')]:.0%} with the static one"
+    for s in ("2b", "9b")))
 ratios = [by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in ("2b", "9b") for k in ("hf_greedy_dynamic_tok_s", "hf_greedy_static_tok_s")]
 print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios)} of {len(ratios)} rows (model x cache)")
 
 # %% [markdown]
-# The last line above counts the rows where NF4 was slower than bf16. The DataCamp tutorial's own
-# figures for its "normal inference" are stored with their source in
-# `data/results/datacamp-article.json` (the file also says they come from this project's notes on
-# the article, not re-read from the page) and printed below, with the ratio computed from them:
+# The last line above counts the rows where NF4 was slower than bf16; the line before it, how much
+# of its bound each bf16 row reached. Where a step takes many times the time to read its weights,
+# that time goes elsewhere (the file's note, second line: eager HF with a dynamic cache is
+# launch-bound on this GPU), so fewer bytes have little to save while the de-quantization still
+# costs every step. The DataCamp tutorial's own figures for its "normal inference" are stored with
+# their source in `data/results/datacamp-article.json` (the file also says they come from this
+# project's notes on the article, not re-read from the page) and printed below, with the ratio
+# computed from them:
 
 # %%
 article = json.loads((ROOT / "data/results/datacamp-article.json").read_text())
@@ -290,13 +306,21 @@ print("NF4 target, as loaded:", describe_bnb_cpu_path(bnb_cpu_path(q_target)))
 # steps) and the same token inside a block of several (the verification pass) with slightly
 # different float32 arithmetic, and in float32 the two sets of logits stay a rounding error apart.
 # Where bitsandbytes took its fused bf16 CPU kernel (the last line says whether it did here), each
-# 4-bit layer rounds its input to bf16, 8 bits of mantissa: a last-bit difference that lands near
-# a rounding boundary becomes a whole bf16 step, and the gap grows by orders of magnitude. Where two
-# tokens are nearly tied, the arg max then flips. With that kernel switched off
+# 4-bit layer rounds its input to bf16, which keeps 8 significant bits (7 stored mantissa bits and
+# the implicit leading one; float32 keeps 24): a last-bit difference that lands near a rounding
+# boundary becomes a whole bf16 step, and the gap grows by orders of magnitude. Where two tokens
+# are nearly tied, the arg max then flips. With that kernel switched off
 # (`utils.models.set_bnb_cpu_bf16`, before the first forward pass), the same NF4 weights are
-# de-quantized to float32 and the gap falls back to float32's: compare the lines above. So this
-# depends on the hardware: on a GPU, or a CPU without AVX512-BF16, bitsandbytes never takes that
-# kernel. At the first differing position of the as-loaded NF4 target:
+# de-quantized to float32 and the gap falls back to float32's: compare the lines above.
+#
+# A CPU without AVX512-BF16 never takes that kernel, nor does a GPU; but on a GPU bitsandbytes
+# picks its kernel by the input's shape (in 0.48 and 0.49 one token goes through `gemv_4bit` and a
+# block is de-quantized, then multiplied by an ordinary matmul; 0.50 chooses among its fused
+# kernels and that path by the number of rows and the GPU), and every path computes in the compute
+# dtype. Where that is bf16 or float16 (a Hub pair on a Colab GPU: bf16 on an L4 or A100, float16
+# for SmolLM2 on a T4), one-token steps and the verification pass round differently, so a near tie
+# can flip there too; `set_bnb_cpu_bf16` does not help, it only concerns the CPU kernel. At the
+# first differing position of the as-loaded NF4 target:
 
 # %%
 tok = full.tokenizer
@@ -318,17 +342,21 @@ for p in held:
 #
 # Weights plus 15% for the KV cache and activations, as `load_pair` estimates it before loading
 # (it refuses what cannot fit), against the memory a notebook finds free on each usual GPU
-# (`utils.models.GPUS`). bf16 where the GPU has it; on a T4 Gemma2 must run in float32 (it
-# overflows in float16), so `memory_fits` checks it there in float32 (marked) and NF4 means float32
-# compute.
+# (`utils.models.GPUS`). bf16 where the GPU has it; on a GPU without it (a T4) SmolLM2 runs in
+# float16 and Gemma2 in float32 (it overflows in float16), so `memory_fits` checks them there in
+# that dtype (marked, with its own figure: in NF4 the embeddings stay in it) and NF4 means float32
+# compute for Gemma2.
 
 # %%
 from utils.models import GPUS, memory_fits
 
 print("GPUs (GiB free / total): " + ", ".join(f"{g} {free:g}/{total:g}" for g, (free, total, _) in GPUS.items()))
+no_bf16 = [g for g, (_, _, bf16) in GPUS.items() if not bf16]
 for name in ("smollm2-135m-1.7b", "gemma2-2b-9b", "gemma2-2b-27b"):
     for row in memory_fits(name):
-        print(f"{name:18s} {row['precision']:5s} {row['gib']:5.1f} GiB (on a bf16 GPU): fits {', '.join(row['fits']) or 'none of them'}")
+        other = ", ".join(f"{row['by_gpu'][g][1]:.1f} GiB in {row['by_gpu'][g][0]} on a {g}" for g in no_bf16)
+        print(f"{name:18s} {row['precision']:5s} {row['gib']:5.1f} GiB on a bf16 GPU, {other}: "
+              f"fits {', '.join(row['fits']) or 'none of them'}")
 
 # %% [markdown]
 # Read the T4 entries off the lines above: a Gemma2 pair that fits a T4 at all fits only in NF4
@@ -372,6 +400,24 @@ from notebooks.solutions.ex06_nf4_memory import nf4_bytes as reference
 check_06(reference)
 
 # %% [markdown]
+# The same formula is `utils.models.nf4_bytes`, and `utils.models.estimate_bytes` adds the
+# embeddings kept in bf16: the whole of gemma-2-9b, against what `get_memory_footprint` would
+# report (no scales, as in section 2):
+
+# %%
+from utils.models import estimate_bytes, nf4_bytes
+
+packed = nine_b.embed_params * 2 + (nine_b.params - nine_b.embed_params) / 2  # what get_memory_footprint counts
+bf16_b, nf4_b = estimate_bytes(nine_b, torch.bfloat16, None), estimate_bytes(nine_b, torch.bfloat16, "nf4")
+print(f"gemma-2-9b: {bf16_b / 1e9:.1f} GB of weights in bf16; in NF4 {nf4_b / 1e9:.2f} GB with the scales "
+      f"({estimate_bytes(nine_b, torch.bfloat16, 'nf4', double_quant=True) / 1e9:.2f} GB with double quantization); "
+      f"get_memory_footprint would report {packed / 1e9:.2f} GB")
+bits4 = 8 * nf4_bytes(1)  # bits per quantized weight, scales included
+print(f"NF4 stores {bits4:.2f} bits per quantized weight (scales included), double quantization saves "
+      f"{bits4 - 8 * nf4_bytes(1, double_quant=True):.3f} of them: {16 / bits4:.1f}x fewer bytes than bf16 in the "
+      f"quantized layers, {bf16_b / nf4_b:.1f}x for the whole model")
+
+# %% [markdown]
 # ## What you learned
 # - A `BitsAndBytesConfig` picks NF4 or FP4, the compute dtype each block is de-quantized to, and
 #   double quantization of the block scales.
@@ -385,7 +431,9 @@ check_06(reference)
 # - Speculative sampling stays exact with respect to whatever target runs, quantized or not;
 #   quantizing the draft can only change $\alpha$ (and the speed), not the output. Whether it moves
 #   $\alpha$ at all is measured, not assumed: section 4 prints which quantization moved it here.
-#   Greedy equality against the quantized target can fail where the 4-bit kernel rounds to bf16.
+#   Greedy equality against the quantized target can fail wherever the 4-bit layers compute in
+#   bf16 or float16: in the fused CPU kernel, and on a GPU in a 16-bit compute dtype, where one
+#   token and a block of tokens take different kernels.
 # - On a T4 a Gemma2 pair fits, if at all, only in NF4 with float32 compute (`memory_fits`).
 
 # %% [markdown]
@@ -393,6 +441,15 @@ check_06(reference)
 # - Dettmers et al., *QLoRA: Efficient Finetuning of Quantized LLMs*, 2023 (NF4, double
 #   quantization): https://arxiv.org/abs/2305.14314
 # - Hugging Face transformers, bitsandbytes quantization: https://huggingface.co/docs/transformers/quantization/bitsandbytes
+# - bitsandbytes documentation: https://huggingface.co/docs/bitsandbytes; source:
+#   https://github.com/bitsandbytes-foundation/bitsandbytes (this notebook's claims read in 0.50.2).
+#   The fused AVX512-BF16 CPU kernel arrived in 0.49.0 (pull request #1804,
+#   https://github.com/bitsandbytes-foundation/bitsandbytes/pull/1804): `gemv_4bit` in
+#   https://github.com/bitsandbytes-foundation/bitsandbytes/blob/0.49.0/bitsandbytes/backends/cpu/ops.py,
+#   the repacking in `Linear4bit` (`nn/modules.py`). The GPU paths by input shape: `matmul_4bit` in
+#   https://github.com/bitsandbytes-foundation/bitsandbytes/blob/0.48.0/bitsandbytes/autograd/_functions.py
+#   (0.48, 0.49) and the `gemm_4bit` dispatch in
+#   https://github.com/bitsandbytes-foundation/bitsandbytes/blob/0.50.1/bitsandbytes/backends/cuda/ops.py (0.50).
 # - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (weight bytes bound batch-1
 #   decoding): https://arxiv.org/abs/2211.05102
 # - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the 4-bit timings

@@ -14,8 +14,11 @@
 # - how a static cache rolls back a rejected draft: by setting a length, copying nothing;
 # - speculative decoding compiled, checked token for token against HF greedy, with $\alpha$ and $c$.
 #
-# **Time to run:** about 2 minutes on a 2-core CPU with the tiny pair on a first run, most of it
-# compiling; under a minute once PyTorch has cached the compiled kernels (in `/tmp`).
+# **Time to run:** [WORKSHOP.md](../WORKSHOP.md) gives the committed run's time on a 2-core CPU. Most
+# of a first run on a new machine is compiling (sections 3 and 5 print each compile's seconds); later
+# runs reuse the kernels PyTorch caches in `/tmp`. Compiling on a CPU needs a C++ compiler (`g++` on
+# Linux, the Xcode command line tools on macOS, MSVC on Windows); without one, sections 3 and 5 stop
+# with an inductor error: read their committed outputs instead.
 
 # %%
 # SETUP
@@ -37,7 +40,8 @@ print(environment_report(pair))
 # At batch size 1 a decode step multiplies one token's activations by every weight matrix once.
 # Notebook 01 derived its first floor: every weight byte is read once. Eager PyTorch adds a second:
 # each operator (a matmul, a norm, a reshape, a softmax...) costs a fixed overhead, whatever its
-# size: Python, the dispatcher, and on a GPU a kernel launch. So
+# size: Python, PyTorch's dispatcher (the C++ layer that picks each operator's kernel for its device
+# and dtype), and on a GPU a kernel launch. So
 #
 # $$t_\text{step} \;\ge\; \max\Big(\underbrace{\frac{\text{weight bytes}}{\text{memory bandwidth}}}_{\text{bandwidth-bound}},\;
 # \underbrace{n_\text{ops}\cdot t_\text{op}}_{\text{overhead-bound}}\Big),
@@ -70,7 +74,7 @@ print(json.dumps(h200["provenance"], indent=1))
 # bounds assume.
 
 # %%
-from utils.overhead import config_weight_bytes, cost_ratio_predictions, gpu_bandwidth, gpu_steps
+from utils.overhead import config_weight_bytes, cost_ratio_predictions, gpu_bandwidth, gpu_steps, pair_run_step_ms
 from utils.shapes import GEMMA2_SHAPES, gemma2_config
 
 layers = {s: shape["num_hidden_layers"] for s, shape in GEMMA2_SHAPES.items()}
@@ -78,7 +82,8 @@ weights = {s: config_weight_bytes(gemma2_config(s)) for s in GEMMA2_SHAPES}  # b
 bw = gpu_bandwidth(h200)
 steps = gpu_steps(h200)
 for s in GEMMA2_SHAPES:
-    measured = f"eager step {steps[s]['eager step']:5.1f} ms" if s in steps else "eager step not in the file"
+    measured = (f"eager step {steps[s]['eager step']:5.1f} ms" if s in steps else
+                f"no eager step of its own; HF greedy in its pair run: {pair_run_step_ms(h200, s):.1f} ms per token")
     print(f"gemma-2-{s:3s}: {layers[s]:2d} layers, {weights[s] / 1e9:5.1f} GB bf16, "
           f"bandwidth floor {1e3 * weights[s] / bw:5.2f} ms, {measured}")
 print(f"[{gpu_label(h200)}; bandwidth {bw / 1e12:.1f} TB/s]")
@@ -88,16 +93,16 @@ from utils.theory import expected_speedup
 
 pred = cost_ratio_predictions(h200, layers, weights)
 for p in pred:
-    print(f"{p['pair']:7s}: c measured {p['measured']:.3f} | if bandwidth-bound (bytes) {p['bytes']:.3f} | "
-          f"if overhead-bound (layers) {p['layers']:.3f}; target / draft: {1 / p['bytes']:.1f}x the bytes, "
-          f"{1 / p['measured']:.2f}x the step")
+    pair_run = "" if p["source"] == "pair run" else f" (the pair's own run: {p['pair_run']:.3f})"
+    print(f"{p['pair']:7s}: c measured {p['measured']:.3f} from the {p['source']}{pair_run} | if bandwidth-bound (bytes) "
+          f"{p['bytes']:.3f} | if overhead-bound (layers) {p['layers']:.3f}; the target has {1 / p['bytes']:.1f}x the bytes")
 s2, s9 = steps["2b"], steps["9b"]
-print(f"9b / 2b: {weights['9b'] / weights['2b']:.1f}x the bytes, {s9['eager step'] / s2['eager step']:.2f}x the eager step time, "
-      f"{layers['9b'] / layers['2b']:.2f}x the layers; eager 2b step = {s2['eager step'] / s2['bandwidth floor']:.0f}x its bandwidth floor")
+print(f"eager 2b step = {s2['eager step'] / s2['bandwidth floor']:.0f}x its bandwidth floor, "
+      f"9b = {s9['eager step'] / s9['bandwidth floor']:.0f}x")
 for p in pred:  # Leviathan et al.'s Thm 3.8 (v = 1) with the measured c, gamma = 4, a perfect draft
     c = p["measured"]
     print(f"{p['pair']}: with c = {c:.3f}, at most {expected_speedup(1.0, 4, c):.2f}x at gamma = 4 even with alpha = 1 "
-          f"(tending to 1/c = {1 / c:.2f}x as gamma grows); " + (f"no gain unless alpha > {c:.3f}" if c < 1 else "no gain for any alpha at this c (one noisy run: see below)"))
+          f"(tending to 1/c = {1 / c:.2f}x as gamma grows); no gain unless alpha > {c:.3f}")
 
 # %%
 from utils.overhead import plot_gpu_overhead
@@ -106,14 +111,15 @@ plot_gpu_overhead(steps, pred, gpu_label(h200));
 
 # %% [markdown]
 # Eager Gemma2 on this GPU is overhead-bound: the step times sit many times above the bandwidth
-# floor, and $c$ for 2b → 27b lands near the ratio of layer counts, far above that of bytes. Read
-# the 2b → 9b $c$ with care: it comes from one pair run and lies above even the layer ratio (above 1
-# would mean the 2b step was slower than the 9b one, which the separate model runs contradict: their
-# "9b / 2b" line gives the step-time ratio). Eager steps on a GPU host vary from run to run, and
-# these figures were transcribed from that run's printed output (the provenance above says so), so
-# take each as one noisy measurement, not a property of the pair. The
-# 2b draft has a small fraction of 27b's bytes but over half its layers, so its step costs over half
-# a target step. With $c$ that high, Leviathan et al.'s speedup
+# floor, and $c$ lands far above the ratio of bytes, near the ratio of layer counts for 2b → 27b
+# and between the two for 2b → 9b. Each $c$ comes from the best the file has: the ratio of two
+# models' eager steps where both were timed alone, else the pair's own run. The hatched bars are the
+# pair runs: the 2b → 9b one put $c$ above 1 (the 2b step slower than the 9b one), which the separate
+# runs contradict. Eager steps on a GPU host vary from run to run, and these figures were transcribed
+# from the runs' printed output (the provenance above says so), so read each as one noisy
+# measurement. (The middle bars on the left, HF's static cache, are section 3's subject.) The 2b
+# draft has a small fraction of 27b's bytes but over half its layers, so its step costs over half a
+# target step. With $c$ that high, Leviathan et al.'s speedup
 # $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)} = \frac{1 + \alpha + \dots + \alpha^\gamma}{\gamma c+1}$
 # is small even for a perfect draft ($\alpha = 1$), and no draft gains at all unless $\alpha > c$:
 # every $\alpha^k \le \alpha$, so the speedup exceeds 1 only if $\gamma\alpha > \gamma c$ (the last
@@ -126,7 +132,8 @@ plot_gpu_overhead(steps, pred, gpu_label(h200));
 # short prompt) of the tiny target and draft, and of random models with the tiny target's layer at
 # other layer counts, and at other widths with a fixed layer count. The models take turns, so that
 # a machine that slows down for a moment hurts them alike. An operator counter
-# (`utils.overhead.OpCounter`, a `TorchDispatchMode`) counts the ATen operators each step runs.
+# (`utils.overhead.OpCounter`, a `TorchDispatchMode`) counts the ATen operators each step runs (ATen
+# is PyTorch's C++ operator library: every tensor operation in Python dispatches to one or more of them).
 
 # %%
 from transformers import AutoConfig
@@ -169,8 +176,8 @@ print(f"ATen ops = {ops_fit.a:.0f} + {ops_fit.b:.0f} x layers (r2 = {ops_fit.r2:
 print(f"ms per extra layer: {1e3 * fit.b:.2f} over {small[0].layers}-{small[-1].layers} layers ({mib(small)} of weights, "
       f"r2 = {fit.r2:.3f}), "
       f"{1e3 * fit_big.b:.2f} over {big[0].layers}-{big[-1].layers} layers ({mib(big)}): {fit_big.b / fit.b:.1f}x")
-print(f"per-operator overhead, estimated from the small models: {1e6 * per_op:.1f} us; memory bandwidth {bandwidth / 1e9:.1f} GB/s; "
-      "CPU caches: " + (", ".join(f"{k} {v / 2**20:g} MiB" if v >= 2**20 else f"{k} {v / 2**10:g} KiB"
+print(f"per-operator overhead, estimated from the small models: {1e6 * per_op:.1f} us; memory bandwidth "
+      f"({pair.device.type}) {bandwidth / 1e9:.1f} GB/s; CPU caches: " + (", ".join(f"{k} {v / 2**20:g} MiB" if v >= 2**20 else f"{k} {v / 2**10:g} KiB"
                                 for k, v in cpu_cache_sizes().items()) or "not reported"))
 
 # %%
@@ -185,7 +192,7 @@ print(f"at {widths[0].ops} ATen ops ({widths[0].layers} layers): width {w_small[
       f"{x_bytes:.1f}x the bytes cost {x_time:.1f}x the time; width {widths[0].hidden} -> {widths[-1].hidden}, "
       f"{widths[-1].weight_bytes / widths[0].weight_bytes:.0f}x the bytes cost {widths[-1].seconds / widths[0].seconds:.1f}x the time")
 last_level = max(cpu_cache_sizes().items(), key=lambda kv: kv[1], default=None)  # e.g. ("L3", bytes)
-if last_level:
+if last_level and pair.device.type == "cpu":  # a GPU's weights live in its own memory, not the CPU's caches
     fits = [r.hidden for r in widths if r.weight_bytes <= last_level[1]]
     print("steps at equal operator counts: " + ", ".join(f"width {r.hidden} {1e3 * r.seconds:.2f} ms ({r.weight_bytes / 2**20:.0f} MiB)"
                                                          for r in widths)
@@ -206,10 +213,12 @@ plot_layer_sweep(rows, fit, bandwidth, per_op, f"eager one-token steps, {hw}",
 t_row, d_row = rows[:2]
 share = {r.label: step_estimates(r.weight_bytes, bandwidth, r.ops, per_op)[1] / r.seconds for r in (t_row, d_row)}
 r_layer = fit_big.b / fit.b
-print(f"- A layer costs {r_layer:.1f}x as much in the big models as in the small ones: " + (
-    "a fixed cost per operator describes the whole range." if 1 / 1.5 <= r_layer <= 1.5 else
+big_fit_error = fit(t_row.layers) / t_row.seconds - 1  # the small models' line at the target's layer count
+print(f"- A layer costs {r_layer:.2f}x as much in the big models as in the small ones: " + (
+    "a fixed cost per operator describes the whole range." if 1 / 1.15 <= r_layer <= 1.15 else
     f"the cost per operator is not fixed, it {'grows' if r_layer > 1 else 'falls'} with the model's size, "
-    "so one t_op fits only part of the range."))
+    f"so one t_op fits only part of the range (the small models' line is {big_fit_error:+.0%} off the "
+    f"{t_row.label}'s step)."))
 print(f"- At equal operator counts, {x_bytes:.1f}x the bytes cost {x_time:.1f}x the time: "
       + ("once the weights grow, bytes count, not only operators." if x_time > 1.5
          else "the time grows far less than the bytes; at these widths the operators set most of it."))
@@ -239,7 +248,9 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   (`utils.fast.static_cache` builds every layer as a plain full-length `StaticLayer`, so that
 #   Gemma2's sliding-window layers stay static too; the model's own sliding mask keeps the result
 #   exact.)
-# - **`torch.compile`** traces the step once into a graph and generates fused kernels: the operators
+# - **`torch.compile`** traces the step once into a graph (its tracer, *dynamo*, records the Python
+#   code's tensor operations and keeps *guards*, checks on shapes, dtypes and devices that decide when
+#   a recorded graph may be reused) and its backend, *inductor*, generates fused kernels: the operators
 #   of a layer (counted in section 2) become a few, and the generated code calls those kernels
 #   directly, without Python and the dispatcher around every operator (it still calls each fused
 #   kernel, and on a GPU launches it). Fixed shapes mean it compiles once per token width.
@@ -247,7 +258,7 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   once and replay the whole step with a single launch, so the CPU no longer paces the GPU.
 # - **Two fixed costs that compiling alone keeps.** A decoding step's matrix products have one row
 #   per token (at most $\gamma+1$), so on a CPU each is a matrix-vector product, and calling the BLAS
-#   library for it (`aten::mm`) costs more than its arithmetic: `utils.fast` has inductor write the
+#   library (the tuned linear-algebra routines PyTorch hands matrix products to) for it (`aten::mm`) costs more than its arithmetic: `utils.fast` has inductor write the
 #   products of up to `fast.SMALL_MM_ROWS` rows as fused loops of its own
 #   (`fast.small_matmuls_as_loops`; the first compile takes longer). And before every call of a
 #   compiled graph, dynamo checks its guards, one per parameter and cache tensor; once a width is
@@ -323,8 +334,12 @@ print(f"torch.compile on transformers' own Gemma2 StaticCache: 2b step {probe['2
 # fixed cost per step weighs on the small model as much as on the big one, just like per-operator
 # overhead. For speculative decoding that fixed cost is the enemy: $c$ only falls towards the ratio
 # of weight bytes once it is gone. `utils.fast` is built to cut more of it (sampling on the device,
-# one host sync per round); its GPU runs are not committed yet (section 6). The last line is the other pitfall it avoids: a cache whose length lives in a
-# Python int makes the compiler re-specialise, and re-record CUDA graphs, at every step.
+# one host sync per round); section 6 says which of its GPU runs are committed. The last line is the
+# other pitfall it avoids: a cache whose length lives in a Python int makes the compiler
+# re-specialise, and re-record CUDA graphs, at every step. (That probe changed the model's own
+# config, which is exact only below the sliding window; `utils.fast` changes only the cache's layers,
+# so the model still masks its window and stays exact at any length, as section 3's first bullet
+# says.)
 
 # %% [markdown]
 # ## 4. Rolling back by length
@@ -421,10 +436,13 @@ plot_bars({m: r["tokens_per_s"] for m, r in result.items()}, "tokens / s (compil
 # %% [markdown]
 # Compiling speeds up both models; does it speed up speculative decoding *over compiled plain
 # decoding*? That depends on $c$ and $v$ (the target's verify pass in one-token steps) as the
-# compiled loop pays them, through Leviathan et al.'s Thm 3.8:
+# compiled loop pays them, through Leviathan et al.'s Thm 3.8 with the verify pass's cost $v$ in
+# place of the paper's 1, $\tau(\alpha) / (\gamma c + v)$. The prediction takes $\tau$ from $\alpha$;
+# the run's own $\tau$ is lower when the last round of a prompt is cut short by `N_NEW`, and its
+# $\bar k$ (draft passes per round) differs from $\gamma$: both are printed beside it.
 
 # %%
-from utils.theory import expected_speedup
+from utils.theory import expected_speedup, expected_tokens_per_round
 
 ar_c, ar_e = result["compiled AR"], result["eager AR"]
 for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
@@ -432,7 +450,9 @@ for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
     alone = s["decode_tokens_per_s"] / ar["decode_tokens_per_s"]  # both loops' prefills left out (eager: none)
     print(f"{kind:8s}: alpha {s['alpha']:.2f}, c {s['c']:.3f}, v {s['v']:.2f} -> predicted "
           f"{expected_speedup(s['alpha'], GAMMA, s['c'], s['v']):.2f}x, measured {s['tokens_per_s'] / ar['tokens_per_s']:.2f}x "
-          f"over {kind} plain decoding" + (f" ({alone:.2f}x for the decoding alone, both prefills left out)" if s["prefill_s"] else ""))
+          f"over {kind} plain decoding" + (f" ({alone:.2f}x for the decoding alone, both prefills left out)" if s["prefill_s"] else "")
+          + f"; tau from alpha {expected_tokens_per_round(s['alpha'], GAMMA):.2f}, measured {s['tau']:.2f}; "
+          f"draft passes per round {s['draft_calls_per_round']:.2f} (gamma {GAMMA})")
 se, sc = result["eager speculative"], result["compiled speculative"]
 moved = lambda a, b: "raised" if b > a else "lowered" if b < a else "kept"  # noqa: E731
 gain_e, gain_c = se["tokens_per_s"] / ar_e["tokens_per_s"], sc["tokens_per_s"] / ar_c["tokens_per_s"]
@@ -486,10 +506,11 @@ print(f"In this run compiled speculative decoding ran {verdict} compiled plain d
 # counts against speculative decoding (the more, the fewer tokens each prompt gets: here `N_NEW`). The
 # loop's own work does not shrink either; the lines above show how much of a round it is. And the verify pass over
 # $\gamma+1$ tokens shrinks less than the one-token step: eagerly both cost about the same operator
-# overhead ($v$ near 1), but once that overhead is gone the arithmetic of $\gamma+1$ tokens shows,
+# overhead, but once that overhead is gone the arithmetic of $\gamma+1$ tokens shows (the line
+# "compiling ... v" above prints both $v$s),
 # and on a CPU the draft's steps just before it have pushed part of the target's weights out of the
 # caches (`utils.bench.cold_draft_profile` measures that effect on the draft's side). So a round
-# compiled on a CPU costs far more plain steps than the $\bar k c + 1$ of the paper's assumption, and
+# compiled on a CPU costs far more plain steps than the $\gamma c + 1$ of the paper's assumption, and
 # the gain over compiled plain decoding shrinks, or vanishes, as the lines above show for this run. On
 # a GPU with big models the balance differs: a verify pass of a few tokens reads the same weights as a
 # one-token step, so $v$ stays near 1, and $o$ is small beside a pass that reads gigabytes. Read
@@ -516,6 +537,12 @@ gpu_tok_s = {f"{m['model']} {m['dtype']}": {"1. HF eager, dynamic cache": m["hf_
              for m in h200["models"]}
 plot_grouped(gpu_tok_s, "tokens / s (greedy, batch 1; log scale)", f"Gemma2 shapes: {gpu_label(h200)}", log=True);
 
+# %% [markdown]
+# Section 3's lines as a picture: on the log scale, the gap from the static-cache bar up to the
+# bandwidth bound is what a decoder with less fixed cost per step could still win at batch 1. The
+# NF4 groups have no bound bar: the file has none for them (their step reads fewer bytes but
+# de-quantizes every block, notebook 06).
+
 # %%
 from utils.overhead import compiled_shapes_rows, plot_compiled_pairs, shapes_label
 
@@ -540,9 +567,9 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # ## Try this
 # - Set `GAMMA = 8` in section 5 (one more shape compiles): does the compiled race gain more or less
 #   than the eager one?
-# - Set `N_NEW = 128` in section 5 (about a minute more): the prefill is paid once per prompt, so $f$
-#   and $f_\text{plain}$ per round shrink, and $\tau$ moves too (the tiny pair's longer continuations
-#   are easier or harder to guess). Which changes the compiled gain more?
+# - Set `N_NEW = 128` in section 5 (the race takes longer): the prefill is paid once per prompt, so
+#   $f$ and $f_\text{plain}$ per round shrink, and $\tau$ moves too (the tiny pair's longer
+#   continuations are easier or harder to guess). Which changes the compiled gain more?
 # - In section 2, pass `widths=(128, 1024, 2048)` to `sweep_models`: where does the width start to
 #   matter on your machine, and is it the bandwidth estimate or the arithmetic?
 # - Count the operators of the draft and the target with `count_ops`: does $c$ in isolation follow
@@ -563,16 +590,17 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # every token $i$ an independent time $E_i \sim \mathrm{Exp}(1)$ and let it finish at $E_i / p_i$,
 # an exponential time with rate $p_i$. The first to finish is token $i$ with probability
 # $p_i / \sum_j p_j = p_i$: the winner, $\arg\min_i E_i / p_i = \arg\max_i p_i / E_i$, is a sample
-# from $p$. It needs one random draw per token, drawn for a whole round at once
-# (`fast.exp_noise((k + 1, V))`), and an arg max, all on the device; with every $E_i = 1$ the
+# from $p$. It needs one $\mathrm{Exp}(1)$ draw per vocabulary entry ($V$ per sampled position),
+# drawn for a whole round at once (`fast.exp_noise((k + 1, V))`), and an arg max, all on the
+# device; with every $E_i = 1$ the
 # winner is the arg max, so the same code decodes greedily.
 #
 # Write `sample_without_sync(probs, noise)`: `probs` and `noise` shaped `(..., V)`, `noise` holding
 # $\mathrm{Exp}(1)$ draws; return one token id per distribution, shaped `(...)`, using tensor
 # operations only. `check_07` checks the greedy case (`noise` = ones), runs your function on
 # PyTorch's `meta` device (tensors with shapes and no values, so anything that reads a value back
-# to the host fails there), then draws 20,000 tokens from each of three distributions and tests
-# their frequencies by chi-square.
+# to the host fails there), then draws many tokens from each of three distributions and tests
+# their frequencies by chi-square (its output says how many).
 
 # %%
 from utils.exercises import check_07

@@ -40,8 +40,8 @@ print(environment_report(pair))
 #
 # **The heuristic schedule** (`num_assistant_tokens_schedule="heuristic"`; transformers'
 # `generation/candidate_generator.py`, `AssistedCandidateGenerator.update_candidate_strategy`).
-# Round $r$ drafts up to $\gamma_r$ tokens; if the target accepted all $k_r$ of them, the next round
-# may draft two more, otherwise one fewer:
+# Round $r$ drafts $k_r \le \gamma_r$ tokens and the target accepts $n_r$ of them; if it accepted all
+# of them, the next round may draft two more, otherwise one fewer:
 #
 # $$\gamma_{r+1} = \begin{cases}\gamma_r + 2 & \text{if } n_r = k_r \text{ (every drafted token accepted)}\\
 # \max(1,\ \gamma_r - 1) & \text{otherwise.}\end{cases}$$
@@ -224,7 +224,9 @@ ax.tick_params(axis="x", rotation=15)
 # A rule that drafts less ($\bar k$ below the constant's) also yields less ($\bar\tau$ below): it
 # wins exactly when draft passes are dear, above a break-even cost
 # $c^\ast = \frac{\bar\tau_\text{const} - \bar\tau}{\bar\tau\,\bar k_\text{const} - \bar\tau_\text{const}\,\bar k}$
-# (`utils.beyond.break_even_c`). The counts are exact (no clock), so $c^\ast$ is too; against it,
+# (`utils.beyond.break_even_c`). The counts are exact (no clock), so $c^\ast$ is exact under the
+# model, whose verify pass costs one target step whatever $k$ is ($v = 1$); on a CPU a verify pass
+# costs more, growing with the tokens it checks (the line `[v: ...]` below). Against $c^\ast$,
 # the $c$ this loop paid (a draft pass over the plain loop's step, from the file) and the measured
 # ratio of tokens/s. Its noise, two ways. Over repeats: the same ratio from each repeat alone (in
 # repeat $i$ all configurations ran one after the other, so each repeat is a fair comparison); a
@@ -261,6 +263,9 @@ for s in res["summary"]:
           f"faster on {s['prompts_faster_than_constant']} of {s['n_prompts']} prompts (sign test p = {p_sign:.2f})")
 print(f"[c: {m['c']:.3f} in isolation; in the loop with constant gamma "
       + ", ".join(f"{k['c_in_loop']:.3f} at T = {T:g}" for T, k in const.items()) + "]")
+bench = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())["meta"]  # notebook 05's benchmark
+print(f"[v: a verify pass over gamma + 1 tokens costs, in target steps ({bench['hardware']}, {bench['date']}), "
+      + ", ".join(f"{v:.2f} at gamma = {g}" for g, v in bench["verify_ratio"].items()) + "]")
 chance = 2 * 0.5 ** m["repeats"]  # all repeats above 1, or all below, when each is a coin flip
 print(f"[with no real difference all {m['repeats']} repeats agree {chance:.0%} of the time: about "
       f"{chance * len(verdict):.0f} of these {len(verdict)} verdicts could be chance]")
@@ -291,6 +296,12 @@ cut = [(be, wins) for T, cfg, _, _, be, wins in verdict if cfg.startswith("confi
 print(f"thresholds: break-even c* from {min(be['c_star'] for be, _ in cut):.2f} to {max(be['c_star'] for be, _ in cut):.2f}, "
       f"against this loop's c of " + " and ".join(f"{k['c_in_loop']:.2f} at T = {T:g}" for T, k in const.items()) + ": "
       f"predicted faster here in {sum(w for _, w in cut)} of {len(cut)} cases")
+both = {}  # "predicted ..., measured ...": the thresholds in that case
+for T, cfg, word, _, _, wins in verdict:
+    if cfg.startswith("confidence"):
+        key = f"predicted {'faster' if wins else 'slower'}, measured {word} constant gamma {m['gamma']}"
+        both.setdefault(key, []).append(f"{cfg.removeprefix('confidence ')} at T = {T:g}")
+print("thresholds, model against clock: " + "; ".join(f"{key}: {', '.join(v)}" for key, v in both.items()))
 
 # %% [markdown]
 # How to read it:
@@ -308,16 +319,19 @@ print(f"thresholds: break-even c* from {min(be['c_star'] for be, _ in cut):.2f} 
 #   the break-even $c^\ast$, and how high that is depends on what is cut: rounds cut where the draft
 #   is unsure lose tokens the target would often have rejected anyway (section 3), and where the
 #   constant $\gamma$ is longer than the cost model's best (printed above, per temperature), any
-#   shorter draft moves towards that best. The last line above puts the thresholds' $c^\ast$ beside
-#   the $c$ this tiny pair paid: a draft need not be expensive for the threshold to pay. With a
-#   draft cheaper than $c^\ast$ it loses.
+#   shorter draft moves towards that best; with a draft cheaper than $c^\ast$ it loses. The line
+#   before last puts the thresholds' $c^\ast$ beside the $c$ this tiny pair paid, and the last line
+#   sets each threshold's predicted verdict beside the clock's: a prediction counts as confirmed
+#   here only where every repeat agreed with it (and the sign-test line says whether any rule's
+#   prompts split significantly).
 # - At $T = 1$ the threshold reads the probability of a *sampled* token, often a small one by
 #   design (section 3), so it ends rounds after few drafted tokens (drafted/round in section 4's
 #   table): speculative decoding shrinks towards $\gamma = 1$, whatever $\gamma$ was asked for.
 # - Differences of a few percent sit inside the timing noise of a shared machine: a verdict from
-#   three repeats can be chance (last lines above), and a rule faster on most of a few prompts is
-#   not significant (the sign test's $p$). The counts ($\bar\tau$, $\bar k$, $c^\ast$) are exact,
-#   and they say which way a rule leans on other hardware.
+#   a few repeats can be chance (section 5's last bracketed line), and a rule faster on most of a
+#   few prompts is not significant (the sign test's $p$). The counts ($\bar\tau$, $\bar k$) are
+#   exact, and with them $c^\ast$ under the model's $v = 1$; they say which way a rule leans on
+#   other hardware.
 
 # %% [markdown]
 # ## Try this

@@ -220,9 +220,9 @@ HTML(rounds_html(out.rounds, tok, legend=False))
 # the same for our plain loop; section 7 also gives the ratio repeat by repeat.
 #
 # The file times the draft model but does not measure its cost $c$ (a draft step over a target
-# step); the header takes $c$ from `data/results/bench-tiny-cpu.json` (notebook 05's benchmark, same
-# pair and $\gamma$: $c$ with each model timed alone, and in the loop), and says on which hardware
-# that was measured.
+# step); the header takes $c$ from `data/results/selfspec-tiny-cpu.json` (notebook 11's benchmark:
+# one draft step over one target step, each timed alone, not in the loop; the code checks that it
+# is the same pair on the same hardware), and says when and on which hardware that was measured.
 
 # %%
 import json

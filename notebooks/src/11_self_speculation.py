@@ -117,7 +117,9 @@ for k in (2, 8, 16):
 # %% [markdown]
 # ## 3. How well do the early layers draft?
 #
-# One target pass gives every $h_k$, so we can read every exit at once (the "logit lens"): at each
+# One target pass gives every $h_k$, so we can read every exit at once. Reading an intermediate
+# $h_k$ with the model's own final norm and LM head, as if it were the last layer, is what
+# nostalgebraist called the "logit lens" (2020; References): our $q_k$ above. At each
 # position of the held-out prompts' greedy continuations, does the exit's arg max equal the
 # target's (what greedy drafting needs), and how far is its distribution, $\mathrm{KL}(p\,\|\,q_k)$
 # (what sampling needs)?
@@ -324,6 +326,11 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 #
 # $$\mathcal{L}_k = \mathbb{E}_{\text{positions}}\ \mathrm{KL}\big(p(\cdot \mid x)\ \|\ q_k^{A}(\cdot \mid x)\big).$$
 #
+# This is close to the *tuned lens* of Belrose et al. (2023; References), one affine map per layer
+# trained on a frozen model with the same KL to the final layer's distribution, so that the
+# unchanged LM head reads that layer better than the logit lens does; ours applies $A$ to the
+# RMS-normalised state, has no bias, and serves drafting rather than looking inside the model.
+#
 # Matching $p$, not the data, is what acceptance rewards: at $T = 1$ a drafted token is accepted
 # with probability $1 - \mathrm{TV}(p, q)$ on average. The output stays exact with any adapter (the
 # target still verifies; the tests check greedy equality and the sampling distribution with one).
@@ -405,7 +412,7 @@ print(repr(tok.decode(outs[0].sequences[0, ids.shape[1]:])))
 # ## 7. Exercise: write the early-exit head
 #
 # Complete `exit_head(target, hidden)`: given a layer's output `hidden` of shape $(1, T, d)$, return
-# the logits $(1, T, V)$ that the target's head would give it (final norm, LM head, soft cap). The
+# the logits $(1, T, V)$ that the target's head would give it (final norm, LM head, then the soft cap, if the config has one). The
 # checker compares it with `utils.selfspec.exit_logits` at three layers.
 
 # %%
@@ -413,7 +420,8 @@ from utils.exercises import check_11
 
 
 def exit_head(target, hidden):
-    # YOUR CODE HERE: target.model.norm, target.lm_head, target.config.final_logit_softcapping
+    # YOUR CODE HERE: target.model.norm, target.lm_head, then the soft cap, if the config has one:
+    # getattr(target.config, "final_logit_softcapping", None)
     raise NotImplementedError
 
 
@@ -462,5 +470,9 @@ check_11(reference, pair)
 # - Liu et al., *Kangaroo: Lossless Self-Speculative Decoding via Double Early Exiting*, 2024 (a
 #   trained adapter on a shallow sub-network, plus stopping the draft on low confidence):
 #   https://arxiv.org/abs/2404.18911
+# - nostalgebraist, *interpreting GPT: the logit lens*, LessWrong, 2020 (reading intermediate layers
+#   with the final LM head): https://www.lesswrong.com/posts/AcKRB8wDpdaN6v6ru/interpreting-gpt-the-logit-lens
+# - Belrose et al., *Eliciting Latent Predictions from Transformers with the Tuned Lens*, 2023 (an
+#   affine map per layer, trained by KL to the final layer's distribution): https://arxiv.org/abs/2303.08112
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML
 #   2023: https://arxiv.org/abs/2211.17192

@@ -188,8 +188,12 @@ for key, e in ENGINES.items():
 # verified token, so a chain of $\gamma$ is $\gamma + 1$ of them; its n-gram tree branches unless
 # `--speculative-ngram-min-bfs-breadth` and `--speculative-ngram-max-bfs-breadth` are 1 (both read
 # in SGLang's source, linked in `ENGINES["sglang"]["docs"]`). Both models share Gemma's tokenizer, so
-# the draft-model method applies directly. `memory_fits` (notebook 06) says which usual GPU holds the
-# pair, and the 27b weights are gated: accept the license on the model page and log in first.
+# the draft-model method applies directly. These configurations quantize nothing: both models load
+# with unquantized 16-bit weights. The first line below (`memory_fits`, notebook 06) says what those
+# take and which usual GPUs hold them; the engine then reserves more of the GPU for its KV cache, so
+# a GPU left off that line cannot run these configurations as written (notebook 06's 4-bit figure
+# is for Hugging Face's loader, not for them). The 27b weights are gated: accept the license on the
+# model page and log in first.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -198,8 +202,9 @@ from utils.serving import engine_config
 
 PAIR_AT_SCALE = "gemma2-2b-27b"
 GAMMA = 4
-for row in memory_fits(PAIR_AT_SCALE):
-    print(f"{PAIR_AT_SCALE} in {row['precision']}: about {row['gib']:.0f} GiB; fits {', '.join(row['fits']) or 'none of the usual GPUs'}")
+bf16 = next(row for row in memory_fits(PAIR_AT_SCALE) if row["precision"] == "bf16")
+print(f"{PAIR_AT_SCALE} unquantized, in bf16, as the configurations below load it: about {bf16['gib']:.0f} GiB "
+      f"(weights + 15%, before the engine's KV cache); fits only {', '.join(bf16['fits']) or 'none of the usual GPUs'}")
 for engine, method in [("vllm", "draft"), ("vllm", "ngram"), ("sglang", "draft"), ("sglang", "ngram"), ("tgi", "ngram")]:
     cfg = engine_config(engine, PAIR_AT_SCALE, method, GAMMA)
     print(f"\n[{engine}, {method}]  docs: {cfg.docs}")
@@ -243,19 +248,28 @@ for e in ENGINES.values():
 #
 # The next cell measures tokens/s of plain decoding and of draft-model speculative decoding in vLLM,
 # on the datacamp prompts at temperature 0. It needs a CUDA GPU and `pip install vllm`; anywhere else
-# it prints why it skipped (the repository's tests run it without a GPU and check exactly that). Its
-# default pair is the small, ungated SmolLM2 pair, which fits a Colab T4; set `VLLM_PAIR =
-# "gemma2-2b-27b"` on a GPU that `memory_fits` says holds it.
+# it prints why it skipped (the repository's tests run it without a GPU and check exactly that).
+# Install vLLM in a fresh runtime or virtual environment, not into this collection's: it brings its
+# own torch and may conflict with the transformers version pinned in `requirements.txt` (on Colab,
+# restart the runtime after installing). The two engines, plain and speculative, run one after the
+# other in this process, each allowed the share `GPU_SHARE` of the GPU (vLLM's
+# `gpu_memory_utilization`; `None` keeps vLLM's default), small enough that the second starts even
+# if the first is not freed; if an engine still fails for lack of memory (or finds too little room
+# for its KV cache in that share), run each configuration in its own process with a larger share.
+# The default pair is the small, ungated SmolLM2 pair, which fits a Colab T4; set
+# `VLLM_PAIR = "gemma2-2b-27b"` and `GPU_SHARE = None` on a GPU that the memory line of the Gemma 2
+# configuration above lists.
 
 # %%
 # Runs only with a CUDA GPU and vLLM installed; otherwise prints why it skipped.
 from utils.serving import EngineUnavailable, engine_status, run_vllm
 
 VLLM_PAIR = "smollm2-135m-1.7b"
+GPU_SHARE = 0.45  # each engine's gpu_memory_utilization: two fit at once; None: vLLM's default
 status = engine_status()
 print(status.summary())
 try:
-    res = run_vllm(VLLM_PAIR, method="draft", gamma=4, max_tokens=64, status=status)
+    res = run_vllm(VLLM_PAIR, method="draft", gamma=4, max_tokens=64, status=status, gpu_memory_utilization=GPU_SHARE)
 except EngineUnavailable as e:
     print(f"\nskipped: {e}")
 else:
@@ -275,7 +289,7 @@ else:
 # its path); `method="ngram"` is prompt lookup (`NGRAM`, no draft model; `draft` is `None`). The two
 # facts of section 6 decide the numbers: the draft-token count includes the root, and the n-gram tree
 # branches unless its breadth is 1. `check_12` compares your flags, in any order, with
-# `utils.serving.sglang_config` for $\gamma$ from 1 to 8 on two pairs.
+# `utils.serving.sglang_config` for several $\gamma$ on two pairs (its PASSED line lists them).
 
 # %%
 from utils.exercises import check_12
@@ -307,8 +321,11 @@ check_12(reference)
 #   does notebook 04's cost model, fed with the acceptance vLLM reports, predict it?
 # - Rerun it with several copies of the prompt list (a larger batch): at what size does speculation
 #   stop paying? Compare with notebook 09.
-# - vLLM's `"use_heterogeneous_vocab": true` lets a draft with another tokenizer propose: which draft
-#   from another family would you try for `gemma-2-27b-it`, and why must its drafting be greedy there?
+# - Recent vLLM has `"use_heterogeneous_vocab": true` (a field of `SpeculativeConfig` on its main branch:
+#   https://github.com/vllm-project/vllm/blob/main/vllm/config/speculative.py; older releases have no such
+#   option, so check yours): a draft with another tokenizer proposes only tokens both vocabularies share.
+#   Which draft from another family would you try for `gemma-2-27b-it`, and why must its drafting be
+#   greedy there?
 
 # %% [markdown]
 # ## What you learned
