@@ -65,6 +65,31 @@ def test_every_committed_run_took_under_two_minutes_and_workshop_says_how_long()
     assert workshop_text("| setup | – | no notebook here |") == "| setup | – | no notebook here |"
 
 
+# Each notebook's "Time to run" words and the seconds they allow (the committed run on this repository's
+# 2-core CPU must not take longer); 07 points to WORKSHOP.md instead (its first run compiles).
+TIME_WORDS = {"a few seconds": 15, "about 30 s": 45, "under a minute": 60, "about a minute": 90,
+              "about 1–2 minutes": 120}
+
+
+def test_every_time_to_run_line_agrees_with_the_committed_run():
+    """The intro's "Time to run" is typed once in each source, so it can drift as a notebook grows (a
+    checker that runs more tests, a longer benchmark): it must use one of TIME_WORDS, whose bound the
+    committed run's own timestamps respect, or point to WORKSHOP.md, whose times are generated."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_notebooks import run_seconds
+
+    for src in sorted((ROOT / "notebooks/src").glob("[0-9][0-9]_*.py")):
+        line = re.search(r"\*\*Time to run:\*\* (.*)", src.read_text(encoding="utf-8"))
+        assert line, f"{src.name}: no '**Time to run:**' line in the introduction"
+        words = line.group(1)
+        if words.startswith("[WORKSHOP.md]"):
+            continue
+        said = [w for w in TIME_WORDS if words.startswith(w)]
+        assert said, f"{src.name}: 'Time to run: {words}' should start with one of {list(TIME_WORDS)} or point to WORKSHOP.md"
+        took = run_seconds(ROOT / "notebooks" / src.with_suffix(".ipynb").name)
+        assert took <= TIME_WORDS[said[0]], f"{src.name} says '{said[0]}' but its committed run took {took:.0f} s"
+
+
 def test_badges_and_setup_cell_point_to_the_repository_setting():
     """One setting, [tool.specdec] repository in pyproject.toml, makes the Colab badges and the clone URL."""
     try:
