@@ -204,3 +204,7 @@ def test_out_of_sample_cost_model_check_on_the_committed_runs():
         assert r["predicted"] == pytest.approx(expected_speedup(r["alpha_checked"], 4, r["c"], r["v"]))
         assert r["error"] == pytest.approx(r["predicted"] / r["measured"] - 1)
         assert abs(r["error"]) < 0.5 and r["in_sample_error"] is not None  # a sanity bound, not a goal
+        own = next(s for s in held["summary"] if s["temperature"] == r["temperature"] and s["gamma"] == 4)
+        assert (r["own_c"], r["own_v"]) == (own["c_in_loop"], own["v_in_loop"])  # the in-sample c, v
+        assert r["in_sample_error"] == pytest.approx(
+            expected_speedup(r["alpha_checked"], 4, r["own_c"], r["own_v"]) / r["measured"] - 1, abs=1e-3)

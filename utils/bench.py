@@ -484,7 +484,7 @@ def out_of_sample(calibration: dict, evaluation: dict) -> list[dict]:
     result of this module, e.g. the workshop-prompt sweep) predict the speedups that another process
     measured on other prompts (`evaluation`, e.g. the held-out run), with the evaluation's own alpha
     per checked token (acceptance is a property of the text, so it cannot be carried over). The
-    in-sample error (c and v from the evaluated run itself) is kept beside it. One row per
+    in-sample error (c and v from the evaluated run itself: own_c, own_v) is kept beside it. One row per
     (gamma, temperature) both results hold."""
     calib = {(s["gamma"], s["temperature"]): s for s in calibration["summary"] if "c_in_loop" in s}
     rows = []
@@ -498,6 +498,7 @@ def out_of_sample(calibration: dict, evaluation: dict) -> list[dict]:
         rows.append(dict(gamma=key[0], temperature=key[1], alpha_checked=s["alpha_checked"], c=c, v=v,
                          measured=measured, predicted=pred, error=pred / measured - 1,
                          in_sample_error=s.get("cost_model_error_in_loop"),
+                         own_c=s.get("c_in_loop"), own_v=s.get("v_in_loop"),
                          calibration=calibration["meta"].get("prompt_set", "workshop"),
                          evaluation=evaluation["meta"].get("prompt_set", "workshop")))
     return rows

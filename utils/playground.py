@@ -73,7 +73,6 @@ class Playground:
                 'e.g. utils.models.load_prompts("workshop").'
             )
         self.pair = pair
-        self._baseline: dict = {}
         self._demo_key = None
         style = {"description_width": "110px"}
         lay = w.Layout(width="420px")
@@ -81,7 +80,8 @@ class Playground:
         def slider(cls, value, description, **kw):
             return cls(value, description=description, style=style, layout=lay, continuous_update=False, **kw)
 
-        self.prompt = w.Combobox(value=prompts[0], options=prompts, description="prompt", style=style, layout=lay)
+        self.prompt = w.Combobox(value=prompts[0], options=prompts, description="prompt", style=style, layout=lay,
+                                 continuous_update=False)  # one run per edit, not one per keystroke
         self.gamma = slider(w.IntSlider, 4, "gamma", min=1, max=10)
         self.temperature = slider(w.FloatSlider, 0.0, "temperature", min=0.0, max=3.0, step=0.1)
         self.max_new_tokens = slider(w.IntSlider, max_new_tokens, "max new tokens", min=8, max=128, step=8)
@@ -142,14 +142,13 @@ class Playground:
         return dict(temperature=float(self.temperature.value), top_k=top_k or None, top_p=top_p if top_p < 1 else None)
 
     def _target_alone(self, ids, n, sampling, seed):
-        """The target alone on this prompt with these settings and seed (cached): its text goes beside
-        the speculative one, and its per-step times are the speedup's baseline."""
-        key = (tuple(ids[0].tolist()), n, tuple(sampling.values()), seed)
-        if key not in self._baseline:
-            gen = torch.Generator(device=self.pair.device).manual_seed(seed)
-            self._baseline[key] = autoregressive_generate(self.pair.target, ids, n, generator=gen,
-                                                          eos_token_id=self.pair.tokenizer.eos_token_id, **sampling)
-        return self._baseline[key]
+        """The target alone on this prompt with these settings and seed: its text goes beside the
+        speculative one, and its per-step times are the speedup's baseline. Run afresh every time, right
+        after the speculative run (not cached: a baseline timed minutes earlier, on a machine then busier
+        or quieter, would skew c, v and the speedup; it once gave a verify pass under one plain step)."""
+        gen = torch.Generator(device=self.pair.device).manual_seed(seed)
+        return autoregressive_generate(self.pair.target, ids, n, generator=gen,
+                                       eos_token_id=self.pair.tokenizer.eos_token_id, **sampling)
 
     def run(self) -> dict:
         """Generate with the current settings; update the views; return the statistics."""

@@ -38,8 +38,9 @@ print(environment_report(pair))
 # <span style="background:#e5e7eb">target only</span>. Only the first rejected token of a round was
 # checked: the tokens drafted after it are thrown away unseen. Hover a token for $p(x)$, $q(x)$,
 # $\min(1, p/q)$, the uniform draw $u$ (when the round recorded it) and the decision. On the right,
-# the target alone with the same settings and seed; below, the measured point on Eq. 1's curve
-# $\tau(\alpha)$ for this $\gamma$. Timings are wall-clock on this machine, so they move a little
+# the target alone with the same settings and seed; below, the measured point on the curve of
+# Leviathan et al.'s Eq. 1, the expected tokens per round $\tau(\alpha) = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$,
+# for this $\gamma$. Timings are wall-clock on this machine, so they move a little
 # from run to run.
 
 # %%
@@ -68,14 +69,17 @@ from utils.theory import expected_speedup
 cost = step_cost_ratio(pair, ids)  # each model stepping alone, warm: c in isolation
 v_iso = verify_cost_ratios(pair.target, range(1, 11))  # the target's pass over gamma + 1 tokens, alone
 print(f"in isolation: c = {cost['c']:.3f}, v = {v_iso['2']:.2f} / {v_iso['4']:.2f} / {v_iso['8']:.2f} at gamma 2 / 4 / 8")
+loop_c = {}
 for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
     pg.gamma.value, pg.temperature.value = gamma, temperature  # each change re-runs the callback
-    s = pg.last
+    s = loop_c[gamma, temperature] = pg.last
     pred = expected_speedup(s["alpha_checked"], gamma, cost["c"], v_iso[str(gamma)])
     print(f"gamma={gamma} T={temperature}: alpha={s['alpha_checked']:.2f} (accepted/drafted {s['alpha']:.2f}) "
           f"tau={s['tokens_per_round']:.2f}; in the loop c={s['c']:.3f} v={s['v']:.2f}; speedup measured {s['measured_speedup']:.2f}x, "
           f"predicted from c, v in isolation {pred:.2f}x ({pred / s['measured_speedup'] - 1:+.0%}), "
           f"decomposed with the loop's c, v {s['decomposed_speedup']:.2f}x  counts={s['counts']}")
+higher = [f"gamma={g} T={t}" for (g, t), s in loop_c.items() if s["c"] > cost["c"]]
+print(f"c in the loop above c in isolation in {len(higher)} of {len(loop_c)} runs" + (f" ({', '.join(higher)})" if higher else ""))
 pg.reset()  # back to gamma 4, T = 0: the saved widgets then show the run the text view above printed
 pg.static_figure();
 
@@ -83,8 +87,9 @@ pg.static_figure();
 # Two $c$ (and $v$) appear in this notebook. **In isolation**: each model stepping alone and warm
 # (`utils.bench.step_cost_ratio`), the first line above, which the figure and the exercise below
 # use. **In the loop**: what this run's draft passes cost over the target's plain step (the
-# playground's panel and the lines above), higher on a CPU because the first draft step after each
-# target pass runs cold and a draft step after a fully accepted round takes two tokens. Fed with
+# playground's panel and the lines above). On a CPU it tends to be higher, because the first draft
+# step after each target pass runs cold and a draft step after a fully accepted round takes two
+# tokens, but one run's timings are noisy: the last line above says how this run came out. Fed with
 # the in-isolation values, the cost model *predicts*; fed with the loop's own values it only
 # *decomposes* the run it came from, so its agreement with the measured speedup validates nothing
 # (what is left is the loop's own overhead). The figure is the playground's $\tau$ chart for the
@@ -96,8 +101,11 @@ pg.static_figure();
 # After a rejection the correct rule samples from $\text{norm}(\max(0, p - q))$; the Practitioner's
 # Guide samples from $p$ again. Flip the switch: the bars are the emitted token's frequencies over
 # thousands of rounds at one position (the first new token of the playground's prompt), the dashes
-# are $p$. With the Guide's rule the tokens with $q(x) > \beta\,p(x)$,
-# $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03).
+# are $p$. The lines below measure each rule's distance from $p$ as the total variation distance,
+# $\mathrm{TV} = \frac12 \sum_x |f(x) - p(x)|$ for frequencies $f$: beside the sampling noise alone
+# and the "exact law" (the distance of the rule's own output distribution, computed without
+# sampling). With the Guide's rule the tokens with $p(x) > 0$ and
+# $q(x) > \beta\,p(x)$, $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03).
 
 # %%
 pg.rule_widget()
@@ -112,7 +120,8 @@ pg.rule_demo.static_figure();  # both rules side by side, static (what the switc
 # %% [markdown]
 # ## Acceptance across gamma and temperature
 #
-# $\alpha$ depends on how alike $p$ and $q$ are after warping: at temperature 0 only the arg max
+# $\alpha$ depends on how alike $p$ and $q$ are after warping (the same temperature, top-k and top-p
+# applied to both models' logits, notebook 01): at temperature 0 only the arg max
 # has to agree; at higher temperatures the whole distributions have to overlap
 # ($\alpha = \sum_x \min(p(x), q(x))$ at each position). Each cell is $\alpha$ per *checked* token
 # (accepted / (accepted + rejections)), the $\alpha$ of the cost model.
@@ -200,8 +209,10 @@ CostModelExplorer(alpha=round(sum(grid[0]) / len(grid[0]), 2), gamma=4, c=round(
 # - At temperature 1, set top-k to 1: why are the text and $\alpha$ now exactly the greedy ones?
 # - Type your own prompt into the box, far from Python's documentation: what happens to $\alpha$,
 #   and to the Guide's rule's drift?
-# - The measured speedup includes Python overhead that the cost model ignores: when does the
-#   prediction from $c$, $v$ in isolation overshoot, and why?
+# - The measured speedup includes Python overhead that the cost model ignores, and the in-loop $c$
+#   and $v$ differ from the isolated ones: rerun the cell with the three settings a few times. Does
+#   the prediction from $c$, $v$ in isolation overshoot or undershoot, and does that stay the same
+#   from run to run?
 
 # %% [markdown]
 # ## Exercise: the cost model, by hand
