@@ -269,6 +269,9 @@ def test_rule_switch_shows_the_guides_drift(pg):
     ax = demo.static_figure()
     bars = [[b.get_height() for b in cont] for cont in ax.containers]
     assert bars == [pytest.approx(correct["freq"][:-1]), pytest.approx(biased["freq"][:-1])]
+    marks = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}  # p and q beside the bars
+    assert marks["p (target)"] == pytest.approx(correct["p"][:-1]) and marks["q (draft)"] == pytest.approx(correct["q"][:-1])
+    assert f"beta = sum min(p, q) = {correct['alpha']:.2f}" in ax.get_title() and ax.get_xlabel() == "token"
     assert demo.rule.value == "p" and demo.last["rule"] == "p"
     demo.rule.value = "residual"
 

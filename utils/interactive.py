@@ -206,9 +206,11 @@ class RuleDemo:
             ax.bar([x - 0.2 + 0.4 * j for x in xs], r["freq"][:-1], 0.4, color=("#16a34a", "#f59e0b")[j],
                    label=f"{name}: TV from p {r['tv']:.3f}")
         ax.plot(list(xs), runs["residual"]["p"][:-1], "_", color="#1e3a8a", ms=18, mew=2.5, label="p (target)")
+        ax.plot(list(xs), runs["residual"]["q"][:-1], "x", color="#7c3aed", ms=5, label="q (draft)")
         ax.set_xticks(list(xs), labels, rotation=60, fontsize=7)
-        ax.set(ylabel="probability", title=f"emitted token vs p, {self.n_draws} draws per rule "
-               f"(sampling noise alone: TV about {runs['residual']['noise']:.3f})")
+        ax.set(xlabel="token", ylabel="probability", title=f"emitted token vs p, {self.n_draws} draws per rule; "
+               f"beta = sum min(p, q) = {runs['residual']['alpha']:.2f} (sampling noise alone: TV about "
+               f"{runs['residual']['noise']:.3f})")
         ax.legend(fontsize=7)
         return ax
 

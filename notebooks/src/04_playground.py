@@ -101,11 +101,12 @@ pg.static_figure();
 # After a rejection the correct rule samples from $\text{norm}(\max(0, p - q))$; the Practitioner's
 # Guide samples from $p$ again. Flip the switch: the bars are the emitted token's frequencies over
 # thousands of rounds at one position (the first new token of the playground's prompt), the dashes
-# are $p$. The lines below measure each rule's distance from $p$ as the total variation distance,
-# $\mathrm{TV} = \frac12 \sum_x |f(x) - p(x)|$ for frequencies $f$: beside the sampling noise alone
-# and the "exact law" (the distance of the rule's own output distribution, computed without
-# sampling). With the Guide's rule the tokens with $p(x) > 0$ and
-# $q(x) > \beta\,p(x)$, $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03).
+# are $p$ (in the static figure below, the crosses are $q$ and the title gives $\beta$). With the
+# Guide's rule the tokens with $p(x) > 0$ and $q(x) > \beta\,p(x)$,
+# $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03). The lines below measure each
+# rule's distance from $p$ as the total variation distance, $\mathrm{TV} = \frac12 \sum_x |f(x) - p(x)|$
+# for frequencies $f$, beside the sampling noise alone and the "exact law" (the distance of the
+# rule's own output distribution, computed without sampling).
 
 # %%
 pg.rule_widget()
