@@ -300,7 +300,9 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
                             eos=frozenset(), generator=None, sync_every: int = 16, compile: bool = True):
     """Plain decoding on the fast engine: one compiled 1-token pass per step, the token sampled on
     the device, the host looking at the tokens only every `sync_every` steps (for EOS; the steps after
-    an EOS are computed and dropped, so the output is exact). Returns (new tokens, FastStats, seconds)."""
+    an EOS are computed and dropped, so the output is exact). Returns (new tokens, FastStats, seconds);
+    FastStats.forward_time is timed like the speculative loop's passes (`_PassClock`: a CPU's clock, CUDA
+    timing events read after a sync, NaN elsewhere)."""
     t_start = time.perf_counter()
     ids = input_ids.to(model.device).clone()  # (1, T); a clone made in inference mode, like every later input
     eng = engine_for(model, ids.shape[1] + max_new_tokens, compile)
@@ -313,10 +315,11 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     # last: (1, 1) on the device, contiguous like every later step's input (other strides recompile)
     last, pending, new = ids[0, -1:].clone().view(1, 1), [], []
+    clock = _PassClock(model.device)
     for i in range(max_new_tokens):
-        t0 = time.perf_counter()
+        t0 = clock.mark()
         logits = eng.forward(last)[-1]  # (V,)
-        stats.forward_time += time.perf_counter() - t0  # exact on a CPU; launch time on CUDA
+        clock.add("forward", t0, clock.mark())
         probs = probs_from_logits(logits, **warp)  # (V,)
         noise = exp_noise(probs.shape, probs.device, generator, greedy=temperature == 0)
         last = sample_with_noise(probs, noise).view(1, 1)
@@ -329,8 +332,7 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
             if hit:
                 break
     stats.compile_time = sum(t for w, t in eng.compile_time.items() if w not in known)
-    if model.device.type != "cpu":
-        stats.forward_time = float("nan")
+    stats.forward_time = clock.seconds("forward")
     return new, stats, time.perf_counter() - t_start
 
 

@@ -201,23 +201,31 @@ def resolve_device(device=None) -> torch.device:
     return device
 
 
-def default_dtype(device: torch.device, pair: PairSpec) -> torch.dtype:
-    """float32 on a CPU, and for a pair that ships with the project (the tiny pair: a few MiB, trained
-    in float32) on every device, so the notebooks' token-for-token checks against HF greedy hold on a
-    Colab GPU too (in 16 bits, a batched or fused kernel rounds differently and a near-tie can flip a
-    token). Other pairs on CUDA: bfloat16 where the GPU has it, else float16 (Gemma2: float32)."""
-    if device.type != "cuda" or pair.local:
+def cuda_dtype(pair: PairSpec, has_bf16: bool) -> torch.dtype:
+    """The dtype a pair loads in on a GPU with (or without) bfloat16: float32 for a pair that ships with
+    the project (the tiny pair: a few MiB, trained in float32), so the notebooks' token-for-token checks
+    against HF greedy hold on a Colab GPU too (in 16 bits, a batched or fused kernel rounds differently
+    and a near-tie can flip a token); else bfloat16 where the GPU has it, float16 where not, and float32
+    for Gemma2 there (it overflows in float16)."""
+    if pair.local:
         return torch.float32
-    if torch.cuda.is_bf16_supported(including_emulation=False):
+    if has_bf16:
         return torch.bfloat16
-    if pair.target.repo.startswith("google/gemma-2"):
+    return torch.float32 if pair.target.repo.startswith("google/gemma-2") else torch.float16
+
+
+def default_dtype(device: torch.device, pair: PairSpec) -> torch.dtype:
+    """float32 on a CPU; on CUDA `cuda_dtype` for this GPU (with a warning when Gemma2 must take float32)."""
+    if device.type != "cuda":
+        return torch.float32
+    dtype = cuda_dtype(pair, torch.cuda.is_bf16_supported(including_emulation=False))
+    if dtype == torch.float32 and not pair.local:
         warnings.warn(
             "This GPU has no bfloat16 (e.g. a T4). Gemma2 overflows in float16, so it loads in float32: "
             "pass quantization='nf4' for it to fit.",
             stacklevel=3,
         )
-        return torch.float32
-    return torch.float16
+    return dtype
 
 
 BNB_BLOCK = 64  # bitsandbytes' default block size for 4-bit weights: one scale (absmax) per 64 weights
@@ -279,7 +287,7 @@ def memory_fits(name: str) -> list[dict]:
     for label, q in (("bf16", None), ("NF4", "nf4")):
         fits, gib, by_gpu = [], None, {}
         for gpu, (free, total, bf16) in GPUS.items():
-            dtype = torch.bfloat16 if bf16 else (torch.float32 if pair.target.repo.startswith("google/gemma-2") else torch.float16)
+            dtype = cuda_dtype(pair, bf16)
             need = 1.15 * sum(estimate_bytes(getattr(pair, r), dtype, q) for r in ("draft", "target")) / 2**30
             by_gpu[gpu] = (str(dtype).split(".")[-1], need)
             if gib is None and bf16:
