@@ -50,13 +50,17 @@ BADGE = (
     f"(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{{name}})"
 )
 # Lines of requirements.txt the Colab setup cell skips (grep -E): Colab's own torch is kept, and its
-# runtime pins its own Jupyter, so the front end and the test tools are not installed there.
-COLAB_SKIP = "^(torch|jupyterlab|notebook|jupytext|pytest|nbval|playwright)[<>=!~ ]"
+# runtime pins its own Jupyter, so the front end and the test tools are not installed there. Colab's
+# ipywidgets is kept too: its front end draws the ipywidgets 7 it preinstalls (7.7.1, see
+# https://github.com/googlecolab/backend-info), and widgets from an upgraded ipywidgets 8 stay blank
+# there (https://github.com/googlecolab/colabtools/issues/4525). utils' widgets work with both.
+COLAB_SKIP = "^(torch|ipywidgets|jupyterlab|notebook|jupytext|pytest|nbval|playwright)[<>=!~ ]"
 # SPECDEC_REPO_URL and SPECDEC_COLAB_DIR override where the clone comes from and goes (for a session,
 # without a rebuild); tests/test_colab.py points them at a local copy to run a notebook as on Colab.
 SETUP = f"""\
 # Setup. In JupyterLab (python run.py lab) this only finds the repository; on Colab it first
-# fetches the repository and the packages the notebooks use (Colab's torch and Jupyter are kept).
+# fetches the repository and the packages the notebooks use, keeping Colab's torch, ipywidgets
+# and Jupyter.
 import os, sys
 if "google.colab" in sys.modules:
     REPO_URL = os.environ.get("SPECDEC_REPO_URL", "{REPO_URL}")

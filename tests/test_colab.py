@@ -1,12 +1,15 @@
 """The notebooks' Colab setup cell, run as on Colab but on this machine.
 
-A fresh virtual environment holds only what Colab preinstalls and the setup cell keeps (torch,
-ipykernel, ipywidgets); its kernel imports a stub `google.colab` at start, as Colab's kernel does.
-The repository comes from a local bare copy through the cell's SPECDEC_REPO_URL (the setting in
-pyproject.toml is the default), into SPECDEC_COLAB_DIR instead of /content/specdec-notebooks. Then
-notebook 01, opened from outside the clone, runs top to bottom: the cell clones, installs the rest of
-requirements.txt from the package index like Colab would, and the notebook imports `utils` from the
-clone. Takes minutes (marked slow; `python run.py test` and CI run it)."""
+A fresh virtual environment holds only what Colab preinstalls and the setup cell keeps (torch, and
+Colab's own IPython 7.34, ipykernel, ipywidgets 7.7.1 and plotly 5.24.1, as listed in
+https://github.com/googlecolab/backend-info); its kernel imports a stub `google.colab` at start, as
+Colab's kernel does. The repository comes from a local bare copy through the cell's SPECDEC_REPO_URL
+(the setting in pyproject.toml is the default), into SPECDEC_COLAB_DIR instead of
+/content/specdec-notebooks. Then notebook 01, opened from outside the clone, runs top to bottom: the
+cell clones, installs the rest of requirements.txt from the package index like Colab would, and the
+notebook imports `utils` from the clone. Notebook 04's playground then runs in the same environment:
+its widgets are built, shown and driven with Colab's ipywidgets 7 (Colab's front end itself cannot run
+here: what it draws is not tested). Takes minutes (marked slow; `python run.py test` and CI run it)."""
 
 import json
 import os
@@ -23,13 +26,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_autoregressive_decoding.ipynb"
+PLAYGROUND = ROOT / "notebooks" / "04_playground.ipynb"
+# Colab's kernel, ipywidgets and plotly as its runtime pins them (googlecolab/backend-info,
+# pip-freeze.gpu.txt, 2026-08): the setup cell keeps them (plotly 5.24.1 meets requirements.txt), so the
+# notebooks must run on them: IPython 7, ipywidgets 7.
+COLAB_IPYWIDGETS, COLAB_PLOTLY = "7.7.1", "5.24.1"
+COLAB_KERNEL = ["ipykernel==6.17.1", "ipython==7.34.0", "jupyter_client==7.4.9", "traitlets==5.7.1"]
 # The test environment's own torch build (e.g. 2.13.0+cpu), pinned: pip takes it from where it came
 # from (cache, find-links, index) and never pulls the multi-GB CUDA build an open "torch" would.
-COLAB_PREINSTALLED = [f"torch=={version('torch')}", "ipykernel", "ipywidgets"]
+COLAB_PREINSTALLED = [f"torch=={version('torch')}", *COLAB_KERNEL, f"ipywidgets=={COLAB_IPYWIDGETS}", f"plotly=={COLAB_PLOTLY}"]
 PROBE = """\
 import json, os, sys, torch, transformers, utils
 print(json.dumps({"utils": utils.__file__, "transformers": transformers.__file__, "torch": torch.__version__,
                   "cwd": os.getcwd(), "colab": "google.colab" in sys.modules}))"""
+# Appended to notebook 04: drive the playground as a learner's slider would, then report.
+PLAYGROUND_PROBE = """\
+import json, IPython, ipywidgets, plotly
+from utils.interactive import figure_of
+pg.gamma.value = 2  # a slider moved: the observer re-runs
+demo = pg.rule_demo
+for rule in ("residual", "p"):
+    demo.rule.value = rule  # the rule switch redraws its chart
+print(json.dumps({"ipywidgets": ipywidgets.__version__, "plotly": plotly.__version__, "ipython": IPython.__version__,
+                  "gamma": pg.last["gamma"],
+                  "tau_figure": figure_of(pg.tau_plot) is not None, "tokens_html": len(pg.html.value),
+                  "rule_shown": 'data-rule="p"' in demo.summary.value, "rule_figure": figure_of(demo.plot) is not None}))"""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = [
     pytest.mark.slow,
@@ -76,42 +98,79 @@ def colab_like_environment(prefix: Path) -> Path:
     return py
 
 
-def test_setup_cell_clones_installs_and_runs_notebook_01_as_on_colab(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    """A Colab-like runtime shared by this module's tests: run(nb) executes a notebook there, in a fresh
+    "colab" kernel whose working directory is /content's stand-in (the first notebook's setup cell clones
+    and installs; a later one finds the clone, as a second notebook in one Colab runtime would)."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    setup = next(c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
-    assert "SPECDEC_REPO_URL" in setup.source, f"{NOTEBOOK.name}: old setup cell; run python scripts/build_notebooks.py"
-    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-
-    commit = publish_working_tree(tmp_path / "specdec-notebooks.git")
-    env_dir = tmp_path / "colab-venv"
+    tmp = tmp_path_factory.mktemp("colab")
+    commit = publish_working_tree(tmp / "specdec-notebooks.git")
+    env_dir = tmp / "colab-venv"
     colab_like_environment(env_dir)
-    content = tmp_path / "content"  # Colab's working directory, /content
+    content = tmp / "content"  # Colab's working directory, /content
     content.mkdir()
     clone = content / "specdec-notebooks"
-
     kernel_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}  # nothing from here
     kernel_env.update({
-        "SPECDEC_REPO_URL": (tmp_path / "specdec-notebooks.git").as_uri(),  # file://: --depth 1 works as over https
+        "SPECDEC_REPO_URL": (tmp / "specdec-notebooks.git").as_uri(),  # file://: --depth 1 works as over https
         "SPECDEC_COLAB_DIR": str(clone),
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
         "PATH": os.pathsep.join([str(env_dir / "bin"), os.environ.get("PATH", "")]),
     })
-    monkeypatch.setenv("JUPYTER_PATH", str(env_dir / "share" / "jupyter"))  # where the "colab" kernel spec is
-    client = NotebookClient(nb, kernel_name="colab", timeout=1200, resources={"metadata": {"path": str(content)}})
-    try:
-        client.execute(env=kernel_env)  # raises CellExecutionError, with the cell and traceback, on any error
-    finally:
-        shutil.rmtree(env_dir, ignore_errors=True)  # 1.7 GB; pytest keeps the last three runs' tmp_path
 
-    assert _git("-C", str(clone), "rev-parse", "HEAD") == commit
-    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
-    probe = json.loads(printed.strip().splitlines()[-1])
+    def run(nb) -> None:
+        client = NotebookClient(nb, kernel_name="colab", timeout=1200, resources={"metadata": {"path": str(content)}})
+        client.execute(env=kernel_env)  # raises CellExecutionError, with the cell and traceback, on any error
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(env_dir / "share" / "jupyter"))  # where the "colab" kernel spec is
+        try:
+            yield dict(run=run, commit=commit, clone=clone, env_dir=env_dir)
+        finally:
+            shutil.rmtree(env_dir, ignore_errors=True)  # 1.7 GB; pytest keeps the last three runs' tmp_path
+
+
+def _printed_json(cell) -> dict:
+    printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    return json.loads(printed.strip().splitlines()[-1])
+
+
+def test_setup_cell_clones_installs_and_runs_notebook_01_as_on_colab(colab):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    setup = next(c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
+    assert "SPECDEC_REPO_URL" in setup.source, f"{NOTEBOOK.name}: old setup cell; run python scripts/build_notebooks.py"
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
+    colab["run"](nb)
+
+    clone, env_dir = colab["clone"], colab["env_dir"]
+    assert _git("-C", str(clone), "rev-parse", "HEAD") == colab["commit"]
+    probe = _printed_json(nb.cells[-1])
     assert probe["colab"]
     assert probe["cwd"] == str(clone / "notebooks")
     assert Path(probe["utils"]).is_relative_to(clone), probe  # the clone's code, not this checkout's
     assert Path(probe["transformers"]).is_relative_to(env_dir), probe  # installed by the setup cell
     assert probe["torch"] == version("torch"), "the setup cell replaced the preinstalled torch"
     installed = (clone / "colab-requirements.txt").read_text()  # what the cell gave pip
-    assert re.search(r"^transformers==", installed, re.M) and not re.search(r"^(torch|jupyterlab)\b", installed, re.M)
+    assert re.search(r"^transformers==", installed, re.M)
+    assert not re.search(r"^(torch|ipywidgets|jupyterlab)\b", installed, re.M)
+
+
+def test_playground_widgets_work_with_colabs_ipywidgets_7(colab):
+    """Notebook 04 on Colab's own ipywidgets (the setup cell keeps it): every widget cell shows a
+    widget, and moving a slider or the rule switch re-runs and redraws."""
+    nb = nbformat.read(PLAYGROUND, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PLAYGROUND_PROBE))
+    colab["run"](nb)
+
+    probe = _printed_json(nb.cells[-1])
+    assert probe["ipywidgets"] == COLAB_IPYWIDGETS and probe["plotly"] == COLAB_PLOTLY, probe  # kept, not upgraded
+    assert probe["ipython"] == "7.34.0", probe
+    assert probe["gamma"] == 2 and probe["tau_figure"] and probe["tokens_html"] > 0, probe
+    assert probe["rule_shown"] and probe["rule_figure"], probe
+    committed = nbformat.read(PLAYGROUND, as_version=4).cells
+    for mine, ran in zip(committed, nb.cells):  # a widget wherever the committed run (ipywidgets 8) shows one
+        if any(WIDGET_VIEW in o.get("data", {}) for o in mine.get("outputs", [])):
+            views = [o["data"][WIDGET_VIEW] for o in ran.outputs if WIDGET_VIEW in o.get("data", {})]
+            assert views and all(v["version_major"] == 2 for v in views), ran.source

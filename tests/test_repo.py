@@ -108,12 +108,13 @@ def test_badges_and_setup_cell_point_to_the_repository_setting():
 
 
 def test_colab_setup_installs_what_the_notebooks_import_and_no_jupyter():
-    """The setup cell's grep keeps the runtime packages and drops torch and the Jupyter/test tools."""
+    """The setup cell's grep keeps the runtime packages and drops torch, ipywidgets (Colab's front end
+    draws only the ipywidgets 7 it preinstalls) and the Jupyter/test tools."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from build_notebooks import COLAB_SKIP, SETUP
 
     assert COLAB_SKIP in SETUP
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     kept = {re.split(r"[<>=!~ ]", l)[0] for l in lines if l.strip() and not l.startswith("#") and not re.search(COLAB_SKIP, l)}
-    assert {"transformers", "accelerate", "bitsandbytes", "ipywidgets", "plotly", "matplotlib", "scipy", "tqdm"} <= kept
-    assert not kept & {"torch", "jupyterlab", "notebook", "jupytext", "pytest", "nbval", "playwright"}
+    assert {"transformers", "accelerate", "bitsandbytes", "plotly", "matplotlib", "scipy", "tqdm"} <= kept
+    assert not kept & {"torch", "ipywidgets", "jupyterlab", "notebook", "jupytext", "pytest", "nbval", "playwright"}
