@@ -235,6 +235,35 @@ def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
         plot_batched(result, 1.0)
 
 
+def test_verify_cost_takes_turns_and_keeps_each_pass_fastest_repeat(monkeypatch):
+    """The three passes take turns in a rotating order, so a burst of load lands on all of them, and
+    each keeps its fastest repeat: a burst during one repeat leaves c and v as the passes' own costs."""
+    import types
+
+    import utils.batched as batched
+    import utils.beyond as beyond
+
+    ids = torch.randint(3, 50, (2, 6))
+    cost = {("target", 1): 1.0, ("target", 4): 1.5, ("draft", 1): 0.25}  # seconds per call, unloaded
+    clock, log = [0.0], []
+
+    def fake_forward(model, cache, x, valid, timer):
+        if x.shape[1] == ids.shape[1] - 1:
+            return None  # the prompt, cached once per model
+        log.append((model, x.shape[1]))
+        burst = 6 <= len(log) - 1 < 12  # the second round of turns (iters 2 x 3 passes per round) is loaded
+        clock[0] += cost[model, x.shape[1]] * (3 if burst else 1)
+
+    monkeypatch.setattr(batched, "_forward", fake_forward)
+    monkeypatch.setattr(beyond, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    c = beyond.verify_cost("target", "draft", ids, None, gamma=3, iters=2, repeats=3)
+    assert (c["target_step_s"], c["verify_s"], c["draft_step_s"]) == (1.0, 1.5, 0.25)  # the burst is not in them
+    assert c["v"] == 1.5 and c["c"] == 0.25 and c["step_spread"] == pytest.approx(2.0)  # ... but shows in the spread
+    order = log[::2]  # one entry per repeat of a pass
+    t1, t4, d1 = ("target", 1), ("target", 4), ("draft", 1)
+    assert order == [t1, t4, d1, t4, d1, t1, d1, t1, t4, t1, t4, d1]  # four rounds (a warm-up, then 3), rotating
+
+
 def test_compiled_costs_compile_per_shape_change_not_per_batch_size(monkeypatch):
     """shape_costs(compiled=True) times the same passes on the fast path (static cache rolled back,
     torch.compile; CUDA graphs on a GPU): positive times, v and c their ratios, the compile kept out

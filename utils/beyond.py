@@ -246,39 +246,61 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+COST_ITERS, COST_REPEATS = 10, 15  # verify_cost's defaults: 15 repeats steady c and v on a busy 2-core VM
+
+
 @torch.inference_mode()
-def verify_cost(target, draft, ids, mask, gamma: int = 4, iters: int = 10, repeats: int = 3) -> dict:
-    """What a round costs at this batch, from the models alone: the median time of one target pass
-    over (B, 1) tokens (a plain decoding step), over (B, gamma + 1) tokens (a verify pass), and of one
-    draft step (B, 1), each after the prompt is cached and rolled back after every call. Returns
-    dict(B, target_step_s, verify_s, draft_step_s, v = verify / step, c = draft step / target step)."""
+def verify_cost(target, draft, ids, mask, gamma: int = 4, iters: int = COST_ITERS, repeats: int = COST_REPEATS) -> dict:
+    """What a round costs at this batch, from the models alone: one target pass over (B, 1) tokens (a
+    plain decoding step), one over (B, gamma + 1) tokens (a verify pass) and one draft step (B, 1),
+    each after the prompt is cached and cropped back after every call. The three take turns: a repeat
+    times `iters` calls of each, in an order that rotates from repeat to repeat, so a burst of load
+    from elsewhere on the machine falls on all three rather than on one; after a warm-up round each
+    keeps its fastest repeat (load only adds time, so the fastest repeat is the nearest to the pass's
+    own cost). Returns dict(B, target_step_s, verify_s, draft_step_s, v = verify / step, c = draft
+    step / target step, step_spread = (slowest - fastest) / fastest of the plain step's repeats)."""
     from transformers import DynamicCache
 
     from .batched import _crop_right, _forward, _Timer, check_batch
 
     valid = check_batch(ids, mask)
     off = _Timer(ids.device, False)
+    caches = {}
 
-    def timed(model, width):
-        cache = DynamicCache()
-        if ids.shape[1] > 1:
-            _forward(model, cache, ids[:, :-1], valid[:, :-1], off)  # the prompt, cached
+    def timer(model, width):
+        if id(model) not in caches:  # one cache per model, holding the prompt; every call is cropped back to it
+            caches[id(model)] = cache = DynamicCache()
+            if ids.shape[1] > 1:
+                _forward(model, cache, ids[:, :-1], valid[:, :-1], off)
+        cache = caches[id(model)]
+        L = cache.get_seq_length()
         x = ids[:, -1:].repeat(1, width)  # (B, width): what is fed does not change the cost
         v = torch.cat([valid, torch.ones_like(valid[:, :1]).repeat(1, width - 1)], 1)
-        L = cache.get_seq_length()
-        times = []
-        for _ in range(repeats + 1):
+
+        def seconds_per_call():
             _sync(ids.device)
             t0 = time.perf_counter()
             for _ in range(iters):
                 _forward(model, cache, x, v, off)
                 _crop_right(cache, L)
             _sync(ids.device)
-            times.append((time.perf_counter() - t0) / iters)
-        return statistics.median(times[1:])  # the first repeat warms up
+            return (time.perf_counter() - t0) / iters
 
-    step, verify, d_step = timed(target, 1), timed(target, gamma + 1), timed(draft, 1)
-    return dict(B=int(ids.shape[0]), target_step_s=step, verify_s=verify, draft_step_s=d_step, v=verify / step, c=d_step / step)
+        return seconds_per_call
+
+    passes = {"target_step": timer(target, 1), "verify": timer(target, gamma + 1), "draft_step": timer(draft, 1)}
+    names = list(passes)
+    times = {n: [] for n in names}
+    for rep in range(repeats + 1):
+        for n in names[rep % 3:] + names[: rep % 3]:
+            t = passes[n]()
+            if rep:  # the first round warms up
+                times[n].append(t)
+    best = {n: min(ts) for n, ts in times.items()}
+    step = best["target_step"]
+    return dict(B=int(ids.shape[0]), target_step_s=step, verify_s=best["verify"], draft_step_s=best["draft_step"],
+                v=best["verify"] / step, c=best["draft_step"] / step,
+                step_spread=(max(times["target_step"]) - step) / step)
 
 
 # The fast path's passes at batch B, for compiled_verify_cost. Two functions with the same body, one
@@ -482,7 +504,8 @@ def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, tem
     meta.update(gamma=gamma, batch_sizes=list(batch_sizes), temperatures=list(temperatures), warmup=warmup,
                 methods=list(BATCH_METHODS), wall_s=time.perf_counter() - t_start, n_prompts=max(batch_sizes),
                 timing="per batch size and temperature the methods take turns after a warm-up; each keeps the median of "
-                       "its repeats; tokens/s = new tokens of all rows / seconds. costs: median of repeats x iters calls.")
+                       "its repeats; tokens/s = new tokens of all rows / seconds. costs (verify_cost): the three passes take turns, "
+                       f"each keeps the fastest of {COST_REPEATS} repeats of {COST_ITERS} calls.")
     return dict(meta=meta, rows=rows, costs=costs)
 
 
@@ -628,7 +651,8 @@ def _main_batched_cost(ap, args) -> int:
     from .models import describe_device
 
     meta = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
-                timing="verify_cost: median of repeats x iters calls after a warm-up, cache rolled back after each",
+                timing=f"verify_cost: the three passes take turns, each keeps the fastest of {COST_REPEATS} repeats of {COST_ITERS} calls after a "
+                       "warm-up round, the cache cropped back after each call",
                 compiled=("per row, 'compiled': compiled_verify_cost, the same passes through torch.compile with a "
                           "static cache (CUDA graphs on a GPU): median of repeats x iters calls after a warm-up repeat, "
                           "the cache rolled back once per repeat; *_first_call_s: the first call (compiles when the "
