@@ -247,6 +247,7 @@ def _sync(device) -> None:
 
 
 COST_ITERS, COST_REPEATS = 10, 15  # verify_cost's defaults: 15 repeats steady c and v on a busy 2-core VM
+SHAPE_COST_REPEATS = 5  # shape_costs (real Gemma2 shapes, made for a GPU: steadier, and each pass costs more)
 
 
 @torch.inference_mode()
@@ -462,7 +463,7 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
 
     for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
         ids = torch.randint(3, V, (B, prompt_len), generator=g).to(device)
-        costs.append(verify_cost(target, draft, ids, torch.ones_like(ids), gamma))
+        costs.append(verify_cost(target, draft, ids, torch.ones_like(ids), gamma, repeats=SHAPE_COST_REPEATS))
         if compiled and not compiled_broken:
             costs[-1]["compiled"] = row = _compiled_row(target, draft, ids, gamma, heard)
             # An error stops the compiled passes: out of memory at this B comes back at every larger
@@ -651,7 +652,7 @@ def _main_batched_cost(ap, args) -> int:
     from .models import describe_device
 
     meta = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
-                timing=f"verify_cost: the three passes take turns, each keeps the fastest of {COST_REPEATS} repeats of {COST_ITERS} calls after a "
+                timing=f"verify_cost: the three passes take turns, each keeps the fastest of {SHAPE_COST_REPEATS} repeats of {COST_ITERS} calls after a "
                        "warm-up round, the cache cropped back after each call",
                 compiled=("per row, 'compiled': compiled_verify_cost, the same passes through torch.compile with a "
                           "static cache (CUDA graphs on a GPU): median of repeats x iters calls after a warm-up repeat, "
