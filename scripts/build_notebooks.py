@@ -214,7 +214,7 @@ def fast_goals() -> str:
     goals = {0.0: (("hf_assisted", 2.0), ("hf", 3.0)), 1.0: (("hf_assisted", 1.5),)}
     names = {"hf_assisted": "HF assisted", "hf": "HF greedy"}
     lines = ["Goals: the floors this project set for the compiled backend on a 2-core CPU with the tiny pair, "
-             "held-out prompts, gamma 4 (issue 12): " + "; ".join(
+             "held-out prompts, gamma 4: " + "; ".join(
                  f"T = {t:g}: " + ", ".join(f"{w:g}x {names[b]}" for b, w in g) for t, g in goals.items()) + ".", ""]
     for path in sorted((ROOT / "data" / "results").glob("bench-*heldout*.json")):
         r = json.loads(path.read_text())
@@ -350,7 +350,7 @@ def compiled_gpu_table(results: Path | None = None) -> str:
             out.append("\n**CUDA graphs were skipped** for graphs compiled in: " + ", ".join(skips) + " (inductor's reasons "
                        "are in the file, `cudagraph_skips`); such a graph runs without CUDA graphs in every later step "
                        "that reuses it, so read the compiled numbers after those steps as slower than they need be.")
-        out.append("\n| goal (issue 12) | measured | met |")
+        out.append("\n| goal (the floors this project set) | measured | met |")
         out.append("|---|---|---|")
         for g in r["goals"]:
             met = {True: "yes", False: "**no**"}.get(g["met"], "not measured in this file")
@@ -458,14 +458,16 @@ def _per_repeat(rows, i) -> float:
 
 
 def _ratio_cells(ratios, noise) -> str:
-    """'1.95x | 1.90-2.01x, faster': the median of the per-repeat ratios (the headline notebooks 08-11
-    print), their range, and the verdict they give: faster or slower only when every repeat clears the
-    timing spread between repeats (noise), as utils.lookup.versus decides."""
+    """'1.95x | 1.90-2.01x, faster': the median of the per-repeat ratios, their range, and the verdict
+    they give: faster or slower only when every repeat clears the timing spread between repeats
+    (utils.bench.noise_verdict, the rule the notebooks use too)."""
     import statistics
 
+    sys.path.insert(0, str(ROOT))
+    from utils.bench import noise_verdict
+
     lo, hi = min(ratios), max(ratios)
-    word = "faster" if lo > 1 + noise else "slower" if hi < 1 - noise else "within noise"
-    return f"{statistics.median(ratios):.2f}x | {lo:.2f}-{hi:.2f}x (spread {noise:.0%}): {word}"
+    return f"{statistics.median(ratios):.2f}x | {lo:.2f}-{hi:.2f}x (spread {noise:.0%}): {noise_verdict(ratios, noise)}"
 
 
 def beyond_table() -> str:

@@ -208,3 +208,14 @@ def test_out_of_sample_cost_model_check_on_the_committed_runs():
         assert (r["own_c"], r["own_v"]) == (own["c_in_loop"], own["v_in_loop"])  # the in-sample c, v
         assert r["in_sample_error"] == pytest.approx(
             expected_speedup(r["alpha_checked"], 4, r["own_c"], r["own_v"]) / r["measured"] - 1, abs=1e-3)
+
+
+def test_noise_verdict_counts_a_gain_only_when_every_repeat_clears_the_spread():
+    """The one rule notebooks 08-11 and the README's tables use to call a method faster or slower."""
+    from utils.bench import noise_verdict
+
+    assert noise_verdict([1.20, 1.31, 1.25], 0.10) == "faster"
+    assert noise_verdict([1.05, 1.31, 1.25], 0.10) == "within noise"  # one repeat inside the spread
+    assert noise_verdict([0.80, 0.85], 0.10) == "slower"
+    assert noise_verdict([0.95, 0.85], 0.10) == "within noise"
+    assert noise_verdict([1.01, 1.02], 0.0) == "faster"  # no spread: every repeat above 1 is enough

@@ -751,3 +751,16 @@ def test_12_flags_that_cannot_be_read_fail_with_the_form_to_use(pair):
     fails("check_12", lambda m, g, d=None: {"--speculative-algorithm": "NGRAM"}, pair, "list of strings")
     fails("check_12", lambda m, g, d=None: ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens"],
           pair, "followed by its value")
+
+
+def test_09_on_a_16_bit_pair_grades_against_the_loop_with_the_reference_index(capsys):
+    """In bf16 a batch can flip a near-tie against one row alone with nothing wrong, so a right index
+    must not fail there: the yardstick becomes the same batched loop with the reference index."""
+    import torch
+
+    from utils.models import load_pair
+
+    pair16 = load_pair("tiny", dtype=torch.bfloat16)
+    ex.check_09(solution("check_09"), pair16)
+    out = capsys.readouterr().out
+    assert out.startswith("PASSED") and "equal to the loop with the reference index (torch.bfloat16" in out

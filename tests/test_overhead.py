@@ -132,10 +132,6 @@ def test_pair_run_step_ms(h200):
     assert oh.pair_run_step_ms(h200, "9b") == pytest.approx(oh.gpu_steps(h200)["9b"]["eager step"], rel=0.05)
 
 
-def test_memory_bandwidth_is_plausible():
-    assert 1e8 < oh.memory_bandwidth(nbytes=2**26, repeats=2) < 1e13
-
-
 def test_unit_strides_keeps_the_tokens_and_gives_the_last_token_unit_strides(encode):
     ids = encode("The while statement is used to")
     u = oh._unit_strides(ids)

@@ -218,6 +218,16 @@ def repeat_spread(row: dict) -> float:
     return (max(row["seconds_all"]) - min(row["seconds_all"])) / row["seconds"]
 
 
+def noise_verdict(ratios, noise: float) -> str:
+    """The one rule every notebook and the README use to call a method faster: "faster" when every
+    repeat's ratio of tokens/s (the methods took turns) is above 1 + noise, "slower" when every one is
+    below 1 - noise, else "within noise". noise: the spread between repeats of one configuration
+    (`repeat_spread`, the larger of the two methods'), so a gain counts only when it clears the
+    difference that timing one configuration twice can show."""
+    lo, hi = min(ratios), max(ratios)
+    return "faster" if lo > 1 + noise else "slower" if hi < 1 - noise else "within noise"
+
+
 def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1) -> dict:
     """Median run of each method, the methods taking turns (take_turns). Compilation (compiled
     methods, HF static on CUDA) happens in the warm-up run: its time is kept apart."""

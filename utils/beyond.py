@@ -479,7 +479,7 @@ BATCH_METHODS = ("plain (ours)", "plain (HF generate)", "speculative (ours)")
 
 
 def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, temperatures=(0.0, 1.0), max_new_tokens=48,
-                    repeats=3, warmup=1, progress=True) -> dict:
+                    repeats=5, warmup=1, progress=True) -> dict:
     """Tokens/s of plain batched decoding (ours and HF generate) and of batched speculative decoding
     at each batch size B (the first B prompts, left-padded), plus `verify_cost` at each B (what a
     verify pass and a draft step cost relative to a plain step). Per B and temperature the methods
@@ -696,10 +696,10 @@ def _main_batched(ap, args) -> int:
     return 0
 
 
-def _run_flags(p, repeats_help: str) -> None:
+def _run_flags(p, repeats_help: str, repeats: int = 3) -> None:
     """The flags `adaptive` and `batched` share: temperatures, repeats, device, threads, output."""
     p.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--repeats", type=int, default=3, help=repeats_help)
+    p.add_argument("--repeats", type=int, default=repeats, help=f"{repeats_help} (default {repeats})")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=LOCAL_RUNS,
@@ -727,7 +727,7 @@ def main(argv=None) -> int:
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--gamma", type=int, default=4)
-    _run_flags(b, "timed runs per method and batch size, after one warm-up")
+    _run_flags(b, "timed runs per method and batch size, after one warm-up", repeats=5)
     bc = sub.add_parser("batched-cost", help="c(B) and v(B) on real Gemma2 shapes with random weights (made for a GPU)",
                         description=shape_costs.__doc__)
     bc.add_argument("--shapes", default="2b:27b", help="DRAFT:TARGET Gemma2 sizes (default 2b:27b)")

@@ -165,11 +165,11 @@ def best_of(run, time_of, repeats: int = 3):
 
 @torch.inference_mode()
 def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
-    """Measured memory read bandwidth of `device`, in bytes/s: the median time to sum a float32 array
-    of `mib` MiB (far larger than a CPU's caches), after a warm-up. A rough STREAM-like figure; the
-    datasheet peak of a GPU is higher."""
-    import statistics
-
+    """Measured memory read bandwidth of `device`, in bytes/s: the fastest of `repeats` sums of a
+    float32 array of `mib` MiB (far larger than a CPU's caches), after a warm-up (other load on the
+    machine only slows a sum down, so the fastest is the nearest to what the memory delivers). A
+    rough STREAM-like figure that moves a little from run to run; the datasheet peak of a GPU is
+    higher. Notebooks 01, 06 and 07 all use this one."""
     x = torch.ones(mib * 2**20 // 4, dtype=torch.float32, device=device)  # (n,)
     times = []
     for i in range(repeats + 1):
@@ -179,7 +179,7 @@ def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
         _sync(device)
         if i:  # the first sum is the warm-up
             times.append(time.perf_counter() - t0)
-    return x.numel() * 4 / statistics.median(times)
+    return x.numel() * 4 / min(times)
 
 
 # theory.GPU_BANDWIDTH's names -> models.GPUS's (free GiB, total GiB, bf16) entries

@@ -1139,22 +1139,34 @@ def check_09(fn, pair=None) -> str:
             raise _fail("09", _S09, what, want, got.tolist(), hint)
     pair = _pair(pair)
     ids, mask = left_padded(pair.tokenizer, load_prompts()[:4], pair.device)
+    run = lambda: speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=24, gamma=4,  # noqa: E731
+                                       eos_token_id=1)
+    reference = run()  # the loop with its own index
     own = batched.realign_index
     batched.realign_index = lambda m, L, M=None: fn(m.cpu().clone(), L).to(m.device).long()  # m on the CPU, as above
     try:
-        out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=24, gamma=4, eos_token_id=1)
+        out = run()
     finally:
         batched.realign_index = own
+    # float32: each row must equal HF greedy on its prompt alone. In 16 bits a batch can flip a near-tie
+    # against one row alone with nothing wrong (notebook 09), so there the loop with the reference index
+    # is the yardstick: same batch, same kernels, so any difference is the index's.
+    exact = pair.target.dtype == torch.float32
     T = ids.shape[1]
     for b, text in enumerate(load_prompts()[:4]):
-        one = pair.tokenizer(text, return_tensors="pt").input_ids.to(pair.device)
-        with torch.inference_mode():
-            ref = pair.target.generate(one, max_new_tokens=24, do_sample=False, eos_token_id=1, pad_token_id=0)[0, one.shape[1]:]
+        if exact:
+            one = pair.tokenizer(text, return_tensors="pt").input_ids.to(pair.device)
+            with torch.inference_mode():
+                ref = pair.target.generate(one, max_new_tokens=24, do_sample=False, eos_token_id=1, pad_token_id=0)[0, one.shape[1]:]
+            ref = ref.tolist()
+        else:
+            ref = reference.sequences[b, T : T + reference.new_tokens[b]].tolist()
         mine = out.sequences[b, T : T + out.new_tokens[b]].tolist()
-        if mine != ref.tolist():
-            raise _fail("09", _S09, f"the batched loop using your function, row {b} ({text!r})", ref.tolist(), mine,
+        if mine != ref:
+            raise _fail("09", _S09, f"the batched loop using your function, row {b} ({text!r})", ref, mine,
                         "the index passed the small cases but broke the caches: return a long tensor (B, L + M).")
-    return (f"Your index passed {len(cases)} cases and, inside the batched loop, kept all 4 rows equal to HF greedy alone "
+    yardstick = "HF greedy alone" if exact else f"the loop with the reference index ({pair.target.dtype}: see notebook 09)"
+    return (f"Your index passed {len(cases)} cases and, inside the batched loop, kept all 4 rows equal to {yardstick} "
             f"through {out.rounds} rounds ({out.ragged_rounds} of them ragged).")
 
 

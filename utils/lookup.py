@@ -372,10 +372,12 @@ def versus(a: dict, b: dict) -> dict:
     ra, rb = a["speedup_vs_plain_by_repeat"], b["speedup_vs_plain_by_repeat"]
     if len(ra) != len(rb) or not ra:
         raise ValueError(f"the two rows need the same number (>= 1) of repeats, got {len(ra)} and {len(rb)}")
+    from .bench import noise_verdict
+
     ratios = [x / y for x, y in zip(ra, rb)]
     lo, hi = min(ratios), max(ratios)
     noise = max(a["noise_median_spread"], b["noise_median_spread"])
-    word = "faster than" if lo > 1 + noise else "slower than" if hi < 1 - noise else "within noise of"
+    word = {"faster": "faster than", "slower": "slower than", "within noise": "within noise of"}[noise_verdict(ratios, noise)]
     return dict(median=statistics.median(ratios), lo=lo, hi=hi, noise=noise, word=word, ratios=ratios)
 
 

@@ -12,8 +12,8 @@ second part grows with the number of layers, not with their width. A step whose 
 operator count is *overhead-bound*; one whose time follows the weight bytes is *bandwidth-bound*.
 
 On a CPU neither part is known exactly: the per-operator overhead is *estimated* from the slope of a
-fit (`fit_line`), and weights that stay in the CPU's caches are read faster than `memory_bandwidth`
-measures. So `step_estimates` returns estimates of the two parts, not floors: the notebook prints
+fit (`fit_line`), and weights that stay in the CPU's caches are read faster than
+`utils.decoding.read_bandwidth` measures. So `step_estimates` returns estimates of the two parts, not floors: the notebook prints
 them beside the measured step. This module measures the steps on the CPU (eager steps of the tiny
 models and of shrunken configurations with other layer counts and widths, an operator counter, a
 straight-line fit, a memory-bandwidth probe, the CPU's cache sizes), reads the committed H200
@@ -210,23 +210,6 @@ def fit_line(x, y) -> Fit:
     resid = y - (a + b * x)
     ss = float(((y - y.mean()) ** 2).sum())
     return Fit(float(a), float(b), 1 - float((resid**2).sum()) / ss if ss > 0 else 1.0)
-
-
-def memory_bandwidth(device="cpu", nbytes: int = 2**28, repeats: int = 5) -> float:
-    """Bytes per second `device` reads from its memory: the best of `repeats` sums over a float32
-    tensor of `nbytes` (much larger than a CPU's caches)."""
-    x = torch.ones(nbytes // 4, device=device)
-    cuda = x.device.type == "cuda"
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first call warms up
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        x.sum()
-        if cuda:
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return nbytes / best
 
 
 def step_estimates(weight_bytes, bandwidth, ops, per_op):

@@ -111,8 +111,8 @@ print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache
 # ## 3. Why a decode step is memory-bound
 #
 # With the cache, one step multiplies one token's activations by every weight matrix once:
-# about $2N$ floating-point operations for $N$ parameters, while reading all $N$ parameters from
-# memory ($2N$ bytes in bf16). That is **1 FLOP per byte**. A GPU's datasheet gives its arithmetic
+# about $2P$ floating-point operations for $P$ parameters, while reading all $P$ parameters from
+# memory ($2P$ bytes in bf16). That is **1 FLOP per byte**. A GPU's datasheet gives its arithmetic
 # rate and its memory bandwidth; their ratio is how many FLOPs it must do per byte read to keep its
 # arithmetic units busy. For an H100 (figures from NVIDIA's datasheet, cited in the cell):
 
@@ -153,7 +153,10 @@ for name, b in rows.items():  # None: weights + 15% do not fit the GPU's memory 
 # The table counts the weights only. Each cached step also reads the whole KV cache: in every layer,
 # a key and a value vector of $d_\text{head}$ numbers per key-value head for every token so far, so
 # $2 \cdot n_\text{layers} \cdot n_\text{kv heads} \cdot d_\text{head} \cdot (\text{bytes per number})$
-# per token of context. For gemma-2-9b's shape (its published config, `utils.shapes.gemma2_config`):
+# per token of context. (Gemma 2 alternates two kinds of attention layer: *global* ones attend to
+# every earlier token, *sliding-window* ones only to the last $w$ tokens, the config's
+# `sliding_window` (printed below); up to $w$ tokens of context both read the whole cache.) For
+# gemma-2-9b's shape (its published config, `utils.shapes.gemma2_config`):
 
 # %%
 from utils.shapes import gemma2_config
@@ -191,7 +194,7 @@ for label, tps in (("dynamic cache (the default)", m9["hf_greedy_dynamic_tok_s"]
 print(f"  {'bandwidth bound on this GPU':36s} {m9['bandwidth_bound_tok_s']:6.1f} tok/s")
 
 # %% [markdown]
-# And the arithmetic? One token costs about $2N$ FLOPs; at the GPU's peak rate that takes:
+# And the arithmetic? One token costs about $2P$ FLOPs; at the GPU's peak rate that takes:
 
 # %%
 # NVIDIA H200, https://www.nvidia.com/en-us/data-center/h200/ (Specifications): BF16 Tensor Core 1,979 TFLOPS

@@ -1,7 +1,10 @@
 # %% [markdown]
 # # 02 · "Draft and score": a popular method that is not speculative decoding
 #
-# A widely read tutorial, DataCamp's *Speculative Decoding: A Guide With Implementation Examples*
+# Notebook 01 ended on an idea: a decode step does too little arithmetic to be bound by it (reading
+# the weights, or in eager code each operator's overhead, sets its time), so a big model can check
+# several tokens in one pass for about the price of one step. How that pass is used matters. A
+# widely read tutorial, DataCamp's *Speculative Decoding: A Guide With Implementation Examples*
 # (2024, https://www.datacamp.com/tutorial/speculative-decoding), presents this as speculative
 # decoding: the small model writes the whole answer, the big model reads it once and returns the
 # average log-likelihood of the small model's tokens as a "verification score". It reports the
@@ -148,7 +151,8 @@ print(f"returned text == the target's own greedy text: {sum(r[4] for r in rows)}
 # speed could be had by using the small model alone.
 #
 # Speculative decoding uses the same ingredients, a cheap draft and one target pass over the guess,
-# but the target's pass is used to **decide**: each drafted token $x_i$ is kept with probability
+# but the target's pass over a draft of $\gamma$ tokens is used to **decide**: each drafted token
+# $x_i$ is kept with probability
 # $\min(1, p(x_i)/q(x_i))$, and at the first rejection a replacement is sampled from
 # $\mathrm{norm}(\max(0, p - q))$ (in greedy mode: the target's arg max). The output is then
 # distributed exactly as the target's (identical token for token in greedy mode), and the speedup

@@ -1,9 +1,10 @@
 # %% [markdown]
 # # 03 · Speculative sampling from scratch
 #
-# The algorithm of Leviathan et al. (2023) and Chen et al. (2023): a cheap draft model guesses
-# $\gamma$ tokens, the target checks all of them in **one** forward pass, and a rejection rule
-# keeps the output distributed *exactly* as if the target had sampled alone. We take one round
+# Notebook 02's method let the target score the draft but never change it. Here is the method that
+# lets it decide, the algorithm of Leviathan et al. (2023) and Chen et al. (2023): a cheap draft
+# model guesses $\gamma$ tokens, the target checks all of them in **one** forward pass, and a
+# rejection rule keeps the output distributed *exactly* as if the target had sampled alone. We take one round
 # apart step by step, then run the full algorithm and check its two promises: greedy output equal to
 # the target's, and sampled output distributed like the target's.
 #

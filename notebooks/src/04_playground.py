@@ -1,7 +1,8 @@
 # %% [markdown]
 # # 04 · Playground: move gamma and temperature, watch the rounds
 #
-# Pick a prompt, a draft length $\gamma$, a temperature (and top-k, top-p) and see every round of
+# Notebook 03 built speculative sampling and proved it exact; here you drive it. Pick a prompt, a
+# draft length $\gamma$, a temperature (and top-k, top-p) and see every round of
 # speculative sampling: which drafted tokens the target accepted, which one it rejected, which it
 # never checked, and which tokens it put in their place, beside the text the target writes alone.
 # Next to it: the measured acceptance rate, tokens per round, the cost ratio $c$ and the
@@ -122,9 +123,11 @@ pg.rule_demo.static_figure();  # both rules side by side, static (what the switc
 # ## Acceptance across gamma and temperature
 #
 # $\alpha$ depends on how alike $p$ and $q$ are after warping (the same temperature, top-k and top-p
-# applied to both models' logits, notebook 01): at temperature 0 only the arg max
-# has to agree; at higher temperatures the whole distributions have to overlap
-# ($\alpha = \sum_x \min(p(x), q(x))$ at each position). Each cell is $\alpha$ per *checked* token
+# applied to both models' logits, notebook 03, section 1): at temperature 0 only the arg max
+# has to agree; at higher temperatures the whole distributions have to overlap. At one position a
+# drafted token is accepted with probability
+# $\beta = \sum_x \min(p(x), q(x)) = 1 - \mathrm{TV}(p, q)$ (notebook 03's $\beta$); $\alpha$
+# is its average over positions. Each cell is $\alpha$ per *checked* token
 # (accepted / (accepted + rejections)), the $\alpha$ of the cost model.
 
 # %%
@@ -219,7 +222,7 @@ CostModelExplorer(alpha=round(sum(grid[0]) / len(grid[0]), 2), gamma=4, c=round(
 # ## Exercise: the cost model, by hand
 #
 # Write the two functions of the cost model in its paper form (Thm 3.8, $v = 1$; the figure above
-# also divides by the measured $v(\gamma)$):
+# also divides by $v(\gamma)$, the line fitted through the measured values):
 #
 # - `tokens_per_round(alpha, gamma)`: the expected tokens per target pass,
 #   $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ (and its limit at $\alpha = 1$);
@@ -262,7 +265,8 @@ print(f"c = {c:.3f} in isolation, v = 1: " + ", ".join(f"alpha {a}: best gamma {
 # %% [markdown]
 # ## What you learned
 # - $\alpha$ measures how much the draft's and the target's distributions overlap after the same
-#   warping ($\sum_x \min(p(x), q(x))$ per position); at temperature 0 only the arg max has to agree.
+#   warping: the average over positions of $\beta = \sum_x \min(p(x), q(x))$; at temperature 0 only
+#   the arg max has to agree.
 # - Acceptance is not monotone in temperature: moderate temperatures reach the tails where $p$ and
 #   $q$ differ, high ones flatten both toward uniform and the overlap rises again.
 # - A round yields $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average and costs

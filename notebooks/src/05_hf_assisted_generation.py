@@ -1,7 +1,8 @@
 # %% [markdown]
 # # 05 · Hugging Face assisted generation, side by side with ours
 #
-# Transformers ships speculative decoding as *assisted generation*: pass a draft model as
+# Notebooks 03 and 04 built and explored our own loop. Transformers ships the same method as
+# *assisted generation*: pass a draft model as
 # `assistant_model` to `generate`. This notebook runs its options (draft length, schedules, the
 # confidence threshold, prompt lookup without any draft model), checks that it agrees with our
 # implementation, times both, and reruns the DataCamp tutorial's five-prompt benchmark honestly.
@@ -239,9 +240,9 @@ plot_cost_model(sweep["summary"], f"tiny pair, workshop prompts, {sweep['meta'][
 #
 # Ours and HF assisted call the forward passes of the same two models, equally often. A forward
 # hook (`utils.bench.ForwardClock`) times what happens inside them; the rest is the decoding loop's
-# own work (sampling, bookkeeping, HF's candidate generator and logits processors). If a share $f$
+# own work (sampling, bookkeeping, HF's candidate generator and logits processors). If a share $\varphi$
 # of HF assisted's time is spent in forward passes, a loop whose passes cost the same can be at most
-# $1/f$ times faster than it. Going further takes cheaper passes: a leaner cache and fewer
+# $1/\varphi$ times faster than it. Going further takes cheaper passes: a leaner cache and fewer
 # arguments help a little; fewer kernel launches (static shapes, CUDA graphs, `torch.compile`, fused
 # kernels) help a lot.
 
@@ -250,10 +251,10 @@ from utils.plots import plot_time_split
 
 split = {m: (sum(r["forward_s"] for r in runs[m]), sum(r["seconds"] - r["forward_s"] for r in runs[m]))
          for m in ["hf", "ours_ar", "hf_assisted", "ours_speculative"]}
-f = split["hf_assisted"][0] / sum(split["hf_assisted"])
+phi = split["hf_assisted"][0] / sum(split["hf_assisted"])  # the share in forward passes
 per_call = {m: 1e3 * split[m][0] / sum(r["forward_calls"] for r in runs[m]) for m in ["hf_assisted", "ours_speculative"]}
-print(f"HF assisted spends {f:.0%} of its time in forward passes (ours {split['ours_speculative'][0] / sum(split['ours_speculative']):.0%}): "
-      f"with passes of equal cost, a loop could be at most {1 / f:.2f}x faster than it.\n"
+print(f"HF assisted spends {phi:.0%} of its time in forward passes (ours {split['ours_speculative'][0] / sum(split['ours_speculative']):.0%}): "
+      f"with passes of equal cost, a loop could be at most {1 / phi:.2f}x faster than it.\n"
       f"Per forward pass: HF assisted {per_call['hf_assisted']:.2f} ms, ours {per_call['ours_speculative']:.2f} ms. "
       f"Measured: ours {tps['ours_speculative'] / tps['hf_assisted']:.2f}x HF assisted.")
 cheaper, TOL = 1 - per_call["ours_speculative"] / per_call["hf_assisted"], 0.03  # within 3%: the same cost (timing noise)

@@ -1,9 +1,11 @@
 # %% [markdown]
 # # 06 · 4-bit quantization: memory, speed and acceptance
 #
-# bitsandbytes stores weights in 4 bits (NF4 or FP4) and de-quantizes them on the fly for each
-# matrix multiplication. That cuts the bytes a decode step must read against bf16, though by less
-# than 16 / 4 bits suggest (each block of weights also stores a scale, and the embeddings stay
+# Notebook 01 showed that a decode step does too little arithmetic to be bound by it: at best it is
+# bound by the bytes of weights it reads. Fewer bytes per weight should then help, and let bigger
+# pairs fit smaller GPUs. bitsandbytes stores weights in 4 bits (NF4 or FP4) and de-quantizes them
+# on the fly for each matrix multiplication. That cuts the bytes a decode step must read against
+# bf16, though by less than 16 / 4 bits suggest (each block of weights also stores a scale, and the embeddings stay
 # unquantized: section 2 measures the ratio, the exercise counts the scales), which is why it lets
 # big pairs fit small GPUs. Whether it is *faster* depends on the hardware and the kernels, and it
 # changes the models' distributions, so it can change the acceptance rate too.
@@ -171,12 +173,12 @@ print(f"[{full.name} target, {environment_report(full).splitlines()[1]}, greedy,
 
 # %% [markdown]
 # How much could fewer bytes save here? Reading the weights once per step from memory, at the
-# bandwidth `utils.overhead.memory_bandwidth` measures (notebook 07), against the whole step:
+# bandwidth `utils.decoding.read_bandwidth` measures (notebook 01), against the whole step:
 
 # %%
-from utils.overhead import memory_bandwidth
+from utils.decoding import read_bandwidth
 
-bandwidth = memory_bandwidth(full.device)
+bandwidth = read_bandwidth(full.device)
 step_ms = {n: 1e3 / speed[n] for n in ("full precision", "NF4")}
 read_ms = {n: 1e3 * weight_bytes(variants[n].target) / bandwidth for n in step_ms}
 saved, extra = read_ms["full precision"] - read_ms["NF4"], step_ms["NF4"] - step_ms["full precision"]

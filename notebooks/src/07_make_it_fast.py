@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 07 · Make it fast: overhead, static caches, torch.compile and CUDA graphs
 #
-# Notebooks 01–05 ran every forward pass eagerly: Python calls PyTorch one operator at a time. On a
+# Notebooks 01–06 ran every forward pass eagerly: Python calls PyTorch one operator at a time. On a
 # big GPU that is why, with Hugging Face's eager `generate`, a 27b model's step costs not much more
 # than a 2b model's although it reads many times the bytes (section 1 prints both ratios), and why
 # speculative decoding then gains little: the draft costs a large part of what the target costs. This
@@ -119,7 +119,9 @@ plot_gpu_overhead(steps, pred, gpu_label(h200));
 # from the runs' printed output (the provenance above says so), so read each as one noisy
 # measurement. (The middle bars on the left, HF's static cache, are section 3's subject.) The 2b
 # draft has a small fraction of 27b's bytes but over half its layers, so its step costs over half a
-# target step. With $c$ that high, Leviathan et al.'s speedup
+# target step. With $c$ that high, Leviathan et al.'s speedup (their Thm 3.8, which takes a verify
+# pass to cost one step, $v = 1$: the most speculative decoding can hope for, so a fair upper
+# bound here)
 # $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+1)} = \frac{1 + \alpha + \dots + \alpha^\gamma}{\gamma c+1}$
 # is small even for a perfect draft ($\alpha = 1$), and no draft gains at all unless $\alpha > c$:
 # every $\alpha^k \le \alpha$, so the speedup exceeds 1 only if $\gamma\alpha > \gamma c$ (the last
@@ -163,14 +165,15 @@ for r in rows:
 # all, so the bandwidth estimate only applies once they outgrow it.
 
 # %%
-from utils.overhead import cpu_cache_sizes, fit_line, memory_bandwidth, step_estimates
+from utils.decoding import read_bandwidth
+from utils.overhead import cpu_cache_sizes, fit_line, step_estimates
 
 by_layers = [r for r in rows if r.label.endswith(" layers")]
 small, big = [r for r in by_layers if r.layers <= 5], [r for r in by_layers if r.layers >= 10]
 fit, fit_big = (fit_line([r.layers for r in g], [r.seconds for r in g]) for g in (small, big))
 ops_fit = fit_line([r.layers for r in by_layers], [r.ops for r in by_layers])
 per_op = fit.b / ops_fit.b  # estimated from the small models
-bandwidth = memory_bandwidth(pair.device)
+bandwidth = read_bandwidth(pair.device)  # notebook 01's measurement
 mib = lambda g: f"{g[0].weight_bytes / 2**20:.1f}-{g[-1].weight_bytes / 2**20:.1f} MiB"  # noqa: E731
 print(f"ATen ops = {ops_fit.a:.0f} + {ops_fit.b:.0f} x layers (r2 = {ops_fit.r2:.3f})")
 print(f"ms per extra layer: {1e3 * fit.b:.2f} over {small[0].layers}-{small[-1].layers} layers ({mib(small)} of weights, "
@@ -406,7 +409,9 @@ plot_cache_positions(prompt_len, KEEP, before - after, shown,
 # back by length, and the host reads the round's tokens once (one `.tolist()` per round). So three
 # shapes compile: the target at widths 1 (plain decoding, above) and $\gamma+1$, the draft at
 # width 1. All cost models aside, the race: the held-out prompts, greedy, $\gamma = 4$, the four
-# methods taking turns on each prompt after a warm-up run that compiles.
+# methods taking turns on each prompt after a warm-up run that compiles. "AR" is plain
+# autoregressive decoding, eager (notebook 01's loop) or compiled (section 3); `alpha` is per
+# *checked* token (accepted / (accepted + rejected)), the $\alpha$ of Eq. 1 and Thm 3.8.
 
 # %%
 from utils.overhead import race
@@ -415,7 +420,7 @@ GAMMA, N_NEW = 4, 32
 prompts = load_prompts("heldout")
 result = race(pair, prompts, max_new_tokens=N_NEW, gamma=GAMMA)
 for m, r in result.items():
-    extra = f"  alpha {r['alpha']:.2f}, c {r['c']:.3f}, tau {r['tau']:.2f}" if "alpha" in r else ""
+    extra = f"  alpha per checked token {r['alpha']:.2f}, c {r['c']:.3f}, tau {r['tau']:.2f}" if "alpha" in r else ""
     print(f"{m:21s} {r['tokens_per_s']:6.1f} tok/s{extra}")
 print(f"[{len(prompts)} held-out prompts x {N_NEW} new tokens, greedy, gamma={GAMMA}, {hw}]\n"
       f"compile time, apart: target one-token step {compiled_engine.compile_time[1]:.1f} s (section 3), "

@@ -57,12 +57,12 @@ print(environment_report(pair))
 # `generation/stopping_criteria.py`, `ConfidenceCriteria`). The draft proposes $x_i \sim q_i$ and
 # stops the round right after it when it was unsure of it:
 #
-# $$\text{stop after } x_i \quad\text{if}\quad q_i(x_i) < \tau .$$
+# $$\text{stop after } x_i \quad\text{if}\quad q_i(x_i) < \theta .$$
 #
 # $x_i$ itself is still proposed. $q_i$ is the distribution the draft sampled from; at $T = 0$ it is
 # the draft's plain softmax (HF applies no temperature when greedy), so $q_i(x_i)$ is its top
-# probability. With scikit-learn installed HF also moves $\tau$ between rounds (a ROC curve over
-# past tokens); ours keeps it fixed.
+# probability. With scikit-learn installed HF also moves $\theta$ between rounds (a ROC curve over
+# past tokens); ours keeps it fixed. ($\theta$, not $\tau$: $\tau$ stays the tokens per round.)
 #
 # **Why the output stays exact.** Both rules decide how many tokens to draft *before* the target
 # sees them, from the draft's own tokens or from past rounds. Leviathan et al.'s accept/reject rule
@@ -215,9 +215,10 @@ ax.tick_params(axis="x", rotation=15)
 # ## 5. When it helps, and when it does not
 #
 # A rule changes two numbers of a round: the tokens it yields, $\bar\tau$ on average, and the
-# tokens drafted, $\bar k$ (one draft pass each). With a draft pass costing $c$ target steps and the
-# verify pass one, Leviathan et al.'s Thm 3.8 (constant $\gamma$, i.i.d. acceptance) extends to rounds of
-# any length as
+# tokens drafted, $\bar k$ (one draft pass each; the extra pass that writes the last token after a
+# full acceptance, which notebook 07 counts in its $\bar k$, is left out here). With a draft pass
+# costing $c$ target steps and the verify pass one ($v = 1$, as in the paper), Leviathan et al.'s
+# Thm 3.8 (constant $\gamma$, i.i.d. acceptance) extends to rounds of any length as
 #
 # $$\text{speedup} \approx \frac{\bar\tau}{\bar k\,c + 1}.$$
 #
@@ -230,14 +231,16 @@ ax.tick_params(axis="x", rotation=15)
 # the $c$ this loop paid (a draft pass over the plain loop's step, from the file) and the measured
 # ratio of tokens/s. Its noise, two ways. Over repeats: the same ratio from each repeat alone (in
 # repeat $i$ all configurations ran one after the other, so each repeat is a fair comparison); a
-# rule counts as faster or slower only if every repeat agrees, which repeats that differ by chance
-# alone also do now and then (how often: the last line). Over prompts: on how many prompts the rule
-# was faster, with a sign test (`scipy.stats.binomtest`): the chance of a split at least that uneven
+# rule counts as faster or slower only if every repeat clears the spread between repeats of one
+# configuration (`utils.bench.noise_verdict`: the rule of notebooks 09-11 and the README, so a
+# gain counts only when it is larger than timing the same thing twice can show). Over prompts: on
+# how many prompts the rule was faster, with a sign test (`scipy.stats.binomtest`): the chance of a split at least that uneven
 # if each prompt were a coin flip.
 
 # %%
 from scipy.stats import binomtest
 
+from utils.bench import noise_verdict
 from utils.beyond import break_even_c
 
 const = {s["temperature"]: s for s in res["summary"] if s["config"] == f"constant {m['gamma']}"}
@@ -252,23 +255,23 @@ for s in res["summary"]:
     where = ("at every c" if be["wins_above"] else "at no c") if be["c_star"] == 0 else \
         f"for c {'above' if be['wins_above'] else 'below'} {be['c_star']:.2f}"
     lo, hi = min(s["vs_constant_by_repeat"]), max(s["vs_constant_by_repeat"])
-    word = "faster than" if lo > 1 else "slower than" if hi < 1 else "within noise of"
+    noise = max(s["noise_median_spread"], k["noise_median_spread"])  # the spread of one configuration's repeats
+    word = noise_verdict(s["vs_constant_by_repeat"], noise)  # "faster", "slower" or "within noise"
+    rel = {"within noise": "within noise of"}.get(word, word + " than")
     p_sign = binomtest(s["prompts_faster_than_constant"], s["n_prompts"]).pvalue  # two-sided sign test over prompts
-    verdict.append((s["temperature"], s["config"], word, p_sign, be, model_wins))
+    verdict.append((s["temperature"], s["config"], rel, p_sign, be, model_wins))
     print(f"T = {s['temperature']:g}, {s['config']:15s}: tau {s['tokens_per_round']:.2f} vs {k['tokens_per_round']:.2f}, "
           f"k {s['drafted_per_round']:.2f} vs {k['drafted_per_round']:.2f} (per token: draft passes "
           f"x{s['drafted_per_round'] / s['tokens_per_round'] / (k['drafted_per_round'] / k['tokens_per_round']):.2f}, "
           f"target passes x{k['tokens_per_round'] / s['tokens_per_round']:.2f}) -> faster {where}; at c = {c_loop:.2f} "
-          f"{'faster' if model_wins else 'slower'}. Measured {s['vs_constant']:.2f}x ({lo:.2f} to {hi:.2f} over repeats), "
+          f"{'faster' if model_wins else 'slower'}. Measured {s['vs_constant']:.2f}x ({lo:.2f} to {hi:.2f} over repeats, "
+          f"spread {noise:.0%}: {word}), "
           f"faster on {s['prompts_faster_than_constant']} of {s['n_prompts']} prompts (sign test p = {p_sign:.2f})")
 print(f"[c: {m['c']:.3f} in isolation; in the loop with constant gamma "
       + ", ".join(f"{k['c_in_loop']:.3f} at T = {T:g}" for T, k in const.items()) + "]")
 bench = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())["meta"]  # notebook 05's benchmark
 print(f"[v: a verify pass over gamma + 1 tokens costs, in target steps ({bench['hardware']}, {bench['date']}), "
       + ", ".join(f"{v:.2f} at gamma = {g}" for g, v in bench["verify_ratio"].items()) + "]")
-chance = 2 * 0.5 ** m["repeats"]  # all repeats above 1, or all below, when each is a coin flip
-print(f"[with no real difference all {m['repeats']} repeats agree {chance:.0%} of the time: about "
-      f"{chance * len(verdict):.0f} of these {len(verdict)} verdicts could be chance]")
 
 # %% [markdown]
 # And where the heuristic schedule settles, against the constant $\gamma$ the cost model calls best
@@ -287,7 +290,8 @@ for T, k in const.items():
           f"mean gamma of the schedule over {m['max_new_tokens']}-token runs from {m['gamma']}: {h['mean_gamma']:.1f}")
 
 # %%
-for word, how in (("faster than", "in every repeat"), ("within noise of", "repeats disagree"), ("slower than", "in every repeat")):
+for word, how in (("faster than", "every repeat above 1 + spread"), ("within noise of", "otherwise"),
+                  ("slower than", "every repeat below 1 - spread")):
     names = [f"{cfg} at T = {T:g}" for T, cfg, w, *_ in verdict if w == word]
     print(f"measured {word} constant gamma {m['gamma']} ({how}): {', '.join(names) if names else 'none'}")
 sig = [f"{cfg} at T = {T:g}" for T, cfg, _, p_sign, *_ in verdict if p_sign < 0.05]
@@ -322,13 +326,13 @@ print("thresholds, model against clock: " + "; ".join(f"{key}: {', '.join(v)}" f
 #   shorter draft moves towards that best; with a draft cheaper than $c^\ast$ it loses. The line
 #   before last puts the thresholds' $c^\ast$ beside the $c$ this tiny pair paid, and the last line
 #   sets each threshold's predicted verdict beside the clock's: a prediction counts as confirmed
-#   here only where every repeat agreed with it (and the sign-test line says whether any rule's
-#   prompts split significantly).
+#   here only where every repeat cleared the spread in its direction (and the sign-test line says
+#   whether any rule's prompts split significantly).
 # - At $T = 1$ the threshold reads the probability of a *sampled* token, often a small one by
 #   design (section 3), so it ends rounds after few drafted tokens (drafted/round in section 4's
 #   table): speculative decoding shrinks towards $\gamma = 1$, whatever $\gamma$ was asked for.
 # - Differences of a few percent sit inside the timing noise of a shared machine: a verdict from
-#   a few repeats can be chance (section 5's last bracketed line), and a rule faster on most of a
+#   a few repeats must clear the spread between repeats to count, and a rule faster on most of a
 #   few prompts is not significant (the sign test's $p$). The counts ($\bar\tau$, $\bar k$) are
 #   exact, and with them $c^\ast$ under the model's $v = 1$; they say which way a rule leans on
 #   other hardware.
@@ -381,8 +385,8 @@ check_08(reference, pair)
 # ## What you learned
 # - HF's heuristic schedule adds 2 to $\gamma$ after a fully accepted round and removes 1 otherwise;
 #   it settles where one round in three is fully accepted, $\gamma^\ast = \ln 3/\ln(1/\alpha)$.
-# - HF's confidence threshold ends a round after a token the draft gave less than $\tau$; the token
-#   is still proposed.
+# - HF's confidence threshold ends a round after a token the draft gave less than $\theta$; the
+#   token is still proposed.
 # - Both only choose the draft length before the target checks it, so the output is exactly the
 #   target's (greedy: HF greedy), as the tests and section 1 check.
 # - Whether either pays is again a matter of $\bar\tau$, $\bar k$ and $c$: a rule that yields more

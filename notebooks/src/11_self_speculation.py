@@ -332,7 +332,8 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 # RMS-normalised state, has no bias, and serves drafting rather than looking inside the model.
 #
 # Matching $p$, not the data, is what acceptance rewards: at $T = 1$ a drafted token is accepted
-# with probability $1 - \mathrm{TV}(p, q)$ on average. The output stays exact with any adapter (the
+# with probability $\beta = \sum_x \min(p(x), q(x)) = 1 - \mathrm{TV}(p, q)$ at each position
+# (notebooks 03 and 04), so $\alpha$ is its average. The output stays exact with any adapter (the
 # target still verifies; the tests check greedy equality and the sampling distribution with one).
 # The training run, `python -m utils.selfspec train --out data/models/early-exit`:
 

@@ -21,8 +21,8 @@
 #
 # **Time to run:** a few seconds. No model is loaded: the map is read from `data/field.json`, whose
 # every number carries its source (a URL and the place in it); the configurations are built by
-# `utils/serving.py`. The last cell runs a small vLLM benchmark only where a CUDA GPU and vLLM are
-# present, and otherwise says why it skipped.
+# `utils/serving.py`. The cell under "Run it" in section 6 runs a small vLLM benchmark only where a
+# CUDA GPU and vLLM are present, and otherwise says why it skipped.
 
 # %%
 # SETUP
@@ -135,8 +135,9 @@ for m, r in figures:
 #
 # The collection builds the separate-draft-model family from scratch and stays exact throughout: the
 # algorithm (03), its behaviour round by round (04), Hugging Face's implementation beside ours (05),
-# adaptive draft lengths (08), batches (09), and two ways to draft without a second model: n-grams
-# from the prompt (10) and the target's own first layers (11). Trained heads, trees and cross-vocabulary
+# the same algorithm on a compiled, static-cache engine (07), adaptive draft lengths (08), batches
+# (09), and two ways to draft without a second model: n-grams from the prompt (10) and the
+# target's own first layers (11). Trained heads, trees and cross-vocabulary
 # drafting are the next steps, and the engines below serve them.
 
 # %%
@@ -317,8 +318,10 @@ check_12(reference)
 #   find, and its place in the paper.
 # - `engine_config("vllm", "gemma2-2b-27b", "ngram", 8, prompt_lookup=(1, 3))`: what changes in the
 #   JSON? Which notebook's parameter is `prompt_lookup_max`?
-# - On a GPU with vLLM, run the last cell with `gamma=1, 2, 4, 8`: where does the speedup peak, and
-#   does notebook 04's cost model, fed with the acceptance vLLM reports, predict it?
+# - On a GPU with vLLM, run section 6's benchmark cell with `gamma=1, 2, 4, 8`: where does the
+#   speedup peak, and does the cost model predict it? Feed it vLLM's tokens per round $\tau$
+#   directly, $\tau/(\gamma c + v)$: vLLM's acceptance is per *drafted* token, not the per-checked
+#   $\alpha$ that Eq. 1 and Thm 3.8 take (notebook 03, section 4).
 # - Rerun it with several copies of the prompt list (a larger batch): at what size does speculation
 #   stop paying? Compare with notebook 09.
 # - Recent vLLM has `"use_heterogeneous_vocab": true` (a field of `SpeculativeConfig` on its main branch:
