@@ -10,6 +10,9 @@ widget failed to render. It does this twice: in JupyterLab (/lab) and in Jupyter
 (/notebooks), which the same server serves. Screenshots go to test-artifacts/ (lab-*.png,
 notebook7-*.png).
 
+A second test inserts the charts' text/html fallback (what Colab draws) into a bare page the way such
+front ends run an output's scripts, with plotly.js served locally in place of its CDN.
+
 Needs `chromium` (Debian: apt-get install chromium) and the `playwright` Python package; skipped
 with a message otherwise. Bounded to about 3 minutes; the server is always shut down.
 """
@@ -208,5 +211,71 @@ def test_playground_sliders_update_the_tokens(lab, ui):
                 ".widget-readout").inner_text().strip() == "1.50"
             body = page.locator("body").inner_text()
             assert "Error displaying widget" not in body and "Loading widget" not in body
+        finally:
+            browser.close()
+
+
+# What a front end without plotly's renderer (Colab's output frame, an ipywidgets Output there) does with
+# an output's HTML: set it as the element's HTML, then re-create every script so that it runs. A re-created
+# script with a src is async (HTML's rule for scripts inserted by code): it runs after the inline ones.
+INSERT_LIKE_A_FRONT_END = """(html) => {
+  const out = document.createElement("div");
+  document.body.appendChild(out);
+  out.innerHTML = html;
+  for (const old of out.querySelectorAll("script")) {
+    const s = document.createElement("script");
+    for (const a of old.attributes) s.setAttribute(a.name, a.value);
+    s.text = old.text;
+    old.replaceWith(s);
+  }
+}"""
+
+
+def test_html_fallback_draws_where_scripts_are_inserted_one_by_one():
+    """The playground's charts on a front end that renders text/html (Colab): plotly's own
+    to_html(include_plotlyjs="cdn") fails there with "Plotly is not defined" (googlecolab/colabtools#5889),
+    utils.interactive's fallback loads plotly.js first and draws, the first time and on a redraw.
+    Offline: the CDN's plotly.js is served from the plotly package's own copy."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    import plotly
+
+    from utils.interactive import mimebundle, plotly_cdn_url, tau_figure
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    fig = tau_figure(0.8, 4, 3.2)
+    ours = mimebundle(fig)["data"]["text/html"]
+    plotlys = fig.to_html(include_plotlyjs="cdn", full_html=False)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            requested = []
+
+            def cdn(route):
+                requested.append(route.request.url)
+                route.fulfill(path=str(plotly_js), content_type="application/javascript")
+
+            page.route("https://cdn.plot.ly/**", cdn)
+            page.set_content("<html><head></head><body></body></html>")
+
+            page.evaluate(INSERT_LIKE_A_FRONT_END, plotlys)  # the baseline: plotly's own HTML
+            page.wait_for_function("() => window.Plotly !== undefined")  # its script did load, too late
+            assert any("Plotly is not defined" in e for e in errors), errors
+            assert page.locator(".main-svg").count() == 0  # and nothing was drawn
+
+            page.reload()  # a fresh page, no plotly.js yet
+            errors.clear()
+            page.evaluate(INSERT_LIKE_A_FRONT_END, ours)
+            page.locator(".main-svg").first.wait_for()
+            page.evaluate(INSERT_LIKE_A_FRONT_END, mimebundle(tau_figure(0.6, 2, 2.1))["data"]["text/html"])  # a redraw
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length == 2")
+            titles = page.evaluate("() => [...document.querySelectorAll('.gtitle')].map(t => t.textContent)")  # SVG text
+            assert any("gamma = 4" in t for t in titles) and any("gamma = 2" in t for t in titles), titles
+            assert not errors, errors
+            assert requested and all(u == plotly_cdn_url() for u in requested)
         finally:
             browser.close()

@@ -36,8 +36,52 @@ def mimebundle(fig) -> dict:
 
     data = json.loads(pio.to_json(fig, validate=False, remove_uids=False))
     data["config"] = CONFIG
-    fallback = fig.to_html(include_plotlyjs="cdn", full_html=False, config=CONFIG)
-    return {"output_type": "display_data", "data": {PLOTLY_MIME: data, "text/html": fallback}, "metadata": {}}
+    return {"output_type": "display_data", "data": {PLOTLY_MIME: data, "text/html": html_fallback(data)}, "metadata": {}}
+
+
+def plotly_cdn_url() -> str:
+    """plotly.js from its CDN, the version this plotly package draws with."""
+    from plotly.offline import get_plotlyjs_version
+
+    return f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"
+
+
+_LOADER = """<div id="{id}" style="height:{height}px; width:100%;"></div>
+<script>
+(function () {{
+  var id = "{id}", fig = {fig}, url = "{url}";
+  function draw(P) {{ (P || window.Plotly).newPlot(id, fig.data, fig.layout, fig.config); }}
+  if (window.Plotly) {{ draw(); return; }}
+  if (typeof window.requirejs === "function") {{  // a page with RequireJS: plotly.js registers as a module
+    window.requirejs.config({{paths: {{specdec_plotly: url.replace(/\\.js$/, "")}}}});
+    window.requirejs(["specdec_plotly"], draw);
+    return;
+  }}
+  var s = document.querySelector("script[data-specdec-plotly]");
+  if (!s) {{
+    s = document.createElement("script");
+    s.src = url;
+    s.setAttribute("data-specdec-plotly", "");
+    document.head.appendChild(s);
+  }}
+  s.addEventListener("load", function () {{ draw(); }});
+}})();
+</script>"""
+
+
+def html_fallback(fig_dict: dict) -> str:
+    """A figure (plotly's JSON: data, layout, config) as HTML for front ends without plotly's own
+    renderer, such as Colab: a div and a script that loads plotly.js from its CDN only if the page
+    lacks it, and draws once it has loaded. plotly's to_html(include_plotlyjs="cdn") writes a
+    <script src> and then an inline script that calls Plotly at once; a front end that inserts an
+    output's scripts into the page one by one (as Colab's output frame and ipywidgets' Output do) runs
+    a script with a src asynchronously, after the inline one, which then fails with "Plotly is not
+    defined" (googlecolab/colabtools#5889). tests/test_browser.py inserts both that way."""
+    import uuid
+
+    height = int((fig_dict.get("layout") or {}).get("height") or 360)
+    payload = json.dumps(fig_dict).replace("</", "<\\/")  # no "</script>" inside the script
+    return _LOADER.format(id=f"specdec-{uuid.uuid4().hex}", height=height, fig=payload, url=plotly_cdn_url())
 
 
 def show(out, fig) -> None:
