@@ -5,7 +5,8 @@
 #   bash scripts/gpu_run.sh --list           the parts
 # Results land in $OUT (the device tool brings them back), to be copied to data/results/ here
 # (compiled parts: shapes-compiled-cuda-<part without "compiled-">.json). Every compiled part writes
-# its JSON after each step, starts no step after BUDGET_S seconds (default 400) and is stopped by
+# its JSON after each step, starts no compiling step after BUDGET_S seconds (default 400; steps that
+# compile nothing, a pair's rounds and HF's eager generate, still run) and is stopped by
 # `timeout` at PART_TIMEOUT seconds (default 550; installing takes ~15 s of the 600): what it measured
 # stays, skipped steps are listed. The JSON's meta has the GPU name and torch/transformers/bnb versions.
 # Compiling one shape took 60-130 s on an H200 in a probe: a part compiles at most 6 (utils.fast engines
@@ -13,13 +14,14 @@
 # need first (compiled greedy, HF dynamic, the pair's rounds), then HF static of the pair's target, then
 # the self-draft, so a budget cut drops the tail.
 # A task that is lent a GPU gets 15 minutes of device time in all, the machine's start (1-2 min)
-# included: ONE compiled part per session, as one call with timeout_s 600. Not yet run, in order of
-# what they decide (a later session takes the first one that has no committed JSON):
-#   0. cuda-tests             first, in every GPU session until it has passed once (2-3 min; timeout_s 240,
-#                             PART_TIMEOUT=200): tests/test_device.py on CUDA, the notebooks' calls with
-#                             the tiny pair on the GPU (Colab's setting) and a CPU generator; then the
-#                             compiled part below with what is left (BUDGET_S=300 PART_TIMEOUT=450,
-#                             timeout_s 500)
+# included, and the machine goes back 30 s after a call: ONE call per session (timeout_s 600). Not yet
+# run, in order of what they decide (a later session takes the first one that has no committed JSON):
+#   0. cuda-tests             first, in every GPU session until it has passed once (6 passed, 0 skipped),
+#                             in the same call as the compiled part below:
+#                             `PART_TIMEOUT=230 bash scripts/gpu_run.sh cuda-tests; BUDGET_S=250
+#                             PART_TIMEOUT=330 bash scripts/gpu_run.sh compiled-27b` (timeout_s 600):
+#                             tests/test_device.py on CUDA, the notebooks' calls with the tiny pair on
+#                             the GPU (Colab's setting) and a CPU generator
 #   1. compiled-27b           issue 12's goals: 27b compiled greedy vs its bandwidth bound, HF
 #                             dynamic/static; 2b->27b round time, tok/s at alpha 0.6-0.9, goal ratios
 #   2. batched-cost batched   issue 15: c(B), v(B) on real 2b/27b shapes, and the tiny pair's
@@ -78,7 +80,7 @@ command_for() {  # PART -> the python command (one word per line)
     batched-cost) printf '%s\n' python3 -m utils.beyond batched-cost --shapes 2b:27b --device cuda --out "$OUT" ;;
     batched-cost-compiled) printf '%s\n' python3 -m utils.beyond batched-cost --compiled --shapes 2b:27b --device cuda --out "$OUT" ;;
     batched)      printf '%s\n' python3 -m utils.beyond batched --device cuda --out "$OUT" ;;
-    cuda-tests)   printf '%s\n' python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/test_device.py -k cuda --junitxml "$OUT/cuda-tests.xml" ;;
+    cuda-tests)   printf '%s\n' python3 -m pytest -v -rs -o addopts= -p no:cacheprovider tests/test_device.py -k cuda --junitxml "$OUT/cuda-tests.xml" ;;
     *) return 1 ;;
   esac
 }
@@ -101,6 +103,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 cp -r .whl/site/. /tmp/site/
 export PYTHONPATH="/tmp/site:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# fail in seconds, not after a model load, if the carried packages do not import
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)"
+python3 -c "import bitsandbytes; print('bitsandbytes', bitsandbytes.__version__)" || echo "bitsandbytes does not import: the NF4 parts will fail" >&2
 mkdir -p "$OUT"
 status=0
 for part in "$@"; do

@@ -363,3 +363,16 @@ def test_plot_shape_costs_draws_eager_compiled_and_roofline(monkeypatch):
     assert "CUDA graphs skipped in part" in ax_v.figure._suptitle.get_text()
     with pytest.raises(ValueError, match="no batch size"):
         plot_shape_costs(dict(result, costs=[]))
+
+
+def test_compare_batched_hands_over_what_it_measured_after_each_batch_size(pair):
+    """The command line writes its JSON from on_step: a run stopped by a time limit keeps its batch sizes."""
+    from utils.beyond import BATCH_METHODS, compare_batched
+    from utils.models import load_prompts
+
+    partial = []
+    res = compare_batched(pair, load_prompts(), batch_sizes=(1, 2), temperatures=(0.0,), max_new_tokens=4, repeats=1,
+                          warmup=0, progress=False, on_step=lambda r: partial.append(copy.deepcopy(r)))
+    assert [(len(p["costs"]), p["meta"]["complete"]) for p in partial] == [(1, False), (2, True)]
+    assert len(partial[0]["rows"]) == len(BATCH_METHODS) and len(res["rows"]) == 2 * len(BATCH_METHODS)
+    assert res["meta"]["complete"] and res["costs"] == partial[-1]["costs"]

@@ -375,3 +375,22 @@ def test_cudagraph_watch_hears_inductors_skips():
                      "skipping cudagraphs (counted by inductor, its reason not heard)"]
     log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device")  # after the block
     assert len(heard) == 3
+
+
+def test_a_one_token_prompt_still_initialises_every_cache_eagerly():
+    """With nothing to prefill, each engine's cache is initialised by an eager pass rolled back at once,
+    not inside its first compiled graph (where transformers would not mark its tensors static, and CUDA
+    graphs would be skipped): both engines of a model drafting for itself, and the output stays exact."""
+    from utils.shapes import gemma2_config, random_model
+
+    small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=32, vocab_size=512)
+    m = random_model(gemma2_config("2b", **small), device="cpu", dtype=torch.float32, seed=1)
+    ids = torch.tensor([[5]])  # (1, 1): the prefill writes nothing
+    _, new, *_ = fast.speculative_compiled(m, m, ids, max_new_tokens=8, gamma=2)
+    for second in (False, True):
+        cache = fast.engine_for(m, 1 + 8 + 3, True, second=second).cache
+        assert all(hasattr(layer.keys, "_dynamo_static_input_type") for layer in cache.layers), second
+    with torch.inference_mode():
+        ref = m.generate(ids, max_new_tokens=8, do_sample=False)[0, 1:].tolist()
+    assert new == ref

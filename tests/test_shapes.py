@@ -573,3 +573,16 @@ shapes.main(["--compiled", "--sizes", "2b", "--pairs", "--device", "cpu", "--no-
     r = json.loads((tmp_path / "shapes-compiled-cpu.json").read_text())
     assert r["meta"]["complete"] is False and r["meta"]["stopped"] == f"SystemExit: {128 + signal.SIGTERM}"
     assert r["models"][0]["compiled_tok_s"] > 0 and r["models"][0]["step_s"]["hf_dynamic"] >= 0
+
+
+def test_the_time_budget_stops_new_compiles_not_steps_that_compile_nothing(monkeypatch):
+    """Past the budget a compiling step is skipped and listed, but a pair's rounds (graphs compiled
+    before) and HF's eager generate still run: the goals then get their values."""
+    from utils import shapes
+
+    rec = shapes._Recorder(dict(meta={}), None, budget_s=1.0, log=lambda s: None)
+    monkeypatch.setattr(rec, "elapsed", lambda: 5.0)  # past the budget
+    monkeypatch.setattr(shapes, "derive", lambda result: None)
+    row = dict(pair="2b->27b")
+    assert rec.attempt(row, "compiled_steps", lambda: "ran") is None and row["skipped"] == ["compiled_steps"]
+    assert rec.attempt(row, "rounds", lambda: "ran", budgeted=False) == "ran" and row["skipped"] == ["compiled_steps"]

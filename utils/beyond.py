@@ -479,11 +479,14 @@ BATCH_METHODS = ("plain (ours)", "plain (HF generate)", "speculative (ours)")
 
 
 def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, temperatures=(0.0, 1.0), max_new_tokens=48,
-                    repeats=5, warmup=1, progress=True) -> dict:
+                    repeats=5, warmup=1, progress=True, on_step=None) -> dict:
     """Tokens/s of plain batched decoding (ours and HF generate) and of batched speculative decoding
     at each batch size B (the first B prompts, left-padded), plus `verify_cost` at each B (what a
     verify pass and a draft step cost relative to a plain step). Per B and temperature the methods
-    take turns after a warm-up and each keeps its median run. Returns dict(meta, rows, costs)."""
+    take turns after a warm-up and each keeps its median run. Returns dict(meta, rows, costs);
+    meta["complete"] says whether every batch size ran. on_step(partial result) is called after each
+    batch size (the command line writes its JSON there, so a run stopped by a time limit keeps what
+    it measured)."""
     from tqdm.auto import tqdm
 
     from .bench import median_run, metadata, take_turns
@@ -492,6 +495,16 @@ def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, tem
         raise ValueError(f"batch size {max(batch_sizes)} needs as many prompts; got {len(prompts)}.")
     rows, costs = [], []
     t_start = time.perf_counter()
+
+    def result(done):
+        meta = metadata(pair, {}, max_new_tokens, repeats)
+        meta.update(gamma=gamma, batch_sizes=list(batch_sizes), temperatures=list(temperatures), warmup=warmup,
+                    methods=list(BATCH_METHODS), wall_s=time.perf_counter() - t_start, n_prompts=max(batch_sizes),
+                    complete=done, timing="per batch size and temperature the methods take turns after a warm-up; each keeps the "
+                    "median of its repeats; tokens/s = new tokens of all rows / seconds. costs (verify_cost): the three passes "
+                    f"take turns, each keeps the fastest of {COST_REPEATS} repeats of {COST_ITERS} calls.")
+        return dict(meta=meta, rows=list(rows), costs=list(costs))
+
     for B in tqdm(batch_sizes, disable=not progress, desc="batch sizes"):
         ids, mask = left_padded(pair.tokenizer, prompts[:B], pair.device)
         costs.append(verify_cost(pair.target, pair.draft, ids, mask, gamma))
@@ -501,13 +514,9 @@ def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, tem
                 med = median_run(rs)
                 rows.append(dict(B=B, temperature=t, method=m, **med, seconds_all=[r["seconds"] for r in rs],
                                  tokens_per_s=med["new_tokens"] / med["seconds"]))
-    meta = metadata(pair, {}, max_new_tokens, repeats)
-    meta.update(gamma=gamma, batch_sizes=list(batch_sizes), temperatures=list(temperatures), warmup=warmup,
-                methods=list(BATCH_METHODS), wall_s=time.perf_counter() - t_start, n_prompts=max(batch_sizes),
-                timing="per batch size and temperature the methods take turns after a warm-up; each keeps the median of "
-                       "its repeats; tokens/s = new tokens of all rows / seconds. costs (verify_cost): the three passes take turns, "
-                       f"each keeps the fastest of {COST_REPEATS} repeats of {COST_ITERS} calls.")
-    return dict(meta=meta, rows=rows, costs=costs)
+        if on_step:
+            on_step(result(len(costs) == len(batch_sizes)))
+    return result(True)
 
 
 def batched_table(result, temperature: float = 0.0) -> list[dict]:
@@ -684,11 +693,15 @@ def _main_batched(ap, args) -> int:
 
     with command_errors(ap):
         pair = load_pair(args.pair, device=args.device)
+
+        def save(partial):  # after every batch size: a run cut short by a time limit keeps what it measured
+            partial["meta"]["prompt_set"] = args.prompts
+            write_json(path, partial)
+
         result = compare_batched(pair, load_prompts(args.prompts), batch_sizes=sorted(set(args.batch_sizes)),
                                  gamma=args.gamma, temperatures=args.temperatures, max_new_tokens=args.max_new_tokens,
-                                 repeats=args.repeats)
-    result["meta"]["prompt_set"] = args.prompts
-    write_json(path, result)
+                                 repeats=args.repeats, on_step=save)
+    save(result)
     for t in args.temperatures:
         for row in batched_table(result, t):
             print(json.dumps(dict(temperature=t, **{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})))

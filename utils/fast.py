@@ -162,10 +162,17 @@ class Engine:
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor) -> None:
-        """Write ids (1, T) into an empty cache, eagerly (T differs per prompt: not worth a compile)."""
+        """Write ids (1, T) into an empty cache, eagerly (T differs per prompt: not worth a compile).
+        With nothing to write (a one-token prompt) a cache never used before is still initialised
+        eagerly, by one pass over a dummy token rolled back at once: its first use would otherwise be
+        inside a compiled graph, where transformers allocates the cache without marking its tensors
+        static (on CUDA: no CUDA graphs for a graph that writes them)."""
         rollback(self.cache, 0)
         if ids.shape[1]:
             self._forward(ids)
+        elif not self.cache.layers[0].is_initialized:
+            self._forward(torch.zeros(1, 1, dtype=torch.long, device=self.device))
+            rollback(self.cache, 0)
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -354,7 +354,10 @@ def compiled_plan(sizes, quants, pairs, self_draft, gamma, hf_static=True) -> di
 
 class _Recorder:
     """Holds the result, saves it after every step (atomically), and keeps the time budget: a step
-    that would start after it is skipped (and listed), one that fails is recorded (and the run goes on)."""
+    that would start after it is skipped (and listed), one that fails is recorded (and the run goes on).
+    The budget is there to stop new compiles (a minute or two each on a GPU): steps that compile nothing
+    (`budgeted=False`: a pair's rounds on graphs compiled before, HF's eager dynamic-cache generate)
+    still run after it, so a goal whose compiled inputs were measured gets its value."""
 
     def __init__(self, result, path, budget_s, log):
         self.result, self.path, self.budget_s, self.log = result, Path(path) if path else None, budget_s, log
@@ -372,9 +375,9 @@ class _Recorder:
             write_json(tmp, self.result)
             os.replace(tmp, self.path)
 
-    def attempt(self, row: dict, name: str, fn):
+    def attempt(self, row: dict, name: str, fn, budgeted: bool = True):
         what = f"{_row_label(row)} {name}"
-        if self.budget_s is not None and self.elapsed() > self.budget_s:
+        if budgeted and self.budget_s is not None and self.elapsed() > self.budget_s:
             row.setdefault("skipped", []).append(name)
             self.log(f"[{self.elapsed():6.0f} s] {what}: skipped (time budget {self.budget_s:.0f} s spent)")
             self.save()
@@ -826,7 +829,7 @@ def run_compiled(sizes=("2b", "9b", "27b"), quants=(None,), pairs=(("2b", "9b"),
                 rec.attempt(row, "load", lambda: load(x, row))
                 if "weights_bytes" in row:
                     rec.attempt(row, "compiled", lambda: compiled(x, row))
-                    rec.attempt(row, "hf_dynamic", lambda: hf_dynamic(x, row))
+                    rec.attempt(row, "hf_dynamic", lambda: hf_dynamic(x, row), budgeted=False)  # eager: no compile
                     if hf_static and x not in targets:
                         rec.attempt(row, "hf_static", lambda: hf_static_(x, row))
             elif kind == "hf_static":
@@ -839,7 +842,7 @@ def run_compiled(sizes=("2b", "9b", "27b"), quants=(None,), pairs=(("2b", "9b"),
                 result["pairs"].append(row)
                 rec.attempt(row, "compiled_steps", lambda: pair_steps(dk, tk, row))
                 if "c" in row:
-                    rec.attempt(row, "rounds", lambda: pair_rounds(dk, tk, row))
+                    rec.attempt(row, "rounds", lambda: pair_rounds(dk, tk, row), budgeted=False)  # graphs of compiled_steps
             else:
                 row = dict(model=x, gamma=gamma, dtype=str(dtype))
                 result["self_draft"].append(row)
