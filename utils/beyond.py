@@ -293,7 +293,8 @@ def verify_cost(target, draft, ids, mask, gamma: int = 4, iters: int = COST_ITER
     names = list(passes)
     times = {n: [] for n in names}
     for rep in range(repeats + 1):
-        for n in names[rep % 3:] + names[: rep % 3]:
+        k = rep % len(names)  # the order rotates by one pass per repeat
+        for n in names[k:] + names[:k]:
             t = passes[n]()
             if rep:  # the first round warms up
                 times[n].append(t)

@@ -169,7 +169,8 @@ def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
     float32 array of `mib` MiB (far larger than a CPU's caches), after a warm-up (other load on the
     machine only slows a sum down, so the fastest is the nearest to what the memory delivers). A
     rough STREAM-like figure; on a shared virtual machine it can move by tens of percent from run
-    to run, so each notebook measures its own. The datasheet peak of a GPU is higher. Notebooks 01, 06 and 07 all use this one."""
+    to run, so each notebook measures its own. The datasheet peak of a GPU is higher. Notebooks 01,
+    06 and 07 all use this one."""
     x = torch.ones(mib * 2**20 // 4, dtype=torch.float32, device=device)  # (n,)
     times = []
     for i in range(repeats + 1):
