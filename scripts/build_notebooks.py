@@ -350,6 +350,12 @@ def compiled_gpu_table(results: Path | None = None) -> str:
             out.append("\n**CUDA graphs were skipped** for graphs compiled in: " + ", ".join(skips) + " (inductor's reasons "
                        "are in the file, `cudagraph_skips`); such a graph runs without CUDA graphs in every later step "
                        "that reuses it, so read the compiled numbers after those steps as slower than they need be.")
+        breaks = sorted({f"{x.get('pair') or x.get('model') or x['size'] + ' ' + (x['quantization'] or 'bf16')} {step}"
+                         for x in r["models"] + r["pairs"] + r["self_draft"] for step in x.get("compile_fallbacks", {})})
+        if breaks:
+            out.append("\n**Compiling fell back** (a graph break under fullgraph=True: compiled in pieces; or a compiler "
+                       "failure: run eagerly) in: " + ", ".join(breaks) + " (why, in the file's `compile_fallbacks`): "
+                       "those compiled numbers are exact but slower than one graph per step gives.")
         out.append("\n| goal (the floors this project set) | measured | met |")
         out.append("|---|---|---|")
         for g in r["goals"]:

@@ -69,8 +69,9 @@ def joint_first_two_pvalue(draws, target, draft, ids, top=8, **warp):
     tokens the draft over-weights (q(x2 | x1) > p(x2 | x1)) and the rest; x1 outside its top is split
     the same way by q(x1) > p(x1). A wrong rule after a rejection moves probability between those two
     halves of a tail (resampling from p instead of norm(max(0, p - q)) gives the draft's favourites too
-    much): with each tail pooled into one cell, that known-wrong rule passed these tests; split, it
-    fails them. The draft is used only to choose the cells, so under a correct sampler the statistic is
+    much): with each tail pooled into one cell, that known-wrong rule passed these tests once; split,
+    it failed them when measured (not asserted here: tests/test_exactness_mutations.py asserts that
+    each known mutation of the rule fails the same kind of statistic). The draft is used only to choose the cells, so under a correct sampler the statistic is
     chi-square whatever they are. Cells expecting fewer than 5 draws are pooled; a draw in a cell of
     target probability 0 gives 0."""
     from utils.speculative import check_bins, pooled_chisquare

@@ -116,16 +116,20 @@ def test_one_padded_row_and_unpadded_batches(pair, encode):
     assert one_token.sequences.shape == (2, 6)
 
 
+@pytest.mark.parametrize("warp", [dict(temperature=1.0), dict(temperature=0.8, top_k=8)], ids=["T=1", "T=0.8,top-k=8"])
 @pytest.mark.parametrize("gamma", [1, 3])
-def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_pvalue, gamma):
+def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_pvalue, gamma, warp):
     """Two prompts of different lengths, 24 copies of each in one left-padded batch of 48, 25 calls:
-    600 draws of (x1, x2) per prompt. max_new_tokens 3 keeps rows of one call in different rounds
+    600 draws of (x1, x2) per prompt, at T = 1 and with warping (T = 0.8, top-k 8: a token outside
+    the target's top 8 must never come out). max_new_tokens 3 keeps rows of one call in different rounds
     (ragged). Per prompt: chi-square at level 1e-3 on the cells of conftest.joint_first_two_pvalue
-    (tails split by where the draft over-weights). With the known-wrong rule in the shared
-    accept_reject (resample from p after a rejection) both prompts fail (p < 1e-4) at both gammas; with
-    the tails pooled, as this test first had, and its first prompts, the wrong rule passed at gamma 1."""
+    (tails split by where the draft over-weights). Power, measured when the test was designed and not
+    asserted here: with the known-wrong rule in the shared accept_reject (resample from p after a
+    rejection) both prompts failed (p < 1e-4) at both gammas; with the tails pooled, as this test first
+    had, and its first prompts, the wrong rule passed at gamma 1. That an exact-joint chi-square fails
+    (p < 1e-6) under that rule and three other wrong ones is asserted, on a toy model, in
+    test_exactness_mutations.py."""
     texts = ["A lambda expression", "A list"]
-    warp = dict(temperature=1.0)
     enc = [encode(t)[0] for t in texts]
     T = max(len(e) for e in enc)
     assert len({len(e) for e in enc}) == 2  # one prompt is padded
@@ -247,7 +251,7 @@ def test_verify_cost_takes_turns_and_keeps_each_pass_fastest_repeat(monkeypatch)
     cost = {("target", 1): 1.0, ("target", 4): 1.5, ("draft", 1): 0.25}  # seconds per call, unloaded
     clock, log = [0.0], []
 
-    def fake_forward(model, cache, x, valid, timer):
+    def fake_forward(model, cache, x, valid, timer, keep=0):
         if x.shape[1] == ids.shape[1] - 1:
             return None  # the prompt, cached once per model
         log.append((model, x.shape[1]))
@@ -262,6 +266,37 @@ def test_verify_cost_takes_turns_and_keeps_each_pass_fastest_repeat(monkeypatch)
     order = log[::2]  # one entry per repeat of a pass
     t1, t4, d1 = ("target", 1), ("target", 4), ("draft", 1)
     assert order == [t1, t4, d1, t4, d1, t1, d1, t1, t4, t1, t4, d1]  # four rounds (a warm-up, then 3), rotating
+
+
+def test_passes_that_only_fill_a_cache_make_one_position_of_logits(pair, monkeypatch):
+    """A prompt's logits are thrown away wherever a pass only fills a cache (the batched prefill, the
+    cost measurements' prompts, the fast engine's prefill): those passes ask for the last position's
+    logits alone. At Gemma2's 256k vocabulary a (64, 128, V) bfloat16 tensor is 4 GB, which a 27b
+    target on an 80 GB GPU has no room for. The widest logits any of them makes is a verify pass's."""
+    from utils import beyond, fast
+    from utils.batched import speculative_batched
+
+    widths = []
+    hooks = [m.lm_head.register_forward_hook(lambda mod, inp, out: widths.append(out.shape[-2]))
+             for m in (pair.target, pair.draft)]
+    ids = torch.randint(3, 100, (2, 40))  # (B, T): a prompt far wider than a verify pass
+    try:
+        beyond.verify_cost(pair.target, pair.draft, ids, torch.ones_like(ids), gamma=3, iters=1, repeats=1)
+        assert 1 in widths and max(widths) == 4  # prompts: 1 position; the widest pass: gamma + 1
+        widths.clear()
+        speculative_batched(pair.target, pair.draft, ids, torch.ones_like(ids), max_new_tokens=6, gamma=3)
+        assert widths and max(widths) == 4
+        widths.clear()
+        fast.Engine(pair.target, 64, compile=False).prefill(ids[:1])
+        assert widths == [1]
+        widths.clear()
+        eager = {"target": beyond._target_pass, "draft": beyond._draft_pass}
+        monkeypatch.setattr(beyond, "_compiled_pass", lambda role, cuda, fullgraph=True: eager[role])
+        beyond.compiled_verify_cost(pair.target, pair.draft, ids, gamma=3, iters=1, repeats=1)  # eager passes: hooks run
+        assert 1 in widths and max(widths) == 4
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def test_compiled_costs_compile_per_shape_change_not_per_batch_size(monkeypatch):
@@ -279,6 +314,7 @@ def test_compiled_costs_compile_per_shape_change_not_per_batch_size(monkeypatch)
     rows = [r["compiled"] for r in res["costs"]]
     assert [r["B"] for r in rows] == [1, 2, 4]
     assert res["cudagraph_skips"] == [] and res["compiled_stopped"] is None  # a CPU has no CUDA graphs to skip
+    assert res["compile_fallbacks"] == []  # every pass compiled as one graph (fullgraph=True)
     for r in rows:
         assert r["target_step_s"] > 0 and r["verify_s"] > 0 and r["draft_step_s"] > 0
         assert r["v"] == pytest.approx(r["verify_s"] / r["target_step_s"]) and r["c"] == pytest.approx(r["draft_step_s"] / r["target_step_s"])

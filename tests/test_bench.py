@@ -219,3 +219,31 @@ def test_noise_verdict_counts_a_gain_only_when_every_repeat_clears_the_spread():
     assert noise_verdict([0.80, 0.85], 0.10) == "slower"
     assert noise_verdict([0.95, 0.85], 0.10) == "within noise"
     assert noise_verdict([1.01, 1.02], 0.0) == "faster"  # no spread: every repeat above 1 is enough
+
+
+def test_how_much_faster_says_slower_when_it_is():
+    """Notebook 02 prints its latency ratio in words that stay true where the order flips."""
+    from utils.bench import how_much_faster
+
+    assert how_much_faster(2.0, 1.0) == "2.0x faster" and how_much_faster(1.0, 1.0) == "1.0x faster"
+    assert how_much_faster(1.0, 1.25) == "1.2x slower"  # 1.25: rounds to even
+    assert how_much_faster(0.5, 1.5) == "3.0x slower"
+
+
+def test_compiled_rows_say_when_a_step_fell_back(monkeypatch):
+    """A compiled method whose engines could not compile a step as one graph (utils.fast.compile_fallback)
+    says so in every row it times, not only in the run that first met it; the plain compiled decoder
+    reports its target's engines only."""
+    from types import SimpleNamespace
+
+    from utils import bench
+
+    monkeypatch.setattr(bench, "_run_method", lambda method, *a: dict(method=method, seconds=1.0))
+    target, draft = SimpleNamespace(), SimpleNamespace()
+    draft._specdec_engines = {"k": SimpleNamespace(compile_fallbacks=["draft step, width 1: Unsupported: ..."])}
+    pair = SimpleNamespace(target=target, draft=draft, device="cpu")
+    spec = bench.run_method("ours_speculative_compiled", pair, None, 8, 4)
+    assert spec["compile_fallbacks"] == ["draft step, width 1: Unsupported: ..."]
+    assert "compile_fallbacks" not in bench.run_method("ours_ar_compiled", pair, None, 8, 4)
+    draft._specdec_engines["k"].compile_fallbacks = []
+    assert "compile_fallbacks" not in bench.run_method("ours_speculative_compiled", pair, None, 8, 4)

@@ -394,3 +394,51 @@ def test_a_one_token_prompt_still_initialises_every_cache_eagerly():
     with torch.inference_mode():
         ref = m.generate(ids, max_new_tokens=8, do_sample=False)[0, 1:].tolist()
     assert new == ref
+
+
+def test_a_graph_break_under_fullgraph_falls_back_to_compiling_in_pieces():
+    """Where torch.compile(fullgraph=True) cannot trace a step as one graph (a torch or transformers
+    version whose code breaks it), the engine says so (a warning, engine.compile_fallbacks and
+    fast.COMPILE_FALLBACKS, which benchmarks record), compiles the step in pieces and stays exact; later
+    widths compile in pieces without another warning."""
+    import warnings
+
+    class Breaking(fast.Engine):
+        def _forward(self, ids):
+            torch._dynamo.graph_break()
+            return super()._forward(ids)
+
+    m = _tiny_gemma(5)
+    eng = Breaking(m, 16)
+    with torch.inference_mode():
+        eng.prefill(torch.tensor([[1, 2]]))
+        with pytest.warns(UserWarning, match="graph break"):
+            logits = eng.forward(torch.tensor([[3]]))  # (1, V)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            wider = eng.forward(torch.tensor([[4, 5]]))  # (2, V), a new width: compiled in pieces, quietly
+        ref = m(torch.tensor([[1, 2, 3, 4, 5]])).logits[0, 2:].float()
+    torch.testing.assert_close(torch.cat([logits, wider]), ref)
+    assert len(eng.compile_fallbacks) == 1 and "graph_break()" in eng.compile_fallbacks[0]
+    assert fast.COMPILE_FALLBACKS[-1] == eng.compile_fallbacks[0] and set(eng.compile_time) == {1, 2}
+
+
+def test_a_compiler_failure_falls_back_to_eager_steps(monkeypatch):
+    """Where the compiler itself fails (BackendCompilerFailed: say, Triton on an older GPU), the engine
+    warns, records it and runs its steps eagerly on the static cache: exact, and no deep stack trace."""
+    def failing(gm, example_inputs):  # a compiler backend that cannot build kernels here
+        raise RuntimeError("this GPU is too old for the compiler (pretend)")
+
+    monkeypatch.setattr(fast, "compile_step",
+                        lambda fn, cuda, fullgraph=True: torch.compile(fn, backend=failing, fullgraph=fullgraph))
+    m = _tiny_gemma(6)
+    eng = fast.Engine(m, 16)
+    with torch.inference_mode():
+        eng.prefill(torch.tensor([[1, 2]]))
+        with pytest.warns(UserWarning, match="running this step eagerly instead"):
+            logits = eng.forward(torch.tensor([[3]]))
+        again = eng.forward(torch.tensor([[4]]))  # the same width: eager, no new warning
+        ref = m(torch.tensor([[1, 2, 3, 4]])).logits[0, 2:].float()
+    torch.testing.assert_close(torch.cat([logits, again]), ref)
+    assert not eng.compiled and len(eng.compile_fallbacks) == 1
+    assert "BackendCompilerFailed" in eng.compile_fallbacks[0] and "too old" in eng.compile_fallbacks[0]

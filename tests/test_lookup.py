@@ -22,6 +22,8 @@ from utils.lookup import (
 )
 from utils.sampling import probs_from_logits
 
+from _toy import TABLE, BigramLM  # tests/_toy.py, shared with test_exactness_mutations.py
+
 
 def hf_greedy(model, ids, n, eos):
     with torch.inference_mode():
@@ -209,36 +211,6 @@ def test_cache_kinds_give_identical_output(pair, encode, copy_text, temperature)
     runs = [prompt_lookup_generate(pair.target, ids, max_new_tokens=60, temperature=temperature, cache=kind,
                                    generator=torch.Generator().manual_seed(3)) for kind in ("preallocated", "dynamic")]
     assert runs[0].sequences.tolist() == runs[1].sequences.tolist()
-
-
-class BigramLM:
-    """A toy causal LM on 6 tokens whose next-token distribution depends only on the last token
-    (a fixed table), so the target's exact joint distribution is known. It keeps no KV cache (the
-    loop's cache stays empty and every pass sees the whole sequence), and runs in microseconds."""
-
-    def __init__(self, table: torch.Tensor):
-        from types import SimpleNamespace
-
-        self.log_table = table.log()  # (V, V): row a is p(. | a)
-        V = table.shape[0]
-        self.config = SimpleNamespace(vocab_size=V, max_position_embeddings=1024)
-        self.config.get_text_config = lambda: self.config
-        self.device = torch.device("cpu")
-
-    def __call__(self, input_ids, **kwargs):  # (1, n) -> logits (1, n, V)
-        from types import SimpleNamespace
-
-        return SimpleNamespace(logits=self.log_table[input_ids])
-
-
-TABLE = torch.tensor([  # p(next | last); rows sum to 1
-    [0.30, 0.20, 0.10, 0.15, 0.15, 0.10],
-    [0.10, 0.05, 0.40, 0.15, 0.20, 0.10],
-    [0.25, 0.25, 0.05, 0.35, 0.05, 0.05],
-    [0.05, 0.45, 0.10, 0.10, 0.20, 0.10],
-    [0.20, 0.10, 0.30, 0.10, 0.10, 0.20],
-    [0.15, 0.15, 0.15, 0.15, 0.20, 0.20],
-])
 
 
 @pytest.mark.parametrize("gamma, n_new", [(1, 2), (2, 3), (3, 3)])

@@ -100,6 +100,42 @@ def test_gated_pair_without_token(monkeypatch, tmp_path):
     assert "HF_TOKEN" in str(e.value) and "smollm2-135m-1.7b" in str(e.value)
 
 
+def test_a_token_without_the_license_is_told_to_accept_it():
+    """transformers raises the Hub's refusal (GatedRepoError: a token whose account has not accepted
+    the license) as an OSError raised from it; that must say "accept the license", not "no network"."""
+    import httpx
+    from huggingface_hub.errors import GatedRepoError
+
+    class Loader:  # what transformers' from_pretrained does with the Hub's 403 for a gated repo
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            try:
+                raise GatedRepoError("403 Client Error: access to model google/gemma-2-9b-it is restricted",
+                                     response=httpx.Response(403, request=httpx.Request("GET", "https://huggingface.co")))
+            except GatedRepoError as e:
+                raise OSError(f"You are trying to access a gated repo.\nMake sure to have access to it. {e}") from e
+
+    spec = PAIRS["gemma2-2b-9b"]
+    with pytest.raises(GatedModelError, match="accept its license at https://huggingface.co/google/gemma-2-9b-it"):
+        models._from_pretrained(Loader, "google/gemma-2-9b-it", spec)
+
+    class Offline:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    with pytest.raises(HubUnreachableError, match="load_pair\\('tiny'\\)"):
+        models._from_pretrained(Offline, "google/gemma-2-9b-it", spec)
+
+    class Broken:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            raise ValueError("something else")
+
+    with pytest.raises(ValueError, match="something else"):  # not every error is the network's
+        models._from_pretrained(Broken, "google/gemma-2-9b-it", spec)
+
+
 def test_no_network_suggests_tiny(monkeypatch):
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # like a machine without network
     with pytest.raises(HubUnreachableError, match="load_pair\\('tiny'\\)"):
@@ -143,6 +179,11 @@ def test_default_dtype_keeps_the_tiny_pair_in_float32_on_a_gpu(monkeypatch):
         assert models.default_dtype(cuda, pairs["smollm2-135m-1.7b"]) is (torch.bfloat16 if bf16 else torch.float16)
     with pytest.warns(UserWarning, match="no bfloat16"):
         assert models.default_dtype(cuda, pairs["gemma2-2b-9b"]) is torch.float32
+    import warnings
+
+    with warnings.catch_warnings():  # asked for in NF4 already: nothing to advise
+        warnings.simplefilter("error")
+        assert models.default_dtype(cuda, pairs["gemma2-2b-9b"], "nf4") is torch.float32
     assert models.default_dtype(torch.device("cpu"), pairs["smollm2-135m-1.7b"]) is torch.float32
 
 
@@ -270,3 +311,33 @@ def test_bf16_cpu_kernel_is_what_widens_the_step_block_gap(pair, encode):
             models.set_bnb_cpu_bf16(on, False)
     else:
         assert gap_on < 1e-3  # no bf16 kernel here: the same path as switched off
+
+
+def test_variants_load_when_used_and_keep_one_on_a_gpu(monkeypatch):
+    """Notebook 06's variants load on first use; on a GPU the one used before is let go before the next
+    loads (the full pair and one 4-bit copy must fit, not four copies), on a CPU all stay."""
+    import weakref
+    from types import SimpleNamespace
+
+    loads = []
+
+    class Loaded(SimpleNamespace):  # a pair stand-in that a weak reference can watch
+        pass
+
+    def fake_load(name, *, device, **options):
+        loads.append(options)
+        return Loaded(name=name, device=device, options=options)
+
+    monkeypatch.setattr(models, "load_pair", fake_load)
+    options = {"NF4": dict(quantization="nf4"), "FP4": dict(quantization="fp4")}
+    for device, kept in (("cpu", ["NF4", "FP4"]), ("cuda", ["FP4"])):
+        loads.clear()
+        full = SimpleNamespace(name="tiny", device=torch.device(device))
+        v = models.Variants(full, options)
+        assert list(v) == ["full precision", "NF4", "FP4"] and v["full precision"] is full and loads == []
+        nf4 = weakref.ref(v["NF4"])
+        assert v["NF4"] is nf4() and loads == [dict(quantization="nf4")]  # loaded once
+        v["FP4"]
+        assert v.resident() == kept and (nf4() is None) == (device == "cuda"), device
+        with pytest.raises(KeyError, match="the variants are"):
+            v["INT8"]

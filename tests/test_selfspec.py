@@ -2,6 +2,8 @@
 draft. The draft shares the target's weights (no copy), its logits are the early-exit computation,
 and speculative decoding with it stays exact: greedy equals HF greedy, sampling follows the target."""
 
+import types
+
 import pytest
 import torch
 
@@ -181,6 +183,10 @@ def test_adapters_round_trip(pair, adapter, tmp_path):
     assert torch.equal(back[3].proj.weight, adapter.proj.weight) and torch.equal(back[3].norm_weight, adapter.norm_weight)
     with pytest.raises(FileNotFoundError, match="python -m utils.selfspec train"):
         load_adapters(pair.target, tmp_path / "missing.safetensors")
+    wider = types.SimpleNamespace(config=pair.target.config.__class__(hidden_size=2304), device=pair.target.device,
+                                  dtype=pair.target.dtype)  # a Hub target (gemma-2-2b's width)
+    with pytest.raises(ValueError, match="hidden size is 128 .*this target's is 2304. Train adapters for this target"):
+        load_adapters(wider, path)
 
 
 def test_committed_adapters_are_small_and_help(pair, encode):

@@ -129,10 +129,14 @@ def test_compiled_steps_run_most_needed_first(compiled_run):
                     "self-draft 27b self_draft"]
 
 
+def _size_label(m):
+    return m["size"] + " " + (m["quantization"] or "bf16")
+
+
 def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
     """scripts/build_notebooks.py turns a committed shapes-compiled-cuda*.json into the README's tables
     (models, pairs, self-draft, goals as the file evaluates them), flags shrunken shapes, a failed
-    step and skipped CUDA graphs, and says how to make one when none is committed."""
+    step, skipped CUDA graphs and graph breaks, and says how to make one when none is committed."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from build_notebooks import compiled_gpu_table
 
@@ -141,6 +145,7 @@ def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
     r["models"][0]["errors"] = {"hf_static": "OutOfMemoryError: CUDA out of memory"}
     r["models"][0].pop("hf_static_tok_s", None)
     r["pairs"][0]["cudagraph_skips"] = {"rounds": ["skipping cudagraphs due to mutated inputs (1 instances)"]}
+    r["models"][1]["compile_fallbacks"] = {"compiled": ["Gemma2ForCausalLM step, width 1: Unsupported: ..."]}
     (tmp_path / "shapes-compiled-cuda-27b.json").write_text(json.dumps(r))
     text = compiled_gpu_table(tmp_path)
     pair, goals = r["pairs"][0], {g["id"]: g for g in r["goals"]}
@@ -151,6 +156,8 @@ def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
             f"| {m27['compiled_tok_s'] / m27['hf_dynamic_tok_s']:.2f}x |") in text
     assert f"| 2b->27b | {pair['c']:.3f} | {pair['v']:.2f} |" in text
     assert "CUDA graphs were skipped** for graphs compiled in: 2b->27b rounds" in text
+    assert ("**Compiling fell back** (a graph break under fullgraph=True: compiled in pieces; or a compiler failure: "
+            f"run eagerly) in: {_size_label(r['models'][1])} compiled") in text
     spec = goals["spec_2b_27b_vs_hf_dynamic"]
     assert f"| {spec['goal']} | {spec['value']:.2f}x | {'yes' if spec['met'] else '**no**'} |" in text
     assert f"| {goals['compiled_greedy_vs_bound_9b']['goal']} | " in text
@@ -331,6 +338,23 @@ def test_compiled_failures_budget_and_stops_are_recorded(tmp_path, monkeypatch, 
     (row,) = json.loads(path.read_text())["models"]
     assert row["cudagraph_skips"] == {"hf_dynamic": ["skipping cudagraphs due to mutated inputs (2 instances)"]}
     assert row["hf_dynamic_tok_s"] > 0  # the step itself went on
+    monkeypatch.undo()
+
+    from utils.fast import compile_fallback
+
+    def in_pieces(*a, **k):  # what utils.fast does when fullgraph=True meets a graph break
+        with pytest.warns(UserWarning, match="could not compile"):
+            compile_fallback(RuntimeError("Call to `torch._dynamo.graph_break()`"), "Gemma2ForCausalLM step, width 1")
+        return real_hf_rate(*a, **k)
+
+    monkeypatch.setattr(shapes, "hf_rate", in_pieces)
+    path = tmp_path / "breaks.json"
+    shapes.run_compiled(("2b",), (None,), (), device="cpu", gamma=2, max_new_tokens=8, repeats=1, compile=False,
+                        hf_static=False, path=path, overrides=SMALL, log=lambda s: None)
+    (row,) = json.loads(path.read_text())["models"]
+    assert row["compile_fallbacks"] == {"hf_dynamic": ["Gemma2ForCausalLM step, width 1: RuntimeError: Call to "
+                                                  "`torch._dynamo.graph_break()`"]}
+    assert row["hf_dynamic_tok_s"] > 0 and "compile_fallbacks" not in row.get("step_s", {})
     monkeypatch.undo()
 
     path = tmp_path / "budget.json"

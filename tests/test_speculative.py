@@ -81,18 +81,25 @@ def test_sampling_matches_target_distribution(pair, encode, warp):
     """End to end: the first new token of speculative sampling follows the target's own (warped)
     distribution. 600 runs, binned as every exactness test bins (utils.speculative.distribution_check:
     the 5 likeliest tokens, the rest split by q > p, bins expecting fewer than 5 counts pooled; a token
-    the warped target gives probability 0 fails it); chi-square at level 1e-3. (Sampling exactness at
-    large N is proven on synthetic distributions in test_verify_step.py.)"""
+    the warped target gives probability 0 fails it); chi-square at level 1e-3. The same runs check the
+    acceptance of the first drafted token: it is kept with probability beta = sum(min(p, q)) over the
+    two models' (warped) first-token distributions, so its rate over the 600 runs lies within 4 sigma
+    of beta. (Sampling exactness at large N is proven on synthetic distributions in
+    test_verify_step.py, and end to end on a toy model in test_exactness_mutations.py.)"""
     ids = encode("The try statement specifies")
     p = _first_token_dist(pair, ids, **warp)
     with torch.inference_mode():
         q = probs_from_logits(pair.draft(ids).logits[0, -1], **warp)  # (V,)
     g = torch.Generator().manual_seed(0)
-    firsts = []
-    for _ in range(600):
+    firsts, accepted, n = [], 0, 600
+    for _ in range(n):
         out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, generator=g, **warp)
         firsts.append(out.sequences[0, ids.shape[1]].item())
+        assert len(out.rounds[0].drafted) == 2
+        accepted += out.rounds[0].n_accepted > 0  # the first drafted token was kept
     assert distribution_check(firsts, p, q=q)["pvalue"] > 1e-3
+    beta = float(torch.minimum(p, q).double().sum())  # P(x_1 accepted) = sum_x q(x) min(1, p(x) / q(x))
+    assert abs(accepted / n - beta) < 4 * (beta * (1 - beta) / n) ** 0.5, (accepted / n, beta)
 
 
 @pytest.mark.parametrize("gamma", [1, 3])
@@ -103,9 +110,11 @@ def test_joint_distribution_of_the_first_two_tokens(pair, encode, joint_pvalue, 
     min(gamma, 2 - 1) = 1 token and x2 is a bonus or a plain target step): gamma 1: x2 comes from the
     next round (after a bonus or a resample); gamma 3: x2 mostly from the same round (acceptance after
     an acceptance). 1,000 runs, chi-square at level 1e-3 on the cells of conftest.joint_first_two_pvalue
-    (tails split by where the draft over-weights). Power: with the known-wrong rule (resample from p
-    after a rejection) both gammas fail (p < 1e-6); the test as it first was (max_new_tokens 2, tails
-    pooled into one cell, another prompt) passed with the wrong rule."""
+    (tails split by where the draft over-weights). Power, measured when the test was designed and not
+    asserted here: with the known-wrong rule (resample from p after a rejection) both gammas failed
+    (p < 1e-6); the test as it first was (max_new_tokens 2, tails pooled into one cell, another prompt)
+    passed with the wrong rule. That an exact-joint chi-square fails (p < 1e-6) under that rule and three
+    other wrong ones is asserted, on a toy model, in test_exactness_mutations.py."""
     ids = encode("The del statement")
     n = 1000
     g = torch.Generator().manual_seed(10 + gamma)

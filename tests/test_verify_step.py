@@ -1,8 +1,9 @@
 """Exactness of one verification step on synthetic distributions (no model involved).
 
-Whatever q is, the first emitted token must be distributed as p[0], and the token at position 2
-(emitted only when x_1 was accepted) as p[1]. We draw N = 20,000 rounds per case and run a
-chi-square goodness-of-fit test. With a fixed seed the outcome is deterministic; the thresholds are
+Whatever q is, the first emitted token must be distributed as p[0], the token at position 2
+(emitted only when x_1 was accepted) as p[1], and the bonus token (emitted only when both drafted
+tokens were accepted) as p[2]. We draw N = 20,000 rounds per case and run a chi-square
+goodness-of-fit test. With a fixed seed the outcome is deterministic; the thresholds are
 the sound part: a correct sampler fails a test at level 1e-3 with probability 1e-3, and the biased
 rule is rejected at p < 1e-12 in every case where it differs from the correct one.
 """
@@ -32,15 +33,18 @@ CASES = {
     "q zero where p is not": (_dist([0, 0, 0.5, 0.2, 0.2, 0.1, 0, 0]), _dist([0.3, 0, 0, 0.1, 0.6, 0, 0, 0])),
     "p has zeros, q does not": (torch.full((V,), 1 / V), _dist([1, 2, 3, 4, 5, 6, 7, 8])),
 }
-# the bonus position gets its own distribution
-P = torch.stack([P0, P1, _dist([1, 1, 1, 1, 1, 1, 1, 1])])  # (3, V)
+# the bonus position gets its own distribution (P2 here, P0 in P_ZERO), far from each case's p[1] and
+# q[1]: a bonus drawn from either of those rows fails the test (test_emitted_tokens_follow_p asserts it)
+P2 = _dist([0.02, 0.05, 0.08, 0.10, 0.10, 0.15, 0.20, 0.30])
+P = torch.stack([P0, P1, P2])  # (3, V)
 P_ZERO = torch.stack([_dist([0, 0, 1, 1, 1, 1, 2, 2]), _dist([2, 2, 1, 1, 1, 1, 0, 0]), P0])
 
 
 def _run(p, q, rule, seed=0):
-    """Draw N rounds of gamma = 2. Returns (first emitted tokens, second emitted tokens)."""
+    """Draw N rounds of gamma = 2. Returns (first emitted tokens, second emitted tokens, bonus tokens
+    of the rounds that accepted both drafted tokens)."""
     g = torch.Generator().manual_seed(seed)
-    first, second = [], []
+    first, second, bonus = [], [], []
     for _ in range(N):
         x = torch.multinomial(q, 1, generator=g)[:, 0]  # (2,) drafted from q
         v = rule(p, q, x, generator=g)
@@ -48,7 +52,10 @@ def _run(p, q, rule, seed=0):
         first.append(emitted[0])
         if len(emitted) > 1:
             second.append(emitted[1])
-    return np.array(first), np.array(second)
+        if v.kind == "bonus":
+            assert v.n_accepted == 2
+            bonus.append(v.token)
+    return np.array(first), np.array(second), np.array(bonus, dtype=np.int64)
 
 
 def _fit(samples, probs):
@@ -70,17 +77,22 @@ def _pvalue(samples, probs):
 def test_emitted_tokens_follow_p(case):
     q = torch.stack(CASES[case])  # (2, V)
     p = P_ZERO if case == "p has zeros, q does not" else P
-    first, second = _run(p, q, verify_step)
+    first, second, bonus = _run(p, q, verify_step)
     assert _pvalue(first, p[0]) > 1e-3
     assert len(second) > 1000
     assert _pvalue(second, p[1]) > 1e-3
+    assert len(bonus) > 1000
+    assert _pvalue(bonus, p[2]) > 1e-3
+    for wrong in (p[1], q[1]):  # a bonus from the previous target row, or from the draft: rejected
+        leaked, pvalue = _fit(bonus, wrong)
+        assert leaked > 0 or pvalue < 1e-6, (leaked, pvalue)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c != "q equals p"])
 def test_biased_rule_fails_the_same_test(case):
     q = torch.stack(CASES[case])
     p = P_ZERO if case == "p has zeros, q does not" else P
-    first, _ = _run(p, q, verify_step_biased)
+    first, _, _ = _run(p, q, verify_step_biased)
     leaked, pvalue = _fit(first, p[0])  # a biased rule may even emit tokens that p forbids
     assert leaked > 0 or pvalue < 1e-12
 
@@ -100,8 +112,8 @@ def test_total_variation_shrinks_with_samples():
     def tv(samples, law=p0):
         return 0.5 * np.abs(np.bincount(samples, minlength=V) / len(samples) - law).sum()
 
-    first, _ = _run(P, q, verify_step, seed=1)
-    wrong, _ = _run(P, q, verify_step_biased, seed=1)
+    first, _, _ = _run(P, q, verify_step, seed=1)
+    wrong, _, _ = _run(P, q, verify_step_biased, seed=1)
     sizes = [625, 2500, 10_000, N]
     correct = [tv(first[:n]) for n in sizes]
     assert all(d < 3 * noise(n) for d, n in zip(correct, sizes)), correct

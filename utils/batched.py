@@ -143,13 +143,16 @@ def build_masks(model, valid: torch.Tensor, width: int, dtype) -> dict | torch.T
     return out
 
 
-def _forward(model, cache, x, valid, timer):
-    """x: (B, W) the last W columns of `valid` (B, L) -> logits (B, W, V)."""
+def _forward(model, cache, x, valid, timer, keep: int = 0):
+    """x: (B, W) the last W columns of `valid` (B, L) -> logits (B, W, V); keep=k > 0: only the last k
+    columns' logits (B, k, V), for a pass that only fills the cache (a prompt's (B, T, V) logits in
+    bfloat16 are 4 GB for 64 rows of 128 tokens at Gemma2's 256k vocabulary)."""
     W = x.shape[1]
     masks = build_masks(model, valid, W, model.dtype)
     pos = _positions(valid)[:, -W:]  # (B, W)
     with timer:
-        return model(input_ids=x, attention_mask=masks, position_ids=pos, past_key_values=cache, use_cache=True).logits
+        return model(input_ids=x, attention_mask=masks, position_ids=pos, past_key_values=cache, use_cache=True,
+                     logits_to_keep=keep).logits
 
 
 def _cache_tensors(cache):
@@ -265,7 +268,7 @@ def _prefill(models_caches_timers, batch: _Batch) -> None:
     """Every model reads the prompt but its last column (the first round feeds that one)."""
     if batch.tokens.shape[1] > 1:
         for model, cache, timer in models_caches_timers:
-            _forward(model, cache, batch.tokens[:, :-1], batch.valid[:, :-1], timer)
+            _forward(model, cache, batch.tokens[:, :-1], batch.valid[:, :-1], timer, keep=1)
 
 
 def _cut(tokens: list[int], eos: set[int]) -> list[int]:
@@ -338,7 +341,7 @@ def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tok
         M = max(m[i] for i in keep)  # the most tokens a running row added
         out.ragged_rounds += any(m[i] != M for i in keep)
         if k and M == k + 1:  # a running row kept all k drafts: the draft has not cached d_k yet
-            _forward(draft, d_cache, d[:, -1:], valid, d_timer)
+            _forward(draft, d_cache, d[:, -1:], valid, d_timer, keep=1)
         # Candidates of this round as columns L..L+k: d_1..d_k, with row b's own token at L + n_b.
         ext_tokens = torch.cat([batch.tokens, d, torch.zeros_like(d[:, :1])], 1)  # (Bn, L + k + 1)
         ext_tokens[torch.arange(Bn, device=device), batch.tokens.shape[1] + n] = nxt

@@ -119,12 +119,18 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
     Compiled methods are not hooked (a hook added to a compiled model would make dynamo recompile):
     their time in forward passes comes from the engine's own clocks (a CPU only: NaN on CUDA), and
     prefill_s is the time of their eager pass over the prompt before the first step (both models for
-    the speculative loop), outside those passes."""
+    the speculative loop), outside those passes; compile_fallbacks (only where it happened) lists the
+    steps of the models' engines that could not be compiled as one graph (utils.fast.compile_fallback),
+    whichever run first met them."""
     cuda = torch.device(pair.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(pair.device)
     if method in COMPILED:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
+        models = (pair.target,) if method == "ours_ar_compiled" else (pair.target, pair.draft)
+        fell = sorted({f for m in models for e in m.__dict__.get("_specdec_engines", {}).values() for f in e.compile_fallbacks})
+        if fell:  # a step compiled in pieces or run eagerly (utils.fast.compile_fallback): slower than it should be
+            row["compile_fallbacks"] = fell
         return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None)
     with ForwardClock(pair.target) as target, ForwardClock(pair.draft) as draft:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
@@ -218,6 +224,12 @@ def repeat_spread(row: dict) -> float:
     return (max(row["seconds_all"]) - min(row["seconds_all"])) / row["seconds"]
 
 
+def how_much_faster(slow_s: float, fast_s: float) -> str:
+    """'2.3x faster' when fast_s took less time than slow_s, '1.4x slower' when it took more: a ratio
+    printed in words that stay true on a machine where the order flips (a GPU, another pair)."""
+    return f"{slow_s / fast_s:.1f}x faster" if fast_s <= slow_s else f"{fast_s / slow_s:.1f}x slower"
+
+
 def noise_verdict(ratios, noise: float) -> str:
     """The one rule every notebook and the README use to call a method faster: "faster" when every
     repeat's ratio of tokens/s (the methods took turns) is above 1 + noise, "slower" when every one is
@@ -260,7 +272,8 @@ def forward_latencies(model, sizes, context: int = 64, repeats: int = 15) -> dic
 
     device = model.device
     cache = _new_cache(capacity=context + max(sizes))
-    model(input_ids=torch.randint(3, 1000, (1, context), device=device), past_key_values=cache, use_cache=True)
+    model(input_ids=torch.randint(3, 1000, (1, context), device=device), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)  # the context's logits are unused
     times = {n: [] for n in sizes}
     for i in range(repeats + 1):  # the first round is a warm-up
         for n in sizes:

@@ -272,7 +272,7 @@ def verify_cost(target, draft, ids, mask, gamma: int = 4, iters: int = COST_ITER
         if id(model) not in caches:  # one cache per model, holding the prompt; every call is cropped back to it
             caches[id(model)] = cache = DynamicCache()
             if ids.shape[1] > 1:
-                _forward(model, cache, ids[:, :-1], valid[:, :-1], off)
+                _forward(model, cache, ids[:, :-1], valid[:, :-1], off, keep=1)  # logits unused
         cache = caches[id(model)]
         L = cache.get_seq_length()
         x = ids[:, -1:].repeat(1, width)  # (B, width): what is fed does not change the cost
@@ -318,10 +318,13 @@ def _draft_pass(model, cache, ids):  # (B, W) -> (B, W, V)
     return model(input_ids=ids, past_key_values=cache, use_cache=True).logits
 
 
+_BROKEN_PASSES: set[str] = set()  # roles whose pass met a graph break under fullgraph=True: compiled in pieces since
+
+
 @functools.cache
-def _compiled_pass(role: str, cuda: bool):
+def _compiled_pass(role: str, cuda: bool, fullgraph: bool = True):
     fn = _target_pass if role == "target" else _draft_pass
-    return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=True)
+    return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=fullgraph)
 
 
 @torch.inference_mode()
@@ -342,7 +345,7 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
     new_graphs)."""
     from torch._dynamo.utils import counters
 
-    from .fast import BUCKET, RECOMPILE_LIMIT, rollback, static_cache
+    from .fast import BUCKET, RECOMPILE_LIMIT, compile_fallback, rollback, static_cache
     from .shapes import steady_seconds
 
     cuda = ids.device.type == "cuda"
@@ -355,20 +358,29 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
     def timed(role, model, width):
         if role not in caches:  # one cache per model: its two passes share the prompt, read once, eagerly
             caches[role] = static_cache(model, max_len)  # batch size: set by the prefill
-            model(input_ids=ids[:, :-1], past_key_values=caches[role], use_cache=True)
+            model(input_ids=ids[:, :-1], past_key_values=caches[role], use_cache=True, logits_to_keep=1)
         cache = caches[role]
         rollback(cache, T - 1)  # what an earlier pass wrote past the prompt goes
-        step, x = _compiled_pass(role, cuda), ids[:, -1:].repeat(1, width).clone()  # (B, width)
+        step = [_compiled_pass(role, cuda, role not in _BROKEN_PASSES)]  # replaced if fullgraph=True fails
+        x = ids[:, -1:].repeat(1, width).clone()  # (B, width)
 
         def call():
             if cuda:
                 torch.compiler.cudagraph_mark_step_begin()
-            step(model, cache, x)
+            step[0](model, cache, x)
 
         _sync(ids.device)
         t0 = time.perf_counter()
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            call()  # compiles on a new shape (on CUDA the next call records the graph)
+            try:
+                call()  # compiles on a new shape (on CUDA the next call records the graph)
+            except torch._dynamo.exc.Unsupported as e:  # a graph break under fullgraph=True (raised while tracing)
+                if role in _BROKEN_PASSES:
+                    raise
+                _BROKEN_PASSES.add(role)
+                compile_fallback(e, f"compiled_verify_cost, {role} pass")
+                step[0] = _compiled_pass(role, cuda, False)
+                call()
         _sync(ids.device)
         first = time.perf_counter() - t0
         return steady_seconds(call, lambda: rollback(cache, T - 1), ids.device, iters=iters, repeats=repeats), first
@@ -443,7 +455,9 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
     on_step(partial result) is called after each batch size (the command line writes its JSON there, so
     a run stopped by a time limit keeps what it measured). compiled=True also measures each B on the
     fast path (`compiled_verify_cost`, under row["compiled"]; on a GPU that is the v(B) that matters:
-    eager passes there are launch-bound); a failure there is recorded in the row and the run goes on."""
+    eager passes there are launch-bound); a failure there is recorded in the row and the run goes on.
+    `compile_fallbacks` (compiled=True): where torch.compile(fullgraph=True) met a graph break and a pass
+    was compiled in pieces instead (exact, slower; utils.fast.compile_fallback); empty when none did."""
     from tqdm.auto import tqdm
 
     from .shapes import gemma2_config, random_model
@@ -455,9 +469,13 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
     V = target.config.vocab_size
     g = torch.Generator().manual_seed(0)
     costs, heard, compiled_broken = [], [], None
+    from .fast import COMPILE_FALLBACKS
+
+    breaks_before = len(COMPILE_FALLBACKS)
 
     def result(done):
-        extra = dict(cudagraph_skips=heard, compiled_stopped=compiled_broken) if compiled else {}
+        extra = dict(cudagraph_skips=heard, compiled_stopped=compiled_broken,
+                     compile_fallbacks=COMPILE_FALLBACKS[breaks_before:]) if compiled else {}
         return dict(draft=draft_size, target=target_size, gamma=gamma, prompt_len=prompt_len, dtype=str(dtype),
                     device=str(device), overrides=ov, costs=costs, complete=done,
                     skipped_batch_sizes=[b for b in batch_sizes if b not in {c["B"] for c in costs}], **extra)
@@ -610,7 +628,8 @@ def plot_shape_costs(result, R: float | None = None, axes=None):
     fig = axes[0].figure
     fig.suptitle(f"gemma-2-{result['draft']} -> gemma-2-{result['target']} shapes, random weights, {result['dtype']}; "
                  f"{meta.get('hardware', result['device'])}, {meta.get('date', 'date not recorded')}"
-                 + ("; CUDA graphs skipped in part (the file's cudagraph_skips)" if result.get("cudagraph_skips") else ""),
+                 + ("; CUDA graphs skipped in part (the file's cudagraph_skips)" if result.get("cudagraph_skips") else "")
+                 + ("; compiled with graph breaks (the file's compile_fallbacks)" if result.get("compile_fallbacks") else ""),
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # room for the suptitle above the panels' titles
     return axes
@@ -669,7 +688,8 @@ def _main_batched_cost(ap, args) -> int:
                           "the cache rolled back once per repeat; *_first_call_s: the first call (compiles when the "
                           "shape is new); new_graphs: graphs dynamo compiled at this B (B = 1 has its own graphs, "
                           "B >= 2 share graphs general in B); 'cudagraph_skips' (whole run): inductor's messages when "
-                          "a graph ran without CUDA graphs; 'compiled_stopped': the error that ended the compiled passes")
+                          "a graph ran without CUDA graphs; 'compile_fallbacks' (whole run): where fullgraph=True failed and "
+                          "a pass was compiled in pieces; 'compiled_stopped': the error that ended the compiled passes")
                 if args.compiled else None)
 
     def save(partial):  # after every batch size: a run cut short by a time limit keeps what it measured

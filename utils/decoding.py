@@ -198,19 +198,13 @@ def bandwidth_bounds(nbytes: float) -> dict[str, float | None]:
             for gpu, bw in GPU_BANDWIDTH.items()}
 
 
-# words in torch.cuda.get_device_name() that identify theory.GPU_BANDWIDTH's models
-_GPU_NAMES = {"T4 (16 GB)": ("T4",), "A100 (80 GB SXM)": ("A100", "SXM", "80GB"), "H100 (80 GB SXM)": ("H100", "HBM3")}
-
-
 def datasheet_bandwidth(device) -> tuple[str, float] | None:
-    """(name, bytes/s) from utils.theory.GPU_BANDWIDTH for the CUDA GPU `device`, or None on a CPU or
-    on a GPU that is not in that table."""
+    """(GPU name, bytes/s) from the data-sheet table utils.theory.GPU_BANDWIDTH_BY_NAME for the CUDA
+    GPU `device`, or None on a CPU or on a GPU that is not in that table."""
     if torch.device(device).type != "cuda":
         return None
-    from .theory import GPU_BANDWIDTH
+    from .theory import gpu_bandwidth
 
     name = torch.cuda.get_device_name(device)
-    for gpu, words in _GPU_NAMES.items():  # only unambiguous matches: an A100 40GB or an H100 PCIe has less
-        if all(w in name for w in words):
-            return gpu, GPU_BANDWIDTH[gpu]
-    return None
+    bandwidth, _ = gpu_bandwidth(name)
+    return None if bandwidth is None else (name, bandwidth)

@@ -129,6 +129,38 @@ def cudagraph_watch():
         heard += ["skipping cudagraphs (counted by inductor, its reason not heard)"] * max(0, unheard)
 
 
+COMPILE_FALLBACKS: list[str] = []  # every fallback below, in this process (utils.shapes and beyond record them)
+
+
+def compile_step(fn, cuda: bool, fullgraph: bool = True):
+    """torch.compile for a decoding step: CUDA graphs on CUDA (mode="reduce-overhead"), fixed shapes."""
+    return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=fullgraph, dynamic=False)
+
+
+def compile_fallback(error: Exception, where: str) -> str:
+    """Record and announce that compiling a step failed in `where`, before the caller falls back:
+    - a graph break under fullgraph=True (torch._dynamo.exc.Unsupported: a torch or transformers
+      version whose code dynamo cannot trace in one piece): the caller compiles the step again with
+      fullgraph=False; still exact, but each break returns to Python and on CUDA each piece is its own
+      CUDA graph;
+    - the compiler itself failed (BackendCompilerFailed, e.g. Triton on an older GPU): the caller runs
+      the step eagerly on its static cache; still exact, without the speed of compiling.
+    Either way the step is slower than this module promises. Returns the message (also kept in
+    COMPILE_FALLBACKS, so a benchmark's result can say how its speed was measured)."""
+    import warnings
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    inner = getattr(error, "inner_exception", None)  # BackendCompilerFailed: the compiler's own error
+    why = f" {type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}" if inner else ""
+    msg = f"{where}: {type(error).__name__}: {first}{why}"[:500]
+    COMPILE_FALLBACKS.append(msg)
+    instead = ("compiling with graph breaks instead" if isinstance(error, torch._dynamo.exc.Unsupported)
+               else "running this step eagerly instead (backend='eager' would do the same)")
+    warnings.warn(f"torch.compile could not compile the step as one graph ({msg}); {instead}: exact, but slower. "
+                  "Tell us your GPU and your torch and transformers versions.", stacklevel=3)
+    return msg
+
+
 def _only_differentiating_guards():
     """torch.compiler.set_stance(skip_guard_eval_unsafe=True) where this torch has it."""
     try:
@@ -152,8 +184,8 @@ class Engine:
         self.cache = static_cache(model, max_len)
         self.compiled = compile
         self.compile_time: dict[int, float] = {}  # width -> seconds of the first (compiling) call
-        mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-        self._step = torch.compile(self._forward, mode=mode, fullgraph=True, dynamic=False) if compile else self._forward
+        self.compile_fallbacks: list[str] = []  # set when compiling failed and the step fell back (compile_fallback)
+        self._step = compile_step(self._forward, self.device.type == "cuda") if compile else self._forward
 
     def _forward(self, ids):  # (1, W) -> (W, V)
         if self.small_mm_rows:  # a branch on the setting makes dynamo keep one graph per setting
@@ -169,10 +201,13 @@ class Engine:
         static (on CUDA: no CUDA graphs for a graph that writes them)."""
         rollback(self.cache, 0)
         if ids.shape[1]:
-            self._forward(ids)
+            self._fill(ids)
         elif not self.cache.layers[0].is_initialized:
-            self._forward(torch.zeros(1, 1, dtype=torch.long, device=self.device))
+            self._fill(torch.zeros(1, 1, dtype=torch.long, device=self.device))
             rollback(self.cache, 0)
+
+    def _fill(self, ids):  # (1, T) -> nothing kept: the logits of a prefill are unused, so only the last is made
+        self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -196,7 +231,18 @@ class Engine:
         # other compiled code, such as HF's static-cache generate, recompile more often).
         loops = small_matmuls_as_loops(self.small_mm_rows) if self.small_mm_rows else contextlib.nullcontext()
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), loops:
-            out = self._step(ids)
+            try:
+                out = self._step(ids)
+            except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.BackendCompilerFailed) as e:
+                # raised while tracing or compiling, before the step ran: the cache is untouched
+                if not self.compiled or self.compile_fallbacks:
+                    raise
+                self.compile_fallbacks.append(compile_fallback(e, f"{type(self.model).__name__} step, width {width}"))
+                if isinstance(e, torch._dynamo.exc.Unsupported):
+                    self._step = compile_step(self._forward, self.device.type == "cuda", fullgraph=False)
+                else:
+                    self._step, self.compiled = self._forward, False
+                out = self._step(ids)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.compile_time[width] = time.perf_counter() - t0

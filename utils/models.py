@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,12 +215,13 @@ def cuda_dtype(pair: PairSpec, has_bf16: bool) -> torch.dtype:
     return torch.float32 if pair.target.repo.startswith("google/gemma-2") else torch.float16
 
 
-def default_dtype(device: torch.device, pair: PairSpec) -> torch.dtype:
-    """float32 on a CPU; on CUDA `cuda_dtype` for this GPU (with a warning when Gemma2 must take float32)."""
+def default_dtype(device: torch.device, pair: PairSpec, quantization: str | None = None) -> torch.dtype:
+    """float32 on a CPU; on CUDA `cuda_dtype` for this GPU (with a warning when Gemma2 must take float32
+    and was not asked for in 4 bits)."""
     if device.type != "cuda":
         return torch.float32
     dtype = cuda_dtype(pair, torch.cuda.is_bf16_supported(including_emulation=False))
-    if dtype == torch.float32 and not pair.local:
+    if dtype == torch.float32 and not pair.local and quantization is None:
         warnings.warn(
             "This GPU has no bfloat16 (e.g. a T4). Gemma2 overflows in float16, so it loads in float32: "
             "pass quantization='nf4' for it to fit.",
@@ -441,21 +443,36 @@ def _check_access(pair: PairSpec) -> None:
         )
 
 
+def _caused_by(error: BaseException, cls) -> bool:
+    """Whether `error` or an error it was raised from (its __cause__ / __context__ chain) is a `cls`:
+    transformers turns the Hub's GatedRepoError into an OSError raised from it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, cls):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _from_pretrained(loader, source: str, pair: PairSpec, **kwargs):
     from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled
 
     try:
         return loader.from_pretrained(source, **kwargs)
-    except GatedRepoError as e:
-        raise GatedModelError(
-            f"access to {source} was refused: accept its license at https://huggingface.co/{source} "
-            "with the account whose token you use, then try again."
-        ) from e
-    except torch.cuda.OutOfMemoryError as e:
-        raise InsufficientMemoryError(
-            f"out of GPU memory while loading {source}: pass quantization='nf4', or use a smaller pair."
-        ) from e
-    except (OSError, OfflineModeIsEnabled) as e:
+    except Exception as e:
+        # transformers raises the Hub's refusal as an OSError "from" it: check the chain before OSError
+        if _caused_by(e, GatedRepoError):
+            raise GatedModelError(
+                f"access to {source} was refused: accept its license at https://huggingface.co/{source} "
+                "with the account whose token you use, then try again."
+            ) from e
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            raise InsufficientMemoryError(
+                f"out of GPU memory while loading {source}: pass quantization='nf4', or use a smaller pair."
+            ) from e
+        if not isinstance(e, (OSError, OfflineModeIsEnabled)):
+            raise
         if pair.local:
             raise PairError(
                 f"the shipped model {source} is missing or broken: run `git checkout -- data/models` "
@@ -498,7 +515,7 @@ def load_pair(
         raise ValueError(f"quantize must be 'both', 'draft' or 'target' (got {quantize!r}).")
     spec = PAIRS[name]
     dev = resolve_device(device)
-    dtype = dtype or default_dtype(dev, spec)
+    dtype = dtype or default_dtype(dev, spec, quantization)
     qconfig = quantization_config(quantization, dtype, double_quant) if quantization else None
     if dev.type == "cuda":
         free, total = torch.cuda.mem_get_info(dev)
@@ -526,6 +543,45 @@ def load_pair(
     if vd != vt:
         raise IncompatiblePairError(f"pair {name!r}: draft vocab_size {vd} != target vocab_size {vt}.")
     return Pair(name, models["draft"], models["target"], toks["target"], dev, dtype, quantization)
+
+
+class Variants(Mapping):
+    """A pair in full precision and in the 4-bit variants notebook 06 compares, by name, each variant
+    loaded (`load_pair(name, **options)`) the first time it is used. On a CPU every variant stays
+    loaded (the tiny pair's take a few MiB). On a GPU only the variant used last stays beside the full
+    pair: the one before is dropped and its memory returned before the next one loads, so what must
+    fit is the full pair plus one 4-bit copy, not four copies (gemma2-2b-9b: about 22 + 8 GiB in
+    bf16, an A100 40GB). A dropped variant loads again when used again; a model still held elsewhere
+    (a variable) keeps its memory until that is deleted."""
+
+    def __init__(self, full: Pair, options: dict[str, dict], full_name: str = "full precision"):
+        self.full, self.options, self.full_name, self._loaded = full, options, full_name, {}
+
+    def __getitem__(self, key: str) -> Pair:
+        if key == self.full_name:
+            return self.full
+        if key not in self.options:
+            raise KeyError(f"{key!r}: the variants are {list(self)}")
+        if key not in self._loaded:
+            if self.full.device.type == "cuda" and self._loaded:
+                import gc
+
+                self._loaded.clear()
+                gc.collect()
+                torch.cuda.empty_cache()
+            self._loaded[key] = load_pair(self.full.name, device=self.full.device, **self.options[key])
+        return self._loaded[key]
+
+    def __iter__(self):
+        yield self.full_name
+        yield from self.options
+
+    def __len__(self) -> int:
+        return 1 + len(self.options)
+
+    def resident(self) -> list[str]:
+        """The variants loaded now (besides the full pair)."""
+        return list(self._loaded)
 
 
 def environment_report(pair: Pair | None = None) -> str:

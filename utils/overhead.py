@@ -85,7 +85,7 @@ def dynamic_cache_step(model, prefix: torch.Tensor):
 
     cache = DynamicCache()
     with torch.inference_mode():
-        model(input_ids=prefix, past_key_values=cache, use_cache=True)
+        model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)  # logits unused
     last = prefix[:, -1:]
 
     def step():

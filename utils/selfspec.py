@@ -293,7 +293,8 @@ def save_adapters(adapters: dict, path: Path) -> int:
 
 
 def load_adapters(target, path: Path = ADAPTERS / "adapters.safetensors") -> dict:
-    """k -> ExitAdapter (on the target's device and dtype) from save_adapters' file."""
+    """k -> ExitAdapter (on the target's device and dtype) from save_adapters' file; a ValueError that
+    says what to do where they were trained for a target of another width."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -301,6 +302,15 @@ def load_adapters(target, path: Path = ADAPTERS / "adapters.safetensors") -> dic
         raise FileNotFoundError(f"no exit adapters at {path}; train them with `python -m utils.selfspec train` "
                                 "(a few minutes on one CPU thread).")
     tensors, out = load_file(str(path)), {}
+    width = target.config.get_text_config().hidden_size
+    trained = {t.shape[0] for key, t in tensors.items() if key.endswith(".norm_weight")}
+    if trained != {width}:
+        raise ValueError(
+            f"the exit adapters in {path} were trained for a target whose hidden size is {sorted(trained)[0]} (the "
+            f"shipped ones: the tiny target's), and this target's is {width}. Train adapters for this target: "
+            f"`python -m utils.selfspec train --pair NAME --out FOLDER`, then load_adapters(target, FOLDER / "
+            "'adapters.safetensors'); or measure the plain exits only (`--no-adapters`)."
+        )
     for k in sorted({int(key.split(".")[0][1:]) for key in tensors}):
         ad = ExitAdapter(tensors[f"k{k}.norm_weight"].shape[0], getattr(target.config, "rms_norm_eps", 1e-6))
         ad.load_state_dict({name: tensors[f"k{k}.{name}"] for name in ad.state_dict()})

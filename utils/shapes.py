@@ -44,6 +44,7 @@ import torch
 from .bench import RESULTS, _sync, forward_latency, hf_generate
 from .models import describe_device, weight_bytes
 from .results import write_json
+from .theory import GPU_BANDWIDTH_BY_NAME, gpu_bandwidth  # noqa: F401 - shapes' names for them
 from .speculative import speculative_generate
 
 # From the published config.json files of google/gemma-2-{2b,9b,27b}.
@@ -258,18 +259,6 @@ PROMPT_LEN = 1
 CONTEXT_LEN = 16  # tokens in the cache while single forward passes are timed (compiled_step_ms)
 ALPHAS = (0.6, 0.7, 0.8, 0.9)
 GOAL_ALPHA = 0.8
-# Peak memory bandwidth, bytes/s, matched against torch.cuda.get_device_name (first match wins). The
-# T4, A100 80GB SXM and H100 SXM figures are utils.theory.GPU_BANDWIDTH's; the others are the vendors'
-# data sheets (H200: 4.8 TB/s, as in this project's H200 measurements).
-GPU_BANDWIDTH_BY_NAME = (
-    ("H200", 4.8e12, "NVIDIA H200 data sheet"),
-    ("H100 PCIe", 2.0e12, "NVIDIA H100 PCIe data sheet"),
-    ("H100 NVL", 3.9e12, "NVIDIA H100 NVL data sheet"),
-    ("H100", "H100 (80 GB SXM)", "utils.theory.GPU_BANDWIDTH"),
-    ("A100-SXM4-40GB", 1.555e12, "NVIDIA A100 40GB SXM data sheet"),
-    ("A100", "A100 (80 GB SXM)", "utils.theory.GPU_BANDWIDTH"),
-    ("T4", "T4 (16 GB)", "utils.theory.GPU_BANDWIDTH"),
-)
 GOALS = (
     dict(id="compiled_greedy_vs_bound_9b", model="9b", threshold=0.6,
          goal="compiled greedy >= 60% of the memory-bandwidth bound (9b, bf16)"),
@@ -283,6 +272,9 @@ GOALS = (
 DEFINITIONS = {
     "cudagraph_skips": "per step, inductor's messages when a compiled graph ran without CUDA graphs or re-recorded one "
                        "for too many sizes (utils.fast.cudagraph_watch); absent when every graph replayed as one",
+    "compile_fallbacks": "per step, where compiling failed and the pass fell back: compiled in pieces after a graph break "
+                         "under fullgraph=True, or run eagerly after a compiler failure (exact, slower: "
+                         "utils.fast.compile_fallback); absent when every pass compiled as one graph",
     "prompt": f"{PROMPT_LEN} random token(s) for every generation (ours and HF); see PROMPT_LEN in utils/shapes.py",
     "bandwidth_bound_tok_s": "GPU peak bandwidth / weights_bytes: batch-1 decoding reads every weight once per token "
                              "(the output head is tied to the embedding, so weights_bytes is what a step reads)",
@@ -303,16 +295,6 @@ DEFINITIONS = {
          "v: the target's (gamma+1)-token step / its 1-token step",
     "self_draft": "the target drafting for itself (one model, two engines: fast.engine_for(second=True)), a real run, alpha = 1; predicted_* replay its rounds with the round-time model",
 }
-
-
-def gpu_bandwidth(name: str) -> tuple[float | None, str | None]:
-    """(bytes/s, source) for a GPU name, or (None, None) if unknown."""
-    from .theory import GPU_BANDWIDTH
-
-    for key, value, source in GPU_BANDWIDTH_BY_NAME:
-        if key.lower() in name.lower():
-            return (GPU_BANDWIDTH[value] if isinstance(value, str) else value), f"{source} (matched {key!r})"
-    return None, None
 
 
 def _is_tracked(path: Path) -> bool:
@@ -382,10 +364,11 @@ class _Recorder:
             self.log(f"[{self.elapsed():6.0f} s] {what}: skipped (time budget {self.budget_s:.0f} s spent)")
             self.save()
             return None
-        from .fast import cudagraph_watch
+        from .fast import COMPILE_FALLBACKS, cudagraph_watch
 
         t0 = time.monotonic()
         skips: list[str] = []
+        breaks_before = len(COMPILE_FALLBACKS)
         try:
             with cudagraph_watch() as skips:  # on CUDA: any compiled graph that did not run as a CUDA graph
                 return fn()
@@ -397,6 +380,9 @@ class _Recorder:
             _free()
             return None
         finally:
+            if len(COMPILE_FALLBACKS) > breaks_before:  # fell back: every later step that reuses it is slower too
+                row.setdefault("compile_fallbacks", {})[name] = COMPILE_FALLBACKS[breaks_before:]
+                self.log(f"[{self.elapsed():6.0f} s] {what}: compiling fell back: {COMPILE_FALLBACKS[breaks_before:]}")
             if skips:  # a graph compiled here runs without CUDA graphs in every later step that reuses it
                 row.setdefault("cudagraph_skips", {})[name] = skips
                 self.log(f"[{self.elapsed():6.0f} s] {what}: CUDA graphs not used: {skips}")

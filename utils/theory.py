@@ -68,12 +68,36 @@ def best_speedups(c: float, alphas=(0.6, 0.7, 0.8), max_gamma: int = 16) -> list
     return [(a, g, expected_speedup(a, g, c)) for a in alphas for g in [optimal_gamma(a, c, max_gamma)]]
 
 
-# Peak memory bandwidth (bytes/s) from the vendors' data sheets.
 # Peak memory bandwidth in bytes/s, from NVIDIA's datasheets: T4 320 GB/s
 # (https://www.nvidia.com/en-us/data-center/tesla-t4/), A100 80GB SXM 2,039 GB/s
 # (https://www.nvidia.com/en-us/data-center/a100/), H100 SXM 3.35 TB/s
 # (https://www.nvidia.com/en-us/data-center/h100/). Measured decoding reaches a fraction of these.
 GPU_BANDWIDTH = {"T4 (16 GB)": 320e9, "A100 (80 GB SXM)": 2039e9, "H100 (80 GB SXM)": 3350e9}
+
+# Peak memory bandwidth, bytes/s, matched against torch.cuda.get_device_name (first match wins). The
+# T4, A100 80GB SXM and H100 SXM figures are GPU_BANDWIDTH's; the others are the vendors'
+# data sheets (H200: 4.8 TB/s, as in this project's H200 measurements).
+GPU_BANDWIDTH_BY_NAME = (
+    ("H200", 4.8e12, "NVIDIA H200 data sheet"),
+    ("H100 PCIe", 2.0e12, "NVIDIA H100 PCIe data sheet"),
+    ("H100 NVL", 3.9e12, "NVIDIA H100 NVL data sheet"),
+    ("H100", "H100 (80 GB SXM)", "GPU_BANDWIDTH"),
+    ("A100-SXM4-40GB", 1.555e12, "NVIDIA A100 40GB SXM data sheet"),
+    ("A100-PCIE-40GB", 1.555e12, "NVIDIA A100 40GB PCIe data sheet"),
+    ("A100 80GB PCIe", 1.935e12, "NVIDIA A100 80GB PCIe data sheet"),
+    ("A100", "A100 (80 GB SXM)", "GPU_BANDWIDTH"),
+    ("L40S", 864e9, "NVIDIA L40S data sheet"),
+    ("L4", 300e9, "NVIDIA L4 data sheet"),
+    ("T4", "T4 (16 GB)", "GPU_BANDWIDTH"),
+)
+
+
+def gpu_bandwidth(name: str) -> tuple[float | None, str | None]:
+    """(bytes/s, source) for a GPU name, or (None, None) if unknown."""
+    for key, value, source in GPU_BANDWIDTH_BY_NAME:
+        if key.lower() in name.lower():
+            return (GPU_BANDWIDTH[value] if isinstance(value, str) else value), f"{source} (matched {key!r})"
+    return None, None
 
 
 def bandwidth_bound_tokens_per_s(bytes_per_token: float, bandwidth: float) -> float:

@@ -45,12 +45,17 @@ print(environment_report(pair))
 
 # %%
 prompt = load_prompts()[0]
-x = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+prompt_ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+eos = pair.target.generation_config.eos_token_id  # the end-of-sequence token(s): generate stops there
+eos = set(eos) if isinstance(eos, list) else {eos}
+x = prompt_ids
 with torch.no_grad():
     for _ in range(30):
         logits = target(x).logits  # (1, T, V): scores for every position
         next_token = logits[0, -1].argmax()  # greedy: the most likely token after the last position
         x = torch.cat([x, next_token.view(1, 1)], dim=1)  # (1, T + 1)
+        if next_token.item() in eos:  # the model says the text is over
+            break
 print(tok.decode(x[0], skip_special_tokens=True))
 
 # %% [markdown]
@@ -58,7 +63,7 @@ print(tok.decode(x[0], skip_special_tokens=True))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ref = target.generate(x[:, : x.shape[1] - 30], max_new_tokens=30, do_sample=False)
+ref = target.generate(prompt_ids, max_new_tokens=30, do_sample=False)
 print("hand-written loop == model.generate:", torch.equal(ref, x))
 
 # %% [markdown]

@@ -117,12 +117,13 @@ for what, x, kw in [("two prompts in one batch", ids.repeat(2, 1), {}),
 from utils.speculative import speculative_generate
 
 configure_assistant(draft, num_assistant_tokens=4, schedule="constant", confidence_threshold=0.0)
+eos = target.generation_config.eos_token_id  # where HF's generate stops: ours stops there too
 same = 0
 for p in load_prompts()[:6]:
     x = tok(p, return_tensors="pt").input_ids.to(pair.device)
     greedy, _ = hf_generate(target, x, 64)
     assisted, _ = hf_generate(target, x, 64, assistant=draft)
-    ours = speculative_generate(target, draft, x, max_new_tokens=64, gamma=4).sequences
+    ours = speculative_generate(target, draft, x, max_new_tokens=64, gamma=4, eos_token_id=eos).sequences
     same += torch.equal(greedy, assisted) and torch.equal(greedy, ours)
 print(f"{same}/6 prompts: HF greedy == HF assisted == ours, token for token")
 
@@ -130,7 +131,7 @@ print(f"{same}/6 prompts: HF greedy == HF assisted == ours, token for token")
 # ## 3. Speed on this machine
 #
 # Every option on three workshop prompts (from the topics the tiny pair was trained on, Python's
-# documentation, so $\alpha$ is high), 64 new tokens, greedy: the median of 3 runs after a
+# documentation, so $\alpha$ is high for the tiny pair), 64 new tokens, greedy: the median of 3 runs after a
 # warm-up, the methods taking turns so that a machine that slows down mid-way hurts them alike
 # (`utils.bench.interleaved`). `python -m utils.bench` measures more prompts. `prompt lookup`
 # (`prompt_lookup_num_tokens`) needs no draft model at all: it matches the last few tokens against
@@ -272,16 +273,16 @@ plot_time_split(split, f"{len(prompts)} prompts x {N_NEW} tokens; {RUN}");
 # method (notebook 02). `utils.datacamp` reruns it on any pair (`python -m utils.datacamp --pair
 # ...` from a terminal) and adds the two methods that really are speculative decoding. On the tiny
 # pair the prompts are far from its training text (Python's documentation), so $\alpha$ is low
-# there; we use fewer new tokens and one timed run after a warm-up to keep the notebook short. On
-# other pairs it runs the tutorial's length, the median of `REPEATS` timed runs. On a big pair that
-# takes minutes: every method decodes every prompt once per run, warm-up included. Before it starts,
-# the cell prints how many tokens that is and roughly how long they take at section 3's plain HF
-# speed; lower `REPEATS` for a quicker, noisier look.
+# there; we use fewer new tokens there. Every pair gets one timed run after a warm-up; on other
+# pairs it runs the tutorial's length. On a big pair that takes minutes: every method decodes every
+# prompt once per run, warm-up included. Before it starts, the cell prints how many tokens that is
+# and roughly how long they take at section 3's plain HF speed; raise `REPEATS` for the median of
+# several timed runs, steadier and slower.
 
 # %%
 from utils import datacamp
 
-N_DC, REPEATS = (200, 3) if pair.name != "tiny" else (48, 1)
+N_DC, REPEATS = (200, 1) if pair.name != "tiny" else (48, 1)
 N_PROMPTS, n_methods = 5, len(datacamp.METHODS) + 1  # + draft+score
 n_tokens = N_PROMPTS * n_methods * (1 + REPEATS) * N_DC  # at most: a run can stop early at EOS
 print(f"{N_PROMPTS} prompts x {n_methods} methods x {1 + REPEATS} runs x {N_DC} new tokens = {n_tokens} tokens, "

@@ -30,7 +30,8 @@ import torch
 
 from utils.models import environment_report, load_pair, load_prompts, quantization_config
 
-PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
+PAIR = None  # None: $SPECDEC_PAIR, else "tiny". On a Colab GPU: "smollm2-135m-1.7b" (any GPU), or "gemma2-2b-9b"
+# (gated) where its full-precision pair fits beside one 4-bit copy: bf16 on an A100 (section 5 lists what fits)
 full = load_pair(PAIR)
 print(environment_report(full))
 
@@ -99,29 +100,29 @@ print(f"one {plain.absmax.dtype} scale per block of {plain.blocksize} weights; w
 # pass (bitsandbytes may change the storage on the first pass, see below):
 
 # %%
-from utils.models import bnb_cpu_path, describe_bnb_cpu_path, weight_bytes
+from utils.models import Variants, bnb_cpu_path, describe_bnb_cpu_path, weight_bytes
 
-variants = {
-    "full precision": full,
-    "NF4": load_pair(PAIR, quantization="nf4"),
-    "NF4 + double quant": load_pair(PAIR, quantization="nf4", double_quant=True),
-    "FP4": load_pair(PAIR, quantization="fp4"),
-}
+variants = Variants(full, {  # each loads when first used; on a GPU only the last one used stays
+    "NF4": dict(quantization="nf4"),
+    "NF4 + double quant": dict(quantization="nf4", double_quant=True),
+    "FP4": dict(quantization="fp4"),
+})
 ids = full.tokenizer(load_prompts()[0], return_tensors="pt").input_ids.to(full.device)
 print(f"{'MiB':20s} {'draft':>8s} {'target':>8s} {'(get_memory_footprint)':>23s}   after one forward pass: {'draft':>6s} {'target':>7s}")
-mem, mem_run = {}, {}
+mem, mem_run, cpu_path = {}, {}, {}
 for name, pr in variants.items():
     mem[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)]
     hf = pr.target.get_memory_footprint() / 2**20
     with torch.inference_mode():
         pr.draft(ids), pr.target(ids)
-    mem_run[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)]
+    mem_run[name], cpu_path[name] = [weight_bytes(m) / 2**20 for m in (pr.draft, pr.target)], bnb_cpu_path(pr.target)
     print(f"{name:20s} {mem[name][0]:8.2f} {mem[name][1]:8.2f} {hf:23.2f} {'':24s} {mem_run[name][0]:6.2f} {mem_run[name][1]:7.2f}")
+    del pr  # on a GPU: lets the next variant have this one's memory
 bits = torch.finfo(full.dtype).bits
 shrink = [f"{v / n:.1f}x for the {r}" for r, v, n in zip(("draft", "target"), mem["full precision"], mem["NF4"])]
 print(f"full precision is {str(full.dtype).removeprefix('torch.')}, {bits} bits a weight, {bits / 4:g}x a 4-bit "
       f"weight's; NF4 as loaded is smaller by {' and '.join(shrink)}")
-print("NF4 + double quant target:", describe_bnb_cpu_path(bnb_cpu_path(variants["NF4 + double quant"].target)))
+print("NF4 + double quant target:", describe_bnb_cpu_path(cpu_path["NF4 + double quant"]))
 
 # %%
 import matplotlib.pyplot as plt
@@ -169,6 +170,7 @@ for name in ("full precision", "NF4", "FP4"):
     autoregressive_generate(m, ids, 4)  # warm-up
     speed[name] = max(autoregressive_generate(m, ids, 48).tokens_per_second for _ in range(3))
     print(f"target, {name:15s}: {speed[name]:6.1f} tok/s")
+    del m
 print(f"[{full.name} target, {environment_report(full).splitlines()[1]}, greedy, 48 new tokens, best of 3]")
 
 # %% [markdown]
@@ -180,7 +182,7 @@ from utils.decoding import read_bandwidth
 
 bandwidth = read_bandwidth(full.device)
 step_ms = {n: 1e3 / speed[n] for n in ("full precision", "NF4")}
-read_ms = {n: 1e3 * weight_bytes(variants[n].target) / bandwidth for n in step_ms}
+read_ms = {n: 1e3 * mem_run[n][1] * 2**20 / bandwidth for n in step_ms}  # the target's MiB, from section 2
 saved, extra = read_ms["full precision"] - read_ms["NF4"], step_ms["NF4"] - step_ms["full precision"]
 print(f"memory bandwidth {bandwidth / 1e9:.1f} GB/s: reading the target's weights takes {read_ms['full precision']:.2f} ms "
       f"in full precision, {read_ms['NF4']:.2f} ms in NF4, against {step_ms['full precision']:.1f} and {step_ms['NF4']:.1f} ms "
@@ -269,12 +271,12 @@ setups = {
     "target NF4": (full.draft, variants["NF4"].target),
     "both NF4": (variants["NF4"].draft, variants["NF4"].target),
 }
-counts = {}
+counts, eos = {}, full.target.generation_config.eos_token_id  # ours stops where generate stops
 for name, (d, t) in setups.items():
     acc = drafted = rejected = 0
     for p in held:
         x = full.tokenizer(p, return_tensors="pt").input_ids.to(full.device)
-        o = speculative_generate(t, d, x, max_new_tokens=40, gamma=4)
+        o = speculative_generate(t, d, x, max_new_tokens=40, gamma=4, eos_token_id=eos)
         acc, drafted, rejected = acc + o.n_accepted, drafted + o.n_drafted, rejected + o.n_rejected
     counts[name] = (acc, drafted, rejected)
     print(f"{name:12s} greedy: accepted/drafted {acc / drafted:.3f}, alpha per checked token {acc / (acc + rejected):.3f}")
@@ -289,15 +291,15 @@ for what, a, b in (("the draft", "neither", "draft NF4"), ("the draft", "target 
 from utils.models import set_bnb_cpu_bf16, step_block_gap
 
 q_target = variants["NF4"].target
-targets = {"fp32 target": full.target, "NF4 target, as loaded": q_target}
+targets = {f"{str(full.target.dtype).split('.')[-1]} target": full.target, "NF4 target, as loaded": q_target}
 if bnb_cpu_path(q_target)["repacked"]:  # bitsandbytes took its bf16 CPU kernel: also run the NF4 target without it
     targets["NF4 target, bf16 CPU kernel off"] = load_pair(PAIR, quantization="nf4").target
     set_bnb_cpu_bf16(targets["NF4 target, bf16 CPU kernel off"], False)
 xs = [full.tokenizer(p, return_tensors="pt").input_ids.to(full.device) for p in held]
 for name, t in targets.items():
     runs = [step_block_gap(t, x, 40) for x in xs]  # (generate's greedy tokens, logit gap)
-    same = sum(torch.equal(speculative_generate(t, full.draft, x, max_new_tokens=40, gamma=4).sequences, ref)
-               for x, (ref, _) in zip(xs, runs))
+    spec = [speculative_generate(t, full.draft, x, max_new_tokens=40, gamma=4, eos_token_id=eos) for x in xs]
+    same = sum(torch.equal(s.sequences, ref) for s, (ref, _) in zip(spec, runs))
     print(f"{name:32s}: speculative == its own greedy on {same}/{len(held)} prompts; largest logit gap, one-token steps "
           f"vs one pass: {max(g for _, g in runs):.1e}")
 print("NF4 target, as loaded:", describe_bnb_cpu_path(bnb_cpu_path(q_target)))
@@ -329,7 +331,7 @@ tok = full.tokenizer
 for p in held:
     x = tok(p, return_tensors="pt").input_ids.to(full.device)
     gen = q_target.generate(x, max_new_tokens=40, do_sample=False, output_scores=True, return_dict_in_generate=True)
-    out = speculative_generate(q_target, full.draft, x, max_new_tokens=40, gamma=4).sequences
+    out = speculative_generate(q_target, full.draft, x, max_new_tokens=40, gamma=4, eos_token_id=eos).sequences
     if torch.equal(gen.sequences, out):
         continue
     i = int((gen.sequences[0] != out[0]).nonzero()[0])

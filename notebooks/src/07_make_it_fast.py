@@ -257,6 +257,10 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   of a layer (counted in section 2) become a few, and the generated code calls those kernels
 #   directly, without Python and the dispatcher around every operator (it still calls each fused
 #   kernel, and on a GPU launches it). Fixed shapes mean it compiles once per token width.
+#   `utils.fast` asks for the whole step as one graph (`fullgraph=True`); where a torch or
+#   transformers version breaks it into pieces, or the compiler fails (an old GPU), the engine warns,
+#   compiles it in pieces or runs it eagerly, stays exact, and benchmarks record it
+#   (`compile_fallbacks`).
 # - **CUDA graphs** (GPU only; `mode="reduce-overhead"`) record the compiled step's kernel launches
 #   once and replay the whole step with a single launch, so the CPU no longer paces the GPU.
 # - **Two fixed costs that compiling alone keeps.** A decoding step's matrix products have one row
@@ -640,7 +644,8 @@ check_07(reference)
 # - Sampling stays on the device with the exponential race, $\arg\max_i p_i / E_i$ with
 #   $E_i \sim \mathrm{Exp}(1)$: a sample from $p$ without `torch.multinomial`, greedy when every
 #   $E_i = 1$; the host reads the tokens once per round.
-# - Compiled speculative decoding returns HF greedy's tokens exactly. Whether it beats compiled plain
+# - Compiled speculative decoding returns HF greedy's tokens exactly in float32 (in 16 bits, up to
+#   near-ties that rounding can flip, as in notebook 03). Whether it beats compiled plain
 #   decoding is decided by $\tau$ against $\bar k c + v + o$ for the decoding: $\alpha$ and $c$ as
 #   before, the verify pass $v$ and the loop's own work $o$, which weigh more once the passes are
 #   short; the eager prefill of the prompt comes on top, on both sides (only the draft's part counts

@@ -265,7 +265,8 @@ for r in bass["reported"]:
 # %%
 v_live, v_file = [live[B]["v"] for B in live], [filed[B]["v"] for B in live]
 grows = lambda vs: "grows with B" if all(a < b for a, b in zip(vs, vs[1:])) else "does not grow steadily with B"  # noqa: E731
-print(f"live ({torch.get_num_threads()} threads): v = " + ", ".join(f"{v:.2f}" for v in v_live) + f" at B = {list(live)}: {grows(v_live)}")
+where = hw if pair.device.type == "cuda" else f"{torch.get_num_threads()} threads"
+print(f"live ({where}): v = " + ", ".join(f"{v:.2f}" for v in v_live) + f" at B = {list(live)}: {grows(v_live)}")
 print(f"file ({res['meta']['torch_threads']} thread(s)): v = " + ", ".join(f"{v:.2f}" for v in v_file) + f": {grows(v_file)}")
 print(f"at B = {min(live)}: live v = {v_live[0]:.2f}, i.e. the {GAMMA} extra tokens per row cost "
       f"{v_live[0] - 1:.0%} of a plain step" + ("" if v_live[0] > 1 else " (no more than noise)"))

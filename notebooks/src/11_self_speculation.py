@@ -159,8 +159,9 @@ for ax in (a1, a2):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
 fig.suptitle(f"{pair.name} target ({n_layers} layers), {len(texts)} held-out prompts + greedy continuations, {hw}", fontsize=10)
 idle = [i + 1 for i, u in enumerate(updates) if u < 0.05]
-print(f"layers that change the stream by less than 5%: {idle} (at most {max(updates[i - 1] for i in idle):.1%}); "
-      f"the others: at least {min(u for u in updates if u >= 0.05):.0%}")
+print(f"layers that change the stream by less than 5%: {idle} "
+      f"(at most {max((updates[i - 1] for i in idle), default=0):.1%}); "
+      f"the others: at least {min((u for u in updates if u >= 0.05), default=0):.0%}")
 if pair.name == "tiny":
     from utils.selfspec import target_growth
 
@@ -390,13 +391,15 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 # %%
 from utils.selfspec import load_adapters
 
-adapters = load_adapters(target)
+adapters = load_adapters(target) if pair.name == "tiny" else {}  # the shipped adapters fit the tiny target only
 ids = tok(prompts[1], return_tensors="pt").input_ids.to(pair.device)
-K = 12 if 12 in adapters else max(adapters)
+K = 12 if 12 in adapters or not adapters else max(adapters)
+drafts = {"draft model": draft_model, f"exit {K}": early_exit_draft(target, K)}
+if K in adapters:
+    drafts[f"exit {K} + adapter"] = early_exit_draft(target, K, adapters[K])
 outs = []
 print(f"[{pair.name} pair, {hw}, gamma {m['gamma']}, T = 0, one prompt, exit K = {K}; single run, not a benchmark]")
-for label, d in (("draft model", draft_model), (f"exit {K}", early_exit_draft(target, K)),
-                 (f"exit {K} + adapter", early_exit_draft(target, K, adapters[K]))):
+for label, d in drafts.items():
     out = speculative_generate(target, d, ids, max_new_tokens=48, gamma=m["gamma"], eos_token_id=eos)
     outs.append(out)
     print(f"{label:18s}: {len(out.rounds):2d} target passes for {out.new_tokens} tokens, alpha per drafted "
