@@ -147,6 +147,14 @@ def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_p
             draws[b // 24].append(tuple(out.sequences[b, T : T + 2].tolist()))
     assert ragged > 0
     assert [len(d) for d in draws.values()] == [600, 600]
+    if "top_k" in warp:  # the cut must not sit on a near-tie that rounding in a padded batch could flip
+        k = warp["top_k"]
+        for i, e in enumerate(enc):
+            contexts = [e] + [torch.cat([e, torch.tensor([x1])]) for x1 in {x1 for x1, _ in draws[i]}]
+            with torch.inference_mode():
+                for c in contexts:
+                    top = pair.target(c[None]).logits[0, -1].topk(k + 1).values  # (k + 1,)
+                    assert top[k - 1] - top[k] > 1e-4, f"near-tie at the top-{k} cut after {c.tolist()}: pick another prompt"
     pvalues = {t: joint_pvalue(draws[i], pair.target, pair.draft, e[None], **warp) for i, (t, e) in enumerate(zip(texts, enc))}
     assert all(v > 1e-3 for v in pvalues.values()), pvalues
 
@@ -412,3 +420,31 @@ def test_compare_batched_hands_over_what_it_measured_after_each_batch_size(pair)
     assert [(len(p["costs"]), p["meta"]["complete"]) for p in partial] == [(1, False), (2, True)]
     assert len(partial[0]["rows"]) == len(BATCH_METHODS) and len(res["rows"]) == 2 * len(BATCH_METHODS)
     assert res["meta"]["complete"] and res["costs"] == partial[-1]["costs"]
+
+
+def test_a_graph_break_in_the_compiled_cost_passes_is_compiled_in_pieces_and_said(monkeypatch):
+    """compiled_verify_cost asks for whole graphs (fullgraph=True); where a version of torch or
+    transformers breaks one, the pass is compiled in pieces instead, the costs are still measured, and
+    the result says so in compile_fallbacks, in this call and in every later one that reuses the pass."""
+    from utils import beyond
+
+    def breaking(model, cache, ids):
+        torch._dynamo.graph_break()
+        return model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+
+    monkeypatch.setattr(beyond, "_target_pass", breaking)
+    monkeypatch.setattr(beyond, "_BROKEN_PASSES", {})
+    beyond._compiled_pass.cache_clear()
+    try:
+        small = dict(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                     num_key_value_heads=1, head_dim=16, vocab_size=64)
+        kw = dict(gamma=2, prompt_len=6, device="cpu", dtype=torch.float32, overrides=small, progress=False, compiled=True)
+        with pytest.warns(UserWarning, match="graph break"):
+            first = beyond.shape_costs("2b", "9b", batch_sizes=(2,), **kw)
+        (said,) = first["compile_fallbacks"]
+        assert "compiled_verify_cost, target pass: Unsupported" in said and first["compiled_stopped"] is None
+        assert first["costs"][0]["compiled"]["v"] > 0 and first["costs"][0]["compiled"]["c"] > 0
+        again = beyond.shape_costs("2b", "9b", batch_sizes=(2,), **kw)
+        assert again["compile_fallbacks"] == [said] and again["costs"][0]["compiled"]["v"] > 0
+    finally:
+        beyond._compiled_pass.cache_clear()  # drop the graphs of the breaking pass

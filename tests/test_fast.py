@@ -415,7 +415,7 @@ def test_a_graph_break_under_fullgraph_falls_back_to_compiling_in_pieces():
         with pytest.warns(UserWarning, match="graph break"):
             logits = eng.forward(torch.tensor([[3]]))  # (1, V)
         with warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("error", UserWarning)
             wider = eng.forward(torch.tensor([[4, 5]]))  # (2, V), a new width: compiled in pieces, quietly
         ref = m(torch.tensor([[1, 2, 3, 4, 5]])).logits[0, 2:].float()
     torch.testing.assert_close(torch.cat([logits, wider]), ref)
@@ -423,10 +423,16 @@ def test_a_graph_break_under_fullgraph_falls_back_to_compiling_in_pieces():
     assert fast.COMPILE_FALLBACKS[-1] == eng.compile_fallbacks[0] and set(eng.compile_time) == {1, 2}
 
 
-def test_a_compiler_failure_falls_back_to_eager_steps(monkeypatch):
-    """Where the compiler itself fails (BackendCompilerFailed: say, Triton on an older GPU), the engine
-    warns, records it and runs its steps eagerly on the static cache: exact, and no deep stack trace."""
+@pytest.mark.parametrize("failure", ["a backend error", "no working Triton"])
+def test_a_compiler_failure_falls_back_to_eager_steps(monkeypatch, failure):
+    """Where the compiler itself fails (a backend's error, which dynamo wraps as BackendCompilerFailed;
+    inductor's TritonMissing or GPUTooOldForTriton, which it raises as they are), the engine warns,
+    records it and runs its steps eagerly on the static cache: exact, and no deep stack trace."""
+    from torch._inductor.exc import TritonMissing
+
     def failing(gm, example_inputs):  # a compiler backend that cannot build kernels here
+        if failure == "no working Triton":
+            raise TritonMissing(None)
         raise RuntimeError("this GPU is too old for the compiler (pretend)")
 
     monkeypatch.setattr(fast, "compile_step",
@@ -441,4 +447,6 @@ def test_a_compiler_failure_falls_back_to_eager_steps(monkeypatch):
         ref = m(torch.tensor([[1, 2, 3, 4]])).logits[0, 2:].float()
     torch.testing.assert_close(torch.cat([logits, again]), ref)
     assert not eng.compiled and len(eng.compile_fallbacks) == 1
-    assert "BackendCompilerFailed" in eng.compile_fallbacks[0] and "too old" in eng.compile_fallbacks[0]
+    said = eng.compile_fallbacks[0]
+    assert ("TritonMissing" in said and "triton" in said) if failure == "no working Triton" else (
+        "BackendCompilerFailed" in said and "too old" in said)

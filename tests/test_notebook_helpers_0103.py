@@ -199,7 +199,7 @@ def test_datasheet_bandwidth_knows_colabs_gpus(monkeypatch):
     each by its own figure (the A100 40GB reads less than the 80GB one), an unknown GPU gives None."""
     from utils.theory import GPU_BANDWIDTH
 
-    for name, expected in (("Tesla T4", GPU_BANDWIDTH["T4 (16 GB)"]), ("NVIDIA L4", 300e9), ("NVIDIA L40S", 864e9),
+    for name, expected in (("Tesla T4", GPU_BANDWIDTH["T4 (16 GB)"]), ("NVIDIA L4", 300e9), ("NVIDIA L40S", 864e9), ("NVIDIA L40", 864e9),
                            ("NVIDIA A100-SXM4-40GB", 1.555e12), ("NVIDIA A100-SXM4-80GB", GPU_BANDWIDTH["A100 (80 GB SXM)"]),
                            ("NVIDIA H100 80GB HBM3", GPU_BANDWIDTH["H100 (80 GB SXM)"])):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)

@@ -73,14 +73,18 @@ logging.getLogger("transformers.generation.utils").addFilter(_DropHFInternalNoti
 
 
 def hf_generate(target, ids, max_new_tokens, *, assistant=None, prompt_lookup=None, temperature=0.0, eos_token_id=None, **kw):
-    """model.generate with our conventions (no top-k unless given). Returns (sequences, seconds)."""
+    """model.generate with our conventions (no top-k unless given). Returns (sequences, seconds).
+    eos_token_id=None stops where the model's generation_config says, as `generate` does by default
+    (passing None to `generate` itself would turn stopping off)."""
+    if eos_token_id is not None:
+        kw["eos_token_id"] = eos_token_id
     sampling = dict(do_sample=True, temperature=temperature, top_k=kw.pop("top_k", None) or 0) if temperature > 0 else dict(do_sample=False)
     _sync(target.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = target.generate(
             ids, max_new_tokens=max_new_tokens, assistant_model=assistant, prompt_lookup_num_tokens=prompt_lookup,
-            eos_token_id=eos_token_id, pad_token_id=target.generation_config.pad_token_id or 0, **sampling, **kw,
+            pad_token_id=target.generation_config.pad_token_id or 0, **sampling, **kw,
         )
     _sync(target.device)
     return out, time.perf_counter() - t0

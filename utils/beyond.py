@@ -318,7 +318,8 @@ def _draft_pass(model, cache, ids):  # (B, W) -> (B, W, V)
     return model(input_ids=ids, past_key_values=cache, use_cache=True).logits
 
 
-_BROKEN_PASSES: set[str] = set()  # roles whose pass met a graph break under fullgraph=True: compiled in pieces since
+# role -> why its pass met a graph break under fullgraph=True: compiled in pieces since, by every later call
+_BROKEN_PASSES: dict[str, str] = {}
 
 
 @functools.cache
@@ -377,8 +378,7 @@ def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, re
             except torch._dynamo.exc.Unsupported as e:  # a graph break under fullgraph=True (raised while tracing)
                 if role in _BROKEN_PASSES:
                     raise
-                _BROKEN_PASSES.add(role)
-                compile_fallback(e, f"compiled_verify_cost, {role} pass")
+                _BROKEN_PASSES[role] = compile_fallback(e, f"compiled_verify_cost, {role} pass")
                 step[0] = _compiled_pass(role, cuda, False)
                 call()
         _sync(ids.device)
@@ -474,8 +474,9 @@ def shape_costs(draft_size: str = "2b", target_size: str = "27b", *, batch_sizes
     breaks_before = len(COMPILE_FALLBACKS)
 
     def result(done):
-        extra = dict(cudagraph_skips=heard, compiled_stopped=compiled_broken,
-                     compile_fallbacks=COMPILE_FALLBACKS[breaks_before:]) if compiled else {}
+        fell = COMPILE_FALLBACKS[breaks_before:]  # and a pass that broke in an earlier call: in pieces here too
+        fell = fell + [m for m in _BROKEN_PASSES.values() if m not in fell]
+        extra = dict(cudagraph_skips=heard, compiled_stopped=compiled_broken, compile_fallbacks=fell) if compiled else {}
         return dict(draft=draft_size, target=target_size, gamma=gamma, prompt_len=prompt_len, dtype=str(dtype),
                     device=str(device), overrides=ov, costs=costs, complete=done,
                     skipped_batch_sizes=[b for b in batch_sizes if b not in {c["B"] for c in costs}], **extra)

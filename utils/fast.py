@@ -143,7 +143,8 @@ def compile_fallback(error: Exception, where: str) -> str:
       version whose code dynamo cannot trace in one piece): the caller compiles the step again with
       fullgraph=False; still exact, but each break returns to Python and on CUDA each piece is its own
       CUDA graph;
-    - the compiler itself failed (BackendCompilerFailed, e.g. Triton on an older GPU): the caller runs
+    - the compiler itself failed (ShortenTraceback: BackendCompilerFailed, InductorError, or
+      inductor's GPUTooOldForTriton / TritonMissing on a GPU Triton cannot serve): the caller runs
       the step eagerly on its static cache; still exact, without the speed of compiling.
     Either way the step is slower than this module promises. Returns the message (also kept in
     COMPILE_FALLBACKS, so a benchmark's result can say how its speed was measured)."""
@@ -233,7 +234,7 @@ class Engine:
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), loops:
             try:
                 out = self._step(ids)
-            except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.BackendCompilerFailed) as e:
+            except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.ShortenTraceback) as e:
                 # raised while tracing or compiling, before the step ran: the cache is untouched
                 if not self.compiled or self.compile_fallbacks:
                     raise
@@ -242,6 +243,7 @@ class Engine:
                     self._step = compile_step(self._forward, self.device.type == "cuda", fullgraph=False)
                 else:
                     self._step, self.compiled = self._forward, False
+                self.compile_time.clear()  # widths compiled before go through this branch again, for the new step
                 out = self._step(ids)
         if self.device.type == "cuda":
             torch.cuda.synchronize()

@@ -576,6 +576,9 @@ class Variants(Mapping):
         yield self.full_name
         yield from self.options
 
+    def __contains__(self, key) -> bool:  # without loading anything (Mapping's would load the variant)
+        return key == self.full_name or key in self.options
+
     def __len__(self) -> int:
         return 1 + len(self.options)
 

@@ -304,6 +304,8 @@ def load_adapters(target, path: Path = ADAPTERS / "adapters.safetensors") -> dic
     tensors, out = load_file(str(path)), {}
     width = target.config.get_text_config().hidden_size
     trained = {t.shape[0] for key, t in tensors.items() if key.endswith(".norm_weight")}
+    if not trained:
+        raise ValueError(f"{path} holds no exit adapters; train them with `python -m utils.selfspec train`.")
     if trained != {width}:
         raise ValueError(
             f"the exit adapters in {path} were trained for a target whose hidden size is {sorted(trained)[0]} (the "

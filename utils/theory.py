@@ -78,6 +78,7 @@ GPU_BANDWIDTH = {"T4 (16 GB)": 320e9, "A100 (80 GB SXM)": 2039e9, "H100 (80 GB S
 # T4, A100 80GB SXM and H100 SXM figures are GPU_BANDWIDTH's; the others are the vendors'
 # data sheets (H200: 4.8 TB/s, as in this project's H200 measurements).
 GPU_BANDWIDTH_BY_NAME = (
+    ("GH200", 4.0e12, "NVIDIA GH200 480GB data sheet"),
     ("H200", 4.8e12, "NVIDIA H200 data sheet"),
     ("H100 PCIe", 2.0e12, "NVIDIA H100 PCIe data sheet"),
     ("H100 NVL", 3.9e12, "NVIDIA H100 NVL data sheet"),
@@ -86,7 +87,7 @@ GPU_BANDWIDTH_BY_NAME = (
     ("A100-PCIE-40GB", 1.555e12, "NVIDIA A100 40GB PCIe data sheet"),
     ("A100 80GB PCIe", 1.935e12, "NVIDIA A100 80GB PCIe data sheet"),
     ("A100", "A100 (80 GB SXM)", "GPU_BANDWIDTH"),
-    ("L40S", 864e9, "NVIDIA L40S data sheet"),
+    ("L40", 864e9, "NVIDIA L40 / L40S data sheets"),
     ("L4", 300e9, "NVIDIA L4 data sheet"),
     ("T4", "T4 (16 GB)", "GPU_BANDWIDTH"),
 )
