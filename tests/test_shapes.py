@@ -477,14 +477,14 @@ def test_cli_never_overwrites_a_tracked_file(monkeypatch, no_models, capsys, tmp
 
 
 def test_bandwidth_table():
-    from utils.theory import GPU_BANDWIDTH
+    from utils.theory import GPU_BANDWIDTH, gpu_bandwidth
 
-    assert shapes.gpu_bandwidth("NVIDIA H100 80GB HBM3")[0] == GPU_BANDWIDTH["H100 (80 GB SXM)"]
-    assert shapes.gpu_bandwidth("NVIDIA H100 PCIe")[0] == 2.0e12
-    assert shapes.gpu_bandwidth("NVIDIA H200")[0] == 4.8e12
-    assert shapes.gpu_bandwidth("NVIDIA A100-SXM4-80GB")[0] == GPU_BANDWIDTH["A100 (80 GB SXM)"]
-    assert shapes.gpu_bandwidth("Tesla T4")[0] == GPU_BANDWIDTH["T4 (16 GB)"]
-    assert shapes.gpu_bandwidth("Some Future GPU") == (None, None)
+    assert gpu_bandwidth("NVIDIA H100 80GB HBM3")[0] == GPU_BANDWIDTH["H100 (80 GB SXM)"]
+    assert gpu_bandwidth("NVIDIA H100 PCIe")[0] == 2.0e12
+    assert gpu_bandwidth("NVIDIA H200")[0] == 4.8e12
+    assert gpu_bandwidth("NVIDIA A100-SXM4-80GB")[0] == GPU_BANDWIDTH["A100 (80 GB SXM)"]
+    assert gpu_bandwidth("Tesla T4")[0] == GPU_BANDWIDTH["T4 (16 GB)"]
+    assert gpu_bandwidth("Some Future GPU") == (None, None)
 
 
 # ---------------------------------------------------------------- scripts/gpu_run.sh

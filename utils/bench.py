@@ -131,8 +131,9 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
         torch.cuda.reset_peak_memory_stats(pair.device)
     if method in COMPILED:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
-        models = (pair.target,) if method == "ours_ar_compiled" else (pair.target, pair.draft)
-        fell = sorted({f for m in models for e in m.__dict__.get("_specdec_engines", {}).values() for f in e.compile_fallbacks})
+        from .fast import engine_fallbacks
+
+        fell = engine_fallbacks(*((pair.target,) if method == "ours_ar_compiled" else (pair.target, pair.draft)))
         if fell:  # a step compiled in pieces or run eagerly (utils.fast.compile_fallback): slower than it should be
             row["compile_fallbacks"] = fell
         return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None)

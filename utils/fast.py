@@ -273,6 +273,12 @@ def engine_for(model, needed_len: int, compile: bool = True, second: bool = Fals
     return engines[key]
 
 
+def engine_fallbacks(*models) -> list[str]:
+    """Every step of these models' engines that could not be compiled as one graph (compile_fallback),
+    sorted; empty when every engine compiled its steps whole."""
+    return sorted({f for m in models for e in m.__dict__.get("_specdec_engines", {}).values() for f in e.compile_fallbacks})
+
+
 def clear_engines(model, reset_dynamo: bool = False) -> None:
     """Drop a model's engines (their caches and compiled graphs); reset_dynamo=True also empties
     dynamo's cache for every model, e.g. before measuring compile time."""

@@ -44,7 +44,7 @@ import torch
 from .bench import RESULTS, _sync, forward_latency, hf_generate
 from .models import describe_device, weight_bytes
 from .results import write_json
-from .theory import GPU_BANDWIDTH_BY_NAME, gpu_bandwidth  # noqa: F401 - shapes' names for them
+from .theory import gpu_bandwidth
 from .speculative import speculative_generate
 
 # From the published config.json files of google/gemma-2-{2b,9b,27b}.

@@ -44,10 +44,11 @@ print(environment_report(pair))
 # renormalized to sum to 1, and every other token gets 0.
 
 # %%
+from utils.sampling import eos_set
+
 prompt = load_prompts()[0]
 prompt_ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
-eos = pair.target.generation_config.eos_token_id  # the end-of-sequence token(s): generate stops there
-eos = set(eos) if isinstance(eos, list) else {eos}
+eos = eos_set(pair.target.generation_config.eos_token_id)  # the end-of-sequence token(s): generate stops there
 x = prompt_ids
 with torch.no_grad():
     for _ in range(30):
