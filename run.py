@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,40 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def unsupported_computer(system: str, machine: str) -> str | None:
+    """Why requirements.txt cannot be installed on this computer at all, or None."""
+    if system == "Darwin" and machine == "x86_64":
+        return ("[run.py] PyTorch builds no longer exist for Intel Macs (2.2 was the last; these notebooks need "
+                "the torch of requirements.txt). Open the notebooks on Colab instead: the badges in README.md.")
+    return None
+
+
+def skipped_requirements(system: str, machine: str, mac_version: str) -> dict[str, str]:
+    """Requirements with no build for this computer, each with what it costs: skipped, not fatal."""
+    major = int(mac_version.split(".")[0] or 0) if system == "Darwin" else 0
+    if system == "Darwin" and machine == "arm64" and major < 14:
+        return {"bitsandbytes": f"bitsandbytes has no build for macOS {mac_version or 'before 14'} (it needs macOS 14 "
+                                "or newer): notebook 06 (4-bit) stops at its first 4-bit cell; run 06 on Colab. "
+                                "Everything else works."}
+    return {}
+
+
+def requirements_here(skipped: dict[str, str]) -> Path:
+    """requirements.txt, or a copy in .venv without the lines of `skipped`."""
+    if not skipped:
+        return REQS
+    keep = [line for line in REQS.read_text().splitlines()
+            if not any(line.strip().lower().startswith(name) for name in skipped)]
+    here = VENV / "requirements-here.txt"
+    here.write_text("\n".join(keep) + "\n")
+    return here
+
+
 def ensure_env() -> Path:
     """Create .venv and install requirements.txt into it, unless already done for this file."""
+    problem = unsupported_computer(platform.system(), platform.machine())
+    if problem:
+        sys.exit(problem)
     py = venv_python()
     stamp = VENV / ".requirements.sha256"
     want = hashlib.sha256(REQS.read_bytes()).hexdigest()
@@ -48,8 +81,14 @@ def ensure_env() -> Path:
             sys.exit(f"[run.py] could not put pip into {VENV}: this Python has no working ensurepip. On Debian or "
                      f"Ubuntu install it with `sudo apt install python3-venv` (or python3.X-venv for your version), "
                      f"then run the same command again.")
+    skipped = skipped_requirements(platform.system(), platform.machine(), platform.mac_ver()[0])
+    for why in skipped.values():
+        print(f"[run.py] skipping {why}", flush=True)
     print("[run.py] installing requirements.txt (first time: a few minutes)", flush=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(REQS)], check=True)
+    done = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(requirements_here(skipped))])
+    if done.returncode != 0:
+        sys.exit("[run.py] pip could not install requirements.txt (its message is above): check the network, or "
+                 "PIP_INDEX_URL / PIP_EXTRA_INDEX_URL if you set them, then run the same command again (it resumes).")
     stamp.write_text(want + "\n")
     return py
 

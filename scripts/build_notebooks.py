@@ -67,8 +67,15 @@ if "google.colab" in sys.modules:
     REPO_DIR = os.environ.get("SPECDEC_COLAB_DIR", "/content/specdec-notebooks")
     if not os.path.isdir(REPO_DIR):
         !git clone -q --depth 1 {{REPO_URL}} {{REPO_DIR}}
+        if not os.path.isdir(REPO_DIR):
+            raise RuntimeError(f"git could not clone {{REPO_URL}} (its message is above): check the network, then rerun this cell")
+    DONE = os.path.join(REPO_DIR, ".colab-installed")  # made only when pip succeeds: a rerun retries a failed install
+    if not os.path.exists(DONE):
         !grep -v -E "{COLAB_SKIP}" {{REPO_DIR}}/requirements.txt > {{REPO_DIR}}/colab-requirements.txt
-        %pip install -q -r {{REPO_DIR}}/colab-requirements.txt
+        # sys.executable's pip (what %pip runs), through the shell so that "&&" sees pip's exit status
+        !{{sys.executable}} -m pip install -q -r {{REPO_DIR}}/colab-requirements.txt && touch {{DONE}}
+        if not os.path.exists(DONE):
+            raise RuntimeError("pip could not install the requirements (its message is above): rerun this cell")
     os.chdir(os.path.join(REPO_DIR, "notebooks"))
 sys.path.insert(0, os.path.abspath(".."))"""
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
@@ -266,7 +273,7 @@ def gpu_table() -> str:
             bound = f"{m['bandwidth_bound_tok_s']:.0f} tok/s" if "bandwidth_bound_tok_s" in m else "–"
             out.append(f"| {m['model']} | {m['dtype']} | {m['weights_gb']:.1f} GB | {m['hf_greedy_dynamic_tok_s']:.1f} tok/s "
                        f"| {m['hf_greedy_static_tok_s']:.0f} tok/s | {bound} |")
-        out.append("\n| pair, gamma 4, eager, dynamic cache | c | HF greedy | HF assisted | ours (eager loop) |")
+        out.append("\n| pair, gamma 4, greedy (T 0), eager, dynamic cache | c | HF greedy | HF assisted | ours (eager loop) |")
         out.append("|---|---|---|---|---|")
         for q in r["pairs_gamma4_64_tokens"]:
             c = f"{q['c']:.2f}" if "c" in q else "–"
@@ -437,7 +444,7 @@ def pairs_table() -> str:
     for name, spec in PAIRS.items():
         d, t = spec.draft.repo.split("/")[-1], spec.target.repo.split("/")[-1]
         n = lambda x: f"{x / 1e9:.2g} B" if x >= 1e9 else f"{x / 1e6:.3g} M"  # noqa: E731
-        size = f"{n(spec.draft.params)} / {n(spec.target.params)} ({spec.target.params / spec.draft.params:.0f}x)"
+        size = f"{n(spec.draft.params)} / {n(spec.target.params)} ({spec.target.params / spec.draft.params:.1f}x)"
         if name == "tiny":
             rows.append(f"| `{name}` | {d} → {t} | {size} | ships here, offline | anything, CPU |")
             continue
@@ -648,9 +655,11 @@ def check() -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("prefix", nargs="?", default="")
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--no-execute", action="store_true")
+    ap.add_argument("prefix", nargs="?", default="", help="only the notebooks whose name starts with it (default: all)")
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if a notebook, README table or WORKSHOP time is stale")
+    ap.add_argument("--no-execute", action="store_true",
+                    help="build without running: the notebooks lose their committed outputs")
     args = ap.parse_args(argv)
     if args.check:
         return check()

@@ -103,6 +103,8 @@ BAD_GENERATE = [
     (dict(top_p=0.0), ValueError, "top_p"),
     (dict(eos_token_id="</s>"), TypeError, "not the token's text"),
     (dict(backend="fast"), ValueError, "backend must be"),
+    (dict(temperature=1e-40), ValueError, "too small to sample with"),  # logits / T overflowed to NaN probabilities
+    (dict(temperature=1.0, generator=42), TypeError, "torch.Generator"),
 ]
 
 
@@ -150,6 +152,32 @@ def test_models_and_ids_are_checked(pair, ids):
             speculative_generate(pair.target, pair.draft, bad, max_new_tokens=4)
 
 
+def test_ids_of_any_integer_dtype_run_and_complex_ones_are_refused(pair, ids):
+    """int32 ids (NumPy on Windows) run like int64 on both backends; the compiled engine used to fail on
+    them, and then on every later call in the process, with a dynamo guard error."""
+    ref = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=5, gamma=2)
+    for backend in ("eager", "compiled"):
+        out = speculative_generate(pair.target, pair.draft, ids.int(), max_new_tokens=5, gamma=2, backend=backend)
+        assert torch.equal(out.sequences, ref.sequences) and out.sequences.dtype == torch.long
+    again = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=5, gamma=2, backend="compiled")
+    assert torch.equal(again.sequences, ref.sequences)
+    assert torch.equal(autoregressive_generate(pair.target, ids.int(), 4).sequences, autoregressive_generate(pair.target, ids, 4).sequences)
+    with pytest.raises(ValueError, match="2-D integer tensor"):
+        speculative_generate(pair.target, pair.draft, ids.to(torch.complex64), max_new_tokens=4)
+
+
+def test_a_huge_gamma_allocates_no_more_than_max_new_tokens_needs(pair, ids):
+    """A round drafts fewer than max_new_tokens tokens, so gamma = 10**9 sizes no cache by gamma (it
+    used to ask for 256 GB); the compiled verify pass really is gamma + 1 wide, and its error says so."""
+    from utils.lookup import prompt_lookup_generate
+
+    ref = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=4, gamma=4)
+    assert torch.equal(speculative_generate(pair.target, pair.draft, ids, max_new_tokens=4, gamma=10**9).sequences, ref.sequences)
+    assert prompt_lookup_generate(pair.target, ids, max_new_tokens=4, gamma=10**9).sequences.shape[1] == ids.shape[1] + 4
+    with pytest.raises(ValueError, match="gamma \+ 1 .* lower gamma"):
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=4, gamma=10**6, backend="compiled")
+
+
 def test_numpy_and_tensor_arguments_work(pair, ids):
     """What HF accepts runs here too: NumPy integers for gamma/top_k/max_new_tokens, eos as a tensor."""
     ref = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=6, gamma=3, eos_token_id=1)
@@ -171,6 +199,16 @@ def test_past_the_context_warns_as_hf_does_and_allocates_only_the_context(pair):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_length(pair.target, 10, 100) == 110
+
+
+def test_a_draft_with_a_shorter_context_warns_too(pair, ids):
+    import copy
+
+    draft = copy.deepcopy(pair.draft)
+    draft.config.max_position_embeddings = ids.shape[1] + 2
+    with pytest.warns(UserWarning, match="more than the draft's context .* the output stays exact"):
+        out = speculative_generate(pair.target, draft, ids, max_new_tokens=6, gamma=2)
+    assert torch.equal(out.sequences, speculative_generate(pair.target, pair.draft, ids, max_new_tokens=6, gamma=2).sequences)
 
 
 def test_huge_max_new_tokens_warns_before_any_work(pair, ids):
@@ -259,6 +297,24 @@ def test_load_pair_device_errors(device, says):
         models.load_pair("tiny", device=device)
 
 
+def test_a_gpu_index_this_machine_lacks_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(models.DeviceError, match="has 1 CUDA GPU"):
+        models.resolve_device("cuda:3")
+    assert models.resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(dtype="half-ish"), "floating-point torch.dtype"),
+    (dict(dtype=torch.int8), "quantization='nf4'"),
+    (dict(double_quant=True), "applies to 4-bit weights"),
+])
+def test_load_pair_dtype_and_double_quant(kw, says):
+    with pytest.raises(ValueError, match=says):
+        models.load_pair("tiny", device="cpu", **kw)
+
+
 def test_load_prompts_unknown_set():
     with pytest.raises(ValueError, match=r"choose one of \['datacamp', 'heldout', 'workshop'\]"):
         models.load_prompts("nonexistent")
@@ -316,6 +372,22 @@ def test_plots_with_empty_input(call):
 def test_playground_needs_prompts(pair, prompts):
     with pytest.raises(ValueError, match="non-empty list of non-empty strings"):
         Playground(pair, prompts)
+
+
+def test_notebook_helpers_say_what_to_pass(pair, ids):
+    from utils.bench import benchmark
+    from utils.beyond import compare_adaptive, left_padded
+    from utils.selfspec import exit_agreement
+
+    with pytest.raises(TypeError, match="the Pair that utils.models.load_pair returns"):
+        Playground(pair.target, ["The if statement"])
+    for call in (lambda: benchmark(pair, []), lambda: compare_adaptive(pair, []), lambda: left_padded(pair.tokenizer, [])):
+        with pytest.raises(ValueError, match="non-empty list of non-empty strings"):
+            call()
+    with pytest.raises(ValueError, match="unknown pair 'nope'"):
+        models.memory_fits("nope")
+    with pytest.raises(ValueError, match="exit layers from 1 to 19"):
+        exit_agreement(pair.target, ids, ks=[99])
 
 
 def test_result_files_are_strict_json():
@@ -426,6 +498,56 @@ def test_run_py_says_what_to_install_when_ensurepip_is_missing(tmp_path, monkeyp
     assert "python3-venv" in str(err.value) and not target.exists()
 
 
+def test_run_py_says_what_to_do_when_pip_fails(tmp_path, monkeypatch):
+    """Offline, or a package the index lacks: one message and the advice, not a CalledProcessError."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_py_pip", Path(__file__).resolve().parents[1] / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "VENV", tmp_path)
+    mod.venv_python().parent.mkdir(parents=True)
+    mod.venv_python().touch()  # an environment that exists, with no requirements stamp
+
+    class Failed:
+        returncode = 1
+
+    monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: Failed() if "install" in cmd else subprocess.CompletedProcess(cmd, 0))
+    with pytest.raises(SystemExit, match="pip could not install requirements.txt .* run the same command again"):
+        mod.ensure_env()
+    assert not (tmp_path / ".requirements.sha256").exists()  # the next run tries again
+
+
+def test_run_py_on_macs_pytorch_or_bitsandbytes_do_not_build_for(tmp_path, monkeypatch):
+    """Intel Macs: no PyTorch of our version exists, so run.py stops before making .venv and points to
+    Colab. Apple Silicon before macOS 14: no bitsandbytes (checked on PyPI for 0.48-0.50), so it is
+    left out with a note instead of failing the whole install; elsewhere nothing is skipped."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_py_mac", Path(__file__).resolve().parents[1] / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert "Colab" in mod.unsupported_computer("Darwin", "x86_64")
+    assert mod.unsupported_computer("Darwin", "arm64") is None and mod.unsupported_computer("Linux", "x86_64") is None
+    assert mod.unsupported_computer("Windows", "AMD64") is None
+    assert set(mod.skipped_requirements("Darwin", "arm64", "13.6.1")) == {"bitsandbytes"}
+    assert mod.skipped_requirements("Darwin", "arm64", "14.2") == {} == mod.skipped_requirements("Darwin", "arm64", "15.1")
+    assert mod.skipped_requirements("Linux", "x86_64", "") == {} == mod.skipped_requirements("Windows", "AMD64", "")
+    monkeypatch.setattr(mod, "VENV", tmp_path)
+    here = mod.requirements_here({"bitsandbytes": "no build"}).read_text()
+    assert "bitsandbytes" not in here and "transformers==" in here and "torch==" in here
+    assert mod.requirements_here({}) == mod.REQS
+    monkeypatch.setattr(mod.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(mod.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(mod, "VENV", tmp_path / "env")
+    with pytest.raises(SystemExit, match="Intel Macs"):
+        mod.ensure_env()
+    assert not (tmp_path / "env").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Every command line: flags checked before a model loads; load and memory errors as one message
 # ---------------------------------------------------------------------------------------------
@@ -484,6 +606,8 @@ def test_batched_cost_checks_the_device_and_the_memory(monkeypatch, capsys, tmp_
     out = ["--out", str(tmp_path)]
     _exits_2(lambda: beyond.main(["batched-cost", "--device", "tpu"] + out), capsys, "--device tpu")
     _exits_2(lambda: beyond.main(["batched-cost", "--device", "cpu"] + out), capsys, "GiB", "22 GiB available")
+    _exits_2(lambda: beyond.main(["batched-cost", "--device", "cpu", "--shapes", "2b:2b", "--prompt-len", "100000"] + out),
+             capsys, "context of 8192 positions")
 
 
 @pytest.mark.parametrize("module, argv", COMMANDS)
@@ -525,6 +649,26 @@ def test_commands_turn_cuda_out_of_memory_into_one_message(monkeypatch, capsys, 
     _exits_2(lambda: bench.main(["--device", "cpu", "--out", str(tmp_path)]), capsys, "out of GPU memory", "--max-new-tokens")
 
 
+def test_commands_turn_a_run_past_the_context_into_one_message(monkeypatch, capsys, tmp_path):
+    """The compiled engine's fixed cache past max_position_embeddings: exit 2 and what to lower."""
+    from utils import bench, fast
+
+    monkeypatch.setattr(bench, "load_pair", lambda *a, **k: object())
+
+    def too_long(*args, **kwargs):
+        raise fast.ContextLengthError("prompt (7) + max_new_tokens (1100) needs 1107 positions, but the model holds 1024")
+
+    monkeypatch.setattr(bench, "benchmark", too_long)
+    _exits_2(lambda: bench.main(["--device", "cpu", "--out", str(tmp_path)]), capsys, "the model holds 1024")
+
+
+def test_commands_refuse_a_temperature_too_small_to_sample_with(capsys, tmp_path):
+    from utils import bench
+
+    _exits_2(lambda: bench.main(["--device", "cpu", "--temperatures", "1e-40", "--out", str(tmp_path)]), capsys,
+             "0 (greedy) or at least 1e-06")
+
+
 def test_gated_pair_without_a_token_is_one_message(tmp_path):
     """The real path, offline and without a token: exit 2, the message, no traceback."""
     import os
@@ -545,6 +689,24 @@ def test_selfspec_checks_exit_layers_before_loading(argv, no_load, capsys, tmp_p
     from utils import selfspec
 
     _exits_2(lambda: selfspec.main(argv + ["--out", str(tmp_path)]), capsys, "below the target's 20 layers")
+
+
+def test_selfspec_checks_the_adapters_file_before_loading(no_load, capsys, tmp_path):
+    """A file that is not safetensors, a folder, adapters of another width, and the shipped (tiny)
+    adapters with a Hub pair: each refused with what to do, before the pair loads."""
+    from safetensors.torch import save_file
+
+    from utils import selfspec
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    wide = tmp_path / "wide.safetensors"
+    save_file({"k1.norm_weight": torch.ones(192), "k1.proj.weight": torch.zeros(192, 192)}, str(wide))
+    out = ["--out", str(tmp_path)]
+    for adapters, says in ((junk, "not a safetensors file"), (tmp_path, "is not a file"),
+                           (wide, "hidden size 192, and tiny's is 128")):
+        _exits_2(lambda: selfspec.main(["bench", "--adapters", str(adapters)] + out), capsys, says, "--no-adapters")
+    _exits_2(lambda: selfspec.main(["bench", "--pair", "smollm2-135m-1.7b"] + out), capsys, "the tiny target's")
 
 
 def test_selfspec_train_checks_the_pair(no_load, capsys, tmp_path):

@@ -216,6 +216,29 @@ def test_bad_batches_get_clear_errors(pair, batch):
     holes[:, -2] = 0
     with pytest.raises(ValueError, match="holes"):
         check_batch(ids, holes)
+    empty = mask.clone()
+    empty[0] = 0
+    with pytest.raises(ValueError, match=r"row\(s\) \[0\] of attention_mask have no tokens"):
+        speculative_generate(pair.target, pair.draft, ids, attention_mask=empty, max_new_tokens=4)
+
+
+def test_a_padded_batch_without_its_mask_is_refused_not_read_as_text(pair, batch):
+    """Without attention_mask every column would be a token, padding included: wrong rows, silently
+    (HF generate guesses the mask from pad_token_id instead). Both batched loops refuse and say what
+    to pass; the plain baseline checks its arguments like speculative_generate."""
+    _, ids, mask = batch
+    with pytest.raises(ValueError, match="no attention_mask was given"):
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=4)
+    with pytest.raises(ValueError, match="no attention_mask was given"):
+        autoregressive_batched(pair.target, ids, max_new_tokens=4)
+    for kw, exc, says in ((dict(temperature=-1), ValueError, "temperature"), (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
+                          (dict(generator=3, temperature=1.0), TypeError, "torch.Generator")):
+        with pytest.raises(exc, match=says):
+            autoregressive_batched(pair.target, ids, mask, **(dict(max_new_tokens=4) | kw))
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        autoregressive_batched(pair.target, ids + 10**6, mask, max_new_tokens=4)
+    as_int = autoregressive_batched(pair.target, ids, mask, max_new_tokens=3, eos=1)  # an int, as eos_token_id takes
+    assert torch.equal(as_int.sequences, autoregressive_batched(pair.target, ids, mask, max_new_tokens=3, eos={1}).sequences)
 
 
 def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):

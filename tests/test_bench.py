@@ -221,6 +221,13 @@ def test_noise_verdict_counts_a_gain_only_when_every_repeat_clears_the_spread():
     assert noise_verdict([1.01, 1.02], 0.0) == "faster"  # no spread: every repeat above 1 is enough
 
 
+def test_moved_judges_at_the_printed_digits():
+    from utils.bench import moved
+
+    assert moved(0.2241, 0.2243, 3) == "kept"  # printed 0.224 -> 0.224
+    assert moved(0.224, 0.226, 3) == "raised" and moved(1.26, 1.14, 2) == "lowered"
+
+
 def test_how_much_faster_says_slower_when_it_is():
     """Notebook 02 prints its latency ratio in words that stay true where the order flips."""
     from utils.bench import how_much_faster

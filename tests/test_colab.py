@@ -5,9 +5,10 @@ Colab's own IPython 7.34, ipykernel, ipywidgets 7.7.1 and plotly 5.24.1, as list
 https://github.com/googlecolab/backend-info); its kernel imports a stub `google.colab` at start, as
 Colab's kernel does. The repository comes from a local bare copy through the cell's SPECDEC_REPO_URL
 (the setting in pyproject.toml is the default), into SPECDEC_COLAB_DIR instead of
-/content/specdec-notebooks. Then notebook 01, opened from outside the clone, runs top to bottom: the
-cell clones, installs the rest of requirements.txt from the package index like Colab would, and the
-notebook imports `utils` from the clone. Notebook 04's playground then runs in the same environment:
+/content/specdec-notebooks. First the setup cell runs with pip cut off from the index: it must stop
+with what to do, and the next run must retry the install. Then notebook 01, opened from outside the
+clone, runs top to bottom: the cell installs the rest of requirements.txt from the package index like
+Colab would, and the notebook imports `utils` from the clone. Notebook 04's playground then runs in the same environment:
 its widgets are built, shown and driven with Colab's ipywidgets 7 (Colab's front end itself cannot run
 here: what it draws is not tested). Takes minutes (marked slow; `python run.py test` and CI run it)."""
 
@@ -120,9 +121,9 @@ def colab(tmp_path_factory):
         "PATH": os.pathsep.join([str(env_dir / "bin"), os.environ.get("PATH", "")]),
     })
 
-    def run(nb) -> None:
+    def run(nb, **env) -> None:
         client = NotebookClient(nb, kernel_name="colab", timeout=1200, resources={"metadata": {"path": str(content)}})
-        client.execute(env=kernel_env)  # raises CellExecutionError, with the cell and traceback, on any error
+        client.execute(env={**kernel_env, **env})  # raises CellExecutionError, with the cell and traceback, on any error
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTER_PATH", str(env_dir / "share" / "jupyter"))  # where the "colab" kernel spec is
@@ -137,10 +138,28 @@ def _printed_json(cell) -> dict:
     return json.loads(printed.strip().splitlines()[-1])
 
 
+def _setup_cell(nb) -> nbformat.NotebookNode:
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
+    assert "SPECDEC_REPO_URL" in cell.source, "old setup cell; run python scripts/build_notebooks.py"
+    return cell
+
+
+def test_a_failed_install_raises_and_the_next_run_retries_it(colab):
+    """pip fails (no package index): the setup cell stops with what to do and leaves no "installed"
+    mark, so that running it again installs (the next test runs it again in the same clone)."""
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook(cells=[_setup_cell(nbformat.read(NOTEBOOK, as_version=4))])
+    with pytest.raises(CellExecutionError, match="pip could not install the requirements"):
+        colab["run"](nb, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
+    clone = colab["clone"]
+    assert (clone / "requirements.txt").is_file()  # cloned,
+    assert not (clone / ".colab-installed").exists()  # but not marked as installed
+
+
 def test_setup_cell_clones_installs_and_runs_notebook_01_as_on_colab(colab):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    setup = next(c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
-    assert "SPECDEC_REPO_URL" in setup.source, f"{NOTEBOOK.name}: old setup cell; run python scripts/build_notebooks.py"
+    _setup_cell(nb)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     colab["run"](nb)
 
@@ -152,6 +171,7 @@ def test_setup_cell_clones_installs_and_runs_notebook_01_as_on_colab(colab):
     assert Path(probe["utils"]).is_relative_to(clone), probe  # the clone's code, not this checkout's
     assert Path(probe["transformers"]).is_relative_to(env_dir), probe  # installed by the setup cell
     assert probe["torch"] == version("torch"), "the setup cell replaced the preinstalled torch"
+    assert (clone / ".colab-installed").exists()  # a later notebook's setup cell skips pip
     installed = (clone / "colab-requirements.txt").read_text()  # what the cell gave pip
     assert re.search(r"^transformers==", installed, re.M)
     assert not re.search(r"^(torch|ipywidgets|jupyterlab)\b", installed, re.M)

@@ -70,6 +70,22 @@ def test_stub_is_reported_not_failed(checker, pair, capsys):
     assert "not done yet" in out and "notebooks/solutions/" in out and "PASSED" not in out
 
 
+def test_hints_come_one_per_call_then_the_solution(capsys):
+    for number, hints in ex.HINTS.items():
+        ex._HINTS_GIVEN.pop(number, None)
+        assert len(hints) >= 2
+        for i in range(len(hints)):
+            ex.hint(number)
+            assert capsys.readouterr().out.startswith(f"Hint {i + 1} of {len(hints)} for exercise {number}")
+        ex.hint(int(number))  # 3 works as well as "03"
+        last = capsys.readouterr().out
+        assert "reference solution" in last and (ROOT / last.split()[-1].rstrip(".")).is_file(), last
+        ex._HINTS_GIVEN.pop(number, None)
+    assert set(ex.HINTS) == {f"{n:02d}" for n in range(1, 13)}
+    with pytest.raises(ValueError, match="'01' to '12'"):
+        ex.hint("13")
+
+
 @pytest.mark.parametrize("checker", list(SOLUTIONS))
 def test_checker_names_an_existing_solution_file(checker):
     path = ROOT / getattr(ex, checker).solution
@@ -136,6 +152,10 @@ def test_01_wrong_position_fails_and_names_the_token(pair):
         return seq
 
     fails("check_01", second_to_last, pair, "differs from model.generate", "logits[0, -1]")
+
+
+def test_01_token_ids_as_floats_fail(pair):
+    fails("check_01", lambda m, ids, n: solution("check_01")(m, ids, n).float(), pair, "integer token ids", "float32")
 
 
 def test_01_only_new_tokens_fails(pair):
@@ -353,6 +373,18 @@ def test_03_wrong_ratio_fails_a_fixed_case(pair):
     fails("check_03", q_over_p, pair, "u=[0.51]", "p(x)/q(x)")
 
 
+def test_03_a_reversed_residual_is_blamed_on_the_token_not_the_decision(pair):
+    def reversed_residual(p, q, draft_tokens, u, generator=None):
+        k = draft_tokens.shape[0]
+        for i in range(k):
+            x = int(draft_tokens[i])
+            if u[i] >= min(1.0, float(p[i, x] / q[i, x])):
+                return i, int(torch.multinomial((q[i] - p[i]).clamp_min(0), 1, generator=generator))
+        return k, int(torch.multinomial(p[k], 1, generator=generator))
+
+    fails("check_03", reversed_residual, pair, "n_accepted is right", "norm(max(0, p[1] - q[1]))")
+
+
 def test_03_bonus_from_the_wrong_row_fails(pair):
     def bonus_from_last_draft_row(p, q, draft_tokens, u, generator=None):
         n, t = solution("check_03")(p, q, draft_tokens, u, generator)
@@ -526,6 +558,14 @@ def test_06_wrong_memory_estimates_fail(wrong, words, pair):
     fails("check_06", wrong, pair, *words)
 
 
+def test_06_a_function_without_a_default_for_double_quant_passes(pair, capsys):
+    """The summary after the graded checks calls the learner's function too: always with
+    double_quant= given, so a correct function without a default passes."""
+    ref = solution("check_06")
+    ex.check_06(lambda n, double_quant: ref(n, double_quant=double_quant))
+    assert capsys.readouterr().out.startswith("PASSED")
+
+
 def test_06_bitsandbytes_stores_what_the_formula_says():
     measured = ex._bnb_measured()
     if measured is None:
@@ -685,6 +725,32 @@ def _head_after_norm(target, normed):
 def test_11_a_missing_soft_cap_is_named_with_getattr(pair):
     fails("check_11", lambda t, h: t.lm_head(t.model.norm(h)), pair, "soft-capping",
           "getattr(target.config, 'final_logit_softcapping', None)")
+
+
+def test_11_a_clamp_or_the_attention_cap_is_named(pair):
+    cfg = pair.target.config
+    fails("check_11", lambda t, h: t.lm_head(t.model.norm(h)).clamp(-cfg.final_logit_softcapping, cfg.final_logit_softcapping),
+          pair, "not a clamp")
+    attn = cfg.attn_logit_softcapping
+    fails("check_11", lambda t, h: attn * torch.tanh(t.lm_head(t.model.norm(h)) / attn), pair, "attn_logit_softcapping")
+
+
+def test_11_a_correct_head_in_float32_passes_on_a_bf16_target(pair, capsys):
+    """On a 16-bit target (a Gemma pair on a GPU) a correct head that computes in float32 differs from
+    the model's own bf16 logits by bf16 rounding: it must pass, a missing cap must still fail."""
+    import copy
+
+    target = copy.deepcopy(pair.target).to(torch.bfloat16)
+    bf16 = type("Pair", (), {"target": target})()
+
+    def head_in_float32(t, h):
+        x = t.lm_head(t.model.norm(h)).float()
+        cap = t.config.final_logit_softcapping
+        return cap * torch.tanh(x / cap)
+
+    ex.check_11(head_in_float32, bf16)
+    assert capsys.readouterr().out.startswith("PASSED")
+    fails("check_11", lambda t, h: t.lm_head(t.model.norm(h)), bf16, "soft-capping")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -182,15 +182,22 @@ def test_read_bandwidth_is_plausible():
 
 
 def test_bandwidth_bounds_and_datasheet():
+    """Each GPU's bound uses the dtype load_pair picks there: on a T4 (no bf16) Gemma2's unquantized
+    layers are float32, so its NF4 9b reads more bytes there than on a bf16 GPU."""
     from utils.models import PAIRS, estimate_bytes
     from utils.theory import GPU_BANDWIDTH
 
     nine_b = PAIRS["gemma2-2b-9b"].target
-    bf16 = bandwidth_bounds(estimate_bytes(nine_b, torch.bfloat16, None))
-    assert bf16["T4 (16 GB)"] is None  # 18.5 GB of weights: not on a 16 GB T4
-    nf4_bytes = estimate_bytes(nine_b, torch.bfloat16, "nf4")
-    nf4 = bandwidth_bounds(nf4_bytes)
-    assert all(v == pytest.approx(GPU_BANDWIDTH[g] / nf4_bytes) for g, v in nf4.items())
+    bf16 = bandwidth_bounds("gemma2-2b-9b")
+    assert bf16["T4 (16 GB)"]["tok_s"] is None  # 37 GB in float32 (18.5 GB in bf16): not on a 16 GB T4
+    assert bf16["H100 (80 GB SXM)"]["dtype"] == "bf16" and bf16["T4 (16 GB)"]["dtype"] == "fp32"
+    nf4 = bandwidth_bounds("gemma2-2b-9b", quantization="nf4")
+    for gpu, row in nf4.items():
+        dtype = torch.float32 if gpu.startswith("T4") else torch.bfloat16
+        assert row["bytes"] == estimate_bytes(nine_b, dtype, "nf4")
+        assert row["tok_s"] == pytest.approx(GPU_BANDWIDTH[gpu] / row["bytes"])
+    assert nf4["T4 (16 GB)"]["bytes"] > nf4["A100 (80 GB SXM)"]["bytes"]
+    assert bandwidth_bounds("gemma2-2b-9b", "draft")["A100 (80 GB SXM)"]["bytes"] < bf16["A100 (80 GB SXM)"]["bytes"]
     assert datasheet_bandwidth("cpu") is None
 
 

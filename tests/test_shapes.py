@@ -84,6 +84,11 @@ def test_cli_writes_a_tagged_file_per_part(tmp_path, capsys):
     data = json.loads((tmp_path / "shapes-cpu-part1.json").read_text())
     assert data["models"] == [] and data["pairs"] == [] and data["meta"]["device"] == "cpu"
     assert "shapes-cpu-part1.json" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # an earlier part's file is kept unless --overwrite says otherwise
+        shapes.main(["--sizes", "--pairs", "--device", "cpu", "--out", str(tmp_path), "--tag", "part1"])
+    assert e.value.code == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    shapes.main(["--sizes", "--pairs", "--device", "cpu", "--out", str(tmp_path), "--tag", "part1", "--overwrite"])
+    assert shapes._parser().get_default("out").name == "runs"  # untracked by default, like every other command
 
 
 # ---------------------------------------------------------------- the compiled backend (--compiled)

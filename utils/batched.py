@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .sampling import probs_from_logits, rand, sample
-from .speculative import _Timer, accept_reject
+from .sampling import check_sampling_args, eos_set, probs_from_logits, rand, sample
+from .speculative import _Timer, accept_reject, check_generate_args, check_input_ids, check_length, check_model
 
 
 @dataclass
@@ -87,10 +87,17 @@ class BatchedOutput:
 # ----------------------------------------------------------------------------------------------
 
 
-def check_batch(input_ids: torch.Tensor, attention_mask) -> torch.Tensor:
+def check_batch(input_ids: torch.Tensor, attention_mask, pad_token_id=None) -> torch.Tensor:
     """The attention mask as a bool tensor (B, T), after checking that it matches input_ids, is 0/1,
-    and pads on the left (every row's real tokens are contiguous and end in the last column)."""
+    has a token in every row and pads on the left (every row's real tokens are contiguous and end in
+    the last column). Without a mask every column is a token: refused for a batch (B > 1) that holds
+    pad_token_id, where Hugging Face would guess the mask and this code would read padding as text."""
     if attention_mask is None:
+        if input_ids.shape[0] > 1 and pad_token_id is not None and bool((input_ids == pad_token_id).any()):
+            raise ValueError(
+                f"this batch holds padding (token {pad_token_id}) but no attention_mask was given: pass the one the "
+                "tokenizer returns, enc = tokenizer(prompts, padding=True, return_tensors='pt') with "
+                "tokenizer.padding_side = 'left', then input_ids=enc.input_ids, attention_mask=enc.attention_mask.")
         return torch.ones_like(input_ids, dtype=torch.bool)
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
         got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
@@ -99,6 +106,10 @@ def check_batch(input_ids: torch.Tensor, attention_mask) -> torch.Tensor:
     if attention_mask.is_floating_point() or not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
         raise ValueError("attention_mask must hold 0 (padding) and 1 (token), as tokenizers return it.")
     m = attention_mask.bool()
+    empty = (~m.any(-1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"row(s) {empty} of attention_mask have no tokens (an empty prompt?): give every prompt at "
+                         "least one token, or leave that row out.")
     if not bool(m[:, -1].all()) or bool((m[:, 1:].int() - m[:, :-1].int() < 0).any()):
         raise ValueError(
             "attention_mask pads on the right (or has holes): decoder-only models generate after the last column, so "
@@ -179,6 +190,14 @@ def _crop_left(cache, n: int) -> None:
     """Drop the first n columns (padding in every row)."""
     for layer in _cache_tensors(cache):
         layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
+
+
+def declared_pad(model) -> int | None:
+    """The padding id the model's configs declare (generation_config first), or None."""
+    for v in (model.generation_config.pad_token_id, model.config.get_text_config(decoder=True).pad_token_id):
+        if v is not None:
+            return int(v if not isinstance(v, (list, tuple)) else v[0])
+    return None
 
 
 def pad_id(model, eos: set[int]) -> int:
@@ -285,7 +304,7 @@ def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tok
     (`speculative.speculative_generate`, which dispatches here for B > 1 or a padded mask)."""
     device = target.device
     input_ids = input_ids.to(device)
-    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None, declared_pad(target))
     B = input_ids.shape[0]
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     t_cache, d_cache = DynamicCache(), DynamicCache()
@@ -385,9 +404,14 @@ def autoregressive_batched(model, input_ids, attention_mask=None, *, max_new_tok
                            top_p=None, eos=frozenset(), generator=None) -> BatchedOutput:
     """Plain batched decoding with the same layout and masks (the baseline of notebook 09): one
     (B, 1) step per token, finished rows leave the batch."""
+    max_new_tokens = check_generate_args(max_new_tokens)
+    check_sampling_args(temperature, top_k, top_p, generator)
+    check_model(model, "model")
     device = model.device
-    input_ids = input_ids.to(device)
-    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    input_ids = check_input_ids(input_ids, model, batched=True).to(device)
+    eos = eos if isinstance(eos, (set, frozenset)) else eos_set(eos)
+    check_length(model, input_ids.shape[1], max_new_tokens)
+    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None, declared_pad(model))
     B = input_ids.shape[0]
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     cache, timer = DynamicCache(), _Timer(device, False)

@@ -235,6 +235,13 @@ def how_much_faster(slow_s: float, fast_s: float) -> str:
     return f"{slow_s / fast_s:.1f}x faster" if fast_s <= slow_s else f"{fast_s / slow_s:.1f}x slower"
 
 
+def moved(before: float, after: float, digits: int) -> str:
+    """'raised', 'lowered' or 'kept': how a quantity changed, judged at the digits it is printed with
+    (0.2241 -> 0.2243, printed 0.224 -> 0.224, is 'kept', not 'raised')."""
+    a, b = round(before, digits), round(after, digits)
+    return "raised" if b > a else "lowered" if b < a else "kept"
+
+
 def noise_verdict(ratios, noise: float) -> str:
     """The one rule every notebook and the README use to call a method faster: "faster" when every
     repeat's ratio of tokens/s (the methods took turns) is above 1 + noise, "slower" when every one is
@@ -374,10 +381,20 @@ METHODS = ["hf", "hf_static", "ours_ar", "ours_ar_compiled", "hf_assisted", "our
 COMPILED = ("ours_ar_compiled", "ours_speculative_compiled")
 
 
+def check_prompts(prompts) -> list[str]:
+    """prompts as a list of non-empty strings (one string is one prompt), or a ValueError that says so."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+    if not prompts or not all(isinstance(t, str) and t for t in prompts):
+        raise ValueError(f"prompts must be a non-empty list of non-empty strings (got {prompts!r}); "
+                         'e.g. utils.models.load_prompts("heldout").')
+    return prompts
+
+
 def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.0,), methods=METHODS, repeats=3, progress=True):
     """Rows for every prompt x gamma x temperature x method, plus the summary (medians over prompts)."""
     from tqdm.auto import tqdm
 
+    prompts = check_prompts(prompts)
     cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))
     cost["verify_ratio"] = verify_cost_ratios(pair.target, gammas)
     jobs = [(p, g, t) for p in prompts for g in gammas for t in temperatures]

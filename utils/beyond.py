@@ -78,8 +78,9 @@ def compare_adaptive(pair, prompts, *, gamma=4, thresholds=(0.2, 0.4, 0.6), temp
     """
     from tqdm.auto import tqdm
 
-    from .bench import median_run, metadata, step_cost_ratio, take_turns
+    from .bench import check_prompts, median_run, metadata, step_cost_ratio, take_turns
 
+    prompts = check_prompts(prompts)
     configs = adaptive_configs(gamma, thresholds)
     cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))
     rows = []
@@ -233,6 +234,9 @@ def break_even_c(tau: float, k: float, tau_ref: float, k_ref: float) -> dict:
 
 def left_padded(tokenizer, texts, device="cpu"):
     """(input_ids, attention_mask) of `texts`, left-padded as HF generate expects."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts or not all(isinstance(t, str) and t for t in texts):
+        raise ValueError(f"texts must be a non-empty list of non-empty strings (got {texts!r})")
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         enc = tokenizer(list(texts), return_tensors="pt", padding=True)
@@ -661,7 +665,7 @@ def _check_batched_args(ap, args) -> Path:
 
 def _main_batched_cost(ap, args) -> int:
     from .results import check_device, check_output, command_errors, write_json
-    from .shapes import GEMMA2_SHAPES, _versions, available_memory_bytes, param_count
+    from .shapes import GEMMA2_SHAPES, _versions, available_memory_bytes, gemma2_config, param_count
 
     sizes = args.shapes.split(":")
     if len(sizes) != 2 or any(s not in GEMMA2_SHAPES for s in sizes):
@@ -669,6 +673,10 @@ def _main_batched_cost(ap, args) -> int:
     for flag, value in (("--batch-sizes", min(args.batch_sizes)), ("--gamma", args.gamma), ("--prompt-len", args.prompt_len)):
         if value < 1:
             ap.error(f"{flag} must be >= 1 (got {value})")
+    context = min(gemma2_config(s).max_position_embeddings for s in sizes)
+    if args.prompt_len + args.gamma + 1 > context:
+        ap.error(f"--prompt-len {args.prompt_len} + --gamma {args.gamma} + 1 is past Gemma2's context of {context} positions: "
+                 "lower them")
     device = check_device(ap, args.device)  # --device cuda without a GPU stops here
     if not device.startswith("cuda"):
         need, free = 2 * (param_count(sizes[0]) + param_count(sizes[1])), available_memory_bytes()  # bf16 weights

@@ -150,8 +150,11 @@ def render_markdown(card: dict) -> str:
         "",
         *_heldout_speed(),
         f"**Cost ratio on {card['hardware']} (torch {card['torch']}):** one cached decode step of the draft takes "
-        f"{c['draft_step_ms']:.2f} ms, of the target {c['target_step_ms']:.2f} ms: c = {c['c']:.3f}. On a CPU a step "
-        "costs roughly per layer, so c is close to the ratio of layer counts.",
+        f"{c['draft_step_ms']:.2f} ms, of the target {c['target_step_ms']:.2f} ms: c = {c['c']:.3f}, well above the ratio "
+        f"of layer counts ({cfg['draft'].num_hidden_layers} / {cfg['target'].num_hidden_layers} = "
+        f"{cfg['draft'].num_hidden_layers / cfg['target'].num_hidden_layers:.2f}): a step also pays costs that do not "
+        "shrink with the layers (the output layer over the whole vocabulary, the per-step overhead of Python and "
+        "PyTorch), and they weigh more on the small model.",
         "",
         "**Training.** `python scripts/train_tiny_pair.py --overwrite` replaces these files (`--out DIR` trains a copy "
         "elsewhere); deterministic: fixed seeds, 2 threads, deterministic "
@@ -164,7 +167,7 @@ def render_markdown(card: dict) -> str:
         "other jobs, so an idle machine is faster.",
         "",
         f"**Corpus.** {corpus.get('source', 'n/a')}; {corpus.get('chars', 0):,} characters, "
-        f"{tr.get('tokens', {}).get('train', 0):,} training tokens. License: {corpus.get('license', 'n/a')}; the text "
+        f"{tr.get('tokens', {}).get('train', 0):,} training tokens (the text's, cut to whole training blocks). License: {corpus.get('license', 'n/a')}; the text "
         "is read from the Python installation, not shipped here. Held out (perplexity, alpha prompts): the reference "
         f"topics {', '.join(corpus.get('heldout_topics', []))}. sha256 of the text: `{corpus.get('sha256', 'n/a')}` "
         "(another Python version ships slightly different documentation, hence other weights).",

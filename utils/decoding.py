@@ -61,9 +61,9 @@ def autoregressive_generate(
     GPU), tokens sampled on the device and read by the host every 16 steps; it needs use_cache.
     """
     max_new_tokens = check_generate_args(max_new_tokens)
-    check_sampling_args(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p, generator)
     check_model(model, "model")
-    check_input_ids(input_ids, model)
+    input_ids = check_input_ids(input_ids, model)
     check_backend(backend)
     eos = eos_set(eos_token_id)
     if backend == "compiled":
@@ -187,15 +187,29 @@ def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
 _GPU_MEMORY = {"T4 (16 GB)": "T4 16GB", "A100 (80 GB SXM)": "A100/H100 80GB", "H100 (80 GB SXM)": "A100/H100 80GB"}
 
 
-def bandwidth_bounds(nbytes: float) -> dict[str, float | None]:
-    """For each GPU of utils.theory.GPU_BANDWIDTH: the batch-1 decoding bound bandwidth / nbytes in
-    tokens/s, or None where the weights do not fit: nbytes + 15% (activations and cache, as
-    utils.models.check_memory estimates) above the GPU's free memory in utils.models.GPUS."""
-    from .models import GPUS
+_SHORT_DTYPE = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def bandwidth_bounds(pair: str, role: str = "target", quantization: str | None = None) -> dict[str, dict]:
+    """For each GPU of utils.theory.GPU_BANDWIDTH: the batch-1 decoding bound of one model of registry
+    pair `pair` (`role` "draft" or "target"), loaded as load_pair would load it there
+    (utils.models.cuda_dtype: no bfloat16 on a T4, so Gemma2 takes float32 there, its embeddings too
+    when quantized). dict(dtype="bf16" / "fp16" / "fp32", bytes=weight bytes, tok_s=bandwidth / bytes, or None where the
+    weights do not fit: bytes + 15% (activations and cache, as check_memory estimates) above the
+    GPU's free memory in utils.models.GPUS)."""
+    from .models import GPUS, PAIRS, cuda_dtype, estimate_bytes
     from .theory import GPU_BANDWIDTH, bandwidth_bound_tokens_per_s
 
-    return {gpu: bandwidth_bound_tokens_per_s(nbytes, bw) if 1.15 * nbytes <= GPUS[_GPU_MEMORY[gpu]][0] * 2**30 else None
-            for gpu, bw in GPU_BANDWIDTH.items()}
+    spec = PAIRS[pair]
+    bounds = {}
+    for gpu, bw in GPU_BANDWIDTH.items():
+        free_gib, _, has_bf16 = GPUS[_GPU_MEMORY[gpu]]
+        dtype = cuda_dtype(spec, has_bf16)
+        nbytes = estimate_bytes(getattr(spec, role), dtype, quantization)
+        fits = 1.15 * nbytes <= free_gib * 2**30
+        bounds[gpu] = dict(dtype=_SHORT_DTYPE[dtype], bytes=nbytes,
+                           tok_s=bandwidth_bound_tokens_per_s(nbytes, bw) if fits else None)
+    return bounds
 
 
 def datasheet_bandwidth(device) -> tuple[str, float] | None:

@@ -21,6 +21,8 @@ check_12        12        sglang_chain_flags(method, gamma, draft): SGLang's fla
 Every checker prints "PASSED exercise ..." when the function passes, prints a friendly note (and
 raises nothing) while the function is still the notebook's stub (it raises NotImplementedError),
 and raises AssertionError otherwise: which input, what was expected, what came back, and a hint.
+Stuck before a first attempt? `hint("03")` prints the next of a few hints (steps, not code), one
+more on each call; the reference solution comes last.
 Checkers return None, so a notebook cell that ends with one shows only the message. The checks
 are the project's own kind of tests: token for token against Hugging Face's `generate`, chi-square
 goodness of fit with fixed seeds, closed forms against `utils.theory`, memory against what
@@ -58,7 +60,8 @@ def _checker(number: str, title: str, solution: str):
                 summary = check(fn, *args, **kwargs)
             except _NotDone:
                 print(f"Exercise {number} ({title}): not done yet. Your function still raises NotImplementedError: "
-                      f"fill it in and run the cell again. (Stuck? The reference solution is {SOLUTIONS}/{solution}.)")
+                      f"fill it in and run the cell again. (Stuck? hint(\"{number[:2]}\") gives a hint, one more per "
+                      f"call; the reference solution is {SOLUTIONS}/{solution}.)")
                 return None
             print(f"PASSED exercise {number} ({title}). {summary}")
             return None
@@ -67,6 +70,78 @@ def _checker(number: str, title: str, solution: str):
         return run
 
     return wrap
+
+
+# Hints before a first attempt: steps, not code, from the first nudge to nearly the answer.
+HINTS = {
+    "01": ["Keep three things: the sequence so far, what to feed next, and the cache (None at first).",
+           "Each pass: model(input_ids=feed, past_key_values=cache, use_cache=True); the new cache is "
+           "out.past_key_values.",
+           "The next token is the arg max of the LAST position's logits, out.logits[:, -1]; keep it 2-D, (1, 1).",
+           "Append it to the sequence (torch.cat on dim 1), and feed only that token next time: the cache "
+           "holds the rest."],
+    "02": ["One forward pass over all of ids: the logits at position i predict token i + 1.",
+           "The last k + 1 positions' logits (logits[0, -k - 1:]) hold the target's choice for each drafted "
+           "token and, last, for the token after them.",
+           "Count drafted tokens from the left while each equals the target's arg max at its position; stop "
+           "at the first that does not.",
+           "Return that count n and the target's arg max at position n of those k + 1 (a replacement, or the "
+           "bonus when n = k)."],
+    "03": ["Walk the k drafted tokens left to right; for token x_i compare u[i] with min(1, p[i, x_i] / q[i, x_i]).",
+           "u[i] below it: accept and go on. Otherwise the round ends at i: return (i, a replacement).",
+           "The replacement is sampled from max(0, p[i] - q[i]), normalised to sum to 1 "
+           "(torch.multinomial(..., 1, generator=generator)).",
+           "If all k were accepted, the extra (bonus) token is sampled from p[k], the last row: return (k, it)."],
+    "04": ["tokens_per_round: a geometric series, 1 + alpha + ... + alpha^gamma; mind alpha = 1.",
+           "In closed form (1 - alpha^(gamma+1)) / (1 - alpha), and gamma + 1 when alpha = 1.",
+           "best_gamma: try every gamma from 1 to max_gamma and keep the one with the largest "
+           "tokens_per_round(alpha, gamma) / (gamma * c + 1)."],
+    "05": ["Per drafted token: accepted tokens over all drafted tokens (len(r.drafted) summed over rounds).",
+           "Per checked token: a round that ended in a rejection checked one more token, the rejected one; "
+           "the drafted tokens after it were never checked.",
+           "So per checked: accepted / (accepted + the number of rounds whose kind is 'resample'). Return NaN "
+           "where a denominator is 0."],
+    "06": ["Three parts: the 4-bit weights, one scale per block of 64 weights, and (double quant) a second level.",
+           "4 bits = half a byte per weight; a plain scale (absmax) is a float32, 4 bytes per block.",
+           "Double quantization stores each block's scale in 8 bits (1 byte) and adds one float32 per 256 blocks."],
+    "07": ["Only tensor operations: no .item(), no Python loop over tokens, no torch.multinomial.",
+           "Think of a race: token i finishes at time noise_i / probs_i, an exponential time with rate probs_i.",
+           "The first to finish wins with probability probs_i: return the arg min of noise / probs over the last "
+           "dimension (the arg max of probs / noise)."],
+    "08": ["Two cases: every drafted token accepted, or not.",
+           "All accepted (n_accepted == n_drafted): the next round may draft 2 more. Otherwise 1 fewer, but never "
+           "below 1."],
+    "09": ["Row b keeps m[b] new columns; the longest row keeps M = max(m). Every row must end in the same column.",
+           "So row b moves right by M - m[b]: its new column j comes from old column j - (M - m[b]).",
+           "Return that index for every j in 0 .. L + M - 1 (one row per b); entries below 0 are padding."],
+    "10": ["Try the longest n-gram first: n from max_ngram down to 1 (and less than len(seq)).",
+           "Look for the last n tokens of seq earlier in seq, with at least one token after the occurrence.",
+           "Take the most recent such occurrence and return up to gamma tokens that follow it, and n; ([], 0) "
+           "when nothing recurs."],
+    "11": ["The last layer's output goes through the model's final norm, then its LM head. Do the same to any layer's.",
+           "target.model.norm, then target.lm_head.",
+           "Gemma2 then soft-caps the logits: cap * tanh(logits / cap), cap = "
+           "getattr(target.config, 'final_logit_softcapping', None) (none: return the logits as they are)."],
+    "12": ["SGLang counts the draft tree's nodes including its root (the last verified token).",
+           "gamma drafted tokens in a chain: --speculative-num-draft-tokens gamma + 1, and one branch per step.",
+           "A draft model: --speculative-algorithm STANDALONE with its path, --speculative-num-steps gamma and "
+           "--speculative-eagle-topk 1. N-gram: NGRAM with min and max BFS breadth 1."],
+}
+_HINTS_GIVEN: dict[str, int] = {}
+
+
+def hint(number: str) -> None:
+    """Print the next hint for exercise `number` ("01" .. "12"): one more each call, then the solution's path."""
+    number = str(number).zfill(2)[:2]
+    if number not in HINTS:
+        raise ValueError(f"no exercise {number!r}: hint takes '01' to '12'")
+    i = _HINTS_GIVEN.get(number, 0)
+    hints = HINTS[number]
+    if i < len(hints):
+        print(f"Hint {i + 1} of {len(hints)} for exercise {number}: {hints[i]}")
+        _HINTS_GIVEN[number] = i + 1
+    else:
+        print(f"No more hints for exercise {number}: the reference solution is {SOLUTIONS}/{globals()['_S' + number]}.")
 
 
 def _fail(number: str, solution: str, what: str, expected, got, hint: str) -> AssertionError:
@@ -192,6 +267,9 @@ def check_01(fn, pair=None) -> str:
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             raise _fail("01", _S01, what, f"a (1, {T + n}) tensor of token ids", shape,
                         "return the whole sequence, prompt included, shaped (1, T + max_new_tokens), as generate does.")
+        if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
+            raise _fail("01", _S01, what, f"integer token ids ({ref.dtype})", f"a {got.dtype} tensor",
+                        "token ids are integers: keep the argmax's dtype (torch.long), do not turn them into floats.")
         got = got.to(ref.device)
         if got.shape[1] == n and T != n:
             raise _fail("01", _S01, what, f"shape (1, {T + n})", tuple(got.shape),
@@ -532,9 +610,15 @@ def check_03(fn) -> str:
             what = f"verify_step(p, q, draft_tokens={x}, u={u}): {desc}"
             n, t = _verify(fn, p, q, torch.tensor(x), torch.tensor(u), torch.Generator().manual_seed(0), what)
             if want[0] == "reject":
+                if n == 0 and t not in want[1]:  # the decision is right, the replacement is not
+                    hint = (f"rejecting is right; the replacement comes from norm(max(0, p - q)) (tokens "
+                            f"{' or '.join(map(str, sorted(want[1])))} here), not from p, q or max(0, q - p).")
                 if n != 0 or t not in want[1]:
                     raise _fail("03", _S03, what, f"(0, a token in {sorted(want[1])})", (n, t), hint)
             elif (n, t) != want:
+                if n == want[0] < len(x):  # the right count, then the wrong token at the rejected position
+                    hint = (f"n_accepted is right; the token after the rejection at position {n} comes from "
+                            f"norm(max(0, p[{n}] - q[{n}])): with one-hot rows, the target's token {want[1]}.")
                 raise _fail("03", _S03, what, want, (n, t), hint)
     report = []
     for c, (name, p, q) in enumerate(_CHI_CASES):
@@ -661,7 +745,8 @@ def check_04_gamma(fn) -> str:
                     "tau / (gamma c + 1).")
             raise _fail("04b", _S04, what, f"{want} (speedup {best:.3f}x)", got, hint)
     a, c = 0.8, 0.05
-    g, g_low = (_int_04(fn(x, y, 16), f"best_gamma(alpha={x}, c={y}, max_gamma=16)") for x, y in ((a, c), (0.3, 0.5)))
+    g, g_low = (_int_04(_call(fn, "04", f"best_gamma(alpha={x}, c={y}, max_gamma=16)", x, y, 16),
+                        f"best_gamma(alpha={x}, c={y}, max_gamma=16)") for x, y in ((a, c), (0.3, 0.5)))
     return (f"{len(grid)} cases match utils.theory. For alpha {a} and c {c} the best gamma is {g}, "
             f"an expected {expected_speedup(a, g, c):.2f}x; with alpha 0.3 <= c 0.5 even the best gamma "
             f"gives {expected_speedup(0.3, g_low, 0.5):.2f}x: no speedup unless alpha > c.")
@@ -849,8 +934,11 @@ def check_06(fn) -> str:
     else:
         real = "(bitsandbytes is not installed here, so the comparison with what it stores was skipped)"
     spec = PAIRS["gemma2-2b-9b"].target
-    gb = (float(_number(fn(spec.params - spec.embed_params))) + 2 * spec.embed_params) / 1e9
-    bits = [8 * float(_number(fn(2**24, double_quant=dq))) / 2**24 for dq in (False, True)]
+    n = spec.params - spec.embed_params
+    gb = (float(_number(_call(fn, "06", f"nf4_bytes({n}, double_quant=False)", n, double_quant=False)))
+          + 2 * spec.embed_params) / 1e9
+    bits = [8 * float(_number(_call(fn, "06", f"nf4_bytes({2**24}, double_quant={dq})", 2**24, double_quant=dq))) / 2**24
+            for dq in (False, True)]
     return (f"Your estimates match the formula {real}. NF4 costs {bits[0]:.3f} bits per weight, {bits[1]:.3f} with "
             f"double quantization; gemma-2-9b (embeddings kept in bf16) would take {gb:.1f} GB, against "
             f"{2 * spec.params / 1e9:.1f} GB in bf16.")
@@ -1265,10 +1353,21 @@ def check_11(fn, pair=None) -> str:
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             raise _fail("11", _S11, what, f"logits of shape {tuple(want.shape)}", shape, "return the head's logits for every position.")
-        if not torch.allclose(got.float(), want.float(), atol=1e-4, rtol=1e-4):
-            if torch.allclose(got.float(), no_norm.float(), atol=1e-4):
+        # the rounding of the target's dtype: float32 1e-4; bf16 logits (a Gemma pair on a GPU) differ by
+        # a few of its steps (eps 2^-7) when a learner computes in another order or dtype
+        tol = 1e-4 if target.dtype == torch.float32 else 8 * torch.finfo(target.dtype).eps
+        close = lambda a, b: torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)  # noqa: E731
+        if not close(got, want):
+            cap = getattr(target.config, "final_logit_softcapping", None)
+            attn_cap = getattr(target.config, "attn_logit_softcapping", None)
+            raw = no_cap.float()  # norm -> lm_head, before any cap
+            if close(got, no_norm):
                 hint = "apply the target's final norm (target.model.norm) before the LM head."
-            elif torch.allclose(got.float(), no_cap.float(), atol=1e-4):
+            elif cap and close(got, raw.clamp(-cap, cap)):
+                hint = "soft-capping is cap * tanh(logits / cap), a smooth curve, not a clamp to [-cap, cap]."
+            elif cap and attn_cap and attn_cap != cap and close(got, attn_cap * torch.tanh(raw / attn_cap)):
+                hint = "that cap is the attention's (attn_logit_softcapping); the logits use final_logit_softcapping."
+            elif close(got, no_cap):
                 hint = ("apply Gemma2's soft-capping after the LM head: cap * tanh(logits / cap), with cap = "
                         "getattr(target.config, 'final_logit_softcapping', None) (models without one, such as "
                         "SmolLM2's Llama, return the logits as they are).")

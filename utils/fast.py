@@ -251,18 +251,22 @@ class Engine:
         return out
 
 
-def engine_for(model, needed_len: int, compile: bool = True, second: bool = False) -> Engine:
+class ContextLengthError(ValueError):
+    """A fixed-size cache would need more positions than the model has (max_position_embeddings)."""
+
+
+def engine_for(model, needed_len: int, compile: bool = True, second: bool = False,
+               what: str = "prompt + max_new_tokens", fix: str = "shorten the prompt or lower max_new_tokens") -> Engine:
     """The model's engine for a cache of at least needed_len positions (one per length bucket).
     second=True gives another engine with its own cache: a model drafting for itself needs two caches
     over one set of weights. Engines live on the model (`model._specdec_engines`), so they go when
-    the model goes."""
+    the model goes. what / fix: how the error names needed_len's parts and what to change."""
     limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     max_len = -(-needed_len // BUCKET) * BUCKET
     if limit:
         if needed_len > limit:
-            raise ValueError(
-                f"prompt + max_new_tokens (+ gamma + 1 when drafting) needs {needed_len} positions, but the model "
-                f"holds {limit} (max_position_embeddings). Shorten the prompt or lower max_new_tokens."
+            raise ContextLengthError(
+                f"{what} needs {needed_len} positions, but the model holds {limit} (max_position_embeddings): {fix}."
             )
         max_len = min(max_len, limit)
     engines = model.__dict__.setdefault("_specdec_engines", {})  # a plain attribute, not a submodule
@@ -417,7 +421,11 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     ids = input_ids.to(device).clone()  # (1, T); a clone made in inference mode, like every later input
     width = gamma + 1
     need = ids.shape[1] + max_new_tokens + width
-    te, de = engine_for(target, need, compile), engine_for(draft, need, compile, second=draft is target)
+    what = (f"prompt ({ids.shape[1]}) + max_new_tokens ({max_new_tokens}) + gamma + 1 ({width}: the compiled verify "
+            "pass always has this width)")
+    fix = "lower gamma or max_new_tokens, or shorten the prompt"
+    te = engine_for(target, need, compile, what=what, fix=fix)
+    de = engine_for(draft, need, compile, second=draft is target, what=what, fix=fix)
     known_t, known_d = set(te.compile_time), set(de.compile_time)
     stats = FastStats()
     t0 = time.perf_counter()

@@ -154,12 +154,12 @@ def prompt_lookup_generate(
     max_new_tokens = check_generate_args(max_new_tokens)
     check_lookup_args(gamma, max_ngram)
     gamma, max_ngram = int(gamma), int(max_ngram)
-    check_sampling_args(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p, generator)
     check_model(target, "target")
-    check_input_ids(input_ids, target)
+    input_ids = check_input_ids(input_ids, target)
     eos = eos_set(eos_token_id)
     device = target.device
-    capacity = check_length(target, input_ids.shape[1], max_new_tokens) + gamma + 1
+    capacity = check_length(target, input_ids.shape[1], max_new_tokens) + min(gamma, max_new_tokens) + 1
     t_cache = _new_cache(cache, capacity)
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     t_timer = _Timer(device)

@@ -199,6 +199,9 @@ def resolve_device(device=None) -> torch.device:
             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
             "Use device='cpu' (the tiny pair runs fine there), or on Colab pick Runtime > Change runtime type > GPU."
         )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered "
+                          f"from 0: use 'cuda' or 'cuda:0'.")
     return device
 
 
@@ -284,6 +287,8 @@ def memory_fits(name: str) -> list[dict]:
     precision: dict(precision, gib (on a bf16 GPU), fits=[GPU names], by_gpu={GPU name: (dtype name,
     gib in that dtype)}); on a T4 the unquantized layers of Gemma2 (its embeddings, in NF4) are float32,
     so its figure there is larger than `gib`."""
+    if name not in PAIRS:
+        raise ValueError(f"unknown pair {name!r}: one of {', '.join(PAIRS)}")
     pair = PAIRS[name]
     rows = []
     for label, q in (("bf16", None), ("NF4", "nf4")):
@@ -474,9 +479,11 @@ def _from_pretrained(loader, source: str, pair: PairSpec, **kwargs):
         if not isinstance(e, (OSError, OfflineModeIsEnabled)):
             raise
         if pair.local:
+            moved = "SPECDEC_MODELS_DIR" in os.environ
             raise PairError(
-                f"the shipped model {source} is missing or broken: run `git checkout -- data/models` "
-                "or rebuild it with `python scripts/train_tiny_pair.py --overwrite`."
+                f"the shipped model {source} is missing or broken: "
+                + (f"SPECDEC_MODELS_DIR points to {MODELS_DIR}; fix or unset it, or " if moved else "")
+                + "run `git checkout -- data/models` or rebuild it with `python scripts/train_tiny_pair.py --overwrite`."
             ) from e
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         raise HubUnreachableError(
@@ -513,6 +520,12 @@ def load_pair(
         raise UnknownPairError(f"unknown pair {name!r}; known pairs: {', '.join(PAIRS)}.")
     if quantize not in ("both", "draft", "target"):
         raise ValueError(f"quantize must be 'both', 'draft' or 'target' (got {quantize!r}).")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, torch.float16 or "
+                         f"torch.float32 (got {dtype!r}), or None for the best one on this device; for 4 bits pass "
+                         "quantization='nf4'.")
+    if double_quant and not quantization:
+        raise ValueError("double_quant=True applies to 4-bit weights: pass quantization='nf4' (or 'fp4') with it.")
     spec = PAIRS[name]
     dev = resolve_device(device)
     dtype = dtype or default_dtype(dev, spec, quantization)

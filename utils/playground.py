@@ -65,6 +65,9 @@ class Playground:
     def __init__(self, pair, prompts: list[str], max_new_tokens: int = 48, seed: int = 0):
         import ipywidgets as w
 
+        if not all(hasattr(pair, a) for a in ("target", "draft", "tokenizer")):
+            raise TypeError(f"pair must be the Pair that utils.models.load_pair returns (got {type(pair).__name__}): "
+                            "Playground(load_pair(PAIR), prompts).")
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts or not all(isinstance(t, str) and t for t in prompts):

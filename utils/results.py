@@ -76,14 +76,16 @@ def command_errors(ap):
     """Around a command's loading and running: an error whose message says what to do ends it through
     ap.error (that message, exit status 2) rather than a traceback from inside transformers. That is a
     utils.models.PairError (a gated model without a token, no network, mismatched tokenizers, too
-    little memory) or CUDA running out of memory."""
+    little memory), a run longer than the model's context on the compiled engine
+    (utils.fast.ContextLengthError) or CUDA running out of memory."""
     import torch
 
+    from .fast import ContextLengthError
     from .models import PairError
 
     try:
         yield
-    except PairError as e:
+    except (PairError, ContextLengthError) as e:
         ap.error(str(e))
     except torch.cuda.OutOfMemoryError:
         ap.error("out of GPU memory: ask for less (a lower --max-new-tokens, smaller --batch-sizes), 4-bit weights "
@@ -99,6 +101,7 @@ def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "",
     <kind>-<pair>-<device><suffix>.json (check_output; `other` says how else to keep an existing one).
     Returns (that path, the prompt set)."""
     from .models import ROOT
+    from .sampling import MIN_TEMPERATURE
 
     pair = check_pair(ap, args.pair)
     device = check_device(ap, args.device)
@@ -108,8 +111,8 @@ def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "",
     if getattr(args, "warmup", 0) < 0:
         ap.error(f"--warmup must be >= 0 (got {args.warmup})")
     temps = getattr(args, "temperatures", [])
-    if any(not math.isfinite(t) or t < 0 for t in temps):
-        ap.error(f"--temperatures must be finite and >= 0 (got {temps}); 0 is greedy")
+    if any(not math.isfinite(t) or t < 0 or 0 < t < MIN_TEMPERATURE for t in temps):
+        ap.error(f"--temperatures must be finite and >= 0: 0 (greedy) or at least {MIN_TEMPERATURE:g} (got {temps})")
     sets = {k: v for k, v in json.loads((ROOT / "data" / "prompts.json").read_text()).items() if not k.startswith("_")}
     if args.prompts not in sets:
         ap.error(f"--prompts must be one of {', '.join(sets)} (got {args.prompts!r})")

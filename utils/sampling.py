@@ -13,7 +13,12 @@ import numbers
 import torch
 
 
-def check_sampling_args(temperature, top_k, top_p) -> None:
+# The smallest positive temperature: below it the warped distribution is greedy's (up to exact ties),
+# and far below it logits / temperature overflows float32 to inf, whose softmax is NaN.
+MIN_TEMPERATURE = 1e-6
+
+
+def check_sampling_args(temperature, top_k, top_p, generator=None) -> None:
     """Raise a ValueError or TypeError that says what to pass instead."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a number >= 0 (got {temperature!r}); use 0 for greedy decoding, 1 for plain sampling.")
@@ -21,6 +26,12 @@ def check_sampling_args(temperature, top_k, top_p) -> None:
         raise ValueError(
             f"temperature must be a finite number >= 0 (got {temperature!r}); use 0 for greedy decoding, 1 for plain sampling."
         )
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(f"temperature {temperature!r} is too small to sample with (the logits divided by it overflow): "
+                         f"use 0 for greedy decoding, which it would equal anyway, or at least {MIN_TEMPERATURE:g}.")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None (got {generator!r}): for a seed, pass "
+                        "torch.Generator().manual_seed(42).")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None (got {top_k!r}); use None to disable top-k.")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1)):

@@ -169,6 +169,9 @@ def exit_agreement(target, input_ids: torch.Tensor, ks=None, adapters: dict | No
     of positions where its arg max equals the target's and the mean KL(p_target || q_exit) at T = 1.
     The arg max agreement is what greedy drafting needs; the KL what sampling needs."""
     n = check_exit_target(target)
+    bad = [k for k in (ks or []) if not 1 <= k < n]
+    if bad:
+        raise ValueError(f"ks must be exit layers from 1 to {n - 1} (the target has {n} layers; got {bad})")
     hs, logits = target_pass(target, input_ids)
     logp = F.log_softmax(logits.float(), -1)[0]  # (T, V)
     rows = []
@@ -499,6 +502,40 @@ def _target_layers(pair_name: str) -> int | None:
         return None  # a missing or broken shipped model: load_pair says what to do
 
 
+def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
+    """--adapters: a readable safetensors file of exit adapters and, where the target's width is known
+    before loading (a shipped pair), adapters of that width; else ap.error with what to do."""
+    from safetensors import SafetensorError, safe_open
+
+    from .models import MODELS_DIR, PAIRS
+
+    train = "train them with `python -m utils.selfspec train`, or pass --no-adapters"
+    if not path.exists():
+        ap.error(f"--adapters {path} does not exist; {train}")
+    if not path.is_file():
+        ap.error(f"--adapters {path} is not a file; {train}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            widths = {f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith(".norm_weight")}
+    except (SafetensorError, OSError, ValueError) as e:
+        ap.error(f"--adapters {path} is not a safetensors file of exit adapters ({e}); {train}")
+    if not widths:
+        ap.error(f"--adapters {path} holds no exit adapters; {train}")
+    spec = PAIRS[pair_name]
+    if not spec.local:
+        if path.resolve() == (ADAPTERS / "adapters.safetensors").resolve():
+            ap.error(f"the shipped exit adapters are the tiny target's; for --pair {pair_name} {train} "
+                     "(with --pair and --out), then pass --adapters FOLDER/adapters.safetensors")
+        return
+    try:
+        width = int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError):
+        return  # a missing or broken shipped model: load_pair says what to do
+    if widths != {width}:
+        ap.error(f"--adapters {path} were trained for a target of hidden size {sorted(widths)[0]}, and {pair_name}'s "
+                 f"is {width}; {train}")
+
+
 def _check_ks(ap, ks, pair_name: str) -> None:
     """--ks: exit layers >= 1 and, where the layer count is known before loading, below the target's."""
     if any(k < 1 for k in ks):
@@ -512,9 +549,10 @@ def _check_bench_args(ap, args) -> Path:
     """Every flag checked before any model is loaded. Returns the output json path."""
     from .results import check_bench_flags, check_pair
 
-    _check_ks(ap, args.ks, check_pair(ap, args.pair))
-    if args.adapters is not None and not args.adapters.exists():
-        ap.error(f"--adapters {args.adapters} does not exist; train them with `python -m utils.selfspec train`")
+    pair_name = check_pair(ap, args.pair)
+    _check_ks(ap, args.ks, pair_name)
+    if args.adapters is not None:
+        _check_adapters_file(ap, args.adapters, pair_name)
     counts = {"--" + f.replace("_", "-"): getattr(args, f) for f in ("n_prompts", "max_new_tokens", "repeats", "gamma", "threads")}
     return check_bench_flags(ap, args, "selfspec", counts)[0]
 

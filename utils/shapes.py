@@ -11,11 +11,12 @@ Gemma2's weights are gated and this project's machines cannot reach the Hub, so 
 and time do not depend on the values of the weights, so those numbers are real; acceptance does, so
 none is reported as a Gemma2 acceptance rate. Instead the pairs are bracketed: alpha ~ 0 (the draft
 is an independent random model) and alpha = 1 (the target drafts for itself, c = 1). Results go to
-data/results/shapes-<device>.json. Made for a GPU; it runs on a CPU too, slowly (tests use shrunken
+<--out>/shapes-<device>.json (--out: runs/ by default, ignored by git; a run worth keeping is copied
+into data/results). Made for a GPU; it runs on a CPU too, slowly (tests use shrunken
 configurations).
 
 --compiled measures the compiled backend (utils.fast, what backend="compiled" runs) instead, and
-writes data/results/shapes-compiled-<device>[-<tag>].json after every step (a run stopped by a time
+writes <--out>/shapes-compiled-<device>[-<tag>].json after every step (a run stopped by a time
 limit leaves what it measured). Per model (--sizes, plus every pair's and self-draft's target):
 weights, the memory-bandwidth bound (weight bytes / GPU bandwidth), compiled greedy tokens/s and its
 share of that bound, the compiled 1-token step, HF greedy with the dynamic cache and with
@@ -41,9 +42,9 @@ from pathlib import Path
 
 import torch
 
-from .bench import RESULTS, _sync, forward_latency, hf_generate
+from .bench import LOCAL_RUNS, _sync, forward_latency, hf_generate
 from .models import describe_device, weight_bytes
-from .results import write_json
+from .results import check_output, write_json
 from .theory import gpu_bandwidth
 from .speculative import speculative_generate
 
@@ -878,9 +879,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--gamma", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if there is one)")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON (default data/results)")
+    ap.add_argument("--out", type=Path, default=LOCAL_RUNS, help="folder for the JSON (default runs/, ignored by git)")
     ap.add_argument("--tag", default="",
                     help="file name suffix, for a run split into parts: shapes[-compiled]-cuda-<tag>.json")
+    ap.add_argument("--overwrite", action="store_true", help="replace an earlier result file of the same name")
     ap.add_argument("--force", action="store_true", help="write even over a file git tracks")
     c = ap.add_argument_group("--compiled (the compiled backend, utils.fast)")
     c.add_argument("--compiled", action="store_true", help="measure the compiled backend (see above)")
@@ -966,8 +968,10 @@ def _parse(argv):
             print(f"note: --device cpu with real Gemma2 shapes: about {need / 2**30:.0f} GiB and slow (minutes per "
                   "model); the measurements are meant for a GPU.", file=sys.stderr)
     args.path = _output_path(args.out, args.device, args.tag, args.compiled)
-    if not args.force and not getattr(args, "dry_run", False) and _is_tracked(args.path):
-        ap.error(f"{args.path} is tracked by git; pass --tag (or --out) to write elsewhere, or --force to overwrite it")
+    if not args.dry_run:
+        if not args.force and _is_tracked(args.path):
+            ap.error(f"{args.path} is tracked by git; pass --tag (or --out) to write elsewhere, or --force to overwrite it")
+        check_output(ap, args.path, Path(args.out), args.overwrite or args.force, other="another --tag or --out")
     return args
 
 

@@ -9,7 +9,9 @@ One round:
 
 Every round emits between 1 and k + 1 tokens, and the emitted text has exactly the distribution of
 sampling from the target alone. At temperature 0 both distributions are one-hot, so the rule reduces
-to "accept while x_i is the target's argmax" and the output equals target greedy decoding.
+to "accept while x_i is the target's argmax" and the output equals target greedy decoding (in
+float32; in 16 bits a pass over several tokens can round differently from one-token steps, so a
+near-tie between two tokens can flip: notebook 03 shows the check).
 """
 
 from __future__ import annotations
@@ -268,10 +270,12 @@ def check_models(target, draft) -> None:
         )
 
 
-def check_input_ids(input_ids, model=None, batched: bool = False) -> None:
+def check_input_ids(input_ids, model=None, batched: bool = False) -> torch.Tensor:
     """A (1, T) integer tensor ((B, T) when `batched`), T >= 1, every id inside the model's vocabulary
-    (when a model is given)."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+    (when a model is given). Returns it as torch.long (int32 ids, e.g. from NumPy on Windows, would
+    otherwise give the compiled engine a second set of graphs)."""
+    if (not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point()
+            or input_ids.is_complex()):
         shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(
             f"input_ids must be a 2-D integer tensor of shape (1, prompt_length), got {shape}; "
@@ -294,9 +298,10 @@ def check_input_ids(input_ids, model=None, batched: bool = False) -> None:
                 f"input_ids holds ids outside the model's vocabulary [0, {V}) (min {lo}, max {hi}): "
                 "encode the prompt with this model's own tokenizer."
             )
+    return input_ids.long()
 
 
-def check_length(model, prompt_len: int, max_new_tokens: int) -> int:
+def check_length(model, prompt_len: int, max_new_tokens: int, role: str = "model") -> int:
     """Warn, as Hugging Face does, when prompt + max_new_tokens passes the model's context length.
     Returns how many positions a cache should allocate up front (capped, so that a huge
     max_new_tokens does not allocate memory it will never use; buffers grow if needed)."""
@@ -304,9 +309,10 @@ def check_length(model, prompt_len: int, max_new_tokens: int) -> int:
     need = prompt_len + max_new_tokens
     if limit is not None and need > limit:
         warnings.warn(
-            f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) = {need} is more than the model's "
-            f"context ({limit} positions, max_position_embeddings): text past it is usually degenerate. "
-            "Lower max_new_tokens or shorten the prompt.",
+            f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) = {need} is more than the {role}'s "
+            f"context ({limit} positions, max_position_embeddings): text past it is usually degenerate"
+            + (" (a draft past its context drafts poorly: fewer tokens accepted, the output stays exact)" if role == "draft" else "")
+            + ". Lower max_new_tokens or shorten the prompt.",
             UserWarning,
             stacklevel=3,
         )
@@ -479,15 +485,14 @@ def speculative_generate(
     check_adaptive_args(draft_confidence, schedule)
     max_new_tokens = check_generate_args(max_new_tokens, gamma)
     gamma = int(gamma)
-    check_sampling_args(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p, generator)
     check_models(target, draft)
-    check_input_ids(input_ids, target, batched=True)
+    input_ids = check_input_ids(input_ids, target, batched=True)
     eos = eos_set(eos_token_id)
     device = target.device
-    if attention_mask is not None:
-        from .batched import check_batch
+    from .batched import check_batch, declared_pad
 
-        check_batch(input_ids, attention_mask)
+    check_batch(input_ids, attention_mask, declared_pad(target))
     if input_ids.shape[0] > 1 or (attention_mask is not None and not bool(attention_mask.bool().all())):
         if backend != "eager" or draft_confidence is not None or schedule != "constant":
             raise ValueError(
@@ -513,10 +518,12 @@ def speculative_generate(
         seq = torch.cat([input_ids.to(device), torch.tensor([new], dtype=torch.long, device=device)], dim=1)
         return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs,
                                  prefill_time=stats.prefill_time)
-    n_alloc = check_length(target, input_ids.shape[1], max_new_tokens)
+    n_alloc = check_length(target, input_ids.shape[1], max_new_tokens, "target")
+    if draft is not target:
+        check_length(draft, input_ids.shape[1], max_new_tokens, "draft")  # a warning only: its cache grows as needed
     seq = input_ids.to(device)[0].tolist()
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
-    capacity = n_alloc + gamma + 1  # the most either cache holds (within the model's context)
+    capacity = n_alloc + min(gamma, max_new_tokens) + 1  # the most either cache holds (a round drafts < max_new_tokens)
     t_cache, d_cache = _new_cache(cache, capacity), _new_cache(cache, capacity)
     t_timer, d_timer = _Timer(device, time_models), _Timer(device, time_models)
     rounds: list[Round] = []
@@ -607,9 +614,9 @@ def one_round(target, draft, input_ids, *, gamma=4, temperature=1.0, top_k=None,
     speculative_generate, which adds KV caches, EOS and length handling.
     """
     check_count("gamma", gamma, 1, "it is how many tokens the draft proposes")
-    check_sampling_args(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p, generator)
     check_models(target, draft)
-    check_input_ids(input_ids, target)
+    input_ids = check_input_ids(input_ids, target)
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     x, q_rows, drafted = input_ids.to(target.device), [], []
     for _ in range(gamma):  # the draft proposes gamma tokens, one at a time

@@ -7,7 +7,9 @@ c:     time of one draft step / time of one target step.
     E[tokens per round]  tau = (1 - alpha^(gamma+1)) / (1 - alpha)            (Eq. 1)
     walltime speedup         = tau / (gamma * c + 1)                           (Thm 3.8)
 
-A speedup exists for some gamma if and only if alpha > c.
+With the paper's v = 1 a speedup exists for some gamma if and only if alpha > c. expected_speedup
+also takes v, the cost of the target's verify pass in one-token steps (tau / (gamma * c + v)); with
+v > 1 a gamma pays only where alpha > c + (v - 1) / gamma (notebook 04).
 """
 
 from __future__ import annotations

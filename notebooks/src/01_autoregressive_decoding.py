@@ -114,7 +114,7 @@ print(f"no cache: {no_cache.tokens_per_second:.1f} tok/s   KV cache: {with_cache
 # amount of arithmetic on a *large* amount of memory.
 
 # %% [markdown]
-# ## 3. Why a decode step is memory-bound
+# ## 3. Why a decode step is memory-bound, at best
 #
 # With the cache, one step multiplies one token's activations by every weight matrix once:
 # about $2P$ floating-point operations for $P$ parameters, while reading all $P$ parameters from
@@ -140,21 +140,22 @@ print(f"H100 SXM: {H100_SXM['bf16_dense_flop_per_s'] / 1e12:.0f} TFLOP/s bf16 (d
 
 # %%
 from utils.decoding import bandwidth_bounds
-from utils.models import PAIRS, estimate_bytes, weight_bytes
+from utils.models import PAIRS, weight_bytes
 from utils.theory import GPU_BANDWIDTH, arithmetic_intensity
 
 nine_b = PAIRS["gemma2-2b-9b"].target
-rows = {"gemma-2-9b bf16": estimate_bytes(nine_b, torch.bfloat16, None),
-        "gemma-2-9b NF4": estimate_bytes(nine_b, torch.bfloat16, "nf4")}
 print(f"arithmetic intensity of a bf16 decode step: {arithmetic_intensity(nine_b.params, 2):.1f} FLOP/byte")
-print(f"{'model':18s} {'GB':>6s} " + " ".join(f"{g:>17s}" for g in GPU_BANDWIDTH))
-for name, b in rows.items():  # None: weights + 15% do not fit the GPU's memory (as check_memory estimates)
-    bounds = ["does not fit" if t is None else f"{t:.0f} tok/s" for t in bandwidth_bounds(b).values()]
-    print(f"{name:18s} {b / 1e9:6.1f} " + " ".join(f"{x:>17s}" for x in bounds))
+print(f"{'gemma-2-9b':12s} " + " ".join(f"{g:>24s}" for g in GPU_BANDWIDTH))
+for label, q in (("unquantized", None), ("NF4", "nf4")):  # each GPU: the dtype load_pair picks there
+    cells = [f"{r['dtype']} {r['bytes'] / 1e9:4.1f} GB: " + ("no fit" if r["tok_s"] is None else f"{r['tok_s']:.0f} tok/s")
+             for r in bandwidth_bounds("gemma2-2b-9b", "target", q).values()]
+    print(f"{label:12s} " + " ".join(f"{c:>24s}" for c in cells))
 
 # %% [markdown]
-# "does not fit": the weights plus a margin for activations and cache (`check_memory`'s estimate)
-# exceed the GPU's memory; there only 4-bit works (notebook 06).
+# Each cell gives the dtype `load_pair` picks on that GPU, the weight bytes and the bound. A T4 has
+# no bfloat16, and Gemma2 overflows in float16, so there it loads in float32 (in NF4, its embeddings
+# too): more bytes to read. "no fit": the weights plus a margin for activations and cache
+# (`check_memory`'s estimate) exceed the GPU's memory; there only 4-bit works (notebook 06).
 #
 # The table counts the weights only. Each cached step also reads the whole KV cache: in every layer,
 # a key and a value vector of $d_\text{head}$ numbers per key-value head for every token so far, so
@@ -165,11 +166,12 @@ for name, b in rows.items():  # None: weights + 15% do not fit the GPU's memory 
 # gemma-2-9b's shape (its published config, `utils.shapes.gemma2_config`):
 
 # %%
+from utils.models import estimate_bytes
 from utils.shapes import gemma2_config
 
 cfg9 = gemma2_config("9b")
 kv_per_token = 2 * cfg9.num_hidden_layers * cfg9.num_key_value_heads * cfg9.head_dim * 2  # keys + values, bf16
-w9 = rows["gemma-2-9b bf16"]
+w9 = estimate_bytes(nine_b, torch.bfloat16, None)  # gemma-2-9b's weight bytes in bf16
 print(f"KV cache: 2 x {cfg9.num_hidden_layers} layers x {cfg9.num_key_value_heads} KV heads x {cfg9.head_dim} "
       f"x 2 bytes = {kv_per_token / 1e6:.3f} MB per token of context")
 kv = kv_per_token * cfg9.sliding_window  # a context as long as Gemma 2's sliding window
@@ -344,7 +346,7 @@ print(f"largest / smallest = {max(seen.values()) / min(seen.values()):.2f}: step
 # says so. A reference solution is in `notebooks/solutions/ex01_greedy_loop.py`: try first.
 
 # %%
-from utils.exercises import check_01
+from utils.exercises import check_01, hint  # stuck? hint("01"), one more hint per call
 
 
 def greedy_generate(model, input_ids, max_new_tokens):

@@ -184,6 +184,12 @@ print(f"[{pair.name}, {pair.target.dtype}, {pair.device}, workshop prompts, gamm
 # is $p$ (an example with $q$ far from $p$ is computed below). $q = p$ ($\beta = 1$: nothing is ever
 # rejected) and greedy decoding ($p$ one-hot: the residual and $p$ both give the target's arg max)
 # are the usual cases. A small synthetic example: 6 tokens, 20,000 rounds of $\gamma = 1$ each.
+#
+# How to judge the counts: a **chi-square test** compares how often each token came out with how
+# often $p$ says it should. Its **p-value** is the chance that a sampler that really follows $p$
+# lands at least this far from it by luck. A tiny p-value (below $10^{-3}$ here) means "not
+# luck: this rule does not sample from $p$". The **total variation** distance,
+# $\tfrac12 \sum_x |\hat f(x) - p(x)|$, says how far the observed frequencies $\hat f$ are from $p$.
 
 # %%
 import numpy as np
@@ -409,7 +415,7 @@ print("[" + "; ".join(f"{name}: {len({r['prompt'] for r in res['rows']})} prompt
 # fails it. The reference solution is in `notebooks/solutions/ex03_verify_step.py`.
 
 # %%
-from utils.exercises import check_03
+from utils.exercises import check_03, hint  # stuck? hint("03"), one more hint per call
 
 
 def my_verify_step(p, q, draft_tokens, u, generator=None):
@@ -448,7 +454,8 @@ check_03(reference)
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
 #   (Algorithm 1, Eq. 1): https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023
-#   (the same rule, proved exact): https://arxiv.org/abs/2302.01318
+#   (the same rule, proved exact; their letters are swapped: $q$ is the target there, $p$ the draft,
+#   so the ratio reads $q/p$): https://arxiv.org/abs/2302.01318
 # - *The Machine Learning Practitioner's Guide to Speculative Decoding*, Machine Learning Mastery,
 #   2026 (the rule that resamples from $p$, section 3):
 #   https://machinelearningmastery.com/the-machine-learning-practitioners-guide-to-speculative-decoding/

@@ -234,7 +234,7 @@ CostModelExplorer(alpha=round(sum(grid[0]) / len(grid[0]), 2), gamma=4, c=round(
 # `notebooks/solutions/ex04_cost_model.py`.
 
 # %%
-from utils.exercises import check_04_gamma, check_04_tau
+from utils.exercises import check_04_gamma, check_04_tau, hint  # stuck? hint("04"), one more hint per call
 
 
 def tokens_per_round(alpha, gamma):

@@ -154,13 +154,14 @@ alpha_checked = sum(r["alpha_checked"] * r["new_tokens"] for r in spec) / sum(r[
 for m, v in tps.items():
     print(f"{m:18s} {v:7.1f} tok/s")
 print(f"[{pair.name}, {environment_report(pair).splitlines()[1]}, gamma={GAMMA}, greedy, {len(prompts)} workshop prompts, "
-      f"alpha={alpha:.2f} per drafted / {alpha_checked:.2f} per checked token, c={cost['c']:.3f}]")
+      f"alpha={alpha:.2f} per drafted / {alpha_checked:.2f} per checked token, c={cost['c']:.3f}: the draft model's; "
+      "prompt lookup has neither]")
 
 # %%
 from utils.models import describe_device
 from utils.plots import plot_bars
 
-RUN = (f"{pair.name}, {describe_device(pair.device)}, gamma={GAMMA}, greedy,\nalpha {alpha_checked:.2f} per checked token, "
+RUN = (f"{pair.name}, {describe_device(pair.device)}, gamma={GAMMA}, greedy,\ndraft model: alpha {alpha_checked:.2f} per checked token, "
        f"c={cost['c']:.3f} in isolation")
 plot_bars(tps, "tokens / s", RUN);
 
@@ -169,7 +170,8 @@ plot_bars(tps, "tokens / s", RUN);
 # $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c+v)}$, with $\alpha$ the acceptance rate per
 # *checked* token (drafted tokens after a rejection are never checked) and $v$ the cost of the
 # target's pass over $\gamma+1$ tokens in one-token steps. The paper takes $v=1$ (on a
-# bandwidth-bound GPU, checking 5 tokens costs what generating 1 does); on a CPU it is larger:
+# bandwidth-bound GPU, checking 5 tokens should cost what generating 1 does: both read every
+# weight once); on a CPU it is larger:
 
 # %%
 from utils.bench import verify_cost_ratios
@@ -393,9 +395,9 @@ for q in h200["pairs_gamma4_64_tokens"]:
 # to run), and no verdict about what a better draft could do should rest on it. The measured ratios
 # are printed first for every row: below 1 means slower than HF greedy. The way out is cheaper
 # steps, not a better draft:
-# notebook 07 compiles both models (static cache, `torch.compile`, CUDA graphs), which is what lets
-# $c$ fall towards the ratio of the models' sizes. Measure $c$ on your hardware, more than once,
-# before promising a speedup.
+# notebook 07 compiles both models (static cache, `torch.compile`, CUDA graphs), which is built to
+# let $c$ fall towards the ratio of the models' weight bytes (notebook 07 shows how far a compiled
+# GPU run got). Measure $c$ on your hardware, more than once, before promising a speedup.
 
 # %% [markdown]
 # ## Try this
@@ -431,7 +433,7 @@ for q in h200["pairs_gamma4_64_tokens"]:
 # solution is in `notebooks/solutions/ex05_acceptance.py`.
 
 # %%
-from utils.exercises import check_05
+from utils.exercises import check_05, hint  # stuck? hint("05"), one more hint per call
 
 
 def acceptance_rates(rounds):

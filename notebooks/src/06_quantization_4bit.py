@@ -216,6 +216,9 @@ print(f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['trans
       f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}; {pv['note']}]")
 print(f"[the file's note on this GPU: {h200['pairs_note']}]")
 by = {(m["model"], m["dtype"]): m for m in h200["models"]}
+b2, b9 = by[("2b", "bf16")], by[("9b", "bf16")]
+print(f"[its eager steps: 2b {b2['hf_eager_step_ms']} ms, 9b {b9['hf_eager_step_ms']} ms: "
+      f"{b9['hf_eager_step_ms'] / b2['hf_eager_step_ms']:.1f}x the time for {b9['weights_gb'] / b2['weights_gb']:.1f}x the bytes]")
 CACHES = (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))
 for size in ("2b", "9b"):
     bf, nf = by[(size, "bf16")], by[(size, "nf4")]
@@ -233,8 +236,8 @@ print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios)} of {len(ratios)} ro
 # %% [markdown]
 # The last line above counts the rows where NF4 was slower than bf16; the line before it, how much
 # of its bound each bf16 row reached. Where a step takes many times the time to read its weights,
-# that time goes elsewhere (the file's note, second line: eager HF with a dynamic cache is
-# launch-bound on this GPU), so fewer bytes have little to save while the de-quantization still
+# that time goes elsewhere (the file's note and the step times after it: eager HF with a dynamic
+# cache is launch-bound on this GPU), so fewer bytes have little to save while the de-quantization still
 # costs every step. The DataCamp tutorial's own figures for its "normal inference" are stored with
 # their source in `data/results/datacamp-article.json` (the file also says they come from this
 # project's notes on the article, not re-read from the page) and printed below, with the ratio
@@ -385,7 +388,7 @@ for name in ("smollm2-135m-1.7b", "gemma2-2b-9b", "gemma2-2b-27b"):
 # reference solution is in `notebooks/solutions/ex06_nf4_memory.py`.
 
 # %%
-from utils.exercises import check_06
+from utils.exercises import check_06, hint  # stuck? hint("06"), one more hint per call
 
 
 def nf4_bytes(n_params, double_quant=False):

@@ -2,8 +2,8 @@
 # # 07 · Make it fast: overhead, static caches, torch.compile and CUDA graphs
 #
 # Notebooks 01–06 ran every forward pass eagerly: Python calls PyTorch one operator at a time. On a
-# big GPU that is why, with Hugging Face's eager `generate`, a 27b model's step costs not much more
-# than a 2b model's although it reads many times the bytes (section 1 prints both ratios), and why
+# big GPU that is why, with Hugging Face's eager `generate`, a 27b model's step costs a small multiple
+# of a 2b model's, far below the ratio of the bytes they read (section 1 prints both ratios), and why
 # speculative decoding then gains little: the draft costs a large part of what the target costs. This
 # notebook measures where an eager step's time goes, removes it piece by piece (a static KV cache,
 # `torch.compile`, CUDA graphs), and runs speculative decoding on that fast path (`utils.fast`).
@@ -451,6 +451,7 @@ plot_bars({m: r["tokens_per_s"] for m, r in result.items()}, "tokens / s (compil
 # $\bar k$ (draft passes per round) differs from $\gamma$: both are printed beside it.
 
 # %%
+from utils.bench import moved
 from utils.theory import expected_speedup, expected_tokens_per_round
 
 ar_c, ar_e = result["compiled AR"], result["eager AR"]
@@ -463,9 +464,8 @@ for kind, ar in (("eager", ar_e), ("compiled", ar_c)):
           + f"; tau from alpha {expected_tokens_per_round(s['alpha'], GAMMA):.2f}, measured {s['tau']:.2f}; "
           f"draft passes per round {s['draft_calls_per_round']:.2f} (gamma {GAMMA})")
 se, sc = result["eager speculative"], result["compiled speculative"]
-moved = lambda a, b: "raised" if b > a else "lowered" if b < a else "kept"  # noqa: E731
 gain_e, gain_c = se["tokens_per_s"] / ar_e["tokens_per_s"], sc["tokens_per_s"] / ar_c["tokens_per_s"]
-print(f"compiling {moved(se['c'], sc['c'])} c ({se['c']:.3f} -> {sc['c']:.3f}) and {moved(se['v'], sc['v'])} v "
+print(f"compiling {moved(se['c'], sc['c'], 3)} c ({se['c']:.3f} -> {sc['c']:.3f}) and {moved(se['v'], sc['v'], 2)} v "
       f"({se['v']:.2f} -> {sc['v']:.2f}); speculative decoding gained {'less' if gain_c < gain_e else 'more'} over compiled "
       f"plain decoding ({gain_c:.2f}x) than over eager ({gain_e:.2f}x); compiled speculative vs eager plain decoding: "
       f"{sc['tokens_per_s'] / ar_e['tokens_per_s']:.2f}x")
@@ -521,9 +521,10 @@ print(f"In this run compiled speculative decoding ran {verdict} compiled plain d
 # caches (`utils.bench.cold_draft_profile` measures that effect on the draft's side). So a round
 # compiled on a CPU costs far more plain steps than the $\gamma c + 1$ of the paper's assumption, and
 # the gain over compiled plain decoding shrinks, or vanishes, as the lines above show for this run. On
-# a GPU with big models the balance differs: a verify pass of a few tokens reads the same weights as a
-# one-token step, so $v$ stays near 1, and $o$ is small beside a pass that reads gigabytes. Read
-# every speedup with its $c$, $v$, $f$ and $o$.
+# a GPU with big models the balance should differ: a verify pass of a few tokens reads the same
+# weights as a one-token step, so the roofline puts $v$ near 1 (notebook 09 draws it; `gpu_run.sh
+# batched-cost` measures it), and $o$ is small beside a pass that reads gigabytes. Read every speedup
+# with its $c$, $v$, $f$ and $o$.
 
 # %% [markdown]
 # ## 6. On a GPU
@@ -612,7 +613,7 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # their frequencies by chi-square (its output says how many).
 
 # %%
-from utils.exercises import check_07
+from utils.exercises import check_07, hint  # stuck? hint("07"), one more hint per call
 
 
 def sample_without_sync(probs, noise):

@@ -363,7 +363,7 @@ print("thresholds, model against clock: " + "; ".join(f"{key}: {', '.join(v)}" f
 # simulates where your schedule settles for a few values of $\alpha$.
 
 # %%
-from utils.exercises import check_08
+from utils.exercises import check_08, hint  # stuck? hint("08"), one more hint per call
 
 
 def next_gamma(gamma, n_drafted, n_accepted):

@@ -149,13 +149,17 @@ plt.show()
 
 # %% [markdown]
 # ### Exercise 09
-# Write `realign(m, L)`: the index of section 2, where each new column of a row comes from,
-# returned as a torch tensor of shape (B, L + M) (`torch.arange` and broadcasting do it). The
-# checker tries hand-made and random cases, then puts your function inside the batched loop and
-# checks that every row still equals HF greedy alone.
+# Write `realign(m, L)`, your own `realign_index` of section 2 (without calling it). Each row had
+# $L$ columns and keeps $m_b$ of its new ones; with $M = \max_b m_b$, row $b$ moves right by
+# $M - m_b$, so its new column $j$ comes from its old column $j - (M - m_b)$, for
+# $j = 0, \dots, L + M - 1$; a negative source means padding. Return these sources as a torch tensor
+# of shape $(B, L + M)$ (`torch.arange` and broadcasting do it). Section 2 printed the answer for
+# $L = 3$, $m = [3, 1, 2]$: check yours against it first. The checker tries hand-made and random
+# cases, then puts your function inside the batched loop and checks that every row still equals HF
+# greedy alone.
 
 # %%
-from utils.exercises import check_09
+from utils.exercises import check_09, hint  # stuck? hint("09"), one more hint per call
 
 
 def realign(m, L):

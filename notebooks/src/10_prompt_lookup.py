@@ -320,7 +320,8 @@ for kind in ("copy", "free"):
 # With a draft that costs nothing ($c \approx 0$), notebook 04's cost model (Leviathan et al.'s
 # Thm 3.8 with a verify cost $v$) with $c = 0$ leaves only the verify pass: a round yields
 # $\bar\tau$ tokens for one target pass over $k + 1$ tokens, which costs $v$ plain steps ($v$ close
-# to 1 on a GPU at batch 1, larger on a CPU: notebook 05 measures it), so
+# to 1 on a bandwidth-bound GPU at batch 1 by the roofline of notebook 09, larger on a CPU: notebook
+# 05 measures it), so
 #
 # $$\text{speedup} \approx \frac{\bar\tau}{v}.$$
 #
@@ -392,7 +393,7 @@ for r in pld["reported"]:
 # sequences (it prints how many in all).
 
 # %%
-from utils.exercises import check_10
+from utils.exercises import check_10, hint  # stuck? hint("10"), one more hint per call
 
 
 def my_find_draft(seq: list[int], gamma: int, max_ngram: int) -> tuple[list[int], int]:

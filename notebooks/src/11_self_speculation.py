@@ -344,7 +344,7 @@ print(f"{report['steps']} steps x {report['batch']} x {report['block']} tokens (
       f"{report['hardware']}, {report['train_seconds'] / 60:.1f} min for all {len(report['ks'])} adapters at once; "
       f"{report['adapter_parameters']:,} parameters, {report['adapter_bytes'] / 1024:.0f} KiB "
       f"({report['adapter_parameters'] // len(report['ks']):,} parameters per exit: d + d^2 with d = {target.config.hidden_size})")
-print(f"data: {report['data']['source']}; {report['data']['train_tokens']:,} training tokens "
+print(f"data: {report['data']['source']}; {report['data']['train_tokens']:,} training tokens, not cut to blocks "
       f"(the tiny pair's own training text: {report['data']['same_as_shipped_pair']})")
 print("held-out text (topics the pair never saw), per exit: arg max agreement and KL, plain exit -> with adapter")
 for k in report["ks"]:
@@ -420,7 +420,7 @@ print(repr(tok.decode(outs[0].sequences[0, ids.shape[1]:])))
 # checker compares it with `utils.selfspec.exit_logits` at three layers.
 
 # %%
-from utils.exercises import check_11
+from utils.exercises import check_11, hint  # stuck? hint("11"), one more hint per call
 
 
 def exit_head(target, hidden):

@@ -293,7 +293,7 @@ else:
 # `utils.serving.sglang_config` for several $\gamma$ on two pairs (its PASSED line lists them).
 
 # %%
-from utils.exercises import check_12
+from utils.exercises import check_12, hint  # stuck? hint("12"), one more hint per call
 
 
 def sglang_chain_flags(method, gamma, draft=None):
