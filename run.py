@@ -43,9 +43,9 @@ def skipped_requirements(system: str, machine: str, mac_version: str) -> dict[st
     """Requirements with no build for this computer, each with what it costs: skipped, not fatal."""
     major = int(mac_version.split(".")[0] or 0) if system == "Darwin" else 0
     if system == "Darwin" and machine == "arm64" and major < 14:
-        return {"bitsandbytes": f"bitsandbytes has no build for macOS {mac_version or 'before 14'} (it needs macOS 14 "
-                                "or newer): notebook 06 (4-bit) stops at its first 4-bit cell; run 06 on Colab. "
-                                "Everything else works."}
+        return {"bitsandbytes": f"it has no build for macOS {mac_version or 'before 14'} (it needs macOS 14 or newer): "
+                                "notebook 06 (4-bit) stops at its first 4-bit cell, and `run.py test` fails on the tests "
+                                "that load 4-bit models; run 06 on Colab. The other notebooks work."}
     return {}
 
 
@@ -82,8 +82,8 @@ def ensure_env() -> Path:
                      f"Ubuntu install it with `sudo apt install python3-venv` (or python3.X-venv for your version), "
                      f"then run the same command again.")
     skipped = skipped_requirements(platform.system(), platform.machine(), platform.mac_ver()[0])
-    for why in skipped.values():
-        print(f"[run.py] skipping {why}", flush=True)
+    for name, why in skipped.items():
+        print(f"[run.py] skipping {name}: {why}", flush=True)
     print("[run.py] installing requirements.txt (first time: a few minutes)", flush=True)
     done = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(requirements_here(skipped))])
     if done.returncode != 0:

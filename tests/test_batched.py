@@ -222,6 +222,26 @@ def test_bad_batches_get_clear_errors(pair, batch):
         speculative_generate(pair.target, pair.draft, ids, attention_mask=empty, max_new_tokens=4)
 
 
+def test_a_pad_id_that_is_also_eos_is_text_without_a_mask():
+    """SmolLM2 declares pad = EOS: HF generate then guesses no mask, and an EOS inside an unpadded
+    batch is text, so no refusal there (only a declared pad that is not an EOS is taken for padding)."""
+    from types import SimpleNamespace
+
+    from utils.batched import declared_pad
+
+    def model(pad, eos):
+        cfg = SimpleNamespace(pad_token_id=pad)
+        return SimpleNamespace(generation_config=SimpleNamespace(pad_token_id=pad, eos_token_id=eos),
+                               config=SimpleNamespace(get_text_config=lambda decoder=True: cfg))
+
+    assert declared_pad(model(2, 2)) is None and declared_pad(model(2, [7, 2])) is None
+    assert declared_pad(model(0, 1)) == 0 and declared_pad(model(None, 1)) is None
+    ids = torch.tensor([[5, 2, 6], [2, 7, 8]])
+    assert bool(check_batch(ids, None, declared_pad(model(2, 2))).all())
+    with pytest.raises(ValueError, match="no attention_mask was given"):
+        check_batch(ids, None, declared_pad(model(2, 1)))
+
+
 def test_a_padded_batch_without_its_mask_is_refused_not_read_as_text(pair, batch):
     """Without attention_mask every column would be a token, padding included: wrong rows, silently
     (HF generate guesses the mask from pad_token_id instead). Both batched loops refuse and say what

@@ -91,7 +91,8 @@ def check_batch(input_ids: torch.Tensor, attention_mask, pad_token_id=None) -> t
     """The attention mask as a bool tensor (B, T), after checking that it matches input_ids, is 0/1,
     has a token in every row and pads on the left (every row's real tokens are contiguous and end in
     the last column). Without a mask every column is a token: refused for a batch (B > 1) that holds
-    pad_token_id, where Hugging Face would guess the mask and this code would read padding as text."""
+    pad_token_id (`declared_pad`), where Hugging Face generate would guess the mask and this code
+    would read padding as text."""
     if attention_mask is None:
         if input_ids.shape[0] > 1 and pad_token_id is not None and bool((input_ids == pad_token_id).any()):
             raise ValueError(
@@ -193,10 +194,15 @@ def _crop_left(cache, n: int) -> None:
 
 
 def declared_pad(model) -> int | None:
-    """The padding id the model's configs declare (generation_config first), or None."""
+    """The padding id the model's configs declare (generation_config first), or None; None too where
+    it is one of the model's EOS ids (as for SmolLM2), where HF generate guesses no mask either: an
+    EOS inside an unpadded prompt is text."""
+    from .sampling import eos_set
+
     for v in (model.generation_config.pad_token_id, model.config.get_text_config(decoder=True).pad_token_id):
         if v is not None:
-            return int(v if not isinstance(v, (list, tuple)) else v[0])
+            pad = int(v if not isinstance(v, (list, tuple)) else v[0])
+            return None if pad in eos_set(model.generation_config.eos_token_id) else pad
     return None
 
 

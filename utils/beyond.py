@@ -332,8 +332,11 @@ def _compiled_pass(role: str, cuda: bool, fullgraph: bool = True):
     return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=fullgraph)
 
 
+COMPILED_ITERS = 10  # compiled_verify_cost's passes per repeat, one after another before the cache rolls back
+
+
 @torch.inference_mode()
-def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = 10, repeats: int = 3) -> dict:
+def compiled_verify_cost(target, draft, ids, gamma: int = 4, iters: int = COMPILED_ITERS, repeats: int = 3) -> dict:
     """verify_cost on the fast path (notebook 07, utils.fast): the same three passes (target over
     (B, 1) and (B, gamma + 1) tokens, draft over (B, 1)), each through torch.compile with a static KV
     cache, and CUDA graphs on a GPU. Eager passes on a GPU are launch-bound, so their v(B) and c(B) say
@@ -674,9 +677,10 @@ def _main_batched_cost(ap, args) -> int:
         if value < 1:
             ap.error(f"{flag} must be >= 1 (got {value})")
     context = min(gemma2_config(s).max_position_embeddings for s in sizes)
-    if args.prompt_len + args.gamma + 1 > context:
-        ap.error(f"--prompt-len {args.prompt_len} + --gamma {args.gamma} + 1 is past Gemma2's context of {context} positions: "
-                 "lower them")
+    passes = COMPILED_ITERS if args.compiled else 1  # --compiled: that many verify passes before each rollback
+    if args.prompt_len + passes * (args.gamma + 1) > context:
+        ap.error(f"--prompt-len {args.prompt_len} + {passes} x (--gamma {args.gamma} + 1) is past Gemma2's context of "
+                 f"{context} positions: lower them")
     device = check_device(ap, args.device)  # --device cuda without a GPU stops here
     if not device.startswith("cuda"):
         need, free = 2 * (param_count(sizes[0]) + param_count(sizes[1])), available_memory_bytes()  # bf16 weights

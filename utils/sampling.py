@@ -13,9 +13,10 @@ import numbers
 import torch
 
 
-# The smallest positive temperature: below it the warped distribution is greedy's (up to exact ties),
-# and far below it logits / temperature overflows float32 to inf, whose softmax is NaN.
-MIN_TEMPERATURE = 1e-6
+# The smallest positive temperature: far below it logits / temperature overflows float32 to inf
+# (logits of a few hundred divided by 1e-37), whose softmax is NaN; long before, the warped
+# distribution is greedy's up to exact ties.
+MIN_TEMPERATURE = 1e-30
 
 
 def check_sampling_args(temperature, top_k, top_p, generator=None) -> None:
@@ -27,8 +28,9 @@ def check_sampling_args(temperature, top_k, top_p, generator=None) -> None:
             f"temperature must be a finite number >= 0 (got {temperature!r}); use 0 for greedy decoding, 1 for plain sampling."
         )
     if 0 < temperature < MIN_TEMPERATURE:
-        raise ValueError(f"temperature {temperature!r} is too small to sample with (the logits divided by it overflow): "
-                         f"use 0 for greedy decoding, which it would equal anyway, or at least {MIN_TEMPERATURE:g}.")
+        raise ValueError(f"temperature {temperature!r} is too small to sample with (the logits divided by it can "
+                         f"overflow float32): use 0 for greedy decoding, which it would equal anyway, or at least "
+                         f"{MIN_TEMPERATURE:g}.")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None (got {generator!r}): for a seed, pass "
                         "torch.Generator().manual_seed(42).")

@@ -524,8 +524,9 @@ def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
     spec = PAIRS[pair_name]
     if not spec.local:
         if path.resolve() == (ADAPTERS / "adapters.safetensors").resolve():
-            ap.error(f"the shipped exit adapters are the tiny target's; for --pair {pair_name} {train} "
-                     "(with --pair and --out), then pass --adapters FOLDER/adapters.safetensors")
+            ap.error(f"the shipped exit adapters are the tiny target's: for --pair {pair_name} train its own with "
+                     f"`python -m utils.selfspec train --pair {pair_name} --out FOLDER`, then pass --adapters "
+                     "FOLDER/adapters.safetensors; or pass --no-adapters")
         return
     try:
         width = int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())["hidden_size"])

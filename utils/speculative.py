@@ -519,8 +519,9 @@ def speculative_generate(
         return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs,
                                  prefill_time=stats.prefill_time)
     n_alloc = check_length(target, input_ids.shape[1], max_new_tokens, "target")
-    if draft is not target:
-        check_length(draft, input_ids.shape[1], max_new_tokens, "draft")  # a warning only: its cache grows as needed
+    ctx = lambda m: getattr(m.config.get_text_config(), "max_position_embeddings", None) or float("inf")  # noqa: E731
+    if ctx(draft) < ctx(target):  # a draft with a shorter context: its own warning (its cache grows as needed)
+        check_length(draft, input_ids.shape[1], max_new_tokens, "draft")
     seq = input_ids.to(device)[0].tolist()
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     capacity = n_alloc + min(gamma, max_new_tokens) + 1  # the most either cache holds (a round drafts < max_new_tokens)
