@@ -14,6 +14,16 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A command line under test may call torch.set_num_threads (selfspec train: 1) before it stops;
+    the tests after it keep the session's thread count."""
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def pair():
     from utils.models import load_pair

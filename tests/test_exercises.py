@@ -82,6 +82,9 @@ def test_hints_come_one_per_call_then_the_solution(capsys):
         assert "reference solution" in last and (ROOT / last.split()[-1].rstrip(".")).is_file(), last
         ex._HINTS_GIVEN.pop(number, None)
     assert set(ex.HINTS) == {f"{n:02d}" for n in range(1, 13)}
+    ex.hint("4b")  # the checker's own number works too
+    assert capsys.readouterr().out.startswith("Hint 1 of 3 for exercise 04")
+    ex._HINTS_GIVEN.pop("04", None)
     with pytest.raises(ValueError, match="'01' to '12'"):
         ex.hint("13")
 

@@ -339,6 +339,27 @@ def test_compiled_steps_skip_guards_without_mixing_models_up():
                     torch.testing.assert_close(e.forward(x), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_a_change_of_torch_threads_recompiles_instead_of_failing():
+    """Dynamo guards on global state, such as the number of threads; the engine skips those guards for
+    a width it compiled, so a later torch.set_num_threads used to end in "Recompilation triggered
+    with skip_guard_eval_unsafe stance". It now checks every guard then, recompiles, and stays exact."""
+    model = _tiny_gemma(5)
+    eng = fast.Engine(model, 32)
+    x = torch.tensor([[3]])
+    n = torch.get_num_threads()
+    try:
+        for threads in (n, 1 if n != 1 else 2):
+            torch.set_num_threads(threads)
+            eng.prefill(torch.tensor([[1, 2]]))
+            got = eng.forward(x)
+            with torch.inference_mode():
+                ref = model(torch.tensor([[1, 2, 3]])).logits[0, 2:]
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        assert list(eng.compile_time) == [1]  # one width; its time includes the recompile
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_engines_follow_the_models_dtype():
     """A model cast after its engine was made gets a new engine (and cache) in its new dtype."""
     m = _tiny_gemma(4)

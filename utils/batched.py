@@ -199,10 +199,12 @@ def declared_pad(model) -> int | None:
     EOS inside an unpadded prompt is text."""
     from .sampling import eos_set
 
-    for v in (model.generation_config.pad_token_id, model.config.get_text_config(decoder=True).pad_token_id):
+    gc = getattr(model, "generation_config", None)  # a toy model (tests) may have none
+    text = model.config.get_text_config()
+    for v in (getattr(gc, "pad_token_id", None), getattr(text, "pad_token_id", None)):
         if v is not None:
             pad = int(v if not isinstance(v, (list, tuple)) else v[0])
-            return None if pad in eos_set(model.generation_config.eos_token_id) else pad
+            return None if pad in eos_set(getattr(gc, "eos_token_id", None)) else pad
     return None
 
 

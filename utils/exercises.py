@@ -132,7 +132,7 @@ _HINTS_GIVEN: dict[str, int] = {}
 
 def hint(number: str) -> None:
     """Print the next hint for exercise `number` ("01" .. "12"): one more each call, then the solution's path."""
-    number = str(number).zfill(2)[:2]
+    number = "".join(ch for ch in str(number) if ch.isdigit()).zfill(2)  # 3, "03", "04b" -> "03", "04"
     if number not in HINTS:
         raise ValueError(f"no exercise {number!r}: hint takes '01' to '12'")
     i = _HINTS_GIVEN.get(number, 0)

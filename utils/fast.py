@@ -174,7 +174,8 @@ class Engine:
     """One model's static cache and compiled forward passes, reused across calls.
 
     `forward(ids)` runs the model on ids (1, W) at the cache's current length and returns float32
-    logits (W, V). The first call at each width W compiles (its time is kept in `compile_time[W]`);
+    logits (W, V). The first call at each width W compiles (its time is kept in `compile_time[W]`, plus
+    any recompile: after a change of global state dynamo guards on, such as torch.set_num_threads);
     prefill (any width, once per prompt) runs eagerly, uncompiled, as transformers advises.
     """
 
@@ -224,8 +225,12 @@ class Engine:
             # would pass; checking all of them (one per parameter and cache tensor) costs about as much
             # as a draft step's kernels on a CPU. Run only the guards that tell this width's and
             # this engine's graph from the others.
-            with _only_differentiating_guards():
-                return self._step(ids)
+            try:
+                with _only_differentiating_guards():
+                    return self._step(ids)
+            except RuntimeError as e:  # a guard failed after all: the global state changed since (e.g.
+                if "skip_guard_eval_unsafe" not in str(e):  # torch.set_num_threads); raised before the step
+                    raise  # ran, so the cache is untouched: check every guard below, and recompile
         t0 = time.perf_counter()
         # Every (model shape, width, setting) is one more compiled graph of the same function: allow more than
         # dynamo's default 8, only here, where a new one is compiled (a global change would also let
@@ -247,7 +252,7 @@ class Engine:
                 out = self._step(ids)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.compile_time[width] = time.perf_counter() - t0
+        self.compile_time[width] = self.compile_time.get(width, 0.0) + time.perf_counter() - t0  # + a recompile
         return out
 
 
