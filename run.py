@@ -67,7 +67,9 @@ def ensure_env() -> Path:
         sys.exit(problem)
     py = venv_python()
     stamp = VENV / ".requirements.sha256"
-    want = hashlib.sha256(REQS.read_bytes()).hexdigest()
+    skipped = skipped_requirements(platform.system(), platform.machine(), platform.mac_ver()[0])
+    # what was left out counts too: after an upgrade to macOS 14 the next run installs it
+    want = hashlib.sha256(REQS.read_bytes() + " ".join(sorted(skipped)).encode()).hexdigest()
     if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
         return py
     if py.exists() and subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True).returncode != 0:
@@ -81,7 +83,6 @@ def ensure_env() -> Path:
             sys.exit(f"[run.py] could not put pip into {VENV}: this Python has no working ensurepip. On Debian or "
                      f"Ubuntu install it with `sudo apt install python3-venv` (or python3.X-venv for your version), "
                      f"then run the same command again.")
-    skipped = skipped_requirements(platform.system(), platform.machine(), platform.mac_ver()[0])
     for name, why in skipped.items():
         print(f"[run.py] skipping {name}: {why}", flush=True)
     print("[run.py] installing requirements.txt (first time: a few minutes)", flush=True)

@@ -15,7 +15,7 @@ class BigramLM:
         self.log_table = table.log()  # (V, V): row a is p(. | a)
         V = table.shape[0]
         self.config = SimpleNamespace(vocab_size=V, max_position_embeddings=1024)
-        self.config.get_text_config = lambda: self.config
+        self.config.get_text_config = lambda decoder=False: self.config
         self.device = torch.device("cpu")
 
     def __call__(self, input_ids, **kwargs):  # (1, n) -> logits (1, n, V)

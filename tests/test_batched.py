@@ -232,7 +232,7 @@ def test_a_pad_id_that_is_also_eos_is_text_without_a_mask():
     def model(pad, eos):
         cfg = SimpleNamespace(pad_token_id=pad)
         return SimpleNamespace(generation_config=SimpleNamespace(pad_token_id=pad, eos_token_id=eos),
-                               config=SimpleNamespace(get_text_config=lambda: cfg))
+                               config=SimpleNamespace(get_text_config=lambda decoder=False: cfg))
 
     assert declared_pad(model(2, 2)) is None and declared_pad(model(2, [7, 2])) is None
     assert declared_pad(model(0, 1)) == 0 and declared_pad(model(None, 1)) is None

@@ -193,27 +193,27 @@ def _crop_left(cache, n: int) -> None:
         layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
 
 
-def declared_pad(model) -> int | None:
-    """The padding id the model's configs declare (generation_config first), or None; None too where
-    it is one of the model's EOS ids (as for SmolLM2), where HF generate guesses no mask either: an
-    EOS inside an unpadded prompt is text."""
-    from .sampling import eos_set
-
+def _config_pad(model) -> int | None:
+    """pad_token_id as the model's configs declare it (generation_config first), or None."""
     gc = getattr(model, "generation_config", None)  # a toy model (tests) may have none
-    text = model.config.get_text_config()
-    for v in (getattr(gc, "pad_token_id", None), getattr(text, "pad_token_id", None)):
+    for v in (getattr(gc, "pad_token_id", None), getattr(model.config.get_text_config(decoder=True), "pad_token_id", None)):
         if v is not None:
-            pad = int(v if not isinstance(v, (list, tuple)) else v[0])
-            return None if pad in eos_set(getattr(gc, "eos_token_id", None)) else pad
+            return int(v if not isinstance(v, (list, tuple)) else v[0])
     return None
+
+
+def declared_pad(model) -> int | None:
+    """The declared padding id, or None; None too where it is one of the model's EOS ids (as for
+    SmolLM2), where HF generate guesses no mask either: an EOS inside an unpadded prompt is text."""
+    pad = _config_pad(model)
+    eos = eos_set(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    return None if pad in eos else pad
 
 
 def pad_id(model, eos: set[int]) -> int:
     """The id HF generate pads finished rows with: pad_token_id, else an EOS id, else 0."""
-    for v in (model.generation_config.pad_token_id, model.config.get_text_config(decoder=True).pad_token_id):
-        if v is not None:
-            return int(v if not isinstance(v, (list, tuple)) else v[0])
-    return min(eos) if eos else 0
+    pad = _config_pad(model)
+    return pad if pad is not None else min(eos) if eos else 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tok
     (`speculative.speculative_generate`, which dispatches here for B > 1 or a padded mask)."""
     device = target.device
     input_ids = input_ids.to(device)
-    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None, declared_pad(target))
+    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None)
     B = input_ids.shape[0]
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     t_cache, d_cache = DynamicCache(), DynamicCache()
@@ -417,7 +417,7 @@ def autoregressive_batched(model, input_ids, attention_mask=None, *, max_new_tok
     check_model(model, "model")
     device = model.device
     input_ids = check_input_ids(input_ids, model, batched=True).to(device)
-    eos = eos if isinstance(eos, (set, frozenset)) else eos_set(eos)
+    eos = eos_set(eos)
     check_length(model, input_ids.shape[1], max_new_tokens)
     valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None, declared_pad(model))
     B = input_ids.shape[0]

@@ -381,18 +381,11 @@ METHODS = ["hf", "hf_static", "ours_ar", "ours_ar_compiled", "hf_assisted", "our
 COMPILED = ("ours_ar_compiled", "ours_speculative_compiled")
 
 
-def check_prompts(prompts) -> list[str]:
-    """prompts as a list of non-empty strings (one string is one prompt), or a ValueError that says so."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
-    if not prompts or not all(isinstance(t, str) and t for t in prompts):
-        raise ValueError(f"prompts must be a non-empty list of non-empty strings (got {prompts!r}); "
-                         'e.g. utils.models.load_prompts("heldout").')
-    return prompts
-
-
 def benchmark(pair, prompts, *, max_new_tokens=64, gammas=(4,), temperatures=(0.0,), methods=METHODS, repeats=3, progress=True):
     """Rows for every prompt x gamma x temperature x method, plus the summary (medians over prompts)."""
     from tqdm.auto import tqdm
+
+    from .models import check_prompts
 
     prompts = check_prompts(prompts)
     cost = step_cost_ratio(pair, pair.tokenizer(prompts[0], return_tensors="pt").input_ids.to(pair.device))

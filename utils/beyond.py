@@ -78,7 +78,8 @@ def compare_adaptive(pair, prompts, *, gamma=4, thresholds=(0.2, 0.4, 0.6), temp
     """
     from tqdm.auto import tqdm
 
-    from .bench import check_prompts, median_run, metadata, step_cost_ratio, take_turns
+    from .bench import median_run, metadata, step_cost_ratio, take_turns
+    from .models import check_prompts
 
     prompts = check_prompts(prompts)
     configs = adaptive_configs(gamma, thresholds)
@@ -234,9 +235,9 @@ def break_even_c(tau: float, k: float, tau_ref: float, k_ref: float) -> dict:
 
 def left_padded(tokenizer, texts, device="cpu"):
     """(input_ids, attention_mask) of `texts`, left-padded as HF generate expects."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts or not all(isinstance(t, str) and t for t in texts):
-        raise ValueError(f"texts must be a non-empty list of non-empty strings (got {texts!r})")
+    from .models import check_prompts
+
+    texts = check_prompts(texts)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         enc = tokenizer(list(texts), return_tensors="pt", padding=True)

@@ -620,6 +620,15 @@ def environment_report(pair: Pair | None = None) -> str:
     return "\n".join(lines)
 
 
+def check_prompts(prompts) -> list[str]:
+    """prompts as a list of non-empty strings (one string is one prompt), or a ValueError that says so."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+    if not prompts or not all(isinstance(t, str) and t for t in prompts):
+        raise ValueError(f"prompts must be a non-empty list of non-empty strings (got {prompts!r}); "
+                         'e.g. utils.models.load_prompts("workshop").')
+    return prompts
+
+
 def load_prompts(kind: str = "workshop") -> list[str]:
     """Prompts from data/prompts.json: 'workshop' (tiny pair), 'heldout', 'datacamp' (Gemma2 runs)."""
     import json

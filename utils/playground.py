@@ -24,6 +24,7 @@ import torch
 
 from .decoding import autoregressive_generate
 from .interactive import RuleDemo, show, tau_figure, tau_static
+from .models import check_prompts
 from .render import count_kinds, rounds_html
 from .sampling import probs_from_logits
 from .speculative import speculative_generate
@@ -68,13 +69,7 @@ class Playground:
         if not all(hasattr(pair, a) for a in ("target", "draft", "tokenizer")):
             raise TypeError(f"pair must be the Pair that utils.models.load_pair returns (got {type(pair).__name__}): "
                             "Playground(load_pair(PAIR), prompts).")
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not prompts or not all(isinstance(t, str) and t for t in prompts):
-            raise ValueError(
-                f"prompts must be a non-empty list of non-empty strings (got {prompts!r}); "
-                'e.g. utils.models.load_prompts("workshop").'
-            )
+        prompts = check_prompts(prompts)
         self.pair = pair
         self._demo_key = None
         style = {"description_width": "110px"}

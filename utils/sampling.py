@@ -58,7 +58,7 @@ def eos_set(eos_token_id) -> set[int]:
         if eos_token_id.is_floating_point() or eos_token_id.dim() > 1:
             raise TypeError(f"eos_token_id as a tensor must be 0-d or 1-d integer ids (got {eos_token_id!r}).")
         return set(eos_token_id.reshape(-1).tolist())
-    ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set)) else [eos_token_id]
+    ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set, frozenset)) else [eos_token_id]
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, numbers.Integral):
             raise TypeError(

@@ -488,18 +488,19 @@ def _positive(ap, flag, value):
         ap.error(f"{flag} must be >= 1 (got {value})")
 
 
-def _target_layers(pair_name: str) -> int | None:
-    """The target's layer count from its config.json, for a pair shipped in the repository (None for a
-    Hub pair: known once it is loaded, where bench_main and train_main check --ks again)."""
+def _target_config(pair_name: str, key: str) -> int | None:
+    """A number from the target's config.json ("num_hidden_layers", "hidden_size"), for a pair shipped
+    in the repository (None for a Hub pair: known once it is loaded, where bench_main and train_main
+    check again; None for a missing or broken shipped model too: load_pair says what to do)."""
     from .models import MODELS_DIR, PAIRS
 
     spec = PAIRS[pair_name]
     if not spec.local:
         return None
     try:
-        return int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())["num_hidden_layers"])
+        return int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())[key])
     except (OSError, ValueError, KeyError):
-        return None  # a missing or broken shipped model: load_pair says what to do
+        return None
 
 
 def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
@@ -507,7 +508,7 @@ def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
     before loading (a shipped pair), adapters of that width; else ap.error with what to do."""
     from safetensors import SafetensorError, safe_open
 
-    from .models import MODELS_DIR, PAIRS
+    from .models import PAIRS
 
     train = "train them with `python -m utils.selfspec train`, or pass --no-adapters"
     if not path.exists():
@@ -521,18 +522,12 @@ def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
         ap.error(f"--adapters {path} is not a safetensors file of exit adapters ({e}); {train}")
     if not widths:
         ap.error(f"--adapters {path} holds no exit adapters; {train}")
-    spec = PAIRS[pair_name]
-    if not spec.local:
-        if path.resolve() == (ADAPTERS / "adapters.safetensors").resolve():
-            ap.error(f"the shipped exit adapters are the tiny target's: for --pair {pair_name} train its own with "
-                     f"`python -m utils.selfspec train --pair {pair_name} --out FOLDER`, then pass --adapters "
-                     "FOLDER/adapters.safetensors; or pass --no-adapters")
-        return
-    try:
-        width = int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())["hidden_size"])
-    except (OSError, ValueError, KeyError):
-        return  # a missing or broken shipped model: load_pair says what to do
-    if widths != {width}:
+    if not PAIRS[pair_name].local and path.resolve() == (ADAPTERS / "adapters.safetensors").resolve():
+        ap.error(f"the shipped exit adapters are the tiny target's: for --pair {pair_name} train its own with "
+                 f"`python -m utils.selfspec train --pair {pair_name} --out FOLDER`, then pass --adapters "
+                 "FOLDER/adapters.safetensors; or pass --no-adapters")
+    width = _target_config(pair_name, "hidden_size")
+    if width is not None and widths != {width}:
         ap.error(f"--adapters {path} were trained for a target of hidden size {sorted(widths)[0]}, and {pair_name}'s "
                  f"is {width}; {train}")
 
@@ -541,7 +536,7 @@ def _check_ks(ap, ks, pair_name: str) -> None:
     """--ks: exit layers >= 1 and, where the layer count is known before loading, below the target's."""
     if any(k < 1 for k in ks):
         ap.error(f"--ks must all be >= 1 (got {ks}): exit layers; each must also be below the target's layer count")
-    n = _target_layers(pair_name)
+    n = _target_config(pair_name, "num_hidden_layers")
     if n is not None and any(k >= n for k in ks):
         ap.error(f"--ks must all be below the target's {n} layers (got {ks})")
 
