@@ -152,6 +152,38 @@ def test_break_even_cost_ratio():
     assert break_even_c(2.0, 3.0, 3.0, 3.0) == dict(c_star=0.0, wins_above=False)
 
 
+def _summary_row(config, tau, k, by_repeat, faster_prompts, spread=0.05, c=0.2):
+    return dict(temperature=0.0, config=config, alpha=0.8, tokens_per_round=tau, drafted_per_round=k, c_in_loop=c,
+                noise_median_spread=spread, vs_constant=sum(by_repeat) / len(by_repeat), vs_constant_by_repeat=by_repeat,
+                prompts_faster_than_constant=faster_prompts, n_prompts=10)
+
+
+def test_adaptive_verdicts_set_model_and_clock_side_by_side():
+    """utils.beyond.adaptive_verdicts (notebook 08 section 5) on a made-up result: the cost model's
+    verdict at the loop's c, the clock's over repeats (noise_verdict) and over prompts (sign test)."""
+    from utils.beyond import adaptive_verdicts, verdict_summary
+
+    res = dict(meta=dict(gamma=4), summary=[
+        dict(temperature=0.0, config="plain", tokens_per_s=10.0, noise_median_spread=0.05),  # no draft: skipped
+        _summary_row("constant 4", 3.0, 3.0, [1.0], 0),
+        _summary_row("heuristic from 4", 3.3, 3.0, [1.10, 1.12, 1.09], 10),  # more tokens, same drafting
+        _summary_row("confidence 0.4", 2.0, 1.0, [0.90, 0.93, 0.97], 1),  # drafts less: wins only above c*
+    ])
+    h, t = adaptive_verdicts(res)
+    assert (h["config"], h["c_star"], h["wins_above"], h["model_faster"], h["word"]) == ("heuristic from 4", 0.0, True, True, "faster")
+    assert h["p_sign"] == pytest.approx(2 * 0.5 ** 10)  # 10 of 10 prompts faster, two-sided
+    assert h["target_passes"] == pytest.approx(3.0 / 3.3) and h["draft_passes"] == pytest.approx(3.0 / 3.3)
+    assert t["c_star"] == pytest.approx(1 / 3) and t["wins_above"]  # (3 - 2) / (2 * 3 - 3 * 1)
+    assert not t["model_faster"] and t["word"] == "within noise"  # c = 0.2 < c*; one repeat within 5% of 1
+    assert t["p_sign"] == pytest.approx(22 / 1024)
+    lines = verdict_summary([h, t], 4)
+    assert lines[0].endswith("heuristic from 4 at T = 0") and lines[1].endswith("confidence 0.4 at T = 0")
+    assert lines[2].endswith(": none")  # none slower beyond the noise
+    assert "heuristic from 4 at T = 0, confidence 0.4 at T = 0" in lines[3]  # both split 10 prompts significantly
+    assert "predicted faster here in 0 of 1 cases" in lines[4]
+    assert lines[5].endswith("predicted slower, measured within noise of constant gamma 4: 0.4 at T = 0")
+
+
 @pytest.mark.parametrize("argv", [["adaptive", "--thresholds", "1.5"], ["adaptive", "--gamma", "0"], ["adaptive", "--prompts", "nope"],
                                   ["adaptive", "--n-prompts", "99"], ["adaptive", "--temperatures", "-1"], ["nope"]])
 def test_beyond_cli_checks_flags_before_loading(argv, monkeypatch):

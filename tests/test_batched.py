@@ -127,7 +127,7 @@ def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_p
     asserted here: with the known-wrong rule in the shared accept_reject (resample from p after a
     rejection) both prompts failed (p < 1e-4) at both gammas; with the tails pooled, as this test first
     had, and its first prompts, the wrong rule passed at gamma 1. That an exact-joint chi-square fails
-    (p < 1e-6) under that rule and three other wrong ones is asserted, on a toy model, in
+    (p < 1e-6) under that rule and five other wrong ones is asserted, on a toy model, in
     test_exactness_mutations.py."""
     texts = ["A lambda expression", "A list"]
     enc = [encode(t)[0] for t in texts]
@@ -143,6 +143,10 @@ def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_p
         out = speculative_generate(pair.target, pair.draft, ids, attention_mask=mask, max_new_tokens=3, gamma=gamma,
                                    generator=g, **warp)
         ragged += out.ragged_rounds
+        # exactly 3 tokens per row, never more accepted than drafted: a rule that ignored which drafted
+        # positions are real (accept_reject's k) accepted the zero-q padding of short rows
+        assert out.new_tokens == [3] * ids.shape[0] and out.sequences.shape[1] == T + 3
+        assert all(a <= d for a, d in zip(out.accepted, out.drafted))
         for b in range(ids.shape[0]):
             draws[b // 24].append(tuple(out.sequences[b, T : T + 2].tolist()))
     assert ragged > 0

@@ -210,6 +210,34 @@ def test_out_of_sample_cost_model_check_on_the_committed_runs():
             expected_speedup(r["alpha_checked"], 4, r["own_c"], r["own_v"]) / r["measured"] - 1, abs=1e-3)
 
 
+def test_the_committed_cpu_benchmark_meets_the_speed_goals():
+    """The README reports issue #12's CPU goals as met from bench-tiny-cpu-heldout.json; that claim
+    is checked here against the same floors (utils.bench.CPU_GOALS), so a committed run that misses
+    one fails the suite instead of printing 'not met' in a table."""
+    held = json.loads((ROOT / "data/results/bench-tiny-cpu-heldout.json").read_text())
+    checks = bench.cpu_goal_checks(held)
+    assert {(c["temperature"], c["baseline"]) for c in checks} == {(0.0, "hf_assisted"), (0.0, "hf"), (1.0, "hf_assisted")}
+    assert all(c["gamma"] == 4 for c in checks)
+    missed = [c for c in checks if not c["met"]]
+    assert not missed, missed
+    low = dict(held, summary=[dict(s, compiled=dict(s["compiled"], ours_speculative_compiled_vs_hf=2.9))
+                              for s in held["summary"]])  # one ratio under its 3x floor
+    assert [c["baseline"] for c in bench.cpu_goal_checks(low) if not c["met"]] == ["hf"]
+
+
+def test_compiled_speculative_beats_hf_greedy_live(pair, prompts):
+    """The collection's promise, measured now on this machine (CPU CI, shared and noisy): compiled
+    speculative decoding, greedy, gamma 4, against HF greedy on a held-out prompt, the two taking
+    turns. The committed run measured 4.8x; a floor of 1.5x leaves room for a slow or busy machine
+    and still fails if the compiled path regresses to eager speed (about 1x)."""
+    ids = pair.tokenizer(prompts["heldout"][0], return_tensors="pt").input_ids
+    runs = bench.interleaved(["hf", "ours_speculative_compiled"], pair, ids, 48, 4, repeats=3)
+    hf, ours = runs["hf"], runs["ours_speculative_compiled"]
+    assert ours["new_ids"] == hf["new_ids"] and len(hf["new_ids"]) >= 16  # the same tokens (greedy), enough of them
+    ratio = (ours["new_tokens"] / ours["seconds"]) / (hf["new_tokens"] / hf["seconds"])
+    assert ratio > 1.5, f"compiled speculative / HF greedy = {ratio:.2f}x (committed run: 4.8x)"
+
+
 def test_noise_verdict_counts_a_gain_only_when_every_repeat_clears_the_spread():
     """The one rule notebooks 08-11 and the README's tables use to call a method faster or slower."""
     from utils.bench import noise_verdict

@@ -71,18 +71,33 @@ def test_greedy_equals_hf_greedy(dpair, gamma):
 
 def test_sampling_with_a_cpu_generator_follows_the_target(dpair):
     """torch.Generator() (a CPU generator, as the notebooks seed one) with the models on the device:
-    300 first tokens at T = 1 follow the target's distribution (chi-square on the tests' bins). This
-    checks the plumbing (random numbers drawn on the CPU, tokens sampled on the device), not the rule:
-    300 runs would catch a known-wrong rule only about half the time, and the rule's exactness is
-    proven on the CPU at full power (test_exactness_mutations.py, test_speculative.py)."""
+    600 first tokens at T = 1 follow the target's distribution (chi-square on the tests' bins). This
+    checks the plumbing (random numbers drawn on the CPU, tokens sampled on the device) and, at 600
+    runs, the rule too: a known-wrong one (resample from p) fails about 95% of the time (300 runs:
+    about half); its full-power proof is on the CPU (test_exactness_mutations.py, test_speculative.py)."""
     ids = _ids(dpair, "The try statement specifies")
     with torch.inference_mode():
         p = probs_from_logits(dpair.target(ids).logits[0, -1], temperature=1.0)  # (V,)
         q = probs_from_logits(dpair.draft(ids).logits[0, -1], temperature=1.0)  # (V,)
     g = torch.Generator().manual_seed(0)
     firsts = [speculative_generate(dpair.target, dpair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0,
-                                   generator=g).sequences[0, ids.shape[1]].item() for _ in range(300)]
+                                   generator=g).sequences[0, ids.shape[1]].item() for _ in range(600)]
     assert distribution_check(firsts, p, q=q)["pvalue"] > 1e-3
+
+
+def test_the_forward_clocks_on_the_device(dpair):
+    """The eager loop's per-model clocks (CUDA: timing events, read at the end; no sync of their own)
+    and the benchmark's ForwardClock (hooks around HF generate's passes): positive, inside the run's
+    own time, one hooked call per new token."""
+    from utils.bench import ForwardClock, hf_generate
+
+    ids = _ids(dpair, PROMPTS[0])
+    out = speculative_generate(dpair.target, dpair.draft, ids, max_new_tokens=16, gamma=3, eos_token_id=None)
+    assert 0 < out.draft_time and 0 < out.target_time and out.draft_time + out.target_time < out.total_time
+    assert 0 < out.target_first_time < out.target_time
+    with ForwardClock(dpair.target) as clock:
+        seq, seconds = hf_generate(dpair.target, ids, 12)
+    assert clock.calls == seq.shape[1] - ids.shape[1] == 12 and 0 < clock.forward_s < seconds
 
 
 def test_batched_rows_equal_hf_greedy_alone(dpair):

@@ -19,6 +19,11 @@ and asserts p < 1e-6:
 - the bonus token drawn from the draft's next-token distribution, not p   (verify_step's bonus)
 - draft token i verified with the target's row i + 1 (off by one)         (accept_reject's p)
 - the draft samples from warped q, the rule is given the unwarped q       (accept_reject's q)
+- every accepted position counted, not the prefix before the first reject (accept_reject's n)
+- one uniform draw shared by a round's positions                          (accept_reject's u)
+The padded positions of the compiled and batched loops (accept_reject's k) are tested in
+test_padding_is_never_accepted below and, statistically, in tests/test_fast.py
+(test_compiled_sampling_with_a_padded_round) and tests/test_batched.py.
 """
 
 import numpy as np
@@ -147,11 +152,43 @@ def _unwarped_q(monkeypatch, warp):
     monkeypatch.setattr(spec, "accept_reject", mutated)
 
 
+def _every_accept_counted(monkeypatch, warp):
+    """n counts every accepted position, not the prefix before the first rejection: after a rejection
+    a later accepted token is kept, and the token added comes from the row after it."""
+    real = spec.accept_reject
+
+    def mutated(p, q, draft_tokens, u, k=None):
+        _, _, accept = real(p, q, draft_tokens, u, k)
+        K = draft_tokens.shape[0]
+        ok = (u < accept) & (torch.arange(K) < (K if k is None else k))
+        prefix = ok.long().cumprod(0).sum()
+        n = ok.long().sum()
+        if n == prefix:  # no accept after a rejection: the rule as it is
+            return real(p, q, draft_tokens, u, k)
+        forced = torch.where(torch.arange(K) < n, torch.zeros_like(u), torch.ones_like(u))  # accept the first n
+        return real(p, q, draft_tokens, forced, k)
+
+    monkeypatch.setattr(spec, "accept_reject", mutated)
+
+
+def _one_uniform(monkeypatch, warp):
+    """One uniform draw shared by every position of a round, instead of one each: acceptances of a
+    round become dependent."""
+    real = spec.accept_reject
+
+    def mutated(p, q, draft_tokens, u, k=None):
+        return real(p, q, draft_tokens, u[:1].expand_as(u), k)
+
+    monkeypatch.setattr(spec, "accept_reject", mutated)
+
+
 MUTATIONS = {  # name: (patch, the warp it runs under; unwarped q is the identity at T = 1)
     "resample from p": (_resample_from_p, "T=1"),
     "bonus from the draft": (_bonus_from_draft, "T=1"),
     "off by one": (_off_by_one, "T=1"),
     "unwarped q in the rule": (_unwarped_q, "top_k=2"),  # at T = 0.7 it shifts the law less
+    "every accept counted": (_every_accept_counted, "T=1"),
+    "one uniform per round": (_one_uniform, "T=1"),
 }
 
 
@@ -162,3 +199,20 @@ def test_each_mutation_fails_the_same_statistic(monkeypatch, name):
     patch(monkeypatch, warp)
     pvalue = joint_pvalue(draw(warp, n=N_MUTANT, seed=2), warp)
     assert pvalue < 1e-6, pvalue
+
+
+def test_padding_is_never_accepted():
+    """accept_reject's k: the compiled and batched loops pad a short round's drafted tokens to K with
+    q = 0 there (p / q infinite). With every uniform 0 (accept whatever can be accepted), n stops at
+    the k real tokens and the added token is the bonus from p's row k, whatever the padding holds."""
+    g = torch.Generator().manual_seed(0)
+    K, V = 4, 6
+    p = torch.rand(K + 1, V, generator=g).softmax(-1)  # (K + 1, V)
+    q = torch.rand(K, V, generator=g).softmax(-1)  # (K, V)
+    drafted = torch.tensor([2, 3, 1, 5])
+    for k in range(K + 1):
+        qk = q.clone()
+        qk[k:] = 0  # the padding: p / q is infinite there, so accept would be 1
+        n, dist, accept = spec.accept_reject(p, qk, drafted, torch.zeros(K), k)
+        assert (accept[k:] == 1).all()
+        assert int(n) == k and torch.equal(dist, p[k])  # all k real ones kept, then the bonus from row k

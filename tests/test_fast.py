@@ -198,6 +198,23 @@ def test_compiled_sampling_joint_distribution_of_the_first_two_tokens(pair, enco
     assert joint_pvalue(draws, pair.target, pair.draft, ids, temperature=1.0) > 1e-3
 
 
+def test_compiled_sampling_with_a_padded_round(pair, encode, joint_pvalue):
+    """max_new_tokens 2, gamma 2: round 1 drafts one token into a verify pass padded to gamma + 1, so
+    x2 is drawn from the target's row right after the real drafted tokens. The padding's q is zero
+    (p / q infinite), so only accept_reject's mask of real positions (k) keeps it from being accepted
+    and x2 from being drawn after it: ignoring k passed every other test here, and fails this one
+    (p ~ 1e-187 when the test was designed). 1,000 runs, chi-square at level 1e-3 on (x1, x2)."""
+    ids = encode("A lambda expression")
+    g = torch.Generator().manual_seed(1)
+    outs = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=2, gamma=2, temperature=1.0, generator=g,
+                                 backend="compiled") for _ in range(1000)]
+    assert all(len(o.rounds[0].drafted) == 1 for o in outs)  # every first round is padded
+    assert all(r.n_accepted <= len(r.drafted) for o in outs for r in o.rounds)
+    assert all(o.sequences.shape[1] == ids.shape[1] + 2 for o in outs)
+    draws = [tuple(o.sequences[0, ids.shape[1] :].tolist()) for o in outs]
+    assert joint_pvalue(draws, pair.target, pair.draft, ids, temperature=1.0) > 1e-3
+
+
 def test_compiled_autoregressive_sampling_matches_target(pair, encode):
     ids = encode("The try statement specifies")
     p = _first_token_dist(pair, ids, temperature=1.0).double()

@@ -173,7 +173,9 @@ def test_rounds_are_consistent(pair, encode, copy_text):
             assert r.p[i] == probs[len(seq) - 1 + i, x].item()
         seq += r.emitted
     assert out.ngram[-1] is None  # the last token has no room to draft
-    assert 0 < out.match_rate <= 1 and out.draft_time >= 0 and out.target_time > 0
+    looked = [r for r, n in zip(out.rounds, out.ngram) if n is not None]
+    assert out.match_rate == pytest.approx(sum(bool(r.drafted) for r in looked) / len(looked))  # a match drafts
+    assert 0 <= out.draft_time and 0 < out.target_time and out.draft_time + out.target_time < out.total_time
 
 
 def test_eos_stops_like_target_greedy(pair, encode, copy_text):

@@ -341,3 +341,14 @@ def test_variants_load_when_used_and_keep_one_on_a_gpu(monkeypatch):
         assert v.resident() == kept and (nf4() is None) == (device == "cuda"), device
         with pytest.raises(KeyError, match="the variants are"):
             v["INT8"]
+    with pytest.raises(ValueError, match="load it without `quantization`"):  # a 4-bit pair against 4-bit variants
+        models.Variants(SimpleNamespace(name="tiny", device=torch.device("cpu"), quantization="nf4"), options)
+
+
+def test_an_apple_gpu_is_named_and_refused_for_4_bit(monkeypatch):
+    """MPS: the label says GPU, not CPU; 4-bit weights (bitsandbytes: CPU or CUDA) are refused before
+    any load, with what to do (they used to stay on the CPU while the pair said mps)."""
+    assert models.describe_device("mps").startswith("Apple GPU (MPS)")
+    monkeypatch.setattr(models, "resolve_device", lambda device=None: torch.device("mps"))
+    with pytest.raises(models.DeviceError, match="pass device='cpu'"):
+        models.load_pair("tiny", device="mps", quantization="nf4")

@@ -73,6 +73,15 @@ def test_operator_count_grows_by_a_fixed_amount_per_layer_and_not_with_width(pai
     assert wide == counts[1]
 
 
+def test_a_prompt_of_a_larger_vocabulary_is_wrapped_into_the_models(pair):
+    """Notebook 07 times random tiny-config models after the loaded pair's prompt; with Gemma2's
+    tokenizer its ids pass the tiny vocabulary (an IndexError on a CPU, a device assert on a GPU)."""
+    vocab = pair.target.config.vocab_size
+    prefix = torch.tensor([[5, vocab + 7, 3 * vocab - 1]])  # (1, 3): ids of a larger tokenizer
+    step = oh.dynamic_cache_step(oh.shrunk_model(pair.target.config, layers=1), prefix)
+    assert step().shape == (1, 1, vocab)
+
+
 def test_measure_step_on_the_tiny_models(pair, encode):
     prefix = encode("The for statement is used to")
     t, d = oh.measure_steps({"target": pair.target, "draft": pair.draft}, prefix, rounds=2, n=3)

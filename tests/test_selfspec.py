@@ -254,3 +254,53 @@ def test_plot_exits_integer_layer_ticks():
         assert all(float(t).is_integer() for t in ax.get_xticks())
     assert f"gamma {res['meta']['gamma']}" in fig.axes[1].get_title()
     plt.close(fig)
+
+
+def test_plot_lens_draws_each_exit_and_each_layer():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from utils.selfspec import plot_lens
+
+    lens = [dict(k=1, top1=0.1, kl=3.0), dict(k=4, top1=0.3, kl=2.0), dict(k=8, top1=0.9, kl=0.2)]
+    fig = plot_lens(lens, [0.5, 0.02, 0.3, 0.2, 0.1, 0.04, 0.2, 0.3], "title")
+    fig.canvas.draw()
+    left, right, twin = fig.axes
+    assert list(left.get_lines()[0].get_ydata()) == [0.1, 0.3, 0.9] and list(twin.get_lines()[0].get_ydata()) == [3.0, 2.0, 0.2]
+    assert len(right.patches) == 8 and right.patches[1].get_height() == 0.02  # one bar per layer, layer 2 second
+    assert all(float(t).is_integer() for ax in (left, right) for t in ax.get_xticks())
+    plt.close(fig)
+
+
+def _exit_row(draft, k, speedup, alpha, c, gamma=4):
+    from utils.theory import expected_speedup, optimal_gamma
+
+    best = optimal_gamma(alpha, c)
+    return dict(temperature=0.0, draft=draft, k=k, adapter=False, c=c, alpha=alpha / 2, alpha_checked=alpha, tokens_per_round=2.0,
+                tokens_per_s=50.0 * speedup, speedup_vs_plain=speedup, predicted=expected_speedup(alpha, gamma, c),
+                best_gamma=best, predicted_best=expected_speedup(alpha, best, c))
+
+
+def test_speed_against_model_takes_v_from_the_loop():
+    """utils.selfspec.speed_against_model (notebook 11 section 4): v is the target's seconds per
+    round over its step; with v = 1 in the loop both predictions agree, with v > 1 the loop's is lower."""
+    from utils.selfspec import exits_table, speed_against_model
+    from utils.theory import expected_speedup
+
+    summary = [dict(temperature=0.0, draft="plain", k=None, tokens_per_s=50.0),
+               _exit_row("exit 1", 1, 1.2, 0.6, 0.1), _exit_row("exit 2", 2, 0.7, 0.5, 0.2)]
+    rows = [dict(temperature=0.0, draft="exit 1", target_s=0.10, rounds=10),  # 10 ms per round: v = 1
+            dict(temperature=0.0, draft="exit 2", target_s=0.30, rounds=20)]  # 15 ms per round: v = 1.5
+    res = dict(meta=dict(gamma=4), costs=dict(target_step_ms=10.0), summary=summary, rows=rows)
+    (r,) = speed_against_model(res)
+    assert (r["n_exits"], r["slower"], [s["draft"] for s in r["faster"]]) == (2, 1, ["exit 1"])
+    assert r["v"] == pytest.approx((1.0, 1.5))
+    assert r["promised"] == pytest.approx(summary[1]["predicted"])
+    e1 = [s["speedup_vs_plain"] - s["predicted"] for s in summary[1:]]
+    assert r["error_v1"] == pytest.approx((min(e1), max(e1)))
+    ev2 = 0.7 - expected_speedup(0.5, 4, 0.2, 1.5)  # exit 2 at the loop's v = 1.5: a lower prediction
+    assert ev2 > e1[1] and r["error_v"] == pytest.approx((min(e1[0], ev2), max(e1[0], ev2)))  # exit 1: v = 1, as before
+    table = exits_table(res).splitlines()
+    assert len(table) == 1 + len(summary) and "plain loop" in table[1] and table[2].split()[:3] == ["0", "exit", "1"]

@@ -1,6 +1,7 @@
 """utils.shapes: the real Gemma2 configurations, and the GPU measurement run on shrunken ones (CPU)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,6 +48,30 @@ def test_unknown_size_and_quant_type():
         shapes.gemma2_config("7b")
     with pytest.raises(ValueError, match="nf4"):
         shapes.to_4bit(torch.nn.Sequential(), "int8")
+
+
+def test_nf4_frees_each_replaced_layer_as_it_goes(monkeypatch):
+    """to_4bit on 27b must not hold every bf16 layer until it returns (52 GB beside the 4-bit copy on
+    an 80 GB GPU): when the last layer is quantized, the layers replaced before it are gone."""
+    import gc
+    import weakref
+
+    import bitsandbytes as bnb
+
+    model = shapes.random_model(shapes.gemma2_config("2b", **SMALL))
+    head = model.get_output_embeddings()
+    layers = [weakref.ref(m) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    alive_at_each_call, real = [], bnb.nn.Params4bit
+
+    def counting(*a, **k):
+        gc.collect()
+        alive_at_each_call.append(sum(r() is not None for r in layers))
+        return real(*a, **k)
+
+    monkeypatch.setattr(bnb.nn, "Params4bit", counting)
+    shapes.to_4bit(model)
+    assert len(alive_at_each_call) == len(layers) > 4
+    assert alive_at_each_call[-1] == 1  # only the layer being quantized
 
 
 def test_nf4_replaces_linear_layers_and_shrinks_weights():
@@ -166,7 +191,8 @@ def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
     spec = goals["spec_2b_27b_vs_hf_dynamic"]
     assert f"| {spec['goal']} | {spec['value']:.2f}x | {'yes' if spec['met'] else '**no**'} |" in text
     assert f"| {goals['compiled_greedy_vs_bound_9b']['goal']} | " in text
-    assert "| 27b | " in text.split("drafting for itself")[1]
+    sd = r["self_draft"][0]  # its alpha as measured (1 in exact arithmetic; bf16 can flip a near-tie)
+    assert f"| 27b | {sd['alpha']:.3f} | {sd['steady_tok_s']:.1f} |" in text.split("drafting for itself")[1]
 
 
 def test_notebook_07_figure_of_a_compiled_run(compiled_run):
@@ -188,6 +214,8 @@ def test_notebook_07_figure_of_a_compiled_run(compiled_run):
     assert list(curve.get_ydata()) == [a["tok_s"] for a in pair["at_alpha"]]
     levels = {line.get_ydata()[0] for line in rest}
     assert {pair["target_hf_dynamic_tok_s"], pair["target_compiled_decode_tok_s"], r["self_draft"][0]["steady_tok_s"]} <= levels
+    star = next(line for line in rest if "drafting for itself" in line.get_label())
+    assert list(star.get_xdata()) == [r["self_draft"][0]["alpha"]]  # at the alpha it measured
     assert "random weights" in ax.get_title()
     assert plot_compiled_pairs(dict(r, pairs=[])) is None
     plt.close("all")
@@ -615,3 +643,60 @@ def test_the_time_budget_stops_new_compiles_not_steps_that_compile_nothing(monke
     row = dict(pair="2b->27b")
     assert rec.attempt(row, "compiled_steps", lambda: "ran") is None and row["skipped"] == ["compiled_steps"]
     assert rec.attempt(row, "rounds", lambda: "ran", budgeted=False) == "ran" and row["skipped"] == ["compiled_steps"]
+
+
+def _stub_machine(tmp_path, cuda: bool):
+    """A PATH where python3 logs its arguments and succeeds (the CUDA check fails if not `cuda`) and
+    nvidia-smi names a GPU; an install directory already marked as installed."""
+    bin_dir, site = tmp_path / "bin", tmp_path / "site"
+    bin_dir.mkdir()
+    site.mkdir()
+    (site / ".specdec-installed").write_text(_gpu_run("--carried").stdout)  # this checkout's .whl/ is installed
+    log = tmp_path / "calls.log"
+    (bin_dir / "python3").write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {log}\n'
+        f'if [[ "$*" == *"sys.exit(not torch.cuda.is_available())"* ]]; then exit {0 if cuda else 1}; fi\n'
+        "exit 0\n")
+    (bin_dir / "nvidia-smi").write_text("#!/bin/bash\necho 'NVIDIA H100 80GB HBM3, 81559 MiB, 580.00'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SPECDEC_SITE=str(site), OUT=str(tmp_path / "out"))
+    env.pop("BUDGET_S", None)
+    return env, log
+
+
+def test_gpu_run_shares_one_command_between_parts(tmp_path):
+    """`cuda-tests@240 compiled-27b`: installed once, the first part under its own 240 s, the last
+    under the time left of TOTAL_S, its compile budget 150 s less; each part's output kept in a log."""
+    env, log = _stub_machine(tmp_path, cuda=True)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), "cuda-tests@240", "compiled-27b"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "== part cuda-tests (timeout 240 s)" in r.stderr
+    t = int(re.search(r"== part compiled-27b \(timeout (\d+) s\)", r.stderr).group(1))
+    assert t == 550  # the time left of TOTAL_S (570, less the seconds the stubbed parts took), capped at PART_TIMEOUT
+    calls = log.read_text().splitlines()
+    assert not any("pip install" in c for c in calls)  # the marker says installed
+    shapes_call = next(c for c in calls if c.startswith("-m utils.shapes"))
+    assert f"--budget-s {t - 150}" in shapes_call and "--device cuda" in shapes_call
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"cuda-tests.log", "compiled-27b.log"}
+
+
+def test_gpu_run_stops_when_torch_sees_no_gpu(tmp_path):
+    env, log = _stub_machine(tmp_path, cuda=False)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), "compiled-27b"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "torch sees no CUDA GPU" in r.stderr
+    assert not any(c.startswith("-m utils.shapes") for c in log.read_text().splitlines())
+
+
+def test_gpu_run_refuses_bad_seconds():
+    for spec in ("cuda-tests@soon", "cuda-tests@30"):
+        p = _gpu_run(spec)
+        assert p.returncode == 2 and "whole number of at least 60" in p.stderr, spec
+
+
+def test_gpu_run_print_shows_the_budget_a_part_gets():
+    assert "--budget-s 250" in _gpu_run("--print", "compiled-27b@400").stdout  # 400 s less the longest compile
+    assert "--budget-s 400" in _gpu_run("--print", "compiled-27b").stdout  # PART_TIMEOUT 550 less 150

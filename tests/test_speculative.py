@@ -19,7 +19,8 @@ def test_greedy_equals_target_greedy(pair, greedy_refs, gamma):
     for ids, n, ref in greedy_refs:
         out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, eos_token_id=eos)
         assert out.sequences.tolist() == ref.tolist()
-        assert 0 <= out.acceptance_rate <= 1
+        assert out.acceptance_rate == pytest.approx(out.n_accepted / out.n_drafted)
+        assert all(r.n_accepted <= len(r.drafted) for r in out.rounds)
         assert all(len(r.drafted) <= gamma and len(r.emitted) <= len(r.drafted) + 1 for r in out.rounds)
 
 
@@ -29,9 +30,10 @@ def test_greedy_rounds_are_consistent(pair, encode):
     assert sum((r.emitted for r in out.rounds), []) == new
     for r in out.rounds:
         assert r.emitted == r.drafted[: r.n_accepted] + [r.token]
-        assert r.kind == ("bonus" if r.n_accepted == len(r.drafted) else "resample") or r.kind == "target"
+        assert r.kind == ("target" if not r.drafted else "bonus" if r.n_accepted == len(r.drafted) else "resample")
     assert out.tokens_per_round == pytest.approx(60 / len(out.rounds))
-    assert out.draft_time > 0 and out.target_time > 0
+    assert 0 < out.draft_time and 0 < out.target_time and out.draft_time + out.target_time < out.total_time
+    assert out.target_first_time < out.target_time  # the first pass is one of the target's passes
 
 
 def test_cached_and_uncached_loops_agree_with_generate(pair, encode):

@@ -101,3 +101,26 @@ def test_predicted_optimum_matches_the_measured_one_with_alpha_per_checked_token
         drafted = sum(s["alpha"] for s in rows) / len(rows)
         wrong += optimal_gamma(drafted, c, v=v, gammas=gammas) != measured
     assert wrong >= 1
+
+
+def test_check_pair_run_names_the_c_its_own_run_supports():
+    """utils.theory.check_pair_run (notebook 05 section 5): a prediction tau / (gamma c + 1) per c on
+    file against the measured ratios; the c that misses by more than 15% is called contradicted."""
+    from utils.theory import check_pair_run, describe_pair_check
+
+    run = dict(pair="a->b", tau=3.0, hf_greedy_tok_s=10.0, hf_assisted_tok_s=15.0, ours_tok_s=12.0)
+    r = check_pair_run(run, [("run", 0.25), ("steps", 1.0)], gamma=4)
+    assert r["measured"] == pytest.approx(dict(hf_assisted=1.5, ours=1.2))
+    run_c, steps_c = r["checks"]
+    assert run_c["predicted"] == pytest.approx(1.5) and run_c["off_assisted"] == pytest.approx(0.0)  # 3 / (4 * 0.25 + 1)
+    assert steps_c["predicted"] == pytest.approx(0.6) and steps_c["off_ours"] == pytest.approx(0.6 / 1.2 - 1)
+    assert r["implied"]["hf_assisted"] == pytest.approx(0.25) and r["implied"]["ours"] == pytest.approx(0.375)
+    assert (r["closest"]["how"], r["farthest"]["how"]) == ("run", "steps")
+    lines = describe_pair_check(r)
+    assert lines[-1].endswith("contradicted by the speedup its own run measured")
+    assert describe_pair_check(check_pair_run(run, [("run", 0.25), ("near", 0.3)]))[-1].endswith("close enough, given the noise")
+    no_tau = check_pair_run({**run, "tau": None}, [("run", 0.5)])
+    assert "predicted" not in no_tau["checks"][0] and no_tau["checks"][0]["break_even_tau"] == pytest.approx(3.0)
+    assert no_tau["implied"] is None and no_tau["closest"] is None and "no tau recorded" in describe_pair_check(no_tau)[-1]
+    self_draft = check_pair_run(dict(run, pair="b->b"), [])
+    assert self_draft["perfect"] == pytest.approx(1.0) and "self-draft" in describe_pair_check(self_draft)[-1]

@@ -25,16 +25,12 @@ import torch
 
 from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair, weight_bytes
+from .models import sync as _sync
 from .results import check_bench_flags, command_errors, write_json
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
 RESULTS = ROOT / "data" / "results"
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def process_peak_rss_bytes() -> int | None:
@@ -91,21 +87,32 @@ def hf_generate(target, ids, max_new_tokens, *, assistant=None, prompt_lookup=No
 
 
 class ForwardClock:
-    """Wall time spent inside the draft's and the target's forward passes, whoever calls them
-    (forward hooks). What is left of a run's time is the caller's own overhead: `total / forward_s`
-    is the most any loop that calls the same forward passes could gain. It never synchronizes CUDA
-    (that would change what it measures): on a GPU it is the host's time in forward calls, which is
-    all of it when decoding is launch-bound."""
+    """Time spent inside the draft's and the target's forward passes, whoever calls them (forward
+    hooks). What is left of a run's time is the caller's own overhead: `total / forward_s` is the
+    most any loop that calls the same forward passes could gain. On a CPU the wall clock; on CUDA
+    timing events around each pass (the speculative loop's `_Timer`), read when `forward_s` is asked
+    for: the GPU's time from a pass's start to its end, whether the GPU computed or waited for
+    launches, with no host sync added to the run."""
 
     def __init__(self, *models):
-        self.models, self.forward_s, self.calls = models, 0.0, 0
+        from .speculative import _Timer
+
+        self.models = models
+        self.timer = _Timer(next(models[0].parameters()).device) if models else None
+
+    @property
+    def forward_s(self) -> float:
+        return self.timer.total if self.timer else 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.timer.spans) if self.timer else 0
 
     def _pre(self, module, args, kwargs):
-        self._t0 = time.perf_counter()
+        self.timer.__enter__()
 
     def _post(self, module, args, kwargs, out):
-        self.forward_s += time.perf_counter() - self._t0
-        self.calls += 1
+        self.timer.__exit__()
 
     def __enter__(self):
         self.handles = [h for m in self.models for h in (m.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -121,11 +128,12 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
     """One timed run. Returns dict(method, new_tokens, seconds, forward_s, forward_calls, alpha, tau, ...);
     the time in forward passes is also kept per model (draft_forward_s, target_forward_calls, ...).
     Compiled methods are not hooked (a hook added to a compiled model would make dynamo recompile):
-    their time in forward passes comes from the engine's own clocks (a CPU only: NaN on CUDA), and
+    their time in forward passes comes from the engine's own clocks (CUDA: timing events), and
     prefill_s is the time of their eager pass over the prompt before the first step (both models for
     the speculative loop), outside those passes; compile_fallbacks (only where it happened) lists the
     steps of the models' engines that could not be compiled as one graph (utils.fast.compile_fallback),
-    whichever run first met them."""
+    whichever run first met them. HF static on CUDA is not hooked either: generate compiles the model's
+    call there, hooks included, so its forward_s is NaN."""
     cuda = torch.device(pair.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(pair.device)
@@ -137,6 +145,11 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
         if fell:  # a step compiled in pieces or run eagerly (utils.fast.compile_fallback): slower than it should be
             row["compile_fallbacks"] = fell
         return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None)
+    if method == "hf_static" and cuda:  # HF compiles the call, hooks and all: no clock inside a graph
+        row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
+        nan = float("nan")
+        return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device), forward_s=nan, forward_calls=0,
+                    target_forward_s=nan, target_forward_calls=0, draft_forward_s=nan, draft_forward_calls=0)
     with ForwardClock(pair.target) as target, ForwardClock(pair.draft) as draft:
         row = _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed)
     return dict(row, peak_bytes=torch.cuda.max_memory_allocated(pair.device) if cuda else None,
@@ -191,8 +204,7 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
         _sync(pair.device)
         t0 = time.perf_counter()
         res = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, gamma=gamma,
-                                   temperature=temperature, eos_token_id=eos, generator=gen,
-                                   time_models=torch.device(pair.device).type != "cuda")  # no extra syncs on a GPU
+                                   temperature=temperature, eos_token_id=eos, generator=gen)  # CUDA: timing events, no syncs
         _sync(pair.device)
         out, secs = res.sequences, time.perf_counter() - t0
         row.update(alpha=res.acceptance_rate, alpha_checked=res.checked_acceptance_rate, tau=res.tokens_per_round,
@@ -250,6 +262,27 @@ def noise_verdict(ratios, noise: float) -> str:
     difference that timing one configuration twice can show."""
     lo, hi = min(ratios), max(ratios)
     return "faster" if lo > 1 + noise else "slower" if hi < 1 - noise else "within noise"
+
+
+# Issue #12's floors for the compiled backend on a 2-core CPU, tiny pair, held-out prompts, gamma 4:
+# temperature -> ((baseline method, the least ratio of tokens/s compiled speculative must reach), ...)
+CPU_GOALS = {0.0: (("hf_assisted", 2.0), ("hf", 3.0)), 1.0: (("hf_assisted", 1.5),)}
+GOAL_NAMES = {"hf_assisted": "HF assisted", "hf": "HF greedy"}
+
+
+def cpu_goal_checks(result: dict, goals=CPU_GOALS) -> list[dict]:
+    """Each CPU goal against a benchmark result's compiled summary: dict(gamma, temperature, baseline,
+    goal, ratio, met) per summary row with a compiled part and a temperature the goals name."""
+    out = []
+    for s in result["summary"]:
+        cs = s.get("compiled")
+        if not cs or s["temperature"] not in goals:
+            continue
+        for base, want in goals[s["temperature"]]:
+            got = cs[f"ours_speculative_compiled_vs_{base}"]
+            out.append(dict(gamma=s["gamma"], temperature=s["temperature"], baseline=base, goal=want, ratio=got,
+                            met=got >= want))
+    return out
 
 
 def interleaved(methods, pair, ids, max_new_tokens, gamma, temperature=0.0, repeats=3, warmup=1) -> dict:
@@ -477,7 +510,7 @@ def compiled_summary(rows, tps, gamma) -> dict:
         out["tau"] = n / sum(r["target_forward_calls"] for r in sel)
         out["host_syncs_per_round"] = sum(r["host_syncs"] for r in sel) / sum(r["target_forward_calls"] for r in sel)
         ar_rows = [r for r in rows if r["method"] == ar]
-        if ar_rows and all(r["draft_forward_s"] == r["draft_forward_s"] for r in sel):  # not NaN (CPU)
+        if ar_rows and all(r["draft_forward_s"] == r["draft_forward_s"] for r in sel):  # timed (not NaN)
             # The compiled loops read the prompt eagerly before their first step (prefill_s). c, v and the
             # prediction are in steps of plain decoding's decoding, so they compare with the decoding
             # alone, both prefills left out.
@@ -505,8 +538,8 @@ def in_loop_costs(rows, alpha, gamma, measured) -> dict:
     the cost model fed with them leaves only the loop's own overhead unexplained. Since they come from
     the very runs whose speedup they are compared with, `predicted_speedup_in_loop` is a decomposition
     of those runs, not a prediction, and a small `cost_model_error_in_loop` validates nothing: for a
-    prediction, take c and v from other runs (`out_of_sample`). On a GPU the clocks
-    see host time (ForwardClock never synchronizes): right when decoding is launch-bound."""
+    prediction, take c and v from other runs (`out_of_sample`). On a GPU the clocks are timing events
+    (ForwardClock): the GPU's time per pass, launch waits included."""
     def per_call(method, who):
         sel = [r for r in rows if r["method"] == method]
         return sum(r[f"{who}_forward_s"] for r in sel) / sum(r[f"{who}_forward_calls"] for r in sel)

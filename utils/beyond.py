@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .models import ROOT
+from .models import sync as _sync
 
 LOCAL_RUNS = ROOT / "runs"  # ignored by git: where runs go unless --out says otherwise
 
@@ -45,17 +46,14 @@ def _run(pair, ids, kwargs, max_new_tokens, temperature, seed=0) -> dict:
 
     eos = pair.target.generation_config.eos_token_id
     gen = torch.Generator(device=pair.device).manual_seed(seed)
-    cuda = torch.device(pair.device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
+    _sync(pair.device)
     t0 = time.perf_counter()
     if kwargs is None:
         out = autoregressive_generate(pair.target, ids, max_new_tokens, temperature=temperature, eos_token_id=eos, generator=gen)
     else:
         out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   eos_token_id=eos, generator=gen, time_models=not cuda, **kwargs)
-    if cuda:
-        torch.cuda.synchronize()
+                                   eos_token_id=eos, generator=gen, **kwargs)
+    _sync(pair.device)
     secs = time.perf_counter() - t0
     new = out.sequences[0, ids.shape[1]:].tolist()
     row = dict(new_tokens=len(new), seconds=secs, new_ids=new)
@@ -228,6 +226,78 @@ def break_even_c(tau: float, k: float, tau_ref: float, k_ref: float) -> dict:
     return dict(c_star=(tau_ref - tau) / (tau * k_ref - tau_ref * k), wins_above=at_inf > 1)
 
 
+def adaptive_verdicts(result: dict) -> list[dict]:
+    """Notebook 08 section 5: each rule of a `compare_adaptive` result against the constant gamma at
+    the same temperature, three ways. The cost model (`break_even_c` from the exact counts tau and
+    k, at the c this loop paid); the clock over repeats (`utils.bench.noise_verdict`: every repeat's
+    ratio must clear the spread of one configuration's repeats); the clock over prompts (a two-sided
+    sign test, `scipy.stats.binomtest`, on how many prompts the rule was faster). One dict per rule
+    and temperature; `word` is "faster", "slower" or "within noise"."""
+    from scipy.stats import binomtest
+
+    from .bench import noise_verdict
+
+    const = {s["temperature"]: s for s in result["summary"] if s["config"] == f"constant {result['meta']['gamma']}"}
+    out = []
+    for s in result["summary"]:
+        k = const[s["temperature"]]
+        if "alpha" not in s or s is k:  # the plain loop has no draft; the constant is the reference
+            continue
+        be = break_even_c(s["tokens_per_round"], s["drafted_per_round"], k["tokens_per_round"], k["drafted_per_round"])
+        noise = max(s["noise_median_spread"], k["noise_median_spread"])
+        out.append(dict(
+            temperature=s["temperature"], config=s["config"], tau=s["tokens_per_round"], tau_const=k["tokens_per_round"],
+            k=s["drafted_per_round"], k_const=k["drafted_per_round"],
+            # per generated token, relative to the constant: draft passes (k / tau) and target passes (1 / tau)
+            draft_passes=(s["drafted_per_round"] / s["tokens_per_round"]) / (k["drafted_per_round"] / k["tokens_per_round"]),
+            target_passes=k["tokens_per_round"] / s["tokens_per_round"],
+            c_star=be["c_star"], wins_above=be["wins_above"], c_loop=k["c_in_loop"],
+            model_faster=(k["c_in_loop"] > be["c_star"]) == be["wins_above"],
+            measured=s["vs_constant"], repeats=s["vs_constant_by_repeat"], noise=noise,
+            word=noise_verdict(s["vs_constant_by_repeat"], noise),
+            prompts_faster=s["prompts_faster_than_constant"], n_prompts=s["n_prompts"],
+            p_sign=binomtest(s["prompts_faster_than_constant"], s["n_prompts"]).pvalue))
+    return out
+
+
+def describe_verdict(v: dict) -> str:
+    """One line of `adaptive_verdicts`: counts, the cost model's verdict, the clock's."""
+    where = ("at every c" if v["wins_above"] else "at no c") if v["c_star"] == 0 else \
+        f"for c {'above' if v['wins_above'] else 'below'} {v['c_star']:.2f}"
+    return (f"T = {v['temperature']:g}, {v['config']:15s}: tau {v['tau']:.2f} vs {v['tau_const']:.2f}, "
+            f"k {v['k']:.2f} vs {v['k_const']:.2f} (per token: draft passes x{v['draft_passes']:.2f}, "
+            f"target passes x{v['target_passes']:.2f}) -> faster {where}; at c = {v['c_loop']:.2f} "
+            f"{'faster' if v['model_faster'] else 'slower'}. Measured {v['measured']:.2f}x ({min(v['repeats']):.2f} to "
+            f"{max(v['repeats']):.2f} over repeats, spread {v['noise']:.0%}: {v['word']}), faster on "
+            f"{v['prompts_faster']} of {v['n_prompts']} prompts (sign test p = {v['p_sign']:.2f})")
+
+
+def verdict_summary(verdicts: list[dict], gamma: int) -> list[str]:
+    """The lines under notebook 08's section 5: which rules the clock calls faster, slower or within
+    noise of the constant gamma; which split the prompts significantly; and, for the confidence
+    thresholds, the cost model's prediction beside the clock's verdict."""
+    word = {"faster": "faster than", "within noise": "within noise of", "slower": "slower than"}
+    rule = {"faster": "every repeat above 1 + spread", "within noise": "otherwise", "slower": "every repeat below 1 - spread"}
+    lines = []
+    for w in ("faster", "within noise", "slower"):
+        names = [f"{v['config']} at T = {v['temperature']:g}" for v in verdicts if v["word"] == w]
+        lines.append(f"measured {word[w]} constant gamma {gamma} ({rule[w]}): {', '.join(names) or 'none'}")
+    sig = [f"{v['config']} at T = {v['temperature']:g}" for v in verdicts if v["p_sign"] < 0.05]
+    lines.append(f"faster or slower on significantly many prompts (sign test p < 0.05): {', '.join(sig) or 'none'}")
+    cut = [v for v in verdicts if v["config"].startswith("confidence")]
+    if cut:
+        loops = " and ".join(dict.fromkeys(f"{v['c_loop']:.2f} at T = {v['temperature']:g}" for v in cut))
+        lines.append(f"thresholds: break-even c* from {min(v['c_star'] for v in cut):.2f} to {max(v['c_star'] for v in cut):.2f}, "
+                     f"against this loop's c of {loops}: predicted faster here in {sum(v['model_faster'] for v in cut)} "
+                     f"of {len(cut)} cases")
+        both = {}  # "predicted ..., measured ...": the thresholds in that case
+        for v in cut:
+            key = f"predicted {'faster' if v['model_faster'] else 'slower'}, measured {word[v['word']]} constant gamma {gamma}"
+            both.setdefault(key, []).append(f"{v['config'].removeprefix('confidence ')} at T = {v['temperature']:g}")
+        lines.append("thresholds, model against clock: " + "; ".join(f"{key}: {', '.join(n)}" for key, n in both.items()))
+    return lines
+
+
 # ----------------------------------------------------------------------------------------------
 # Batched speculative decoding (notebook 09)
 # ----------------------------------------------------------------------------------------------
@@ -244,11 +314,6 @@ def left_padded(tokenizer, texts, device="cpu"):
     finally:
         tokenizer.padding_side = side
     return enc.input_ids.to(device), enc.attention_mask.to(device)
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 COST_ITERS, COST_REPEATS = 10, 15  # verify_cost's defaults: 15 repeats steady c and v on a busy 2-core VM
@@ -695,6 +760,7 @@ def _main_batched_cost(ap, args) -> int:
     from .models import describe_device
 
     meta = dict(_versions(), hardware=describe_device(device), date=time.strftime("%Y-%m-%d"),
+                weights="random weights: real Gemma2 shapes (published configs), seeded; time is real, acceptance is not",
                 timing=f"verify_cost: the three passes take turns, each keeps the fastest of {SHAPE_COST_REPEATS} repeats of {COST_ITERS} calls after a "
                        "warm-up round, the cache cropped back after each call",
                 compiled=("per row, 'compiled': compiled_verify_cost, the same passes through torch.compile with a "

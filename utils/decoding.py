@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .models import sync as _sync
 from .sampling import check_sampling_args, eos_set, probs_from_logits, sample
 from .speculative import _new_cache, _Timer, check_backend, check_generate_args, check_input_ids, check_length, check_model
 
@@ -23,7 +24,7 @@ class ARResult:
     total_time: float | None = None  # backend="compiled": seconds for all new tokens (no per-step split)
     n_new: int | None = None  # backend="compiled": how many tokens were generated
     compile_time: float = 0.0  # backend="compiled": seconds spent compiling (inside total_time)
-    forward_time: float | None = None  # backend="compiled": seconds inside the compiled steps (CPU; NaN on CUDA)
+    forward_time: float | None = None  # backend="compiled": seconds inside the compiled steps (CUDA: timing events)
     prefill_time: float = 0.0  # backend="compiled": seconds of the eager pass over the prompt (in total_time)
 
     @property
@@ -82,12 +83,11 @@ def autoregressive_generate(
     timer, times = _Timer(model.device), []
     feed = seq
     for _ in range(max_new_tokens):
-        before = timer.total
         with timer:
             out = model(input_ids=feed, past_key_values=cache, use_cache=use_cache)
             probs = probs_from_logits(out.logits[0, -1], temperature, top_k, top_p, check=False)  # (V,)
             nxt = sample(probs, generator) if temperature > 0 else probs.argmax()
-        times.append(timer.total - before)
+        times.append(timer.last)
         seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
         feed = seq[:, -1:] if use_cache else seq
         if int(nxt) in eos:
@@ -125,11 +125,6 @@ def draft_and_score(draft, target, tokenizer, prompt: str, max_new_tokens: int) 
 # ----------------------------------------------------------------------------------------------
 # Timing helpers for notebooks 01 and 02
 # ----------------------------------------------------------------------------------------------
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def autoregressive_timed(model, input_ids: torch.Tensor, max_new_tokens: int, *, use_cache: bool = True,

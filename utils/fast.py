@@ -320,7 +320,7 @@ class FastStats:
 
     compile_time: float = 0.0  # seconds of first calls that compiled a new shape during this call
     prefill_time: float = 0.0  # the eager, uncompiled pass(es) over the prompt (CUDA: synchronised, exact)
-    forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (CPU only; host time on CUDA)
+    forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (_PassClock: CUDA timing events)
     rounds: int = 0
     host_syncs: int = 0
     n_accepted_per_round: list[int] = field(default_factory=list)

@@ -166,11 +166,24 @@ def parameter_count(model) -> int:
     return n
 
 
+def sync(device) -> None:
+    """Wait until `device` has finished the work queued so far (CUDA and Apple's MPS run
+    asynchronously; a CPU needs nothing): call it before reading a clock."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def describe_device(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
+
+    if device.type == "mps":
+        return f"Apple GPU (MPS) on {platform.machine()}"
 
     n = torch.get_num_threads()
     return f"{platform.machine()} CPU, {n} thread{'' if n == 1 else 's'}"
@@ -528,6 +541,9 @@ def load_pair(
         raise ValueError("double_quant=True applies to 4-bit weights: pass quantization='nf4' (or 'fp4') with it.")
     spec = PAIRS[name]
     dev = resolve_device(device)
+    if quantization and dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"4-bit weights (quantization={quantization!r}) run on a CPU or an NVIDIA GPU with bitsandbytes, "
+                          f"not on {dev.type!r}: pass device='cpu' (4-bit on the CPU), or leave out quantization.")
     dtype = dtype or default_dtype(dev, spec, quantization)
     qconfig = quantization_config(quantization, dtype, double_quant) if quantization else None
     if dev.type == "cuda":
@@ -568,6 +584,12 @@ class Variants(Mapping):
     (a variable) keeps its memory until that is deleted."""
 
     def __init__(self, full: Pair, options: dict[str, dict], full_name: str = "full precision"):
+        if getattr(full, "quantization", None):
+            raise ValueError(
+                f"the pair {full.name!r} was loaded with quantization={full.quantization!r}, so it is not the {full_name} "
+                "pair its 4-bit variants are compared with: load it without `quantization` (the variants load their "
+                "own 4-bit copies). Where a pair fits only in 4-bit (Gemma2 on a T4 or an L4), choose one that fits "
+                "unquantized: PAIR = \"smollm2-135m-1.7b\", or gemma2-2b-9b in bf16 on a 40 GB GPU.")
         self.full, self.options, self.full_name, self._loaded = full, options, full_name, {}
 
     def __getitem__(self, key: str) -> Pair:

@@ -80,9 +80,15 @@ def median_seconds(step, n: int = 20, warmup: int = 3) -> float:
 
 def dynamic_cache_step(model, prefix: torch.Tensor):
     """A one-token eager step with transformers' DynamicCache after `prefix` (1, T): the cache grows
-    by one position per call (what HF eager `generate` does). Returns the step function."""
+    by one position per call (what HF eager `generate` does). Returns the step function. Ids past
+    the model's vocabulary (another tokenizer's: notebook 07 times random models of the tiny config
+    after a prompt of the loaded pair, which may be Gemma2's) are wrapped into it: a step's time does
+    not depend on which tokens it reads, and an out-of-range id would stop a GPU with a device assert."""
     from transformers import DynamicCache
 
+    vocab = model.config.get_text_config().vocab_size
+    if int(prefix.max()) >= vocab:
+        prefix = prefix.remainder(vocab)
     cache = DynamicCache()
     with torch.inference_mode():
         model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)  # logits unused
@@ -357,8 +363,8 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     whether every output equals HF greedy; for the speculative ones alpha (per checked token), tau, and
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
     matching plain loop's time per decoding step (its prefill left out), and the share of the run
-    spent in forward passes (a CPU's clock; on CUDA the eager loop synchronises around each pass and the
-    compiled one reads timing events after each round's sync); draft_calls_per_round (drafted tokens plus the
+    spent in forward passes (a CPU's clock; on CUDA both loops record timing events around each pass,
+    read after the loop's own syncs); draft_calls_per_round (drafted tokens plus the
     step that writes the last one after a full acceptance); prefill, the time per round spent reading
     the prompt before the first round (the compiled loop prefills both models eagerly; the eager loop
     reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v),
@@ -561,9 +567,11 @@ def plot_compiled_pairs(result: dict, ax=None):
                                  ("target_compiled_decode_tok_s", "-.", "compiled greedy")):
             if p.get(key):
                 ax.axhline(p[key], ls=style, color=color, lw=1, label=f"{p['target']} {name}: {p[key]:.0f} tok/s")
-        if p["target"] in selfd:
-            ax.plot([1.0], [selfd[p["target"]]["steady_tok_s"]], "*", ms=12, color=color,
-                    label=f"{p['target']} drafting for itself (alpha = 1, measured)")
+        if p["target"] in selfd:  # alpha 1 in exact arithmetic; bf16 rounding can flip a near-tie, so the measured one
+            sd = selfd[p["target"]]
+            a = sd.get("alpha") if sd.get("alpha") is not None else 1.0
+            ax.plot([a], [sd["steady_tok_s"]], "*", ms=12, color=color,
+                    label=f"{p['target']} drafting for itself (measured: alpha {a:.2f})")
     ax.set(xlabel="alpha (acceptance a real draft would need)", ylabel="tokens / s (batch 1)")
     ax.set_title(f"compiled speculative decoding: {shapes_label(result)}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")

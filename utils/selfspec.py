@@ -478,6 +478,71 @@ def plot_exits(result: dict, title: str = ""):
     return fig
 
 
+def plot_lens(lens: list[dict], updates: list[float], title: str = ""):
+    """Notebook 11 section 3, two panels: each exit k against the target (left: share of positions
+    where the arg max agrees, and KL(p || q_k) on a second axis), from `exit_agreement` rows averaged
+    over texts (dicts k, top1, kl); and how much each layer changes the residual stream (right), from
+    `layer_update_norms` averaged over texts. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
+    a1.plot([r["k"] for r in lens], [r["top1"] for r in lens], "o-", label="arg max = target's")
+    a1b = a1.twinx()
+    a1b.plot([r["k"] for r in lens], [r["kl"] for r in lens], "s--", color="#c44e52", label="KL(p || q_k)")
+    a1.set(xlabel="exit layer k", ylabel="share of positions", title="exit k against the target (held-out text)")
+    a1b.set_ylabel("nats")
+    a1.legend(handles=a1.get_lines() + a1b.get_lines(), loc="upper center", fontsize=8)
+    a2.bar(range(1, len(updates) + 1), updates, color="#4c72b0")
+    a2.set(xlabel="layer i", ylabel="||h_i - h_(i-1)|| / ||h_(i-1)||", title="how much each layer changes the residual stream")
+    for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def exits_table(result: dict) -> str:
+    """A `compare_exits` result as the text table of notebook 11 section 4: per temperature and
+    draft, c, alpha (per drafted / per checked token), tokens per round, tokens/s, the measured
+    speedup over the plain loop, the cost model's (v = 1) at the run's gamma and at its best gamma."""
+    lines = [f"{'T':>3} {'draft':18s} {'c':>5} {'alpha drafted/checked':>21} {'tokens/round':>12} {'tok/s':>6} "
+             f"{'measured':>8} {'predicted':>9} {'best gamma':>10}"]
+    for s in result["summary"]:
+        if s["draft"] == "plain":
+            lines.append(f"{s['temperature']:>3g} {'plain loop':18s} {'':>5} {'':>21} {'':>12} {s['tokens_per_s']:6.1f}")
+            continue
+        lines.append(f"{s['temperature']:>3g} {s['draft']:18s} {s['c']:5.2f} {s['alpha']:10.2f} / {s['alpha_checked']:.2f}      "
+                     f"{s['tokens_per_round']:12.2f} {s['tokens_per_s']:6.1f} {s['speedup_vs_plain']:7.2f}x "
+                     f"{s['predicted']:8.2f}x {s['best_gamma']:>4} ({s['predicted_best']:.2f}x)")
+    return "\n".join(lines)
+
+
+def speed_against_model(result: dict) -> list[dict]:
+    """Notebook 11 section 4, per temperature over the exits (with and without adapter): which are
+    faster than the plain loop; the cost model's best promise (v = 1) at the run's gamma and at an
+    exit's best gamma; v as the loop paid it (the target's seconds per round over its one-token step,
+    prefill spread over the rounds); and measured minus predicted speedup, with v = 1 and with the
+    loop's v (`utils.theory.expected_speedup`)."""
+    from .theory import expected_speedup
+
+    gamma, step_s = result["meta"]["gamma"], result["costs"]["target_step_ms"] / 1e3
+    out = []
+    for t in sorted({s["temperature"] for s in result["summary"]}):
+        rows = [s for s in result["summary"] if s["temperature"] == t and s["k"] is not None]
+        v, err1, errv = {}, [], []
+        for s in rows:
+            rs = [r for r in result["rows"] if r["temperature"] == t and r["draft"] == s["draft"]]
+            v[s["draft"]] = sum(r["target_s"] for r in rs) / sum(r["rounds"] for r in rs) / step_s
+            err1.append(s["speedup_vs_plain"] - s["predicted"])
+            errv.append(s["speedup_vs_plain"] - expected_speedup(s["alpha_checked"], gamma, s["c"], v[s["draft"]]))
+        out.append(dict(temperature=t, n_exits=len(rows), slower=sum(s["speedup_vs_plain"] < 1 for s in rows),
+                        faster=sorted((s for s in rows if s["speedup_vs_plain"] >= 1), key=lambda s: -s["speedup_vs_plain"]),
+                        promised=max(s["predicted"] for s in rows), promised_best=max(s["predicted_best"] for s in rows),
+                        v=(min(v.values()), max(v.values())), error_v1=(min(err1), max(err1)), error_v=(min(errv), max(errv))))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------

@@ -114,17 +114,24 @@ def to_4bit(model, quant_type: str = "nf4", compute_dtype=torch.bfloat16) -> Non
 
     if quant_type not in ("nf4", "fp4"):
         raise ValueError(f'quant_type must be "nf4" or "fp4" (got {quant_type!r})')
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear) and child is not model.get_output_embeddings():
-                device = child.weight.device
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=compute_dtype, quant_type=quant_type)
-                q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False, quant_type=quant_type)
-                if child.bias is not None:
-                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-                setattr(parent, name, q.to(device))  # moving to the device quantizes the weight
-                del child
+    head = model.get_output_embeddings()
+    # names, not modules: a list of the modules would keep every replaced bf16 layer alive until the end
+    # (27b: its 52 GB of bf16 weights beside the new 4-bit ones)
+    names = [(pname, name) for pname, parent in model.named_modules() for name, child in parent.named_children()
+             if isinstance(child, torch.nn.Linear) and child is not head]
+    for i, (pname, name) in enumerate(names):
+        parent = model.get_submodule(pname)
+        child = getattr(parent, name)
+        device = child.weight.device
+        q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                              compute_dtype=compute_dtype, quant_type=quant_type)
+        q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False, quant_type=quant_type)
+        if child.bias is not None:
+            q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+        setattr(parent, name, q.to(device))  # moving to the device quantizes the weight
+        del child
+        if device.type == "cuda" and i % 16 == 15:
+            torch.cuda.empty_cache()  # hand the freed bf16 blocks back as we go
 
 
 def _peak_reset(device) -> None:
@@ -206,8 +213,12 @@ def _versions() -> dict:
         bnb = bitsandbytes.__version__
     except Exception:  # not installed, or no library for this platform
         bnb = None
+    try:
+        gpu_bytes = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+    except (AssertionError, RuntimeError):  # a build without CUDA that was told otherwise (tests fake it)
+        gpu_bytes = None
     return dict(torch=torch.__version__, cuda=torch.version.cuda, transformers=transformers.__version__,
-                bitsandbytes=bnb, python=platform.python_version())
+                bitsandbytes=bnb, python=platform.python_version(), gpu_memory_bytes=gpu_bytes)
 
 
 def run(sizes=("2b", "9b", "27b"), quants=(None, "nf4"), pairs=(("2b", "9b"), ("2b", "27b")), *, device=None,
@@ -294,7 +305,7 @@ DEFINITIONS = {
                 "tau = (1 - alpha^(gamma+1)) / (1 - alpha); tok_s = 1000 * tau / round_ms",
     "c": "draft compiled 1-token step / target compiled 1-token step; "
          "v: the target's (gamma+1)-token step / its 1-token step",
-    "self_draft": "the target drafting for itself (one model, two engines: fast.engine_for(second=True)), a real run, alpha = 1; predicted_* replay its rounds with the round-time model",
+    "self_draft": "the target drafting for itself (one model, two engines: fast.engine_for(second=True)), a real run; alpha is 1 in exact arithmetic and the row's alpha is what was measured (in bf16 the width-1 draft pass and the width gamma + 1 verify pass round differently, which can flip a near-tie of random weights' flat logits); predicted_* replay its rounds with the round-time model",
 }
 
 

@@ -402,29 +402,62 @@ def _crop(cache, length: int) -> None:
 
 
 class _Timer:
-    """Accumulates wall time of a model's forward passes. On CUDA it synchronizes before and after,
-    so the split is honest; `enabled=False` skips that (and the split) for the fastest run."""
+    """Accumulates the time of a model's forward passes. On a CPU the wall clock (execution is
+    synchronous); on CUDA timing events recorded around each pass, read only when `total` is asked
+    for, so timing adds no host sync of its own (the GPU's time between the two events: the pass's
+    kernels, and any wait for their launches). `enabled=False` skips it (total is NaN)."""
 
     def __init__(self, device, enabled: bool = True):
-        self.cuda = enabled and torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = enabled and self.device.type == "cuda"
         self.enabled = enabled
-        self.total = 0.0 if enabled else float("nan")
-        self.first = None  # the first pass alone: it also processes the prompt (the prefill)
+        self.spans = []  # (start, end): perf_counter seconds, or CUDA events
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        if self.device.type == "mps":  # asynchronous, with no timing events here: wait, then read the clock
+            torch.mps.synchronize()
+        return time.perf_counter()
 
     def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
         if self.enabled:
-            self.t0 = time.perf_counter()
+            self.t0 = self._mark()
 
     def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
         if self.enabled:
-            dt = time.perf_counter() - self.t0
-            self.total += dt
-            if self.first is None:
-                self.first = dt
+            self.spans.append((self.t0, self._mark()))
+
+    def _seconds(self, start, end) -> float:
+        return start.elapsed_time(end) / 1e3 if self.cuda else end - start
+
+    @property
+    def total(self) -> float:
+        if not self.enabled:
+            return float("nan")
+        if self.cuda and self.spans:
+            self.spans[-1][1].synchronize()  # completes every earlier event too
+        return sum(self._seconds(*span) for span in self.spans)
+
+    @property
+    def last(self) -> float:
+        """The last pass alone (waits for it on CUDA); NaN when disabled or before any pass."""
+        if not self.spans:
+            return float("nan")
+        if self.cuda:
+            self.spans[-1][1].synchronize()
+        return self._seconds(*self.spans[-1])
+
+    @property
+    def first(self) -> float | None:
+        """The first pass alone: it also processes the prompt (the prefill)."""
+        if not self.spans:
+            return None
+        if self.cuda:
+            self.spans[0][1].synchronize()
+        return self._seconds(*self.spans[0])
 
 
 @torch.inference_mode()
@@ -457,7 +490,7 @@ def speculative_generate(
     shaped like HF generate's, each row exact on its own (notebook 09). generator: a torch.Generator on the models' device, for reproducible
     sampling. cache: "preallocated" (KV buffers written by index, cropped by moving an index) or
     "dynamic" (transformers' DynamicCache). time_models: measure draft and target time separately
-    (on CUDA this synchronizes around every forward pass; pass False for the fastest run).
+    (on CUDA with timing events, read at the end: no host sync of its own; False skips it).
     backend: "eager" (this function's loop, the one the notebooks read) or "compiled" (`utils.fast`:
     a static cache rolled back in place, torch.compile, CUDA graphs on a GPU, one host sync per
     round; same rule and same exactness; `cache` and `time_models` do not apply; the first call for

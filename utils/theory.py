@@ -70,6 +70,63 @@ def best_speedups(c: float, alphas=(0.6, 0.7, 0.8), max_gamma: int = 16) -> list
     return [(a, g, expected_speedup(a, g, c)) for a in alphas for g in [optimal_gamma(a, c, max_gamma)]]
 
 
+def check_pair_run(run: dict, c_sources: list[tuple[str, float]], gamma: int = 4) -> dict:
+    """Test the cost model against one measured pair run (notebook 05 section 5). run: the draft
+    and target ('pair' "d->t"), tokens/s of HF greedy, HF assisted and ours, and tau (tokens per
+    round) where it was recorded. c_sources: (where it comes from, c) for each c on file. Returns
+    the measured ratios over HF greedy; for each c the prediction tau / (gamma c + 1) (v = 1) and its
+    relative error against HF assisted's ratio and ours (or, without tau, the tau needed to break
+    even and what a perfect draft could gain); the c each measured ratio implies; and which c the
+    measurements support (the prediction with the smallest error)."""
+    d, t = run["pair"].split("->")
+    measured = {k: run[f"{k}_tok_s"] / run["hf_greedy_tok_s"] for k in ("hf_assisted", "ours")}
+    out = dict(pair=run["pair"], measured=measured, self_draft=d == t, tau=run.get("tau"), checks=[], implied=None,
+               closest=None, farthest=None)
+    if d == t:  # a model drafting for itself: c = 1, so at most (gamma + 1) / (gamma + 1)
+        out["perfect"] = expected_speedup(1.0, gamma, 1.0)
+        return out
+    tau = run.get("tau")
+    for how, c in c_sources:
+        check = dict(how=how, c=c, break_even_tau=gamma * c + 1, perfect=expected_speedup(1.0, gamma, c))
+        if tau is not None:
+            pred = tau / (gamma * c + 1)
+            check.update(predicted=pred, off_assisted=pred / measured["hf_assisted"] - 1, off_ours=pred / measured["ours"] - 1)
+        out["checks"].append(check)
+    if tau is not None:
+        out["implied"] = {k: (tau / r - 1) / gamma for k, r in measured.items()}
+        ranked = sorted(out["checks"], key=lambda ch: abs(ch["off_assisted"]))
+        if len(ranked) > 1:
+            out["closest"], out["farthest"] = ranked[0], ranked[-1]
+    return out
+
+
+def describe_pair_check(r: dict, gamma: int = 4, tolerance: float = 0.15) -> list[str]:
+    """`check_pair_run` as the lines notebook 05 prints; a c whose prediction misses HF assisted's
+    measured ratio by more than `tolerance` is called contradicted by its own run."""
+    m = r["measured"]
+    lines = [f"{r['pair']}: measured vs HF greedy: HF assisted {m['hf_assisted']:.2f}x, ours {m['ours']:.2f}x"]
+    if r["self_draft"]:
+        return lines + [f"  self-draft, c = 1: the cost model allows at most {r['perfect']:.2f}x"]
+    for ch in r["checks"]:
+        if "predicted" in ch:
+            lines.append(f"  c = {ch['c']:.2f} ({ch['how']}): with tau {r['tau']:.1f} the cost model predicts {ch['predicted']:.2f}x, "
+                         f"{ch['off_assisted']:+.0%} off HF assisted's measured ratio, {ch['off_ours']:+.0%} off ours'")
+        else:
+            lines.append(f"  c = {ch['c']:.2f} ({ch['how']}): no tau recorded, so no prediction; breaking even would need "
+                         f"tau >= {ch['break_even_tau']:.2f} tokens per round, and even a perfect draft gains at most "
+                         f"{ch['perfect']:.2f}x")
+    if r["implied"]:
+        lines.append(f"  the c the measured ratios imply (v = 1): {r['implied']['hf_assisted']:.2f} (HF assisted), "
+                     f"{r['implied']['ours']:.2f} (ours)")
+    if r["closest"]:
+        far = r["farthest"]
+        lines.append(f"  closest to what was measured: the c from {r['closest']['how']} ({r['closest']['off_assisted']:+.0%}); "
+                     f"the c from {far['how']} is {far['off_assisted']:+.0%} off: "
+                     + ("contradicted by the speedup its own run measured" if abs(far["off_assisted"]) > tolerance
+                        else "close enough, given the noise"))
+    return lines
+
+
 # Peak memory bandwidth in bytes/s, from NVIDIA's datasheets: T4 320 GB/s
 # (https://www.nvidia.com/en-us/data-center/tesla-t4/), A100 80GB SXM 2,039 GB/s
 # (https://www.nvidia.com/en-us/data-center/a100/), H100 SXM 3.35 TB/s

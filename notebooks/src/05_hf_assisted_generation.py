@@ -338,7 +338,6 @@ for label, res in (("this run", dc), ("committed, data/results/datacamp-tiny-cpu
 
 # %%
 from utils.models import ROOT
-from utils.theory import expected_speedup
 
 h200 = json.loads((ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
 pv = h200["provenance"]
@@ -361,33 +360,14 @@ for q in h200["pairs_gamma4_64_tokens"]:
 # eager steps timed separately. Each, checked against the speedups the same pair run measured:
 
 # %%
+from utils.theory import check_pair_run, describe_pair_check
+
 steps = {m["model"]: m["hf_eager_step_ms"] for m in h200["models"] if "hf_eager_step_ms" in m}
-G = 4
 for q in h200["pairs_gamma4_64_tokens"]:
     d, t = q["pair"].split("->")
-    meas = {k: q[f"{k}_tok_s"] / q["hf_greedy_tok_s"] for k in ("hf_assisted", "ours")}
-    print(f"{q['pair']}: measured vs HF greedy: HF assisted {meas['hf_assisted']:.2f}x, ours {meas['ours']:.2f}x")
-    if d == t:
-        print(f"  self-draft, c = 1: the cost model allows at most {expected_speedup(1.0, G, 1.0):.2f}x")
-        continue
-    cs = ([("the pair run", q["c"])] if "c" in q else []) + ([("separate eager steps", steps[d] / steps[t])] if t in steps else [])
-    off = {}  # how -> relative error of the prediction against HF assisted's measured ratio
-    for how, c in cs:
-        if "tau" in q:
-            pred = q["tau"] / (G * c + 1)
-            off[how] = pred / meas["hf_assisted"] - 1
-            print(f"  c = {c:.2f} ({how}): with tau {q['tau']:.1f} the cost model predicts {pred:.2f}x, "
-                  f"{off[how]:+.0%} off HF assisted's measured ratio, {pred / meas['ours'] - 1:+.0%} off ours'")
-        else:
-            print(f"  c = {c:.2f} ({how}): no tau recorded, so no prediction; breaking even would need tau >= {G * c + 1:.2f} "
-                  f"tokens per round, and even a perfect draft gains at most {expected_speedup(1.0, G, c):.2f}x")
-    if "tau" in q:
-        implied = {k: (q["tau"] / r - 1) / G for k, r in meas.items()}
-        print(f"  the c the measured ratios imply (v = 1): {implied['hf_assisted']:.2f} (HF assisted), {implied['ours']:.2f} (ours)")
-    if len(off) > 1:
-        best, worst = sorted(off, key=lambda k: abs(off[k]))[0], sorted(off, key=lambda k: abs(off[k]))[-1]
-        print(f"  closest to what was measured: the c from {best} ({off[best]:+.0%}); the c from {worst} is {off[worst]:+.0%} off: "
-              + ("contradicted by the speedup its own run measured" if abs(off[worst]) > 0.15 else "close enough, given the noise"))
+    c_sources = ([("the pair run", q["c"])] if "c" in q else []) + \
+        ([("separate eager steps", steps[d] / steps[t])] if d != t and t in steps else [])
+    print("\n".join(describe_pair_check(check_pair_run(q, c_sources, gamma=4))))
 
 # %% [markdown]
 # The "closest" line says which $c$ the measured speedups support. A $c$ that the same run's

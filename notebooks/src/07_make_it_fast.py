@@ -263,18 +263,21 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 #   (`compile_fallbacks`).
 # - **CUDA graphs** (GPU only; `mode="reduce-overhead"`) record the compiled step's kernel launches
 #   once and replay the whole step with a single launch, so the CPU no longer paces the GPU.
-# - **Two fixed costs that compiling alone keeps.** A decoding step's matrix products have one row
-#   per token (at most $\gamma+1$), so on a CPU each is a matrix-vector product, and calling the BLAS
-#   library (the tuned linear-algebra routines PyTorch hands matrix products to) for it (`aten::mm`) costs more than its arithmetic: `utils.fast` has inductor write the
-#   products of up to `fast.SMALL_MM_ROWS` rows as fused loops of its own
-#   (`fast.small_matmuls_as_loops`; the first compile takes longer). And before every call of a
-#   compiled graph, dynamo checks its guards, one per parameter and cache tensor; once a width is
-#   compiled, `utils.fast` checks only the ones that tell its graphs apart
-#   (`torch.compiler.set_stance(skip_guard_eval_unsafe=True)`). That is unsafe in general: a guard
-#   that would fail goes unchecked and a stale graph runs silently. It is safe here because the
-#   engine only calls it for a width it compiled itself, with inputs of the same shapes, dtypes and
-#   devices, and a model cast or moved since gets a new engine; `tests/test_fast.py` checks two models
-#   of one shape and a third taking turns.
+
+# %% [markdown]
+# **Two fixed costs that compiling alone keeps** (a detail of `utils.fast`; skip it on a first
+# read). A decoding step's matrix products have one row per token (at most $\gamma+1$), so on a CPU
+# each is a matrix-vector product, and calling the BLAS library (the tuned linear-algebra routines
+# PyTorch hands matrix products to) for it (`aten::mm`) costs more than its arithmetic:
+# `utils.fast` has inductor write the products of up to `fast.SMALL_MM_ROWS` rows as fused loops of
+# its own (`fast.small_matmuls_as_loops`; the first compile takes longer). And before every call of
+# a compiled graph, dynamo checks its guards, one per parameter and cache tensor; once a width is
+# compiled, `utils.fast` checks only the ones that tell its graphs apart
+# (`torch.compiler.set_stance(skip_guard_eval_unsafe=True)`). That is unsafe in general: a guard
+# that would fail goes unchecked and a stale graph runs silently. It is safe here because the
+# engine only calls it for a width it compiled itself, with inputs of the same shapes, dtypes and
+# devices, and a model cast or moved since gets a new engine; `tests/test_fast.py` checks two models
+# of one shape and a third taking turns.
 #
 # Measured on the target: one-token steps eagerly with each cache, then compiled (the first
 # compiled call compiles: its time is reported apart, not mixed into the step).
@@ -288,7 +291,8 @@ dyn = dynamic_cache_step(target, prefix)
 static_eager = engine_step(fast.engine_for(target, N_CACHE, compile=False), prefix)
 compiled_engine = fast.engine_for(target, N_CACHE)
 compiled = engine_step(compiled_engine, prefix)
-compiled()  # compiles the one-token step
+with fast.cudagraph_watch() as skipped:  # on a GPU: inductor's messages if it did not use CUDA graphs
+    compiled()  # compiles the one-token step
 seconds = interleaved_seconds({"eager, DynamicCache": dyn, "eager, static cache": static_eager, "compiled, static cache": compiled})
 step_ms = {name: 1e3 * s for name, s in seconds.items()}
 for name, ms in step_ms.items():
@@ -296,6 +300,8 @@ for name, ms in step_ms.items():
     print(f"{name:24s} {ms:6.2f} ms per step ({ops})")
 print(f"compiling the one-token step took {compiled_engine.compile_time[1]:.1f} s (once per token width); "
       f"compiled = {step_ms['eager, DynamicCache'] / step_ms['compiled, static cache']:.1f}x faster than eager")
+if pair.device.type == "cuda":
+    print("CUDA graphs: " + ("one replayed graph per step" if not skipped else "NOT used, so every launch is paid: " + "; ".join(skipped)))
 
 # %%
 from utils.overhead import plot_backend_steps
@@ -422,13 +428,16 @@ from utils.overhead import race
 
 GAMMA, N_NEW = 4, 32
 prompts = load_prompts("heldout")
-result = race(pair, prompts, max_new_tokens=N_NEW, gamma=GAMMA)
+with fast.cudagraph_watch() as skipped:
+    result = race(pair, prompts, max_new_tokens=N_NEW, gamma=GAMMA)
 for m, r in result.items():
     extra = f"  alpha per checked token {r['alpha']:.2f}, c {r['c']:.3f}, tau {r['tau']:.2f}" if "alpha" in r else ""
     print(f"{m:21s} {r['tokens_per_s']:6.1f} tok/s{extra}")
 print(f"[{len(prompts)} held-out prompts x {N_NEW} new tokens, greedy, gamma={GAMMA}, {hw}]\n"
       f"compile time, apart: target one-token step {compiled_engine.compile_time[1]:.1f} s (section 3), "
       f"first speculative run {result['compiled speculative']['compile_s']:.1f} s (target width {GAMMA + 1}, draft width 1)")
+if pair.device.type == "cuda":
+    print("CUDA graphs: " + ("replayed for every width" if not skipped else "NOT used, so every launch is paid: " + "; ".join(skipped)))
 
 # %%
 # NBVAL_CHECK_OUTPUT

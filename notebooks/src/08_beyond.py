@@ -52,7 +52,8 @@ print(environment_report(pair))
 # schedule drifts towards $\gamma^\ast = \ln 3 / \ln(1/\alpha)$: long drafts on easy text, short ones
 # on hard text. (HF keeps the last $\gamma$ in the assistant's config for the next call; ours starts
 # again at the given $\gamma$, as HF's `"heuristic_transient"` does.)
-#
+
+# %% [markdown]
 # **The confidence threshold** (`assistant_confidence_threshold`, default 0.4; transformers'
 # `generation/stopping_criteria.py`, `ConfidenceCriteria`). The draft proposes $x_i \sim q_i$ and
 # stops the round right after it when it was unsure of it:
@@ -227,46 +228,28 @@ ax.tick_params(axis="x", rotation=15)
 # $c^\ast = \frac{\bar\tau_\text{const} - \bar\tau}{\bar\tau\,\bar k_\text{const} - \bar\tau_\text{const}\,\bar k}$
 # (`utils.beyond.break_even_c`). The counts are exact (no clock), so $c^\ast$ is exact under the
 # model, whose verify pass costs one target step whatever $k$ is ($v = 1$); on a CPU a verify pass
-# costs more, growing with the tokens it checks (the line `[v: ...]` below). Against $c^\ast$,
-# the $c$ this loop paid (a draft pass over the plain loop's step, from the file) and the measured
-# ratio of tokens/s. Its noise, two ways. Over repeats: the same ratio from each repeat alone (in
-# repeat $i$ all configurations ran one after the other, so each repeat is a fair comparison); a
-# rule counts as faster or slower only if every repeat clears the spread between repeats of one
-# configuration (`utils.bench.noise_verdict`: the rule of notebooks 09-11 and the README, so a
-# gain counts only when it is larger than timing the same thing twice can show). Over prompts: on
-# how many prompts the rule was faster, with a sign test (`scipy.stats.binomtest`): the chance of a split at least that uneven
-# if each prompt were a coin flip.
+# costs more, growing with the tokens it checks (the line `[v: ...]` below).
+
+# %% [markdown]
+# **Model against clock.** Each line below sets $c^\ast$ beside the $c$ this loop paid (a draft
+# pass over the plain loop's step, from the file) and beside the measured ratio of tokens/s
+# (`utils.beyond.adaptive_verdicts`). The clock is noisy, so it is read two ways:
+#
+# - over repeats: the same ratio from each repeat alone (in repeat $i$ all configurations ran one
+#   after the other, so each repeat is a fair comparison); a rule counts as faster or slower only if
+#   every repeat clears the spread between repeats of one configuration
+#   (`utils.bench.noise_verdict`, the rule of notebooks 09-11 and the README);
+# - over prompts: on how many prompts the rule was faster, with a sign test
+#   (`scipy.stats.binomtest`): the chance of a split at least that uneven if each prompt were a
+#   coin flip.
 
 # %%
-from scipy.stats import binomtest
+from utils.beyond import adaptive_verdicts, describe_verdict
 
-from utils.bench import noise_verdict
-from utils.beyond import break_even_c
-
+verdicts = adaptive_verdicts(res)  # one dict per rule and temperature: counts, cost model, clock
+for v in verdicts:
+    print(describe_verdict(v))
 const = {s["temperature"]: s for s in res["summary"] if s["config"] == f"constant {m['gamma']}"}
-verdict = []
-for s in res["summary"]:
-    k = const[s["temperature"]]
-    if "alpha" not in s or s is k:
-        continue
-    be = break_even_c(s["tokens_per_round"], s["drafted_per_round"], k["tokens_per_round"], k["drafted_per_round"])
-    c_loop = k["c_in_loop"]
-    model_wins = (c_loop > be["c_star"]) == be["wins_above"]
-    where = ("at every c" if be["wins_above"] else "at no c") if be["c_star"] == 0 else \
-        f"for c {'above' if be['wins_above'] else 'below'} {be['c_star']:.2f}"
-    lo, hi = min(s["vs_constant_by_repeat"]), max(s["vs_constant_by_repeat"])
-    noise = max(s["noise_median_spread"], k["noise_median_spread"])  # the spread of one configuration's repeats
-    word = noise_verdict(s["vs_constant_by_repeat"], noise)  # "faster", "slower" or "within noise"
-    rel = {"within noise": "within noise of"}.get(word, word + " than")
-    p_sign = binomtest(s["prompts_faster_than_constant"], s["n_prompts"]).pvalue  # two-sided sign test over prompts
-    verdict.append((s["temperature"], s["config"], rel, p_sign, be, model_wins))
-    print(f"T = {s['temperature']:g}, {s['config']:15s}: tau {s['tokens_per_round']:.2f} vs {k['tokens_per_round']:.2f}, "
-          f"k {s['drafted_per_round']:.2f} vs {k['drafted_per_round']:.2f} (per token: draft passes "
-          f"x{s['drafted_per_round'] / s['tokens_per_round'] / (k['drafted_per_round'] / k['tokens_per_round']):.2f}, "
-          f"target passes x{k['tokens_per_round'] / s['tokens_per_round']:.2f}) -> faster {where}; at c = {c_loop:.2f} "
-          f"{'faster' if model_wins else 'slower'}. Measured {s['vs_constant']:.2f}x ({lo:.2f} to {hi:.2f} over repeats, "
-          f"spread {noise:.0%}: {word}), "
-          f"faster on {s['prompts_faster_than_constant']} of {s['n_prompts']} prompts (sign test p = {p_sign:.2f})")
 print(f"[c: {m['c']:.3f} in isolation; in the loop with constant gamma "
       + ", ".join(f"{k['c_in_loop']:.3f} at T = {T:g}" for T, k in const.items()) + "]")
 bench = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())["meta"]  # notebook 05's benchmark
@@ -290,22 +273,9 @@ for T, k in const.items():
           f"mean gamma of the schedule over {m['max_new_tokens']}-token runs from {m['gamma']}: {h['mean_gamma']:.1f}")
 
 # %%
-for word, how in (("faster than", "every repeat above 1 + spread"), ("within noise of", "otherwise"),
-                  ("slower than", "every repeat below 1 - spread")):
-    names = [f"{cfg} at T = {T:g}" for T, cfg, w, *_ in verdict if w == word]
-    print(f"measured {word} constant gamma {m['gamma']} ({how}): {', '.join(names) if names else 'none'}")
-sig = [f"{cfg} at T = {T:g}" for T, cfg, _, p_sign, *_ in verdict if p_sign < 0.05]
-print(f"faster or slower on significantly many prompts (sign test p < 0.05): {', '.join(sig) or 'none'}")
-cut = [(be, wins) for T, cfg, _, _, be, wins in verdict if cfg.startswith("confidence")]
-print(f"thresholds: break-even c* from {min(be['c_star'] for be, _ in cut):.2f} to {max(be['c_star'] for be, _ in cut):.2f}, "
-      f"against this loop's c of " + " and ".join(f"{k['c_in_loop']:.2f} at T = {T:g}" for T, k in const.items()) + ": "
-      f"predicted faster here in {sum(w for _, w in cut)} of {len(cut)} cases")
-both = {}  # "predicted ..., measured ...": the thresholds in that case
-for T, cfg, word, _, _, wins in verdict:
-    if cfg.startswith("confidence"):
-        key = f"predicted {'faster' if wins else 'slower'}, measured {word} constant gamma {m['gamma']}"
-        both.setdefault(key, []).append(f"{cfg.removeprefix('confidence ')} at T = {T:g}")
-print("thresholds, model against clock: " + "; ".join(f"{key}: {', '.join(v)}" for key, v in both.items()))
+from utils.beyond import verdict_summary
+
+print("\n".join(verdict_summary(verdicts, m["gamma"])))
 
 # %% [markdown]
 # How to read it:
@@ -328,6 +298,10 @@ print("thresholds, model against clock: " + "; ".join(f"{key}: {', '.join(v)}" f
 #   sets each threshold's predicted verdict beside the clock's: a prediction counts as confirmed
 #   here only where every repeat cleared the spread in its direction (and the sign-test line says
 #   whether any rule's prompts split significantly).
+
+# %% [markdown]
+# Two cautions:
+#
 # - At $T = 1$ the threshold reads the probability of a *sampled* token, often a small one by
 #   design (section 3), so it ends rounds after few drafted tokens (drafted/round in section 4's
 #   table): speculative decoding shrinks towards $\gamma = 1$, whatever $\gamma$ was asked for.

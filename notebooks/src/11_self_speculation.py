@@ -143,21 +143,9 @@ for r in lens:
           f"layer {r['k']} changed the residual stream by {updates[r['k'] - 1]:.1%}")
 
 # %%
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from utils.selfspec import plot_lens
 
-fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
-a1.plot([r["k"] for r in lens], [r["top1"] for r in lens], "o-", label="arg max = target's")
-a1b = a1.twinx()
-a1b.plot([r["k"] for r in lens], [r["kl"] for r in lens], "s--", color="#c44e52", label="KL(p || q_k)")
-a1.set(xlabel="exit layer k", ylabel="share of positions", title="exit k against the target (held-out text)")
-a1b.set_ylabel("nats")
-a1.legend(handles=a1.get_lines() + a1b.get_lines(), loc="upper center", fontsize=8)
-a2.bar(range(1, n_layers + 1), updates, color="#4c72b0")
-a2.set(xlabel="layer i", ylabel="||h_i - h_(i-1)|| / ||h_(i-1)||", title="how much each layer changes the residual stream")
-for ax in (a1, a2):
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-fig.suptitle(f"{pair.name} target ({n_layers} layers), {len(texts)} held-out prompts + greedy continuations, {hw}", fontsize=10)
+plot_lens(lens, updates, f"{pair.name} target ({n_layers} layers), {len(texts)} held-out prompts + greedy continuations, {hw}")
 idle = [i + 1 for i, u in enumerate(updates) if u < 0.05]
 print(f"layers that change the stream by less than 5%: {idle} "
       f"(at most {max((updates[i - 1] for i in idle), default=0):.1%}); "
@@ -204,21 +192,14 @@ if pair.name == "tiny":
 import json
 
 from utils.models import ROOT
+from utils.selfspec import exits_table
 
 res = json.loads((ROOT / "data/results/selfspec-tiny-cpu.json").read_text())
 m = res["meta"]
 print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m['transformers']}, {m['date']}; "
       f"gamma {m['gamma']}; {m['n_prompts']} {m['prompt_set']} prompts x {m['max_new_tokens']} new tokens, median of "
       f"{m['repeats']} after {m['warmup']} warm-up; target step {res['costs']['target_step_ms']:.1f} ms]\n[{m['command']}]")
-print(f"{'T':>3} {'draft':18s} {'c':>5} {'alpha drafted/checked':>21} {'tokens/round':>12} {'tok/s':>6} {'measured':>8} "
-      f"{'predicted':>9} {'best gamma':>10}")
-for s in res["summary"]:
-    if s["draft"] == "plain":
-        print(f"{s['temperature']:>3g} {'plain loop':18s} {'':>5} {'':>21} {'':>12} {s['tokens_per_s']:6.1f}")
-        continue
-    print(f"{s['temperature']:>3g} {s['draft']:18s} {s['c']:5.2f} {s['alpha']:10.2f} / {s['alpha_checked']:.2f}      "
-          f"{s['tokens_per_round']:12.2f} {s['tokens_per_s']:6.1f} {s['speedup_vs_plain']:7.2f}x {s['predicted']:8.2f}x "
-          f"{s['best_gamma']:>4} ({s['predicted_best']:.2f}x)")
+print(exits_table(res))
 print("greedy outputs equal to the plain loop's:", all(s["all_equal_plain"] for s in res["summary"] if s["temperature"] == 0))
 
 # %%
@@ -268,30 +249,20 @@ for t in sorted({s["temperature"] for s in res["summary"]}):
 
 # %%
 from utils.bench import repeat_spread
-from utils.theory import expected_speedup
+from utils.selfspec import speed_against_model
 
-step_s = res["costs"]["target_step_ms"] / 1e3
 spread = statistics.median(repeat_spread(r) for r in res["rows"])
 print(f"[{m['pair']} pair, {m['hardware']}, gamma {m['gamma']}] median spread between the {m['repeats']} "
       f"repeats of one run ((slowest - fastest) / median, as in notebooks 08-10): {spread:.0%}")
-for t in sorted({s["temperature"] for s in res["summary"]}):
-    rows = [s for s in res["summary"] if s["temperature"] == t and s["k"] is not None]
-    faster = sorted((s for s in rows if s["speedup_vs_plain"] >= 1), key=lambda s: -s["speedup_vs_plain"])
-    v, err1, errv = {}, [], []
-    for s in rows:
-        rs = [r for r in res["rows"] if r["temperature"] == t and r["draft"] == s["draft"]]
-        v[s["draft"]] = sum(r["target_s"] for r in rs) / sum(r["rounds"] for r in rs) / step_s
-        err1.append(s["speedup_vs_plain"] - s["predicted"])
-        errv.append(s["speedup_vs_plain"] - expected_speedup(s["alpha_checked"], m["gamma"], s["c"], v[s["draft"]]))
-    print(f"T = {t:g}: slower than the plain loop: {sum(s['speedup_vs_plain'] < 1 for s in rows)} of {len(rows)} exits "
-          f"(with and without adapter); faster: "
-          + (", ".join(f"{s['draft']} {s['speedup_vs_plain']:.2f}x (alpha {s['alpha_checked']:.2f}, c {s['c']:.2f})"
-                       for s in faster) or "none")
-          + (f"; each gains less than the median spread: {all(s['speedup_vs_plain'] - 1 < spread for s in faster)}" if faster else ""))
-    print(f"  the cost model with v = 1 promises at most {max(s['predicted'] for s in rows):.2f}x at gamma {m['gamma']}, "
-          f"{max(s['predicted_best'] for s in rows):.2f}x at an exit's best gamma")
-    print(f"  v in the loop: {min(v.values()):.2f} to {max(v.values()):.2f} target steps per round; measured minus "
-          f"predicted, v = 1: {min(err1):+.2f} to {max(err1):+.2f}; with the loop's v: {min(errv):+.2f} to {max(errv):+.2f}")
+for r in speed_against_model(res):
+    faster = ", ".join(f"{s['draft']} {s['speedup_vs_plain']:.2f}x (alpha {s['alpha_checked']:.2f}, c {s['c']:.2f})" for s in r["faster"])
+    print(f"T = {r['temperature']:g}: slower than the plain loop: {r['slower']} of {r['n_exits']} exits (with and without "
+          f"adapter); faster: {faster or 'none'}" + (f"; each gains less than the median spread: "
+          f"{all(s['speedup_vs_plain'] - 1 < spread for s in r['faster'])}" if r["faster"] else ""))
+    print(f"  the cost model with v = 1 promises at most {r['promised']:.2f}x at gamma {m['gamma']}, "
+          f"{r['promised_best']:.2f}x at an exit's best gamma")
+    print(f"  v in the loop: {r['v'][0]:.2f} to {r['v'][1]:.2f} target steps per round; measured minus predicted, "
+          f"v = 1: {r['error_v1'][0]:+.2f} to {r['error_v1'][1]:+.2f}; with the loop's v: {r['error_v'][0]:+.2f} to {r['error_v'][1]:+.2f}")
 
 # %% [markdown]
 # On this CPU almost every exit is slower than decoding without a draft: at $T = 0$ every one,
