@@ -225,6 +225,7 @@ def test_the_committed_cpu_benchmark_meets_the_speed_goals():
     assert [c["baseline"] for c in bench.cpu_goal_checks(low) if not c["met"]] == ["hf"]
 
 
+@pytest.mark.slow
 def test_compiled_speculative_beats_hf_greedy_live(pair, prompts):
     """The collection's promise, measured now on this machine (CPU CI, shared and noisy): compiled
     speculative decoding, greedy, gamma 4, against HF greedy on a held-out prompt, the two taking

@@ -833,3 +833,25 @@ def test_09_on_a_16_bit_pair_grades_against_the_loop_with_the_reference_index(ca
     ex.check_09(solution("check_09"), pair16)
     out = capsys.readouterr().out
     assert out.startswith("PASSED") and "equal to the loop with the reference index (torch.bfloat16" in out
+
+
+def test_the_checkers_refuse_the_library_doing_the_exercise():
+    """An exercise whose piece the library already has (the checker grades against it) is not done by
+    passing the library's function, or by a function that calls it."""
+    from utils import exercises
+    from utils.lookup import find_draft
+
+    def wrapper(seq, gamma, max_ngram):
+        return find_draft(seq, gamma, max_ngram)
+
+    def nested(p, q, draft_tokens, u, generator=None):
+        def inner():
+            from utils.speculative import verify_step
+            return verify_step(p, q, draft_tokens, generator=generator)
+        return inner()
+
+    for check, fn, says in ((exercises.check_10, find_draft, "the library's own find_draft"),
+                            (exercises.check_10, wrapper, "your function calls find_draft"),
+                            (exercises.check_03, nested, "your function calls verify_step")):
+        with pytest.raises(AssertionError, match=says):
+            check(fn)

@@ -75,7 +75,9 @@ def test_find_draft_on_random_sequences():
 
 
 def test_exercise_checker_accepts_the_reference_and_rejects_the_first_occurrence(capsys):
-    check_10(find_draft)
+    from notebooks.solutions.ex10_find_draft import find_draft as reference
+
+    check_10(reference)
     assert "PASSED" in capsys.readouterr().out
 
     def oldest(seq, gamma, max_ngram):  # HF's choice: the first occurrence from the left
@@ -354,3 +356,19 @@ def test_cli_help_and_bad_flags_fail_before_loading(tmp_path, capsys, monkeypatc
     with pytest.raises(SystemExit) as e:
         main(["--out", str(tmp_path), "--device", "cpu"])
     assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_lookup_table_has_a_line_per_method_and_blanks_where_a_method_has_no_draft():
+    """utils.lookup.lookup_table (notebook 10 section 5): HF's and the plain loop's rows leave alpha,
+    match and copied empty; a lookup row fills them, in the header's columns."""
+    from utils.lookup import lookup_table
+
+    base = dict(kind="copy", temperature=0.0, tokens_per_s=90.0, speedup_vs_plain=1.0, tokens_per_target_pass=1.0,
+                noise_median_spread=0.04)
+    rows = [dict(base, method="ours_plain"),
+            dict(base, method="ours_lookup", tokens_per_s=180.0, speedup_vs_plain=2.0, tokens_per_target_pass=2.5,
+                 alpha=0.43, alpha_checked=0.71, match_rate=0.91, copied_fraction=0.6)]
+    head, plain, look = lookup_table(rows).splitlines()
+    assert len(plain) == len(look) == len(head)  # fixed-width columns
+    assert plain.split() == ["copy", "0", "our", "plain", "loop", "90.0", "1.00x", "1.00", "4%"]
+    assert look.split()[-8:] == ["2.00x", "2.50", "0.43", "/", "0.71", "91%", "60%", "4%"]

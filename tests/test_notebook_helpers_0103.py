@@ -148,6 +148,7 @@ def test_acceptance_stats_pools_the_runs(pair, prompts):
     assert s["per_drafted"] == pytest.approx(acc / sum(o.n_drafted for o in outs))
     assert s["alpha"] == pytest.approx(acc / (acc + sum(o.n_rejected for o in outs)))
     assert s["tau"] == pytest.approx(48 / sum(len(o.rounds) for o in outs))
+    assert s["counts"] == (acc, sum(o.n_drafted for o in outs), sum(o.n_rejected for o in outs))
     assert 0 <= s["per_drafted"] <= s["alpha"] <= 1 and 1 <= s["tau"] <= 4 and s["prompts"] == 2
 
 

@@ -160,12 +160,16 @@ def test_unsupported_models(pair):
 def test_graded_check(pair, capsys):
     from utils.exercises import check_11
 
-    check_11(exit_logits, pair)
+    from notebooks.solutions.ex11_exit_head import exit_head
+
+    check_11(exit_head, pair)
     assert "PASSED" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="soft-capping"):
         check_11(lambda t, h: t.lm_head(t.model.norm(h)), pair)
     with pytest.raises(AssertionError, match="final norm"):
-        check_11(lambda t, h: exit_logits(t, h) * 0 + torch.tanh(t.lm_head(h) / 30.0) * 30.0, pair)
+        check_11(lambda t, h: torch.tanh(t.lm_head(h) / 30.0) * 30.0, pair)
+    with pytest.raises(AssertionError, match="your function calls exit_logits"):
+        check_11(lambda t, h: exit_logits(t, h), pair)
 
     def not_yet(target, hidden):
         raise NotImplementedError

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import types
 
 import numpy as np
 import torch
@@ -47,8 +48,37 @@ class _NotDone(Exception):
     """The learner's function still raises NotImplementedError."""
 
 
-def _checker(number: str, title: str, solution: str):
-    """Wrap a check: print PASSED with its summary, or a note for a stub; AssertionErrors go through."""
+def _names_used(fn) -> set[str]:
+    """The global and attribute names a function's code refers to, nested functions included."""
+    code = getattr(fn, "__code__", None)
+    names, todo = set(), [code] if code is not None else []
+    while todo:
+        c = todo.pop()
+        names |= set(c.co_names) | set(c.co_freevars)  # globals and attributes; names of an enclosing function
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    return names
+
+
+def _refuse_shortcuts(number: str, fn, shortcuts) -> None:
+    """An exercise asks for a piece the library already has (the checker grades against it): passing
+    the library's function, or a function that calls it, would pass without the learner's own code."""
+    module = getattr(fn, "__module__", None) or ""
+    if module == "utils" or module.startswith("utils."):
+        raise AssertionError(
+            f"\nExercise {number}: that is the library's own {getattr(fn, '__name__', 'function')} ({module}), the one "
+            f"the checker compares with: write your version in the exercise cell and pass that.")
+    used = sorted(_names_used(fn) & set(shortcuts))
+    if used:
+        raise AssertionError(
+            f"\nExercise {number}: your function calls {', '.join(used)}, which already does what the exercise asks "
+            f"(the checker compares with it), so it would pass without the part you are meant to write: write that "
+            f"part yourself. (Stuck? hint(\"{number[:2]}\") gives a step at a time.)")
+
+
+def _checker(number: str, title: str, solution: str, shortcuts=()):
+    """Wrap a check: print PASSED with its summary, or a note for a stub; AssertionErrors go through.
+    shortcuts: names of the library functions that do the exercise's work (the learner's function may
+    not call them)."""
 
     def wrap(check):
         @functools.wraps(check)
@@ -56,6 +86,7 @@ def _checker(number: str, title: str, solution: str):
             if not callable(fn):
                 raise TypeError(f"check_{number} takes your function itself (got {type(fn).__name__}): "
                                 f"pass the name without calling it, e.g. check_{number}(my_function).")
+            _refuse_shortcuts(number, fn, shortcuts)
             try:
                 summary = check(fn, *args, **kwargs)
             except _NotDone:
@@ -237,7 +268,7 @@ def _decode(tok, ids) -> str:
 _S01 = "ex01_greedy_loop.py"
 
 
-@_checker("01", "the greedy decoding loop", _S01)
+@_checker("01", "the greedy decoding loop", _S01, shortcuts=("autoregressive_generate",))  # generate: _no_generate
 def check_01(fn, pair=None) -> str:
     """fn(model, input_ids, max_new_tokens) -> (1, T + max_new_tokens): prompt and greedy tokens.
 
@@ -586,7 +617,7 @@ def _bonus_hint(samples, probs) -> str:
             "position), after all k drafted tokens were accepted: torch.multinomial(p[k], 1, generator=generator).")
 
 
-@_checker("03", "verify_step, the accept/reject rule", _S03)
+@_checker("03", "verify_step, the accept/reject rule", _S03, shortcuts=("verify_step", "accept_reject", "verify_step_biased"))
 def check_03(fn) -> str:
     """fn(p, q, draft_tokens, u, generator=None) -> (n_accepted, token).
 
@@ -683,7 +714,7 @@ def _int_04(got, what: str) -> int:
     raise _fail("04b", _S04, what, "an int gamma", kind, hint)
 
 
-@_checker("04a", "expected tokens per round", _S04)
+@_checker("04a", "expected tokens per round", _S04, shortcuts=("expected_tokens_per_round", "expected_speedup"))
 def check_04_tau(fn) -> str:
     """fn(alpha, gamma) -> tau = (1 - alpha^(gamma + 1)) / (1 - alpha), and gamma + 1 at alpha = 1.
 
@@ -722,7 +753,7 @@ def check_04_tau(fn) -> str:
             f"{mine:.3f} tokens per round; 100,000 simulated rounds give {(prefix + 1).mean():.3f}.")
 
 
-@_checker("04b", "the best gamma", _S04)
+@_checker("04b", "the best gamma", _S04, shortcuts=("optimal_gamma", "best_speedups"))
 def check_04_gamma(fn) -> str:
     """fn(alpha, c, max_gamma=16) -> the gamma in 1..max_gamma with the largest expected speedup
     tau / (gamma c + 1) (Leviathan et al., Thm 3.8).
@@ -875,7 +906,7 @@ def _bnb_measured(shape=(1024, 1024)):
     return out
 
 
-@_checker("06", "4-bit (NF4) weight memory", _S06)
+@_checker("06", "4-bit (NF4) weight memory", _S06, shortcuts=("nf4_bytes",))
 def check_06(fn) -> str:
     """fn(n_params, double_quant=False) -> bytes of n_params weights stored in NF4 by bitsandbytes:
     4 bits per weight plus the quantization constants (one float32 absmax per block of 64 weights; with
@@ -984,7 +1015,7 @@ def _race_tokens(got, shape, what) -> torch.Tensor:
     return got.long()
 
 
-@_checker("07", "sampling without a host sync", _S07)
+@_checker("07", "sampling without a host sync", _S07, shortcuts=("sample_with_noise",))
 def check_07(fn) -> str:
     """fn(probs, noise) -> tokens: probs (..., V) probabilities, noise (..., V) i.i.d. Exp(1) draws;
     one token per distribution, shape (...), sampled from probs with the noise given (the exponential
@@ -1112,7 +1143,7 @@ def _grade_next_gamma(fn, gamma: int, k: int, n: int, want: int, what: str) -> N
     raise _fail("08", _S08, what, want, repr(got), hint)
 
 
-@_checker("08", "the heuristic gamma schedule", _S08)
+@_checker("08", "the heuristic gamma schedule", _S08, shortcuts=("update_candidate_strategy",))
 def check_08(fn, pair=None) -> str:
     """fn(gamma, n_drafted, n_accepted) -> the gamma of the next round: gamma + 2 when every drafted
     token was accepted (n_accepted == n_drafted; a round can draft fewer than gamma), else
@@ -1180,7 +1211,7 @@ def _realign_reference(m: list[int], L: int) -> list[list[int]]:
     return [[j - (M - mb) if j - (M - mb) >= 0 else -1 for j in range(L + M)] for mb in m]
 
 
-@_checker("09", "realigning ragged rows", _S09)
+@_checker("09", "realigning ragged rows", _S09, shortcuts=("realign_index",))
 def check_09(fn, pair=None) -> str:
     """fn(m, L) -> (B, L + M) long tensor: row b of a right-aligned batch of L columns keeps m[b] new
     columns (L, L+1, ...) this round; the new layout has L + M columns, M = max(m), and column j of
@@ -1296,7 +1327,7 @@ def _draft_pair_10(got, what: str) -> tuple[list[int], int]:
                 "n-gram that matched (an int); when nothing matches return ([], 0), not None.")
 
 
-@_checker("10", "the n-gram finder", _S10)
+@_checker("10", "the n-gram finder", _S10, shortcuts=("find_draft",))
 def check_10(fn) -> str:
     """fn(seq, gamma, max_ngram) -> (draft, n), like `utils.lookup.find_draft`: for n from max_ngram
     down to 1, the most recent earlier occurrence of the last n tokens that has a token after it, and
@@ -1333,7 +1364,7 @@ def check_10(fn) -> str:
 _S11 = "ex11_exit_head.py"
 
 
-@_checker("11", "the early-exit head", _S11)
+@_checker("11", "the early-exit head", _S11, shortcuts=("exit_logits",))
 def check_11(fn, pair=None) -> str:
     """fn(target, hidden) -> logits: a layer's output hidden (1, T, d) through the target's final norm,
     LM head and soft-capping (1, T, V). Checked against `utils.selfspec.exit_logits` at the first, the
@@ -1440,7 +1471,7 @@ def _hint_12(method: str, gamma: int, want: dict, got: dict) -> str:
             f"{', '.join(extra) or 'none'}.")
 
 
-@_checker("12", "SGLang's flags for a chain", _S12)
+@_checker("12", "SGLang's flags for a chain", _S12, shortcuts=("sglang_config",))
 def check_12(fn) -> str:
     """fn(method, gamma, draft) -> the --speculative-* flags (a list of strings, or one string) that make SGLang
     draft a chain of gamma tokens per round: method 'draft' (STANDALONE, the draft model at the path `draft`)

@@ -359,6 +359,23 @@ def summarize_lookup(rows) -> list[dict]:
     return out
 
 
+def lookup_table(summary: list[dict]) -> str:
+    """A `compare_lookup` summary as the text table of notebook 10 section 5: per prompt kind,
+    temperature and method, tokens/s, the ratio to our plain loop, new tokens per target pass, alpha
+    (per drafted / per checked token), the share of rounds with a match, the share of tokens copied,
+    and the spread between repeats."""
+    lines = [f"{'kind':5} {'T':>3} {'method':28} {'tok/s':>6} {'vs plain':>8} {'tokens/pass':>11} {'alpha drafted/checked':>21} "
+             f"{'match':>6} {'copied':>6} {'spread':>6}"]
+    for s in summary:
+        al = f"{s['alpha']:10.2f} / {s['alpha_checked']:.2f}" if "alpha" in s else ""
+        lines.append(f"{s['kind']:5} {s['temperature']:>3g} {LABELS[s['method']]:28} {s['tokens_per_s']:6.1f} "
+                     f"{s['speedup_vs_plain']:7.2f}x {s['tokens_per_target_pass']:11.2f} {al:>21} "
+                     + (f"{s['match_rate']:6.0%} " if "match_rate" in s else " " * 7)
+                     + (f"{s['copied_fraction']:6.0%} " if "copied_fraction" in s else " " * 7)
+                     + f"{s['noise_median_spread']:6.0%}")
+    return "\n".join(lines)
+
+
 def versus(a: dict, b: dict) -> dict:
     """How fast the method of summary row `a` ran relative to that of row `b` (same prompt kind and
     temperature), repeat by repeat, and a noise verdict.

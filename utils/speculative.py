@@ -797,7 +797,8 @@ def acceptance_stats(target, draft, tokenizer, prompts, gamma: int, *, max_new_t
     the rounds of all runs.
 
     Returns dict(per_drafted = accepted / drafted, alpha = accepted / (accepted + rejections), the
-    per-checked-token rate of Leviathan Eq. 1, tau = new tokens per round, prompts = how many).
+    per-checked-token rate of Leviathan Eq. 1, tau = new tokens per round, prompts = how many,
+    counts = (accepted, drafted, rejections) pooled).
     kwargs go to speculative_generate (top_k, top_p, ...).
     """
     acc = drafted = rejected = toks = rounds = 0
@@ -809,4 +810,4 @@ def acceptance_stats(target, draft, tokenizer, prompts, gamma: int, *, max_new_t
         toks, rounds = toks + o.new_tokens, rounds + len(o.rounds)
     nan = float("nan")
     return dict(per_drafted=acc / drafted if drafted else nan, alpha=acc / (acc + rejected) if acc + rejected else nan,
-                tau=toks / rounds if rounds else nan, prompts=len(prompts))
+                tau=toks / rounds if rounds else nan, prompts=len(prompts), counts=(acc, drafted, rejected))

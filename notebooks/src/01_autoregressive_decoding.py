@@ -386,5 +386,5 @@ check_01(reference, pair)
 #   memory-bound): https://arxiv.org/abs/2211.05102
 # - Hugging Face transformers, generation strategies: https://huggingface.co/docs/transformers/generation_strategies
 # - Hugging Face transformers, KV cache strategies: https://huggingface.co/docs/transformers/main/en/kv_cache
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023
 #   (where the next notebooks go): https://arxiv.org/abs/2211.17192

@@ -253,7 +253,7 @@ check_02(reference, pair)
 # ## References
 # - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the method
 #   reproduced in section 1): https://www.datacamp.com/tutorial/speculative-decoding
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023:
 #   https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
 #   https://arxiv.org/abs/2302.01318

@@ -451,7 +451,7 @@ check_03(reference)
 
 # %% [markdown]
 # ## References
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023
 #   (Algorithm 1, Eq. 1): https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023
 #   (the same rule, proved exact; their letters are swapped: $q$ is the target there, $p$ the draft,

@@ -282,7 +282,7 @@ print(f"c = {c:.3f} in isolation, v = 1: " + ", ".join(f"alpha {a}: best gamma {
 
 # %% [markdown]
 # ## References
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023
 #   (Eq. 1, Thm 3.8, the optimal $\gamma$): https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
 #   https://arxiv.org/abs/2302.01318

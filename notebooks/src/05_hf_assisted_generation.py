@@ -451,7 +451,7 @@ check_05(reference, pair)
 # - Hugging Face, *Assisted Generation: a new direction toward low-latency text generation*, 2023:
 #   https://huggingface.co/blog/assisted-generation
 # - Saxena, *Prompt Lookup Decoding*, 2023: https://github.com/apoorvumang/prompt-lookup-decoding
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023
 #   (Thm 3.8, the cost model): https://arxiv.org/abs/2211.17192
 # - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the benchmark of
 #   section 4): https://www.datacamp.com/tutorial/speculative-decoding

@@ -265,7 +265,7 @@ print(f"  ({a['note']})\n  how the article presents 4-bit, {article['claim']['ki
 # setups pairwise: which quantization moved $\alpha$ here, and which changed nothing.
 
 # %%
-from utils.speculative import speculative_generate
+from utils.speculative import acceptance_stats
 
 held = load_prompts("heldout")[:6]
 setups = {
@@ -274,24 +274,20 @@ setups = {
     "target NF4": (full.draft, variants["NF4"].target),
     "both NF4": (variants["NF4"].draft, variants["NF4"].target),
 }
-counts, eos = {}, full.target.generation_config.eos_token_id  # ours stops where generate stops
-for name, (d, t) in setups.items():
-    acc = drafted = rejected = 0
-    for p in held:
-        x = full.tokenizer(p, return_tensors="pt").input_ids.to(full.device)
-        o = speculative_generate(t, d, x, max_new_tokens=40, gamma=4, eos_token_id=eos)
-        acc, drafted, rejected = acc + o.n_accepted, drafted + o.n_drafted, rejected + o.n_rejected
-    counts[name] = (acc, drafted, rejected)
-    print(f"{name:12s} greedy: accepted/drafted {acc / drafted:.3f}, alpha per checked token {acc / (acc + rejected):.3f}")
+eos = full.target.generation_config.eos_token_id  # ours stops where generate stops
+stats = {name: acceptance_stats(t, d, full.tokenizer, held, 4, max_new_tokens=40, temperature=0.0, eos_token_id=eos)
+         for name, (d, t) in setups.items()}  # counts pooled over the prompts
+for name, s in stats.items():
+    print(f"{name:12s} greedy: accepted/drafted {s['per_drafted']:.3f}, alpha per checked token {s['alpha']:.3f}")
 print(f"[{full.name}, {len(held)} held-out prompts (topics not trained on), gamma=4, 40 new tokens]")
 for what, a, b in (("the draft", "neither", "draft NF4"), ("the draft", "target NF4", "both NF4"),
                    ("the target", "neither", "target NF4"), ("the target", "draft NF4", "both NF4")):
     print(f"quantizing {what} ({a} -> {b}): " + ("the same accepted, drafted and rejected counts, alpha unchanged"
-          if counts[a] == counts[b] else f"alpha per checked token {counts[a][0] / (counts[a][0] + counts[a][2]):.3f} -> "
-          f"{counts[b][0] / (counts[b][0] + counts[b][2]):.3f}"))
+          if stats[a]["counts"] == stats[b]["counts"] else f"alpha per checked token {stats[a]['alpha']:.3f} -> {stats[b]['alpha']:.3f}"))
 
 # %%
 from utils.models import set_bnb_cpu_bf16, step_block_gap
+from utils.speculative import speculative_generate
 
 q_target = variants["NF4"].target
 targets = {f"{str(full.target.dtype).split('.')[-1]} target": full.target, "NF4 target, as loaded": q_target}

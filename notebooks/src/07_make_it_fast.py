@@ -669,7 +669,7 @@ check_07(reference)
 # - CUDA graphs in PyTorch: https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs
 # - Hugging Face transformers, KV cache strategies (static cache and `torch.compile`):
 #   https://huggingface.co/docs/transformers/main/en/kv_cache
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023:
 #   https://arxiv.org/abs/2211.17192
 # - Chen et al., *Accelerating Large Language Model Decoding with Speculative Sampling*, 2023:
 #   https://arxiv.org/abs/2302.01318

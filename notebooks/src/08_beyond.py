@@ -379,7 +379,7 @@ check_08(reference, pair)
 #   Speculation*, Hugging Face blog, 2024: https://huggingface.co/blog/dynamic_speculation_lookahead;
 #   the paper: *Dynamic Speculation Lookahead Accelerates Speculative Decoding of Large Language
 #   Models*, https://arxiv.org/abs/2405.04304
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023:
 #   https://arxiv.org/abs/2211.17192
 # - transformers 5.23 source: `generation/candidate_generator.py` (`update_candidate_strategy`),
 #   https://github.com/huggingface/transformers/blob/main/src/transformers/generation/candidate_generator.py,

@@ -80,8 +80,9 @@ for row, m in zip(ids.tolist(), mask.tolist()):
 #   the window in columns would give the same mask. We build the masks ourselves,
 #   `utils.batched.build_masks`, so that the layout stays under our control.)
 #
-# A round then works on all rows at once: the draft proposes $k$ tokens, $(B, 1)$ at a time; the
-# target checks $(B, k + 1)$ tokens in **one** pass; each row applies the accept/reject rule of
+# A round then works on all rows at once: the draft proposes $k \le \gamma$ tokens ($\gamma$, or
+# fewer near `max_new_tokens`), $(B, 1)$ at a time; the target checks $(B, k + 1)$ tokens in **one**
+# pass; each row applies the accept/reject rule of
 # notebook 03 to its own tokens (`speculative.accept_reject`, the same function). Row $b$ keeps
 # $n_b$ drafted tokens and adds one of its own, so it grows by $m_b = n_b + 1$.
 #
@@ -156,7 +157,7 @@ plt.show()
 # of shape $(B, L + M)$ (`torch.arange` and broadcasting do it). Section 2 printed the answer for
 # $L = 3$, $m = [3, 1, 2]$: check yours against it first. The checker tries hand-made and random
 # cases, then puts your function inside the batched loop and checks that every row still equals HF
-# greedy alone.
+# greedy alone (24 new tokens, not section 3's count, so its rounds differ from the ones above).
 
 # %%
 from utils.exercises import check_09, hint  # stuck? hint("09"), one more hint per call
@@ -225,15 +226,17 @@ for B in (1, 4, 16):
           f"{cost['verify_s'] * 1e3:5.1f} ms: v = {cost['v']:.2f} plain steps; draft step c = {cost['c']:.2f}")
 filed = {c["B"]: c for c in res["costs"]}
 gap = max(abs(live[B]["v"] / filed[B]["v"] - 1) for B in live)
-print(f"The file: {res['meta']['hardware']} ({'the same description as here' if res['meta']['hardware'] == hw else 'other hardware'}), "
+same = "the same description as here" if res["meta"]["hardware"] == hw else "another machine or thread count"
+print(f"The file: {res['meta']['hardware']} ({same}), "
       "v = " + ", ".join(f"{filed[B]['v']:.2f}" for B in live) + f" at B = {', '.join(map(str, live))}: "
       + (f"within {gap:.0%} of the live v" if gap < 0.1 else f"up to {gap:.0%} away from the live v"))
 
 # %% [markdown]
 # On a GPU the same happens much later. A forward pass does about 2 FLOPs per parameter per token and
 # reads each bf16 parameter (2 bytes) once, so a verify pass does $B(\gamma + 1)$ FLOPs per byte
-# read and $R$ is the FLOPs per byte an H100 needs to be busy (from its datasheet, as in notebook 01;
-# printed below, with the roofline $v(B)$):
+# read. For bf16 that count is also the tokens per weight read (2 bytes and 2 FLOPs per weight and
+# token cancel), so $R$ is the FLOPs per byte an H100 needs to be busy (from its datasheet, as in
+# notebook 01; printed below, with the roofline $v(B)$):
 
 # %%
 H100_SXM = {"bf16_dense_flop_per_s": 1979e12 / 2, "bytes_per_s": 3.35e12}  # datasheet, see notebook 01
@@ -262,9 +265,10 @@ for r in bass["reported"]:
 # On the CPU the turn comes early, for the opposite reason: a CPU core does few FLOPs per second
 # compared with how fast it reads the tiny models' weights (the setup cell prints their size, small
 # enough to be read largely from the CPU's caches), so $R$ is small and a verify pass of a few rows
-# stops being free. The fixed cost per pass works the other way: the tiny models' passes are mostly
-# that overhead, which hides extra verify tokens at small $B$. Which of the two wins at each batch
-# size, in the live run and in the file (measured with other threads, noise included):
+# costs more than a plain step: $v$ is above 1 already at $B = 1$ (printed above). The fixed cost
+# per pass works the other way: the tiny models' passes are mostly that overhead, which hides extra
+# verify tokens at small $B$. How $v$ moves with the batch size, in the live run and in the file
+# (measured with other threads, noise included):
 
 # %%
 v_live, v_file = [live[B]["v"] for B in live], [filed[B]["v"] for B in live]
@@ -331,9 +335,10 @@ print("a plain step slower at a smaller batch than at a larger one: "
 
 # %% [markdown]
 # Repeats of one configuration differ by as much as these spreads, so differences of that size
-# between batch sizes are noise, not batching: a plain step slower at a smaller batch than at a
-# larger one (the last line lists any), and the $c$ and $v$ divided by it. $\bar\tau$ changes with $B$ partly because the batch
-# holds different prompts (the first $B$), not only because it is a batch.
+# between batch sizes are noise, not an effect of batching. That covers a plain step that came out
+# slower at a smaller batch than at a larger one (the last line lists any), and the $c$ and $v$
+# computed by dividing by such a step. $\bar\tau$ changes with $B$ partly because the batch holds
+# different prompts (the first $B$), not only because it is a batch.
 
 # %%
 fig, axes = plt.subplots(len(meta["temperatures"]), 2, figsize=(11, 3.8 * len(meta["temperatures"])), squeeze=False)
@@ -395,7 +400,9 @@ print(f"measured below the formula at {sum(r['speedup_vs_ours'] < r['predicted']
 # over $B$ rows costs less than $B$ steps, the first line above), and the verify pass stops being
 # free at the same time, so the speculative loop's advantage shrinks. Where the formula alone still
 # predicts a gain the measurement shows a loss (printed above); the last line says how much of the
-# gap the rows busy account for; what remains is the loop's overhead per round. Where the gain turns
+# gap the rows busy account for. What remains is not measured here: we attribute it to the loop's
+# own work per round outside the forward passes (masks, cache gathers, host reads), within the
+# noise of the repeats (section 5's spread). Where the gain turns
 # is set by the hardware ($v(B)$, $c(B)$ and the overhead of a round), by the text ($\bar\tau$) and
 # by how unevenly the rows finish. The benchmark's CPU (its hardware heads the table) reaches it
 # early; a large GPU, by the roofline of section 4, much later. On a GPU our eager loop would also
@@ -458,7 +465,11 @@ if not gpu_costs:
 #   Architectures*, Communications of the ACM 52(4), 2009: https://doi.org/10.1145/1498765.1498785
 # - vLLM's rejection sampler (drafts of all requests flattened, `cu_num_draft_tokens`):
 #   https://github.com/vllm-project/vllm/blob/main/vllm/v1/sample/rejection_sampler.py
-# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, 2023:
+# - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023:
 #   https://arxiv.org/abs/2211.17192
+# - The two tutorials this collection answers (notebooks 02 and 03): DataCamp, *Speculative Decoding*
+#   (2024), https://www.datacamp.com/tutorial/speculative-decoding; Machine Learning Mastery, *The
+#   Machine Learning Practitioner's Guide to Speculative Decoding* (2026),
+#   https://machinelearningmastery.com/the-machine-learning-practitioners-guide-to-speculative-decoding/
 # - Hugging Face, padding side for decoder-only generation:
 #   https://huggingface.co/docs/transformers/llm_tutorial#padding-side

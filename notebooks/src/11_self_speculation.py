@@ -55,7 +55,8 @@ print(environment_report(pair))
 #
 # $$p(\cdot \mid x) = \operatorname{softmax}\big(\text{cap}\cdot\tanh(W\,\text{norm}(h_n)/\text{cap})\big).$$
 #
-# The **early exit at layer $k$** applies the same head to $h_k$:
+# The **early exit at layer $k$** applies the same head to $h_k$ (in this notebook $k$ counts layers;
+# in notebooks 08-10 it counted drafted tokens):
 #
 # $$q_k(\cdot \mid x) = \operatorname{softmax}\big(\text{cap}\cdot\tanh(W\,\text{norm}(h_k)/\text{cap})\big).$$
 #
@@ -122,7 +123,8 @@ for k in (2, 8, 16):
 # nostalgebraist called the "logit lens" (2020; References): our $q_k$ above. At each
 # position of the held-out prompts' greedy continuations, does the exit's arg max equal the
 # target's (what greedy drafting needs), and how far is its distribution, $\mathrm{KL}(p\,\|\,q_k)$
-# (what sampling needs)?
+# (what sampling needs)? And how much does each layer $i$ change the stream it receives, the relative
+# update $\lVert h_i - h_{i-1} \rVert / \lVert h_{i-1} \rVert$ (averaged over positions)?
 
 # %%
 import statistics
@@ -183,10 +185,11 @@ if pair.name == "tiny":
 # per prompt the drafts took turns. $c$ is each draft's decode step over the target's, measured
 # alone. In the table, "alpha drafted/checked" gives two acceptance rates: accepted / drafted, and
 # accepted / (accepted + rejections), which leaves out the drafted tokens after a rejection that
-# the target never checked; the second is the $\alpha$ of the cost model below. "predicted" is that
-# cost model at the run's $\gamma$ with $v = 1$, where $v$ is the target's pass over $\gamma + 1$
-# tokens counted in one-token steps (notebook 04's denominator is $\gamma c + v$); "best gamma" is
-# the $\gamma$ it would choose, with its prediction.
+# the target never checked; the second is the $\alpha$ of the cost model. "predicted" is that
+# cost model, Leviathan et al.'s Thm 3.8 (notebook 04),
+# $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + v)}$, at the run's $\gamma$ with $v = 1$, where
+# $v$ is the target's pass over $\gamma + 1$ tokens counted in one-token steps; "best gamma" is the
+# $\gamma$ it would choose, with its prediction.
 
 # %%
 import json
@@ -271,9 +274,10 @@ for r in speed_against_model(res):
 # speedup one can count on. The parameters are beside each number: hardware, pair and $\gamma$ in
 # the bracket, $\alpha$ per checked token and $c$ per draft, both temperatures. Two reasons:
 #
-# - Where $\alpha$ exceeds $c$, it does not exceed it by enough: even with $v = 1$ the cost model
-#   promises little for any exit (its best case is printed above, and per exit in the table's
-#   "predicted" and "best gamma" columns).
+# - Where $\alpha$ exceeds $c$, it does not exceed it by much: at $T = 0$ even the $v = 1$ cost model
+#   promises little for any exit; at $T = 1$ it promises more for the exits with an adapter (the
+#   best cases per temperature are printed above, per exit in the table's "predicted" and "best
+#   gamma" columns), and the next reason takes it away.
 # - The verify pass costs more than one step: the target's time per round is more than one
 #   target step (the $v$ printed above), which the $v = 1$ prediction leaves out. Every exit
 #   measures below that prediction; with the loop's own $v$, the model comes much closer to the
@@ -386,8 +390,8 @@ print(repr(tok.decode(outs[0].sequences[0, ids.shape[1]:])))
 # %% [markdown]
 # ## 7. Exercise: write the early-exit head
 #
-# Complete `exit_head(target, hidden)`: given a layer's output `hidden` of shape $(1, T, d)$, return
-# the logits $(1, T, V)$ that the target's head would give it (final norm, LM head, then the soft cap, if the config has one). The
+# Complete `exit_head(target, hidden)`: given a layer's output `hidden` of shape $(1, L, d)$ ($L$
+# positions), return the logits $(1, L, V)$ that the target's head would give it (final norm, LM head, then the soft cap, if the config has one). The
 # checker compares it with `utils.selfspec.exit_logits` at three layers.
 
 # %%

@@ -248,7 +248,8 @@ for e in ENGINES.values():
 # ### Run it: a small vLLM benchmark, only where it can run
 #
 # The next cell measures tokens/s of plain decoding and of draft-model speculative decoding in vLLM,
-# on the datacamp prompts at temperature 0. It needs a CUDA GPU and `pip install vllm`; anywhere else
+# on the datacamp prompts (`data/prompts.json`'s "datacamp" set: the prompts of the DataCamp tutorial
+# that notebook 02 reproduces) at temperature 0. It needs a CUDA GPU and `pip install vllm`; anywhere else
 # it prints why it skipped (the repository's tests run it without a GPU and check exactly that).
 # Install vLLM in a fresh runtime or virtual environment, not into this collection's: it brings its
 # own torch and may conflict with the transformers version pinned in `requirements.txt` (on Colab,
@@ -290,7 +291,8 @@ else:
 # its path); `method="ngram"` is prompt lookup (`NGRAM`, no draft model; `draft` is `None`). The two
 # facts of section 6 decide the numbers: the draft-token count includes the root, and the n-gram tree
 # branches unless its breadth is 1. `check_12` compares your flags, in any order, with
-# `utils.serving.sglang_config` for several $\gamma$ on two pairs (its PASSED line lists them).
+# `utils.serving.sglang_config` for several $\gamma$ on two pairs (its PASSED line lists them): the
+# same set, so a flag it does not expect fails too.
 
 # %%
 from utils.exercises import check_12, hint  # stuck? hint("12"), one more hint per call
@@ -321,7 +323,8 @@ check_12(reference)
 # - On a GPU with vLLM, run section 6's benchmark cell with `gamma=1, 2, 4, 8`: where does the
 #   speedup peak, and does the cost model predict it? Feed it vLLM's tokens per round $\tau$
 #   directly, $\tau/(\gamma c + v)$: vLLM's acceptance is per *drafted* token, not the per-checked
-#   $\alpha$ that Eq. 1 and Thm 3.8 take (notebook 03, section 4).
+#   $\alpha$ that Leviathan et al.'s Eq. 1 (expected tokens per round) and Thm 3.8 (the speedup) take
+#   (notebook 03, section 4).
 # - Rerun it with several copies of the prompt list (a larger batch): at what size does speculation
 #   stop paying? Compare with notebook 09.
 # - Recent vLLM has `"use_heterogeneous_vocab": true` (a field of `SpeculativeConfig` on its main branch:
