@@ -255,6 +255,8 @@ def test_moved_judges_at_the_printed_digits():
 
     assert moved(0.2241, 0.2243, 3) == "kept"  # printed 0.224 -> 0.224
     assert moved(0.224, 0.226, 3) == "raised" and moved(1.26, 1.14, 2) == "lowered"
+    assert moved(0.206, 0.212, 3, rel_tol=0.05) == "barely changed"  # a 3% change in a noisy timing
+    assert moved(0.206, 0.240, 3, rel_tol=0.05) == "raised" and moved(0.2241, 0.2243, 3, rel_tol=0.05) == "kept"
 
 
 def test_how_much_faster_says_slower_when_it_is():

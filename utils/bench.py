@@ -247,10 +247,14 @@ def how_much_faster(slow_s: float, fast_s: float) -> str:
     return f"{slow_s / fast_s:.1f}x faster" if fast_s <= slow_s else f"{fast_s / slow_s:.1f}x slower"
 
 
-def moved(before: float, after: float, digits: int) -> str:
+def moved(before: float, after: float, digits: int, rel_tol: float = 0.0) -> str:
     """'raised', 'lowered' or 'kept': how a quantity changed, judged at the digits it is printed with
-    (0.2241 -> 0.2243, printed 0.224 -> 0.224, is 'kept', not 'raised')."""
+    (0.2241 -> 0.2243, printed 0.224 -> 0.224, is 'kept', not 'raised'). With rel_tol, a change
+    smaller than that share of `before` is 'barely changed' (timings of one run are noisy by a few
+    percent: 0.206 -> 0.212 is no rise worth a word)."""
     a, b = round(before, digits), round(after, digits)
+    if a != b and rel_tol and abs(after - before) < rel_tol * abs(before):
+        return "barely changed"
     return "raised" if b > a else "lowered" if b < a else "kept"
 
 

@@ -364,8 +364,9 @@ def race(pair, prompts: list[str], *, max_new_tokens: int = 64, gamma: int = 4) 
     c and v as the loop paid them: the draft's mean pass and the target's mean verify pass over the
     matching plain loop's time per decoding step (its prefill left out), and the share of the run
     spent in forward passes (a CPU's clock; on CUDA both loops record timing events around each pass,
-    read after the loop's own syncs); draft_calls_per_round (drafted tokens plus the
-    step that writes the last one after a full acceptance); prefill, the time per round spent reading
+    read after the loop's own syncs); draft_calls_per_round (drafted tokens, plus in the
+    compiled loop the step that writes the last one after a full acceptance: the eager loop feeds it to
+    the next round's first draft pass instead); prefill, the time per round spent reading
     the prompt before the first round (the compiled loop prefills both models eagerly; the eager loop
     reads the prompt inside each model's first pass, so its prefill is 0 and that pass sits in c and v),
     and prefill_plain, the matching plain loop's own prefill per round; and o, the rest of the time per

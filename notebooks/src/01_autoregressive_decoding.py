@@ -34,20 +34,21 @@ print(environment_report(pair))
 #
 # Given the tokens so far $x_{1..t}$, the model returns a score (logit) for every token of the
 # vocabulary at every position. The last position's scores define the next-token distribution
-# $p(\cdot \mid x_{1..t}) = \mathrm{softmax}(z_t / T)$. Greedy decoding takes the arg max;
+# $p(\cdot \mid x_{1..t}) = \mathrm{softmax}(z_t / T)$, $z_t$ being the logits at position $t$ and
+# $T$ the temperature (below). Greedy decoding takes the arg max;
 # sampling draws from it. Append, repeat.
 #
 # Sampling can first *warp* that distribution. The temperature $T$ divides the logits before the
 # softmax: $T < 1$ sharpens the distribution, $T > 1$ flattens it, and $T \to 0$ tends to greedy.
 # Top-k keeps only the $k$ likeliest tokens; top-p (nucleus sampling) keeps the smallest set of
-# likeliest tokens whose probabilities sum to at least $p$. The kept tokens' probabilities are then
+# likeliest tokens whose probabilities sum to at least a threshold $p_\text{top}$. The kept tokens' probabilities are then
 # renormalized to sum to 1, and every other token gets 0.
 
 # %%
 from utils.sampling import eos_set
 
 prompt = load_prompts()[0]
-prompt_ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T)
+prompt_ids = tok(prompt, return_tensors="pt").input_ids.to(pair.device)  # (1, T): in shape comments T counts tokens
 eos = eos_set(pair.target.generation_config.eos_token_id)  # the end-of-sequence token(s): generate stops there
 x = prompt_ids
 with torch.no_grad():
@@ -153,8 +154,8 @@ for label, q in (("unquantized", None), ("NF4", "nf4")):  # each GPU: the dtype 
 
 # %% [markdown]
 # Each cell gives the dtype `load_pair` picks on that GPU, the weight bytes and the bound. A T4 has
-# no bfloat16, and Gemma2 overflows in float16, so there it loads in float32 (in NF4, its embeddings
-# too): more bytes to read. "no fit": the weights plus a margin for activations and cache
+# no bfloat16, and Gemma2 overflows in float16, so there it loads in float32 (in NF4 too: the parts
+# left unquantized, such as the embeddings, stay float32): more bytes to read. "no fit": the weights plus a margin for activations and cache
 # (`check_memory`'s estimate) exceed the GPU's memory; there only 4-bit works (notebook 06).
 #
 # The table counts the weights only. Each cached step also reads the whole KV cache: in every layer,
@@ -388,3 +389,6 @@ check_01(reference, pair)
 # - Hugging Face transformers, KV cache strategies: https://huggingface.co/docs/transformers/main/en/kv_cache
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023
 #   (where the next notebooks go): https://arxiv.org/abs/2211.17192
+# - GPU data sheets behind the bandwidth and FLOPs figures: NVIDIA H100
+#   https://www.nvidia.com/en-us/data-center/h100/, H200 https://www.nvidia.com/en-us/data-center/h200/,
+#   A100 https://www.nvidia.com/en-us/data-center/a100/, T4 https://www.nvidia.com/en-us/data-center/tesla-t4/

@@ -80,7 +80,7 @@ print(f"[{article['source']['title']}, {article['source']['url']}; {one['note']}
 # %% [markdown]
 # It is faster wherever a draft step costs much less than a target step: the lines above show the
 # tutorial's GPU run and this machine's. With a draft step costing about as much as a target step
-# ($c$ near 1) it would not be. Now the question that matters: **faster at producing what?**
+# (a cost ratio $c$ = draft step / target step near 1; section 4 measures it here) it would not be. Now the question that matters: **faster at producing what?**
 
 # %% [markdown]
 # ## 2. What it returns
@@ -157,7 +157,7 @@ print(f"returned text == the target's own greedy text: {sum(r[4] for r in rows)}
 # Speculative decoding uses the same ingredients, a cheap draft and one target pass over the guess,
 # but the target's pass over a draft of $\gamma$ tokens is used to **decide**: each drafted token
 # $x_i$ is kept with probability
-# $\min(1, p(x_i)/q(x_i))$, and at the first rejection a replacement is sampled from
+# $\min(1, p(x_i)/q(x_i))$ ($p$ the target's next-token distribution, $q$ the draft's), and at the first rejection a replacement is sampled from
 # $\mathrm{norm}(\max(0, p - q))$ (in greedy mode: the target's arg max). The output is then
 # distributed exactly as the target's (identical token for token in greedy mode), and the speedup
 # comes from accepting several tokens per target pass. Notebook 03 builds it.
@@ -189,6 +189,18 @@ from utils.plots import plot_bars
 
 plot_bars({"normal (target)": t_normal, "draft+score\n(draft's text)": t_ds, "speculative\n(target's text)": spec.total_time},
           "seconds (best of 3)", setting.replace(", alpha", ",\nalpha"), fmt="{:.3f}");
+
+# %% [markdown]
+# Speculative decoding against each: it returns the target's own text, so the fair comparison is
+# normal decoding. Draft-and-score is a different task at a different price: it returns the draft's
+# text after one target pass over it, so it runs at about the draft's speed and speculative decoding,
+# which must also verify and correct, cannot match it.
+
+# %%
+from utils.bench import how_much_faster
+
+print(f"speculative decoding, against normal decoding (the same text): {how_much_faster(t_normal, spec.total_time)}; "
+      f"against draft+score (the draft's text): {how_much_faster(t_ds, spec.total_time)}\n[{setting}]")
 
 # %% [markdown]
 # ## Try this

@@ -183,12 +183,14 @@ print(f"[{pair.name}, {pair.target.dtype}, {pair.device}, workshop prompts, gamm
 # harmless exactly when $q = \beta\,p$ wherever $p > 0$: then $\min(p, q) = \beta\,p$ and the sum
 # is $p$ (an example with $q$ far from $p$ is computed below). $q = p$ ($\beta = 1$: nothing is ever
 # rejected) and greedy decoding ($p$ one-hot: the residual and $p$ both give the target's arg max)
-# are the usual cases. A small synthetic example: 6 tokens, 20,000 rounds of $\gamma = 1$ each.
+# are the usual cases. A small synthetic example: 6 tokens, `N_ROUNDS` rounds of $\gamma = 1$ each
+# (set in the next cell).
 #
 # How to judge the counts: a **chi-square test** compares how often each token came out with how
 # often $p$ says it should. Its **p-value** is the chance that a sampler that really follows $p$
-# lands at least this far from it by luck. A tiny p-value (below $10^{-3}$ here) means "not
-# luck: this rule does not sample from $p$". The **total variation** distance,
+# lands at least this far from it by luck. A tiny p-value (below the cell's `LEVEL`) is strong
+# evidence against luck: this rule does not sample from $p$ (evidence, not proof: a correct sampler
+# falls below `LEVEL` once in 1 / `LEVEL` runs). The **total variation** distance,
 # $\tfrac12 \sum_x |\hat f(x) - p(x)|$, says how far the observed frequencies $\hat f$ are from $p$.
 
 # %%
@@ -199,9 +201,10 @@ from utils.speculative import verify_step, verify_step_biased
 
 p6 = torch.tensor([0.05, 0.10, 0.40, 0.25, 0.15, 0.05])  # target
 q6 = torch.tensor([0.40, 0.30, 0.10, 0.10, 0.05, 0.05])  # an over-confident draft
+N_ROUNDS, LEVEL = 20_000, 1e-3  # rounds of the simulation; the chi-square test's level
 g = torch.Generator().manual_seed(0)
 emitted = {"residual (correct)": [], "resample from p (biased)": []}
-for _ in range(20_000):
+for _ in range(N_ROUNDS):
     x = torch.multinomial(q6, 1, generator=g)
     for name, rule in zip(emitted, (verify_step, verify_step_biased)):
         v = rule(torch.stack([p6, p6]), q6[None], x, generator=g)
@@ -213,7 +216,7 @@ for name, s in emitted.items():
     counts = np.bincount(s, minlength=6)
     pvalue = chisquare(counts, p6.double().numpy() * len(s)).pvalue
     tv = 0.5 * np.abs(counts / len(s) - p6.numpy()).sum()
-    print(f"{name:26s} chi-square vs p: {'PASS' if pvalue > 1e-3 else 'FAIL'} (total variation {'< 0.01' if tv < 0.01 else '> 0.05' if tv > 0.05 else 'in between'})")
+    print(f"{name:26s} chi-square vs p: {'PASS' if pvalue > LEVEL else 'FAIL'} (total variation {'< 0.01' if tv < 0.01 else '> 0.05' if tv > 0.05 else 'in between'})")
 
 # %% [markdown]
 # The formula above, computed for this $p$ and $q$, and the total variation distance
@@ -246,7 +249,7 @@ ax.bar(np.arange(6) - 0.27, p6, 0.27, label="target p")
 for k, (name, s) in enumerate(emitted.items()):
     ax.bar(np.arange(6) + 0.27 * k, np.bincount(s, minlength=6) / len(s), 0.27, label=name)
 ax.plot(np.arange(6) + 0.27, biased, "k_", ms=14, mew=2, label="biased rule, predicted")
-ax.set(xlabel="token", ylabel="frequency", title="emitted tokens, 20,000 rounds")
+ax.set(xlabel="token", ylabel="frequency", title=f"emitted tokens, {N_ROUNDS:,} rounds")
 ax.legend(fontsize=8);
 
 # %% [markdown]
@@ -265,9 +268,9 @@ from utils.sampling import probs_from_logits
 
 with torch.no_grad():
     p_first = probs_from_logits(pair.target(ids).logits[0, -1], temperature=1.0)  # (V,)
-g = torch.Generator().manual_seed(1)
+g, N_SAMPLES = torch.Generator().manual_seed(1), 300
 firsts = [speculative_generate(pair.target, pair.draft, ids, max_new_tokens=3, gamma=2, temperature=1.0,
-                               generator=g).sequences[0, ids.shape[1]].item() for _ in range(300)]
+                               generator=g).sequences[0, ids.shape[1]].item() for _ in range(N_SAMPLES)]
 plot_distribution_check({"speculative sampling": firsts}, p_first.cpu().numpy(), tok);
 
 # %% [markdown]
@@ -287,10 +290,10 @@ direct = multinomial(p_first, len(firsts), g, replacement=True).tolist()  # exac
 for name, s in (("speculative sampling", firsts), ("drawn from p directly", direct)):
     d = distribution_check(s, p_first, q=q_first)
     print(f"{name:21s}: {d['n']} samples, chi-square p-value {d['pvalue']:.2f}, total variation {d['tv']:.3f} "
-          f"({d['bins']} bins)")
+          f"({d['bins']} bins): " + ("consistent with p" if d["pvalue"] > LEVEL else f"below the level {LEVEL:g}"))
 
 # %% [markdown]
-# Why split the rest? The Guide's rule gives the draft's favourites too much (section 3), and many
+# Why split the rest? The Guide's rule gives the tokens with $q > \beta p$ too much (section 3), and many
 # of them sit in the long tail. Its exact law at this position is $\min(p, q) + (1-\beta)\,p$,
 # so we can ask how far from $p$ it lies as each binning sees it, with no sampling at all:
 
@@ -309,7 +312,8 @@ print(f"the Guide's rule vs p, total variation over all {p_first.numel()} tokens
 # `test_splitting_the_rest_by_q_over_p_catches_the_guides_rule_that_a_pooled_rest_misses` in
 # `tests/test_notebook_helpers_0103.py` builds such a case: there the Guide's rule moves its whole
 # bias into the tail, passes the test with the rest pooled, and fails it with the rest split by
-# $q > p$, which exact samples pass. With 300 samples the check above can only catch a large bias.
+# $q > p$, which exact samples pass. With `N_SAMPLES` samples (a few hundred) the check above can
+# only catch a large bias.
 # `test_sampling_matches_target_distribution` in `tests/test_speculative.py` runs the same check with
 # more samples and under top-k and top-p warping, and `test_joint_distribution_of_the_first_two_tokens`
 # checks the first two tokens jointly.
@@ -357,7 +361,7 @@ from utils.plots import plot_tau
 plot_tau(measured);
 
 # %% [markdown]
-# With $\alpha$ measured per checked token the dots sit on the curves. What is left of the gap comes
+# With $\alpha$ measured per checked token the dots sit just below the curves at every $\gamma$. What is left of the gap comes
 # from the last round of each generation, cut short by `max_new_tokens`, and from acceptances that
 # are not quite independent (easy stretches of text accept runs of tokens).
 #
@@ -405,8 +409,11 @@ print("[" + "; ".join(f"{name}: {len({r['prompt'] for r in res['rows']})} prompt
 # in so that every decision can be checked, and the function returns a plain tuple):
 #
 # - `p`: `(k + 1, V)` target probabilities, `q`: `(k, V)` draft probabilities, `draft_tokens`: `(k,)`, `u`: `(k,)`;
-# - accept $x_i$ while $u_i < p_i(x_i) / q_i(x_i)$; at the first rejection return `(i, token)` with
-#   the token sampled from the residual $\mathrm{norm}(\max(0, p_i - q_i))$;
+#   here `k` is section 1's $\gamma$, and rows, tokens and uniforms are indexed from 0 (section 1
+#   counted $x_1..x_\gamma$ from 1): row `i` of `p` and `q` is the distribution of `draft_tokens[i]`;
+# - accept `draft_tokens[i]` while `u[i] < p[i, x] / q[i, x]` (x that token); at the first rejection,
+#   at row `i`, return `(i, token)`, the number accepted and a token sampled from the residual
+#   $\mathrm{norm}(\max(0, p_i - q_i))$ of that row;
 # - if all `k` are accepted, return `(k, token)` with the bonus token sampled from `p[k]`.
 #
 # Sample with `torch.multinomial(dist, 1, generator=generator)`. `check_03` first checks that each

@@ -77,8 +77,10 @@ for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
     pred = expected_speedup(s["alpha_checked"], gamma, cost["c"], v_iso[str(gamma)])
     print(f"gamma={gamma} T={temperature}: alpha={s['alpha_checked']:.2f} (accepted/drafted {s['alpha']:.2f}) "
           f"tau={s['tokens_per_round']:.2f}; in the loop c={s['c']:.3f} v={s['v']:.2f}; speedup measured {s['measured_speedup']:.2f}x, "
-          f"predicted from c, v in isolation {pred:.2f}x ({pred / s['measured_speedup'] - 1:+.0%}), "
-          f"decomposed with the loop's c, v {s['decomposed_speedup']:.2f}x  counts={s['counts']}")
+          f"predicted from c, v in isolation and this run's alpha {pred:.2f}x ({pred / s['measured_speedup'] - 1:+.0%}), "
+          f"decomposed (this run's tau / (k c + v), its own k, c, v) {s['decomposed_speedup']:.2f}x  counts={s['counts']}")
+print(f"[{pair.name} pair, {describe_device(pair.device)}, prompt {pg.prompt.value[:40]!r}..., {pg.max_new_tokens.value} new tokens, seed "
+      f"{int(pg.seed.value)}, one run each: no repeats, so each speedup carries a single run's noise]")
 higher = [f"gamma={g} T={t}" for (g, t), s in loop_c.items() if s["c"] > cost["c"]]
 print(f"c in the loop above c in isolation in {len(higher)} of {len(loop_c)} runs" + (f" ({', '.join(higher)})" if higher else ""))
 pg.reset()  # back to gamma 4, T = 0: the saved widgets then show the run the text view above printed
@@ -91,10 +93,14 @@ pg.static_figure();
 # playground's panel and the lines above). On a CPU it tends to be higher, because the first draft
 # step after each target pass runs cold and a draft step after a fully accepted round takes two
 # tokens, but one run's timings are noisy: the last line above says how this run came out. Fed with
-# the in-isolation values, the cost model *predicts*; fed with the loop's own values it only
+# the in-isolation values and Eq. 1's $\tau$ (from the run's $\alpha$), the cost model *predicts*;
+# the run's own $\tau$ over its own passes, $\bar k c + v$ per round with the loop's values, only
 # *decomposes* the run it came from, so its agreement with the measured speedup validates nothing
-# (what is left is the loop's own overhead). The figure is the playground's $\tau$ chart for the
-# run the text view printed, for readers without a live kernel.
+# (what is left is the loop's own work outside the forward passes). At $T = 1$ the acceptance falls
+# and with it $\tau$, so that run sits nearer break-even than the greedy ones. In `counts`,
+# "target" is a round that drafted nothing (the last token before `max_new_tokens`): the target
+# adds it alone. The figure is the
+# playground's $\tau$ chart for the run the text view printed, for readers without a live kernel.
 
 # %% [markdown]
 # ## The Practitioner's Guide's rule, live
@@ -156,7 +162,7 @@ print(f"lowest at T={t_min}; higher at T=3.0 than at T={t_min}: {overlap[3.0] > 
 # uniform, so they become alike again and $\sum_x \min(p(x), q(x))$ rises (as $T \to \infty$ both
 # are uniform and $\alpha \to 1$). The line "expected alpha, no sampling noise" shows the shape
 # without the noise of sampling: the mean of $\sum_x \min(p(x), q(x))$ along one fixed text (the
-# target's greedy continuation) at each temperature; the line below it says where it is lowest. The heatmap is one prompt and one seed with 40 new tokens per
+# target's greedy continuation, not text sampled at that temperature) at each temperature; the line below it says where it is lowest. The heatmap is one prompt and one seed with 40 new tokens per
 # cell, a few dozen accept/reject decisions each, so neighbouring cells differ by noise as large
 # as the trend: compare rows, not cells, and try other prompts and seeds in the playground.
 

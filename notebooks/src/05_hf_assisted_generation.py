@@ -59,8 +59,8 @@ print(f"a fresh GenerationConfig(): num_assistant_tokens={GenerationConfig().num
 # `AssistedCandidateGenerator.update_candidate_strategy` and `generate`'s assisted loop):
 # - with a non-zero threshold *and* scikit-learn importable, HF re-tunes the threshold after every
 #   round, once it has seen accepted and rejected drafts: it picks the point of an ROC curve (the
-#   draft's probabilities against which tokens the target accepted) that minimizes false positives
-#   + 3 × false negatives. Whether that happens depends on the environment (Colab ships
+#   draft's probabilities against which tokens the target accepted) that minimizes the
+#   false-positive rate + 3 × the false-negative rate. Whether that happens depends on the environment (Colab ships
 #   scikit-learn): the line below checks this one. A threshold of 0 switches it off everywhere.
 # - only `"heuristic"` writes the draft length it ended with back into the assistant's
 #   `generation_config`, so the next call starts from there; `"heuristic_transient"` does not:
@@ -211,7 +211,9 @@ print(f"c: {cost['c']:.3f} in isolation, {loop['c_in_loop']:.3f} in the loop; v:
 # header lines below give each file's prompts, runs and hardware).
 # The same at one $\gamma$ on prompts from topics held out of training (`--prompts heldout`,
 # `data/results/bench-tiny-cpu-heldout.json`) shows how much of it carries over to unseen text.
-# Per row: the prediction from $c$, $v$ in isolation; the decomposition with the run's own $c$, $v$
+# Their $c$ (in the headers) differs from the live one above by tens of percent, on the same pair
+# and the same kind of CPU: each is one process's measurement on a shared 2-core machine, so read
+# every $c$ with the run it came from, never across runs. Per row: the prediction from $c$, $v$ in isolation; the decomposition with the run's own $c$, $v$
 # in the loop (its residual is loop overhead, not a test); and, for the held-out run, an
 # out-of-sample prediction (`utils.bench.out_of_sample`): $c$ and $v$ as the *workshop* run's loop
 # paid them, with the held-out run's own $\alpha$:
@@ -274,9 +276,9 @@ plot_time_split(split, f"{len(prompts)} prompts x {N_NEW} tokens; {RUN}");
 # The tutorial timed five prompts at 200 new tokens: "normal inference" against its draft-and-score
 # method (notebook 02). `utils.datacamp` reruns it on any pair (`python -m utils.datacamp --pair
 # ...` from a terminal) and adds the two methods that really are speculative decoding. On the tiny
-# pair the prompts are far from its training text (Python's documentation), so $\alpha$ is low
-# there; we use fewer new tokens there. Every pair gets one timed run after a warm-up; on other
-# pairs it runs the tutorial's length. On a big pair that takes minutes: every method decodes every
+# pair the prompts are far from its training text (Python's documentation), so $\alpha$ is low.
+# With the tiny pair this cell decodes fewer new tokens than the tutorial's 200; with any other pair,
+# the tutorial's length. Every pair gets one timed run after a warm-up. On a big pair that takes minutes: every method decodes every
 # prompt once per run, warm-up included. Before it starts, the cell prints how many tokens that is
 # and roughly how long they take at section 3's plain HF speed; raise `REPEATS` for the median of
 # several timed runs, steadier and slower.
@@ -373,11 +375,12 @@ for q in h200["pairs_gamma4_64_tokens"]:
 # The "closest" line says which $c$ the measured speedups support. A $c$ that the same run's
 # measured ratio contradicts is a noisy figure from one run (eager steps on a GPU host vary from run
 # to run), and no verdict about what a better draft could do should rest on it. The measured ratios
-# are printed first for every row: below 1 means slower than HF greedy. The way out is cheaper
-# steps, not a better draft:
-# notebook 07 compiles both models (static cache, `torch.compile`, CUDA graphs), which is built to
-# let $c$ fall towards the ratio of the models' weight bytes (notebook 07 shows how far a compiled
-# GPU run got). Measure $c$ on your hardware, more than once, before promising a speedup.
+# are printed first for every row: below 1 means slower than HF greedy. Both levers matter: at
+# these $c$ a draft must reach $\alpha > c$ to gain at all (and a perfect one gains only what the
+# lines above allow), and cheaper steps lower $c$ itself. Notebook 07 compiles both models (static
+# cache, `torch.compile`, CUDA graphs), which is built to let $c$ fall towards the ratio of the
+# models' weight bytes; its section 6 draws a compiled GPU run once one is committed (none is yet).
+# Measure $c$ on your hardware, more than once, before promising a speedup.
 
 # %% [markdown]
 # ## Try this

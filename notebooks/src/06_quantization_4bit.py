@@ -199,7 +199,8 @@ print(f"fewer bytes could save at most {saved:.2f} ms per step ({saved / step_ms
 # project measured Gemma2 shapes (random weights) on an H200 with Hugging Face's `generate`, greedy,
 # at batch size 1, with two caches: the **dynamic** cache (the default) grows by one token per step
 # and `generate` runs eagerly, launching each small kernel from Python; with a **static** cache,
-# allocated at full length, `generate` compiles the step and replays it as CUDA graphs (notebooks
+# allocated at full length, `generate` compiles the step (transformers' default compile settings ask
+# for CUDA graphs; whether they replayed every step that run did not record) (notebooks
 # 01 and 07). Each bf16 row shows its **bandwidth bound**, the tokens/s of a step that only reads
 # the bf16 weights once (notebook 01). The file carries its provenance (its figures were transcribed
 # from the run's printed output; its weight sizes are `get_memory_footprint`'s, so its NF4 figures
@@ -230,15 +231,20 @@ share = {(s, cache): by[(s, "bf16")][k] / by[(s, "bf16")]["bandwidth_bound_tok_s
 print("bf16 reached, of its bandwidth bound: " + "; ".join(
     f"gemma-2-{s} {share[(s, 'dynamic')]:.0%} with the dynamic cache, {share[(s, 'static')]:.0%} with the static one"
     for s in ("2b", "9b")))
-ratios = [by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in ("2b", "9b") for k in ("hf_greedy_dynamic_tok_s", "hf_greedy_static_tok_s")]
-print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios)} of {len(ratios)} rows (model x cache)")
+ratios = {(s, cache): by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in ("2b", "9b") for cache, k in CACHES}
+print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of {len(ratios)} rows (model x cache); "
+      f"it lost most at gemma-2-{' with the '.join(min(ratios, key=ratios.get))} cache, and the bf16 row nearest its "
+      f"bound is gemma-2-{' with the '.join(max(share, key=share.get))} cache")
 
 # %% [markdown]
 # The last line above counts the rows where NF4 was slower than bf16; the line before it, how much
-# of its bound each bf16 row reached. Where a step takes many times the time to read its weights,
-# that time goes elsewhere (the file's note and the step times after it: eager HF with a dynamic
-# cache is launch-bound on this GPU), so fewer bytes have little to save while the de-quantization still
-# costs every step. The DataCamp tutorial's own figures for its "normal inference" are stored with
+# of its bound each bf16 row reached. The file's note overstates one thing: a 2b and a 9b eager step
+# do not cost the same (the third line gives both ratios); they are far from proportional to their
+# bytes, which is what launch-bound means. Where a step takes many times the time to read its
+# weights, that time goes elsewhere, so fewer bytes have little to save while the de-quantization
+# still costs every step. That is not the whole story: where the row nearest its bound is also the
+# one where NF4 lost most (the last line names both), de-quantizing, not launching, is what the
+# 4-bit step pays for. The DataCamp tutorial's own figures for its "normal inference" are stored with
 # their source in `data/results/datacamp-article.json` (the file also says they come from this
 # project's notes on the article, not re-read from the page) and printed below, with the ratio
 # computed from them:
@@ -258,8 +264,8 @@ print(f"  ({a['note']})\n  how the article presents 4-bit, {article['claim']['ki
 # %% [markdown]
 # ## 4. Acceptance with quantized models
 #
-# Quantization perturbs a model's distribution. If only one of the two is quantized, $p$ and $q$
-# can drift apart or together, or, at temperature 0, not move at all where the perturbation never
+# Quantization perturbs a model's distribution. If only one of the two is quantized, $p$ (the
+# target's next-token distribution) and $q$ (the draft's) can drift apart or together, or, at temperature 0, not move at all where the perturbation never
 # changes an arg max; speculative sampling stays exact with respect to **whatever target you run**,
 # so with a quantized target it reproduces the quantized target. The last lines below compare the
 # setups pairwise: which quantization moved $\alpha$ here, and which changed nothing.
@@ -427,7 +433,8 @@ print(f"NF4 stores {bits4:.2f} bits per quantized weight (scales included), doub
 # - 4-bit weights cost a little over half a byte per parameter, but embeddings and norms stay in
 #   full precision, so a small vocabulary-heavy model shrinks far less than 8x against float32.
 # - 4-bit buys memory, not necessarily speed: the de-quantization is extra work that the saved
-#   bytes must pay for; section 3 measured which won on this machine and on an H200 at batch 1.
+#   bytes must pay for; section 3 measured which won on this machine, and read it from the H200
+#   file at batch 1.
 # - What bitsandbytes does depends on the hardware: on a CPU with AVX512-BF16 it repacks the
 #   weights on the first forward pass, undoes double quantization and computes in bf16 whatever
 #   compute dtype was asked for; `utils.models.bnb_cpu_path` tells you what it did.
@@ -452,7 +459,7 @@ print(f"NF4 stores {bits4:.2f} bits per quantized weight (scales included), doub
 #   the repacking in `Linear4bit` (`nn/modules.py`). The GPU paths by input shape: `matmul_4bit` in
 #   https://github.com/bitsandbytes-foundation/bitsandbytes/blob/0.48.0/bitsandbytes/autograd/_functions.py
 #   (0.48, 0.49) and the `gemm_4bit` dispatch in
-#   https://github.com/bitsandbytes-foundation/bitsandbytes/blob/0.50.1/bitsandbytes/backends/cuda/ops.py (0.50).
+#   https://github.com/bitsandbytes-foundation/bitsandbytes/blob/0.50.2/bitsandbytes/backends/cuda/ops.py (0.50.2).
 # - Pope et al., *Efficiently Scaling Transformer Inference*, 2022 (weight bytes bound batch-1
 #   decoding): https://arxiv.org/abs/2211.05102
 # - DataCamp, *Speculative Decoding: A Guide With Implementation Examples*, 2024 (the 4-bit timings

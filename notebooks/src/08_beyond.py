@@ -253,7 +253,8 @@ const = {s["temperature"]: s for s in res["summary"] if s["config"] == f"constan
 print(f"[c: {m['c']:.3f} in isolation; in the loop with constant gamma "
       + ", ".join(f"{k['c_in_loop']:.3f} at T = {T:g}" for T, k in const.items()) + "]")
 bench = json.loads((ROOT / "data/results/bench-tiny-cpu.json").read_text())["meta"]  # notebook 05's benchmark
-print(f"[v: a verify pass over gamma + 1 tokens costs, in target steps ({bench['hardware']}, {bench['date']}), "
+other = "" if bench["hardware"] == m["hardware"] else f"; not this run's setup ({m['hardware']})"
+print(f"[v: a verify pass over gamma + 1 tokens costs, in target steps ({bench['hardware']}, {bench['date']}{other}), "
       + ", ".join(f"{v:.2f} at gamma = {g}" for g, v in bench["verify_ratio"].items()) + "]")
 
 # %% [markdown]
@@ -382,6 +383,6 @@ check_08(reference, pair)
 # - Leviathan, Kalman, Matias, *Fast Inference from Transformers via Speculative Decoding*, ICML 2023:
 #   https://arxiv.org/abs/2211.17192
 # - transformers 5.23 source: `generation/candidate_generator.py` (`update_candidate_strategy`),
-#   https://github.com/huggingface/transformers/blob/main/src/transformers/generation/candidate_generator.py,
+#   https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/candidate_generator.py,
 #   and `generation/stopping_criteria.py` (`ConfidenceCriteria`),
-#   https://github.com/huggingface/transformers/blob/main/src/transformers/generation/stopping_criteria.py
+#   https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/stopping_criteria.py
