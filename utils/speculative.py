@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from .models import sync
 from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, rand, sample
 
 # ----------------------------------------------------------------------------------------------
@@ -419,7 +420,7 @@ class _Timer:
             event.record(torch.cuda.current_stream(self.device))
             return event
         if self.device.type == "mps":  # asynchronous, with no timing events here: wait, then read the clock
-            torch.mps.synchronize()
+            sync(self.device)
         return time.perf_counter()
 
     def __enter__(self):
