@@ -3,6 +3,7 @@ JupyterLab or the tests. Works the same on Linux, macOS and Windows (only the st
 
     python run.py lab      # open the notebooks in JupyterLab (offline, on the shipped tiny pair)
     python run.py test     # run every test: unit tests and the notebooks (nbval), offline
+    python run.py check    # is this machine ready for the workshop? (a minute; READY or what to fix)
     python run.py test -- -k greedy     # anything after -- goes to pytest
 
 Environment: SPECDEC_PAIR picks the pair for `lab` (default tiny); `python run.py lab --online`
@@ -129,7 +130,7 @@ def write_lab_defaults(prefix: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["lab", "test", "setup"])
+    ap.add_argument("command", choices=["lab", "test", "setup", "check"])
     ap.add_argument("--online", action="store_true", help="lab: allow the Hugging Face Hub")
     ap.epilog = "Arguments after -- go to pytest (test) or jupyter lab (lab)."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -140,8 +141,8 @@ def main(argv=None) -> int:
     py = ensure_env()
     if args.command == "setup":
         return 0
-    if args.command == "test":
-        cmd = [str(py), "-m", "pytest", *rest]
+    if args.command in ("test", "check"):
+        cmd = [str(py), "-m", *(["pytest"] if args.command == "test" else ["utils.preflight"]), *rest]
         return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=True)).returncode
     write_lab_defaults(VENV)
     cmd = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *LAB_FLAGS, *rest]

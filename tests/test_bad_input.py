@@ -802,3 +802,10 @@ def test_build_notebooks_refuses_a_prefix_that_matches_nothing(monkeypatch, caps
         monkeypatch.setattr(build_notebooks, name, lambda *a, _n=name, **k: calls.append(_n))
     _exits_2(lambda: build_notebooks.main(["3", "--no-execute"]), capsys, "no notebook source", "03")
     assert not calls and "build_notebooks" in sys.modules
+
+
+def test_run_check_runs_the_preflight_offline(run_py):
+    mod, calls = run_py
+    assert mod.main(["check"]) == 0
+    cmd, kw = calls[-1]
+    assert cmd[-2:] == ["-m", "utils.preflight"] and kw["env"]["HF_HUB_OFFLINE"] == "1"

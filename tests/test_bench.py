@@ -285,3 +285,27 @@ def test_compiled_rows_say_when_a_step_fell_back(monkeypatch):
     assert "compile_fallbacks" not in bench.run_method("ours_ar_compiled", pair, None, 8, 4)
     draft._specdec_engines["k"].compile_fallbacks = []
     assert "compile_fallbacks" not in bench.run_method("ours_speculative_compiled", pair, None, 8, 4)
+
+
+def test_timed_runs_pause_the_garbage_collector():
+    """A full collection (tenths of a second once torch.compile has run) would land inside one timed run
+    and not the others: take_turns runs each timed run with the collector off, as timeit does, and puts it back
+    as it was, also after an error."""
+    import gc
+
+    from utils.bench import paused_gc, take_turns
+
+    seen = []
+    runs, first = take_turns(lambda n: seen.append(gc.isenabled()) or n, ["a", "b"], repeats=2, warmup=1)
+    # warm-ups (which may compile: much garbage) with the collector on, timed runs with it off
+    assert seen == [True, True] + [False] * 4 and runs == {"a": ["a", "a"], "b": ["b", "b"]} and gc.isenabled()
+    with pytest.raises(ZeroDivisionError), paused_gc():
+        1 / 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()

@@ -488,3 +488,26 @@ def test_a_compiler_failure_falls_back_to_eager_steps(monkeypatch, failure):
     said = eng.compile_fallbacks[0]
     assert ("TritonMissing" in said and "triton" in said) if failure == "no working Triton" else (
         "BackendCompilerFailed" in said and "too old" in said)
+
+
+def test_no_cpp_compiler_is_named_with_the_fix(monkeypatch):
+    """A laptop without a C++ compiler (stock Ubuntu without g++, a Mac without Xcode's command line
+    tools): compile_readiness says what to install before anything compiles, and the engine's
+    fallback warning says the same instead of asking for a bug report; the steps stay exact (eager)."""
+    import torch._inductor.config as inductor_config
+
+    assert fast.compile_readiness("cpu") is None  # this machine has one (CI compiles)
+    monkeypatch.setenv("CXX", "no-such-cl")  # Windows: inductor looks for $CXX or cl instead
+    with inductor_config.patch({"cpp.cxx": ("no-such-c++",)}):
+        said = fast.compile_readiness("cpu")
+        assert said and "C++ compiler" in said and "install" in said and "restart the kernel" in said
+        m = _tiny_gemma(7)
+        eng = fast.Engine(m, 16)
+        with torch.inference_mode():
+            eng.prefill(torch.tensor([[1, 2]]))
+            with pytest.warns(UserWarning, match=r"running this step eagerly instead.*To compile: .*install"):
+                logits = eng.forward(torch.tensor([[3]]))
+            ref = m(torch.tensor([[1, 2, 3]])).logits[0, 2:].float()
+    torch.testing.assert_close(logits, ref)
+    assert not eng.compiled and "InvalidCxxCompiler" in eng.compile_fallbacks[0]
+    assert fast.compile_readiness("cpu") is None  # the compiler is found again once the patch is undone

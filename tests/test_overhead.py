@@ -198,3 +198,46 @@ def test_figures_draw(h200):
     assert oh.shapes_label(shapes) == "NVIDIA H100 80GB HBM3, 2026-12-01, random weights"
     oh.plot_grouped(table, "tok/s", "t", log=True)
     plt.close("all")
+
+
+def test_sweep_verdicts_follow_the_numbers():
+    """Notebook 07's sentences about its layer sweep come from the numbers: each branch, at its edges."""
+    from utils.overhead import Fit, StepRow, sweep_verdicts
+
+    t = StepRow("tiny target", 20, 256, 0.010, 1000, 8 * 2**20)  # 1000 ops
+    d = StepRow("tiny draft", 2, 256, 0.002, 120, 2**20)
+    small = Fit(0.001, 0.0004, 0.99)
+    per_op = 8e-6  # target: 1000 x 8 us = 8 ms of its 10 ms (80%); draft: 0.96 ms of 2 ms (48%)
+    lines = sweep_verdicts(t, d, small, Fit(0.0, 0.0004 * 1.10, 0.99), 1e10, per_op, 4.0, 1.2)
+    assert len(lines) == 3
+    assert "1.10x" in lines[0] and "describes the whole range" in lines[0]
+    assert "4.0x the bytes cost 1.2x the time" in lines[1] and "operators set most of it" in lines[1]
+    assert "explain 48% of the tiny draft's step and 80% of the tiny target's" in lines[2]
+    assert "only the tiny target's step is mostly operator overhead" in lines[2]
+    edge = sweep_verdicts(t, d, small, Fit(0.0, 0.0004 * 1.14, 0.99), 1e10, per_op, 4.0, 2.0)
+    assert "just inside that band" in edge[0] and "bytes count" in edge[1]
+    grows = sweep_verdicts(t, d, small, Fit(0.0, 0.0004 * 1.5, 0.99), 1e10, 1e-5, 4.0, 1.2)
+    # the small models' line at 20 layers: 0.001 + 20 x 0.0004 = 9 ms, 10% under the target's 10 ms
+    assert "grows with the model's size" in grows[0] and "-10% off the tiny target's step" in grows[0]
+    assert "both steps are mostly operator overhead" in grows[2]  # 1000 x 10 us = 10 ms; 120 x 10 us = 1.2 ms of 2
+    falls = sweep_verdicts(t, d, small, Fit(0.0, 0.0004 / 1.5, 0.99), 1e10, 1e-6, 4.0, 1.2)
+    assert "falls with the model's size" in falls[0] and "neither step is mostly operator overhead" in falls[2]
+
+
+def test_gpu_quantization_report_reads_the_committed_file():
+    """Notebook 06's H200 lines: every number from the file, the 'lost most' and 'nearest its bound'
+    rows computed from it (checked here against the file independently)."""
+    from utils.models import ROOT
+    from utils.overhead import gpu_quantization_report, load_gpu_results
+
+    h200 = load_gpu_results(ROOT / "data/results/gpu-h200-2026-11-24.json")
+    text = gpu_quantization_report(h200)
+    by = {(m["model"], m["dtype"]): m for m in h200["models"]}
+    keys = {"dynamic": "hf_greedy_dynamic_tok_s", "static": "hf_greedy_static_tok_s"}
+    ratios = {(s, c): by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in ("2b", "9b") for c, k in keys.items()}
+    worst = min(ratios, key=ratios.get)
+    assert f"it lost most at gemma-2-{worst[0]} with the {worst[1]} cache" in text
+    assert f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of 4 rows" in text
+    assert h200["provenance"]["gpu"] in text and h200["pairs_note"] in text
+    s9 = by[("9b", "bf16")]
+    assert f"static cache {s9['hf_greedy_static_tok_s']:.1f} -> {by[('9b', 'nf4')]['hf_greedy_static_tok_s']:.1f} tok/s" in text

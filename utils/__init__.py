@@ -10,10 +10,30 @@ datacamp    python -m utils.datacamp: the DataCamp tutorial's five-prompt benchm
 shapes      python -m utils.shapes: real Gemma2 shapes with random weights (made for a GPU)
 """
 
-from .decoding import autoregressive_generate, draft_and_score
-from .models import PAIRS, load_pair
-from .speculative import SpeculativeOutput, speculative_generate, verify_step, verify_step_biased
-from .theory import expected_speedup, expected_tokens_per_round, optimal_gamma
+import importlib
+
+# Imported on first use (PEP 562), so that `import utils.preflight` works, and can report it, on a
+# machine where torch or transformers does not import.
+_EXPORTS = {
+    "autoregressive_generate": "decoding",
+    "draft_and_score": "decoding",
+    "PAIRS": "models",
+    "load_pair": "models",
+    "SpeculativeOutput": "speculative",
+    "speculative_generate": "speculative",
+    "verify_step": "speculative",
+    "verify_step_biased": "speculative",
+    "expected_speedup": "theory",
+    "expected_tokens_per_round": "theory",
+    "optimal_gamma": "theory",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PAIRS",

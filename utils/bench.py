@@ -12,7 +12,9 @@ process's peak resident memory (one number for the whole benchmark: a CPU has no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import gc
 import json
 import logging
 import platform
@@ -215,14 +217,33 @@ def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
     return row
 
 
+@contextlib.contextmanager
+def paused_gc():
+    """Python's cyclic garbage collector off while a timed run runs, as `timeit` does. A full collection
+    walks every object the process holds (after torch.compile, hundreds of thousands: a few tenths of a
+    second on a small CPU), and it starts whenever enough new objects have piled up, so it lands inside
+    one run of a series and not the others. Garbage made during the run is collected after it."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def take_turns(run, names, repeats: int = 3, warmup: int = 1) -> tuple[dict, dict]:
     """Call run(name) for each name in turn (A B C, A B C, ...), so that a machine that slows down or
-    speeds up during the measurement affects them all alike. Returns (the timed runs per name, the
+    speeds up during the measurement affects them all alike; the timed runs with the garbage collector
+    paused (`paused_gc`). Returns (the timed runs per name, the
     first warm-up run per name)."""
     runs, first = {n: [] for n in names}, {}
     for i in range(warmup + repeats):
         for n in names:
-            r = run(n)
+            # timed runs without a collection inside (it would land in one run, not the others); warm-up
+            # runs, which may compile (much garbage), with the collector on
+            with paused_gc() if i >= warmup else contextlib.nullcontext():
+                r = run(n)
             if i >= warmup:
                 runs[n].append(r)
             else:

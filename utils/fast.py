@@ -137,7 +137,7 @@ def compile_step(fn, cuda: bool, fullgraph: bool = True):
     return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=fullgraph, dynamic=False)
 
 
-def compile_fallback(error: Exception, where: str) -> str:
+def compile_fallback(error: Exception, where: str, device=None) -> str:
     """Record and announce that compiling a step failed in `where`, before the caller falls back:
     - a graph break under fullgraph=True (torch._dynamo.exc.Unsupported: a torch or transformers
       version whose code dynamo cannot trace in one piece): the caller compiles the step again with
@@ -146,8 +146,10 @@ def compile_fallback(error: Exception, where: str) -> str:
     - the compiler itself failed (ShortenTraceback: BackendCompilerFailed, InductorError, or
       inductor's GPUTooOldForTriton / TritonMissing on a GPU Triton cannot serve): the caller runs
       the step eagerly on its static cache; still exact, without the speed of compiling.
-    Either way the step is slower than this module promises. Returns the message (also kept in
-    COMPILE_FALLBACKS, so a benchmark's result can say how its speed was measured)."""
+    Either way the step is slower than this module promises. Where the machine lacks what compiling
+    needs (compile_readiness(device): a C++ compiler, Triton), the warning says how to add it. Returns
+    the message (also kept in COMPILE_FALLBACKS, so a benchmark's result can say how its speed was
+    measured)."""
     import warnings
 
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -157,9 +159,51 @@ def compile_fallback(error: Exception, where: str) -> str:
     COMPILE_FALLBACKS.append(msg)
     instead = ("compiling with graph breaks instead" if isinstance(error, torch._dynamo.exc.Unsupported)
                else "running this step eagerly instead (backend='eager' would do the same)")
+    missing = compile_readiness(device) if device is not None else None
+    advice = (f"To compile: {missing}" if missing and "not checked" not in missing
+              else "Tell us your GPU and your torch and transformers versions.")
     warnings.warn(f"torch.compile could not compile the step as one graph ({msg}); {instead}: exact, but slower. "
-                  "Tell us your GPU and your torch and transformers versions.", stacklevel=3)
+                  + advice, stacklevel=3)
     return msg
+
+
+def compile_readiness(device) -> str | None:
+    """None when torch.compile can build kernels for `device` here; else what is missing and how to add
+    it. Without it compiling fails, and the engine falls back to eager steps (compile_fallback): exact,
+    but its "compiled" timings are then eager ones. A CPU needs a C++ compiler (inductor writes C++; on
+    macOS also OpenMP); a CUDA GPU needs Triton, which needs a C compiler to build its launcher. Only
+    presence is checked here: `python run.py check` also builds a kernel."""
+    import shutil
+    import sys
+
+    kind = torch.device(device).type
+    again = "then start again (restart the kernel; on Windows, JupyterLab itself)"
+    if kind == "cpu":
+        from torch._inductor import cpp_builder
+
+        try:
+            cpp_builder.get_cpp_compiler()
+            return None
+        except Exception as e:  # InvalidCxxCompiler (a RuntimeError), or a Windows compiler check failing
+            how = {"darwin": "install Apple's command line tools (xcode-select --install) and OpenMP (brew install libomp)",
+                   "win32": "install Visual Studio Build Tools with the C++ workload, then start `python run.py lab` "
+                            "from the 'x64 Native Tools Command Prompt' so that cl.exe is on PATH"}.get(
+                sys.platform, "install g++ (Debian/Ubuntu: sudo apt install g++; Fedora: sudo dnf install gcc-c++)")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"torch.compile cannot compile for the CPU here ({first}): {how}; {again}."
+    if kind == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return ("torch.compile cannot compile for this GPU: Triton is missing or does not support it "
+                    f"(pip install triton, on Linux; an older GPU may be below Triton's minimum); {again}.")
+        import os
+
+        if not (os.environ.get("CC") or any(shutil.which(c) for c in ("cc", "gcc", "clang"))):
+            return ("torch.compile cannot compile for this GPU: Triton needs a C compiler to build its launcher and "
+                    f"none was found (install gcc, or set CC); {again}.")
+        return None
+    return f"torch.compile's support for {kind} is not checked here: the engine may fall back to eager steps."
 
 
 def _only_differentiating_guards():
@@ -243,7 +287,7 @@ class Engine:
                 # raised while tracing or compiling, before the step ran: the cache is untouched
                 if not self.compiled or self.compile_fallbacks:
                     raise
-                self.compile_fallbacks.append(compile_fallback(e, f"{type(self.model).__name__} step, width {width}"))
+                self.compile_fallbacks.append(compile_fallback(e, f"{type(self.model).__name__} step, width {width}", self.device))
                 if isinstance(e, torch._dynamo.exc.Unsupported):
                     self._step = compile_step(self._forward, self.device.type == "cuda", fullgraph=False)
                 else:
@@ -320,7 +364,7 @@ class FastStats:
 
     compile_time: float = 0.0  # seconds of first calls that compiled a new shape during this call
     prefill_time: float = 0.0  # the eager, uncompiled pass(es) over the prompt (CUDA: synchronised, exact)
-    forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (_PassClock: CUDA timing events)
+    forward_time: float = 0.0  # plain decoding: seconds inside the compiled steps (speculative._Timer: CUDA timing events)
     rounds: int = 0
     host_syncs: int = 0
     n_accepted_per_round: list[int] = field(default_factory=list)
@@ -334,35 +378,14 @@ def _eos_cut(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
     return tokens, False
 
 
-class _PassClock:
-    """Seconds spent in parts of a round, without a host sync of its own. On a CPU, `time.perf_counter`
-    (execution is synchronous). On CUDA, timing events recorded on the stream: they measure the GPU's
-    time between two points of the loop, and are read once a later host sync has completed them (a
-    round's `.tolist()`), so timing adds no sync. Other devices: NaN."""
+def _clocks(device: torch.device, *parts: str) -> dict:
+    """One `speculative._Timer` per part of a round, for the compiled loops: a CPU's clock, CUDA timing
+    events read once a later host sync has completed them (a round's `.tolist()`; timing adds no sync
+    of its own), NaN on other devices (an Apple GPU would need a sync per mark, which these one-sync
+    loops do not pay)."""
+    from .speculative import _Timer  # late: speculative imports this module
 
-    def __init__(self, device: torch.device):
-        self.kind = device.type if device.type in ("cpu", "cuda") else None
-        self.spans: dict[str, list] = {}
-
-    def mark(self):
-        if self.kind == "cuda":
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def add(self, part: str, start, end) -> None:
-        self.spans.setdefault(part, []).append((start, end))
-
-    def seconds(self, part: str) -> float:
-        spans = self.spans.get(part, [])
-        if self.kind == "cpu":
-            return sum(end - start for start, end in spans)
-        if self.kind == "cuda":
-            if spans:
-                spans[-1][1].synchronize()  # the last end event; free when a later host sync completed it
-            return sum(start.elapsed_time(end) for start, end in spans) / 1e3
-        return float("nan")
+    return {part: _Timer(device, enabled=device.type in ("cpu", "cuda")) for part in parts}
 
 
 @torch.inference_mode()
@@ -371,7 +394,7 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     """Plain decoding on the fast engine: one compiled 1-token pass per step, the token sampled on
     the device, the host looking at the tokens only every `sync_every` steps (for EOS; the steps after
     an EOS are computed and dropped, so the output is exact). Returns (new tokens, FastStats, seconds);
-    FastStats.forward_time is timed like the speculative loop's passes (`_PassClock`: a CPU's clock, CUDA
+    FastStats.forward_time is timed like the speculative loop's passes (`_clocks`: a CPU's clock, CUDA
     timing events read after a sync, NaN elsewhere)."""
     t_start = time.perf_counter()
     ids = input_ids.to(model.device).clone()  # (1, T); a clone made in inference mode, like every later input
@@ -385,11 +408,10 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     # last: (1, 1) on the device, contiguous like every later step's input (other strides recompile)
     last, pending, new = ids[0, -1:].clone().view(1, 1), [], []
-    clock = _PassClock(model.device)
+    forward = _clocks(model.device, "forward")["forward"]
     for i in range(max_new_tokens):
-        t0 = clock.mark()
-        logits = eng.forward(last)[-1]  # (V,)
-        clock.add("forward", t0, clock.mark())
+        with forward:
+            logits = eng.forward(last)[-1]  # (V,)
         probs = probs_from_logits(logits, **warp)  # (V,)
         noise = exp_noise(probs.shape, probs.device, generator, greedy=temperature == 0)
         last = sample_with_noise(probs, noise).view(1, 1)
@@ -402,7 +424,7 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
             if hit:
                 break
     stats.compile_time = sum(t for w, t in eng.compile_time.items() if w not in known)
-    stats.forward_time = clock.seconds("forward")
+    stats.forward_time = forward.total
     return new, stats, time.perf_counter() - t_start
 
 
@@ -446,7 +468,8 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     pad_q = torch.zeros(gamma, V, device=device)  # (gamma, V)
     zeros_u = torch.zeros(gamma, device=device)
     rounds, new = [], []
-    clock = _PassClock(device)
+    clock = _clocks(device, "draft", "target")
+    mark = clock["draft"].mark  # marks are shared: the draft part ends where the verify part starts
     L = ids.shape[1]  # sequence length; both caches hold L - 1 positions between rounds
     last = ids[0, -1:].clone()  # (1,) on the device
     while len(new) < max_new_tokens:
@@ -454,14 +477,14 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
         noise = exp_noise((k + 1, V), device, generator, greedy)  # k draft samples + the added token
         u = zeros_u if greedy else rand(gamma, device, generator)
         # Draft: k width-1 compiled steps, tokens stay on the device.
-        td = clock.mark()
+        td = mark()
         x, toks, qs = last, [], []
         for i in range(k):
             q = probs_from_logits(de.forward(x.view(1, 1))[-1], **warp)  # (V,)
             x = sample_with_noise(q, noise[i]).view(1)
             toks.append(x)
             qs.append(q)
-        tt = clock.mark()
+        tt = mark()
         # Target: one compiled pass over [last, x_1..x_k, padding] (1, gamma + 1).
         d = torch.cat(toks + [pad_tok[: gamma - k]])  # (gamma,)
         p = probs_from_logits(te.forward(torch.cat([last, d]).view(1, width)), **warp)  # (gamma + 1, V)
@@ -469,10 +492,10 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
         n_t, dist, _ = accept_reject(p, q_all, d, u, k)
         token = sample_with_noise(dist, noise[k])  # ()
         info = torch.cat([n_t.view(1), token.view(1), d[:k]])
-        t_end = clock.mark()  # CUDA: recorded before the sync, which completes it
+        t_end = mark()  # CUDA: recorded before the sync, which completes it
         info = info.tolist()  # the round's one host sync
-        clock.add("draft", td, tt)
-        clock.add("target", tt, t_end)
+        clock["draft"].add(td, tt)
+        clock["target"].add(tt, t_end)
         stats.host_syncs += 1
         n, tok, drafted = info[0], info[1], info[2:]
         emitted, hit = _eos_cut(drafted[:n] + [tok], eos)
@@ -484,9 +507,9 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
             break
         rollback(te.cache, L - 1)
         if n == k and k > 0:  # the draft never saw x_k: one more width-1 step writes it
-            td = clock.mark()
+            td = mark()
             de.forward(toks[-1].view(1, 1))
-            clock.add("draft", td, clock.mark())
+            clock["draft"].add(td, mark())
         else:
             rollback(de.cache, L - 1)
         last = token.view(1)
@@ -494,4 +517,4 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     stats.compile_time = sum(t for w, t in te.compile_time.items() if w not in known_t) + sum(
         t for w, t in de.compile_time.items() if w not in known_d
     )
-    return rounds, new, stats, clock.seconds("draft"), clock.seconds("target"), time.perf_counter() - t_start
+    return rounds, new, stats, clock["draft"].total, clock["target"].total, time.perf_counter() - t_start

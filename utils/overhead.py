@@ -227,6 +227,42 @@ def step_estimates(weight_bytes, bandwidth, ops, per_op):
     return np.asarray(weight_bytes, float) / bandwidth, np.asarray(ops, float) * per_op
 
 
+OP_BAND = 1.15  # a layer costing within 1/1.15x .. 1.15x across model sizes: "a fixed cost per operator"
+
+
+def sweep_verdicts(target_row: StepRow, draft_row: StepRow, fit: Fit, fit_big: Fit, bandwidth: float, per_op: float,
+                   x_bytes: float, x_time: float) -> list[str]:
+    """Notebook 07's layer sweep in words, generated from its numbers (they vary from run to run):
+    whether a fixed cost per operator fits both ends of the sweep (fit: the small models' seconds per
+    layer, fit_big: the big ones'); whether bytes start to count at equal operator counts (x_bytes the
+    ratio of weight bytes, x_time the ratio of step times); and how much of each pair model's step the
+    operators explain (>= 60%: "mostly operator overhead")."""
+    share = {r.label: float(step_estimates(r.weight_bytes, bandwidth, r.ops, per_op)[1]) / r.seconds
+             for r in (target_row, draft_row)}
+    r_layer = fit_big.b / fit.b
+    if 1 / OP_BAND <= r_layer <= OP_BAND:
+        edge = min(abs(r_layer - 1 / OP_BAND), abs(r_layer - OP_BAND)) < 0.02
+        fits = ("just inside that band, so a fixed cost per operator describes the range only roughly." if edge
+                else "a fixed cost per operator describes the whole range.")
+    else:
+        off = float(fit(target_row.layers)) / target_row.seconds - 1  # the small models' line at the target's layers
+        fits = (f"the cost per operator is not fixed, it {'grows' if r_layer > 1 else 'falls'} with the model's size, "
+                f"so one t_op fits only part of the range (the small models' line is {off:+.0%} off the "
+                f"{target_row.label}'s step).")
+    mostly = [r.label for r in (draft_row, target_row) if share[r.label] >= 0.6]
+    verdict = (f"only the {mostly[0]}'s step is mostly operator overhead" if len(mostly) == 1 else
+               "both steps are mostly operator overhead" if mostly else "neither step is mostly operator overhead")
+    return [
+        f"- A layer costs {r_layer:.2f}x as much in the big models as in the small ones (a fixed cost per operator "
+        f"allows {1 / OP_BAND:.2f}x to {OP_BAND}x): {fits}",
+        f"- At equal operator counts, {x_bytes:.1f}x the bytes cost {x_time:.1f}x the time: "
+        + ("once the weights grow, bytes count, not only operators." if x_time > 1.5
+           else "the time grows far less than the bytes; at these widths the operators set most of it."),
+        f"- Operators x the small models' per-op cost explain {share[draft_row.label]:.0%} of the {draft_row.label}'s "
+        f"step and {share[target_row.label]:.0%} of the {target_row.label}'s: {verdict}.",
+    ]
+
+
 def cpu_cache_sizes(cpu: int = 0) -> dict[str, int]:
     """Bytes of each data or unified cache level of `cpu`, as Linux reports them in sysfs (e.g.
     {"L1": 32768, "L2": 1048576, "L3": 33554432}); {} where sysfs does not say (not Linux)."""
@@ -258,6 +294,37 @@ def gpu_label(result: dict) -> str:
     gpu = p["gpu"].split(" (")[0]
     weights = "random weights" if "random" in p.get("weights", "") else p.get("weights", "")
     return f"{gpu}, {p['date']}, {weights}"
+
+
+def gpu_quantization_report(result: dict) -> str:
+    """Notebook 06's reading of a committed GPU file with bf16 and NF4 rows (HF greedy, dynamic and
+    static cache): its provenance and note, the eager steps of 2b and 9b against their bytes, NF4
+    against bf16 per model and cache, how close bf16 came to its bandwidth bound, and, computed from
+    the rows, where NF4 lost most and which bf16 row sits nearest its bound."""
+    pv = result["provenance"]
+    by = {(m["model"], m["dtype"]): m for m in result["models"]}
+    b2, b9 = by[("2b", "bf16")], by[("9b", "bf16")]
+    caches = (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))
+    sizes = ("2b", "9b")
+    lines = [f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['transformers']}, "
+             f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}; {pv['note']}]",
+             f"[the file's note on this GPU: {result['pairs_note']}]",
+             f"[its eager steps: 2b {b2['hf_eager_step_ms']} ms, 9b {b9['hf_eager_step_ms']} ms: "
+             f"{b9['hf_eager_step_ms'] / b2['hf_eager_step_ms']:.1f}x the time for {b9['weights_gb'] / b2['weights_gb']:.1f}x the bytes]"]
+    for size in sizes:
+        bf, nf = by[(size, "bf16")], by[(size, "nf4")]
+        lines.append(f"gemma-2-{size} shape, {bf['weights_gb']} GB bf16 (bound {bf['bandwidth_bound_tok_s']} tok/s) / "
+                     f"{nf['weights_gb']} GB NF4: " + ", ".join(f"{cache} cache {bf[k]:.1f} -> {nf[k]:.1f} tok/s "
+                                                              f"(NF4 at {nf[k] / bf[k]:.2f}x bf16)" for cache, k in caches))
+    share = {(s, c): by[(s, "bf16")][k] / by[(s, "bf16")]["bandwidth_bound_tok_s"] for s in sizes for c, k in caches}
+    lines.append("bf16 reached, of its bandwidth bound: " + "; ".join(
+        f"gemma-2-{s} {share[(s, 'dynamic')]:.0%} with the dynamic cache, {share[(s, 'static')]:.0%} with the static one"
+        for s in sizes))
+    ratios = {(s, c): by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in sizes for c, k in caches}
+    lines.append(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of {len(ratios)} rows (model x cache); "
+                 f"it lost most at gemma-2-{' with the '.join(min(ratios, key=ratios.get))} cache, and the bf16 row "
+                 f"nearest its bound is gemma-2-{' with the '.join(max(share, key=share.get))} cache")
+    return "\n".join(lines)
 
 
 def gpu_bandwidth(result: dict) -> float:

@@ -24,6 +24,7 @@ import statistics
 
 import torch
 
+from .bench import paused_gc
 from .decoding import autoregressive_generate
 from .interactive import RuleDemo, show, tau_figure, tau_static
 from .models import check_prompts
@@ -157,11 +158,13 @@ class Playground:
         temp = sampling["temperature"]
         ids = pair.tokenizer(self.prompt.value, return_tensors="pt").input_ids.to(pair.device)
         gen = torch.Generator(device=pair.device).manual_seed(seed)
-        out = speculative_generate(
-            pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, generator=gen,
-            eos_token_id=pair.tokenizer.eos_token_id, **sampling,
-        )
-        alone = self._target_alone(ids, n, sampling, seed)
+        with paused_gc():  # a collection would land in one of the two timed runs, not both
+            out = speculative_generate(
+                pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, generator=gen,
+                eos_token_id=pair.tokenizer.eos_token_id, **sampling,
+            )
+        with paused_gc():
+            alone = self._target_alone(ids, n, sampling, seed)
         # Both sides include one prefill: the speculative run's first passes read the prompt too.
         ar_seconds, step = target_alone_seconds(alone.step_times, max(1, out.new_tokens))
         alpha, (c, v) = out.acceptance_rate, loop_costs(out, step)

@@ -406,15 +406,21 @@ class _Timer:
     """Accumulates the time of a model's forward passes. On a CPU the wall clock (execution is
     synchronous); on CUDA timing events recorded around each pass, read only when `total` is asked
     for, so timing adds no host sync of its own (the GPU's time between the two events: the pass's
-    kernels, and any wait for their launches). `enabled=False` skips it (total is NaN)."""
+    kernels, and any wait for their launches); on an Apple GPU (MPS, no timing events here) it waits
+    for the GPU at each mark, then reads the clock. `enabled=False`, or another device, skips it (total
+    is NaN). Use it as a context manager around a pass, or `add(mark(), mark())` for spans whose ends
+    are shared with another timer (the compiled loop's draft and verify parts)."""
 
     def __init__(self, device, enabled: bool = True):
         self.device = torch.device(device)
-        self.cuda = enabled and self.device.type == "cuda"
-        self.enabled = enabled
+        self.enabled = enabled and self.device.type in ("cpu", "cuda", "mps")
+        self.cuda = self.enabled and self.device.type == "cuda"
         self.spans = []  # (start, end): perf_counter seconds, or CUDA events
 
-    def _mark(self):
+    def mark(self):
+        """A point in time on this device (None when disabled)."""
+        if not self.enabled:
+            return None
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record(torch.cuda.current_stream(self.device))
@@ -423,13 +429,16 @@ class _Timer:
             sync(self.device)
         return time.perf_counter()
 
-    def __enter__(self):
+    def add(self, start, end) -> None:
+        """Count the span between two marks of this device (of this timer or another)."""
         if self.enabled:
-            self.t0 = self._mark()
+            self.spans.append((start, end))
+
+    def __enter__(self):
+        self.t0 = self.mark()
 
     def __exit__(self, *exc):
-        if self.enabled:
-            self.spans.append((self.t0, self._mark()))
+        self.add(self.t0, self.mark())
 
     def _seconds(self, start, end) -> float:
         return start.elapsed_time(end) / 1e3 if self.cuda else end - start
@@ -440,7 +449,7 @@ class _Timer:
             return float("nan")
         if self.cuda and self.spans:
             self.spans[-1][1].synchronize()  # completes every earlier event too
-        return sum(self._seconds(*span) for span in self.spans)
+        return sum((self._seconds(*span) for span in self.spans), 0.0)
 
     @property
     def last(self) -> float:

@@ -217,7 +217,7 @@ print(f"speculative decoding, against normal decoding (the same text): {how_much
 # ## Exercise: verification that can change a token
 #
 # Draft-and-score runs one target pass over the draft and keeps only a number. Use the same single
-# pass to *decide*. Write `greedy_verify(target, ids, k)`: `ids` is `(1, T + k)`, a prompt followed
+# pass to *decide*. Write `greedy_verify(target, ids, k)`: `ids` is `(1, T + k)`, a prompt of $T$ tokens followed
 # by `k` drafted tokens. With **one** call `target(ids)`, return `(n_accepted, token)`: how many
 # drafted tokens, from the left, equal the target's arg max at their position, and the target's own
 # arg max right after them (its replacement for the first rejected token, or a bonus token when all

@@ -201,6 +201,30 @@ ax.set(xlabel="gamma", ylabel="expected speedup", title=f"{pair.name} on {descri
 ax.legend(fontsize=8);
 
 # %% [markdown]
+# **When can drafting pay at all?** A round yields $\tau = 1 + \alpha + \dots + \alpha^\gamma$ tokens
+# and costs $\gamma c + v$ target steps, while plain decoding makes $\tau$ tokens in $\tau$ steps; so
+# speculative decoding is faster exactly when $\tau > \gamma c + v$. Each of the $\gamma$ terms of
+# $\tau - 1 = \alpha + \alpha^2 + \dots + \alpha^\gamma$ is at most $\alpha$, so a speedup needs
+# $\gamma\alpha \ge \tau - 1 > \gamma c + v - 1$, that is
+#
+# $$\alpha \;>\; c + \frac{v - 1}{\gamma}.$$
+#
+# With $v = 1$ (Thm 3.8's assumption) this reads $\alpha > c$: a drafted token must be accepted more
+# often than a draft step costs, in target steps. At $\gamma = 1$ the bound is exact ($\tau - 1 =
+# \alpha$), so there the condition is also enough; at larger $\gamma$ it is only necessary (it
+# replaced $\tau - 1$ by its upper bound $\gamma\alpha$). So below the lowest bar over all $\gamma$
+# no draft length helps; above it, the cost model's curves say whether one does. For this pair,
+# with the fitted $v(\gamma)$:
+
+# %%
+for t, row in zip(temps, grid):
+    alpha = sum(row) / len(row)
+    need = min(c + (v[str(g)] - 1) / g for g in range(1, 11))  # the lowest bar over gamma 1..10
+    best = max(expected_speedup(alpha, g, c, v[str(g)]) for g in range(1, 11))
+    print(f"T={t}: alpha {alpha:.2f}, lowest bar c + (v - 1)/gamma {need:.2f}: " + (
+          f"cleared; the best gamma's expected speedup is {best:.2f}x" if alpha > need else "below it, no gamma up to 10 gives a speedup"))
+
+# %% [markdown]
 # The same model with sliders (hover the curve for the numbers), starting from this pair's greedy
 # $\alpha$, the same $c$ and the same fitted $v(\gamma)$ as the figure: where does the best
 # $\gamma$ go as $\alpha$ rises or $c$ grows?

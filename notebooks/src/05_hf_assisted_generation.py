@@ -393,7 +393,9 @@ for q in h200["pairs_gamma4_64_tokens"]:
 #   warm-up call, `hf_generate(target, x, N_NEW, assistant=draft)` (it returns
 #   `(sequences, seconds)`) against `hf_generate(target, x, N_NEW)`.
 # - Run section 3 after `torch.set_num_threads(1)`: on a tiny model, is one CPU thread slower or faster than two, and why?
-# - `python -m utils.datacamp --max-new-tokens 200` in a terminal: the full DataCamp benchmark on this pair.
+# - `!cd .. && "{sys.executable}" -m utils.datacamp --max-new-tokens 200` in a cell (it runs from
+#   the repository's root with this kernel's Python, locally and on Colab): the full DataCamp
+#   benchmark on this pair.
 # - Raise `GAMMA` to 8: does HF assisted or ours gain more?
 # - Does $c$ in the loop move towards $c$ in isolation with one thread, or with a longer prompt
 #   (more work per pass, so the cold start matters less)?
@@ -445,7 +447,8 @@ check_05(reference, pair)
 #   it is compared with, it only decomposes that run (the residual is loop overhead); a prediction
 #   needs them from another run, on your hardware (the out-of-sample line of section 3).
 # - On the GPU measured here, eager steps are launch-bound and $c$ stays high: no pair clearly beats
-#   plain greedy decoding, and cheaper steps (notebook 07) matter more than a better draft.
+#   plain greedy decoding. Both levers matter: a better draft raises $\alpha$, cheaper steps
+#   (notebook 07) lower $c$.
 
 # %% [markdown]
 # ## References

@@ -207,34 +207,11 @@ print(f"fewer bytes could save at most {saved:.2f} ms per step ({saved / step_ms
 # leave out the scales, as in section 2):
 
 # %%
-import json
-
 from utils.models import ROOT
+from utils.overhead import gpu_quantization_report, load_gpu_results
 
-h200 = json.loads((ROOT / "data/results/gpu-h200-2026-11-24.json").read_text())
-pv = h200["provenance"]
-print(f"[{pv['gpu']}, {pv['date']}, torch {pv['torch']}, transformers {pv['transformers']}, "
-      f"bitsandbytes {pv['bitsandbytes']}, batch {pv['batch']}; weights: {pv['weights']}; {pv['note']}]")
-print(f"[the file's note on this GPU: {h200['pairs_note']}]")
-by = {(m["model"], m["dtype"]): m for m in h200["models"]}
-b2, b9 = by[("2b", "bf16")], by[("9b", "bf16")]
-print(f"[its eager steps: 2b {b2['hf_eager_step_ms']} ms, 9b {b9['hf_eager_step_ms']} ms: "
-      f"{b9['hf_eager_step_ms'] / b2['hf_eager_step_ms']:.1f}x the time for {b9['weights_gb'] / b2['weights_gb']:.1f}x the bytes]")
-CACHES = (("dynamic", "hf_greedy_dynamic_tok_s"), ("static", "hf_greedy_static_tok_s"))
-for size in ("2b", "9b"):
-    bf, nf = by[(size, "bf16")], by[(size, "nf4")]
-    print(f"gemma-2-{size} shape, {bf['weights_gb']} GB bf16 (bound {bf['bandwidth_bound_tok_s']} tok/s) / "
-          f"{nf['weights_gb']} GB NF4: " + ", ".join(f"{cache} cache {bf[k]:.1f} -> {nf[k]:.1f} tok/s "
-                                                   f"(NF4 at {nf[k] / bf[k]:.2f}x bf16)" for cache, k in CACHES))
-share = {(s, cache): by[(s, "bf16")][k] / by[(s, "bf16")]["bandwidth_bound_tok_s"]
-         for s in ("2b", "9b") for cache, k in CACHES}
-print("bf16 reached, of its bandwidth bound: " + "; ".join(
-    f"gemma-2-{s} {share[(s, 'dynamic')]:.0%} with the dynamic cache, {share[(s, 'static')]:.0%} with the static one"
-    for s in ("2b", "9b")))
-ratios = {(s, cache): by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in ("2b", "9b") for cache, k in CACHES}
-print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of {len(ratios)} rows (model x cache); "
-      f"it lost most at gemma-2-{' with the '.join(min(ratios, key=ratios.get))} cache, and the bf16 row nearest its "
-      f"bound is gemma-2-{' with the '.join(max(share, key=share.get))} cache")
+h200 = load_gpu_results(ROOT / "data/results/gpu-h200-2026-11-24.json")
+print(gpu_quantization_report(h200))
 
 # %% [markdown]
 # The last line above counts the rows where NF4 was slower than bf16; the line before it, how much
@@ -250,6 +227,8 @@ print(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of {len(ra
 # computed from them:
 
 # %%
+import json
+
 article = json.loads((ROOT / "data/results/datacamp-article.json").read_text())
 a = article["figures"]
 print(f"{article['source']['title']} ({article['source']['date']}), {article['source']['url']}")

@@ -16,9 +16,10 @@
 #
 # **Time to run:** [WORKSHOP.md](../WORKSHOP.md) gives the committed run's time on a 2-core CPU. Most
 # of a first run on a new machine is compiling (sections 3 and 5 print each compile's seconds); later
-# runs reuse the kernels PyTorch caches in `/tmp`. Compiling on a CPU needs a C++ compiler (`g++` on
-# Linux, the Xcode command line tools on macOS, MSVC on Windows); without one, sections 3 and 5 stop
-# with an inductor error: read their committed outputs instead.
+# runs reuse the kernels PyTorch caches on disk. Compiling on a CPU needs a C++ compiler (`g++` on
+# Linux, the Xcode command line tools on macOS, MSVC's `cl` on PATH on Windows); the setup cell says
+# whether this machine has one. Without it the engine still runs, exactly, but eagerly: sections 3
+# and 5 then say so beside their "compiled" rows, and their committed outputs show what compiling gives.
 
 # %%
 # SETUP
@@ -26,6 +27,7 @@
 # %%
 import torch
 
+from utils import fast
 from utils.models import describe_device, environment_report, load_pair, load_prompts
 
 PAIR = None  # None: $SPECDEC_PAIR, else "tiny"
@@ -33,6 +35,7 @@ pair = load_pair(PAIR)
 tok, target, draft = pair.tokenizer, pair.target, pair.draft
 hw = describe_device(pair.device)  # for figure titles
 print(environment_report(pair))
+print(fast.compile_readiness(pair.device) or f"torch.compile can build kernels for {pair.device.type} here")
 
 # %% [markdown]
 # ## 1. Two floors under every decode step
@@ -213,30 +216,9 @@ plot_layer_sweep(rows, fit, bandwidth, per_op, f"eager one-token steps, {hw}",
 # What the lines above say, in words (generated from the numbers, which vary from run to run):
 
 # %%
-t_row, d_row = rows[:2]
-share = {r.label: step_estimates(r.weight_bytes, bandwidth, r.ops, per_op)[1] / r.seconds for r in (t_row, d_row)}
-r_layer = fit_big.b / fit.b
-big_fit_error = fit(t_row.layers) / t_row.seconds - 1  # the small models' line at the target's layer count
-edge = min(abs(r_layer - 1 / 1.15), abs(r_layer - 1.15)) < 0.02  # within 0.02 of the band's edge
-print(f"- A layer costs {r_layer:.2f}x as much in the big models as in the small ones (a fixed cost per operator "
-      f"allows {1 / 1.15:.2f}x to 1.15x): " + (
-    ("just inside that band, so a fixed cost per operator describes the range only roughly." if edge else
-     "a fixed cost per operator describes the whole range.") if 1 / 1.15 <= r_layer <= 1.15 else
-    f"the cost per operator is not fixed, it {'grows' if r_layer > 1 else 'falls'} with the model's size, "
-    f"so one t_op fits only part of the range (the small models' line is {big_fit_error:+.0%} off the "
-    f"{t_row.label}'s step)."))
-print(f"- At equal operator counts, {x_bytes:.1f}x the bytes cost {x_time:.1f}x the time: "
-      + ("once the weights grow, bytes count, not only operators." if x_time > 1.5
-         else "the time grows far less than the bytes; at these widths the operators set most of it."))
-mostly = [r.label for r in (d_row, t_row) if share[r.label] >= 0.6]
-if len(mostly) == 2:
-    verdict = "both steps are mostly operator overhead"
-elif not mostly:
-    verdict = "neither step is mostly operator overhead"
-else:
-    verdict = f"only the {mostly[0]}'s step is mostly operator overhead"
-print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:.0%} of the {d_row.label}'s step and "
-      f"{share[t_row.label]:.0%} of the {t_row.label}'s: {verdict}.")
+from utils.overhead import sweep_verdicts
+
+print("\n".join(sweep_verdicts(rows[0], rows[1], fit, fit_big, bandwidth, per_op, x_bytes, x_time)))
 
 # %% [markdown]
 # Where the fixed cost per operator dominates (eager Gemma2 on the H200, and whichever tiny model
@@ -286,7 +268,6 @@ print(f"- Operators x the small models' per-op cost explain {share[d_row.label]:
 # compiled call compiles: its time is reported apart, not mixed into the step).
 
 # %%
-from utils import fast
 from utils.overhead import count_ops, dynamic_cache_step, engine_step, interleaved_seconds
 
 N_CACHE = 256  # positions: the compiled loops below use the same cache length bucket, so they reuse this engine
@@ -303,6 +284,8 @@ for name, ms in step_ms.items():
     print(f"{name:24s} {ms:6.2f} ms per step ({ops})")
 print(f"compiling the one-token step took {compiled_engine.compile_time[1]:.1f} s (once per token width); "
       f"compiled = {step_ms['eager, DynamicCache'] / step_ms['compiled, static cache']:.1f}x faster than eager")
+if compiled_engine.compile_fallbacks:  # no C++ compiler, or a torch that cannot compile this model whole
+    print("NOT fully compiled, so the 'compiled' row is (partly) eager:", *compiled_engine.compile_fallbacks, sep="\n  ")
 if pair.device.type == "cuda":
     print("CUDA graphs: " + ("one replayed graph per step" if not skipped else "NOT used, so every launch is paid: " + "; ".join(skipped)))
 
@@ -444,6 +427,8 @@ print(f"[{len(prompts)} held-out prompts x {N_NEW} new tokens, greedy, gamma={GA
       f"first speculative run {result['compiled speculative']['compile_s']:.1f} s (target width {GAMMA + 1}, draft width 1)")
 if pair.device.type == "cuda":
     print("CUDA graphs: " + ("replayed for every width" if not skipped else "NOT used, so every launch is paid: " + "; ".join(skipped)))
+if fast.engine_fallbacks(target, draft):  # the "compiled" rows then ran (partly) eagerly
+    print("NOT fully compiled:", *fast.engine_fallbacks(target, draft), sep="\n  ")
 
 # %%
 # NBVAL_CHECK_OUTPUT

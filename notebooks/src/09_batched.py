@@ -438,7 +438,8 @@ if not gpu_costs:
 # ## Try this
 # - Rerun section 3 with `temperature=1.0` and a generator: do the rows stay ragged? Which row
 #   accepts most, and is it the same as at $T = 0$?
-# - `python -m utils.beyond batched --gamma 2` and `--gamma 8`: where does the gain cross 1 now?
+# - `!cd .. && "{sys.executable}" -m utils.beyond batched --gamma 2` in a cell (the repository's
+#   root, this kernel's Python), then `--gamma 8`: where does the gain cross 1 now?
 #   Use the formula: which of $c(B)$, $v(B)$ and $\bar\tau$ moved?
 # - Give one prompt a long prefix: how much padding does the batch carry, and what does it cost?
 

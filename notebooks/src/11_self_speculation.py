@@ -423,8 +423,9 @@ check_11(reference, pair)
 #   layers that barely change the stream: what $c$ and $\alpha$ would a draft that skips exactly
 #   those have? (Estimate $\alpha$ with `exit_agreement`-style code and $c$ as the share of layers
 #   it keeps.)
-# - Train adapters with `python -m utils.selfspec train --steps 100` and `--steps 600`: how does
-#   acceptance grow with training?
+# - Train adapters with `!cd .. && "{sys.executable}" -m utils.selfspec train --steps 100` in a cell
+#   (the repository's root, this kernel's Python), then `--steps 600`: how does acceptance grow
+#   with training?
 
 # %% [markdown]
 # ## What you learned
