@@ -94,7 +94,8 @@ pg.static_figure();
 # step after each target pass runs cold and a draft step after a fully accepted round takes two
 # tokens, but one run's timings are noisy: the last line above says how this run came out. Fed with
 # the in-isolation values and Eq. 1's $\tau$ (from the run's $\alpha$), the cost model *predicts*;
-# the run's own $\tau$ over its own passes, $\bar k c + v$ per round with the loop's values, only
+# the run's own $\tau$ over its own passes, $\bar k c + v$ per round with the loop's values ($\bar k$:
+# the draft passes per round, the `k` of the lines above), only
 # *decomposes* the run it came from, so its agreement with the measured speedup validates nothing
 # (what is left is the loop's own work outside the forward passes). At $T = 1$ the acceptance falls
 # and with it $\tau$, so that run sits nearer break-even than the greedy ones. In `counts`,
@@ -187,7 +188,7 @@ from utils.theory import optimal_gamma
 c, fit = cost["c"], linear_verify_cost(v_iso)
 v = fit["v"]  # v["4"]: the fitted pass over 5 tokens / one-token pass
 print(f"v(gamma) = {fit['intercept']:.3f} + {fit['slope']:.4f} gamma; measurements at most {fit['max_residual']:.3f} off the line")
-fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+fig, ax = plt.subplots(figsize=(6, 4.6), layout="constrained")
 for t, row in zip(temps, grid):
     alpha = sum(row) / len(row)
     ties = near_best_gammas(alpha, c, v)
@@ -198,7 +199,7 @@ ax.axhline(1, color="k", lw=0.8)
 ax.set(xlabel="gamma", ylabel="expected speedup", title=f"{pair.name} on {describe_device(pair.device)}: c = {c:.3f} in isolation "
        f"({cost['draft_step_ms']:.1f} ms / {cost['target_step_ms']:.1f} ms),\nv = {v['1']:.2f} (gamma 1) to "
        f"{v['10']:.2f} (gamma 10), a line fitted to measurements")
-ax.legend(fontsize=8);
+fig.legend(fontsize=8, loc="outside lower center");  # below the axes: it never covers a curve
 
 # %% [markdown]
 # **When can drafting pay at all?** A round yields $\tau = 1 + \alpha + \dots + \alpha^\gamma$ tokens
@@ -217,12 +218,14 @@ ax.legend(fontsize=8);
 # with the fitted $v(\gamma)$:
 
 # %%
+bar = {g: c + (v[str(g)] - 1) / g for g in range(1, 11)}  # the same for every temperature: c and v only
+g_low = min(bar, key=bar.get)
+print(f"c + (v - 1)/gamma: {bar[1]:.2f} at gamma 1, lowest {bar[g_low]:.2f} at gamma {g_low} (of 1..10)")
 for t, row in zip(temps, grid):
     alpha = sum(row) / len(row)
-    need = min(c + (v[str(g)] - 1) / g for g in range(1, 11))  # the lowest bar over gamma 1..10
-    best = max(expected_speedup(alpha, g, c, v[str(g)]) for g in range(1, 11))
-    print(f"T={t}: alpha {alpha:.2f}, lowest bar c + (v - 1)/gamma {need:.2f}: " + (
-          f"cleared; the best gamma's expected speedup is {best:.2f}x" if alpha > need else "below it, no gamma up to 10 gives a speedup"))
+    best = max(range(1, 11), key=lambda g: expected_speedup(alpha, g, c, v[str(g)]))
+    print(f"T={t}: alpha {alpha:.2f} " + (f"clears it; the best gamma, {best}, is expected to give "
+          f"{expected_speedup(alpha, best, c, v[str(best)]):.2f}x" if alpha > bar[g_low] else "is below it: no gamma up to 10 gives a speedup"))
 
 # %% [markdown]
 # The same model with sliders (hover the curve for the numbers), starting from this pair's greedy

@@ -35,7 +35,8 @@ pair = load_pair(PAIR)
 tok, target, draft = pair.tokenizer, pair.target, pair.draft
 hw = describe_device(pair.device)  # for figure titles
 print(environment_report(pair))
-print(fast.compile_readiness(pair.device) or f"torch.compile can build kernels for {pair.device.type} here")
+print(fast.compile_readiness(pair.device) or f"torch.compile found what it needs to compile for {pair.device.type} "
+      "(sections 3 and 5 say if it still fell back to eager steps)")
 
 # %% [markdown]
 # ## 1. Two floors under every decode step
@@ -306,8 +307,8 @@ for step, v in bench["meta"]["compiled_matmuls"].items():
 print(f"[tiny pair, {bench['meta']['hardware']}, {bench['meta']['date']}, torch {bench['meta']['torch']}]")
 
 # %% [markdown]
-# Compiling removes a large part of the eager step here (the "compiled = ...x faster than eager"
-# line further up). A CPU has no kernel
+# How much of the eager step compiling removes here, the "compiled = ...x faster than eager" line
+# further up says (a "NOT fully compiled" line under it would mean the row ran eagerly). A CPU has no kernel
 # launches to save, so CUDA graphs do not apply; on a GPU they do, and the H200 run shows the
 # combined effect: Hugging Face's `generate` with `cache_implementation="static"` compiles the
 # forward pass by itself (the file's note; transformers' default compile settings ask for CUDA
@@ -521,7 +522,10 @@ print(f"In this run compiled speculative decoding ran {verdict} compiled plain d
 # overhead, but once that overhead is gone the arithmetic of $\gamma+1$ tokens shows (the line
 # "compiling ... v" above prints both $v$s),
 # and on a CPU the draft's steps just before it have pushed part of the target's weights out of the
-# caches (`utils.bench.cold_draft_profile` measures that effect on the draft's side). So a round
+# caches (`utils.bench.cold_draft_profile` measures that effect on the draft's side). Nor need $c$
+# fall: a compiled step keeps a fixed cost per call (the call into the compiled code, its guards, the
+# sampling on the device), which weighs more on the draft's short step than on the target's (the
+# "compiling ... c" line above says which way $c$ went in this run). So a round
 # compiled on a CPU costs far more plain steps than the $\gamma c + 1$ of the paper's assumption, and
 # the gain over compiled plain decoding shrinks, or vanishes, as the lines above show for this run. On
 # a GPU with big models the balance should differ: a verify pass of a few tokens reads the same
