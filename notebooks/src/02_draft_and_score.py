@@ -79,7 +79,7 @@ print(f"[{article['source']['title']}, {article['source']['url']}; {one['note']}
 
 # %% [markdown]
 # It is faster wherever a draft step costs much less than a target step: the lines above show the
-# tutorial's GPU run and this machine's. With a draft step costing about as much as a target step
+# tutorial's run (on a GPU its notes do not name) and this machine's. With a draft step costing about as much as a target step
 # (a cost ratio $c$ = draft step / target step near 1; section 4 measures it here) it would not be. Now the question that matters: **faster at producing what?**
 
 # %% [markdown]

@@ -450,8 +450,9 @@ check_05(reference, pair)
 # - The cost model takes $\alpha$ per checked token, $c$ and $v$. Fed with $c$ and $v$ from the run
 #   it is compared with, it only decomposes that run (the residual is loop overhead); a prediction
 #   needs them from another run, on your hardware (the out-of-sample line of section 3).
-# - On the GPU measured here, eager steps are launch-bound and $c$ stays high: no pair clearly beats
-#   plain greedy decoding. Both levers matter: a better draft raises $\alpha$; cheaper steps
+# - On the H200 of section 5 (Gemma2 shapes, random weights, eager HF `generate`, its setting printed
+#   there), eager steps are launch-bound and $c$ stays high: no pair clearly beats plain greedy
+#   decoding. Both levers matter: a better draft raises $\alpha$; cheaper steps
 #   (notebook 07) can lower $c$, where they cut the draft's fixed cost per step more than the
 #   target's (notebook 07 measures which way compiling moves it).
 

@@ -16,7 +16,8 @@
 # - when each rule gains tokens/s over a constant $\gamma$, and when it loses, measured.
 #
 # **Time to run:** under a minute on a laptop CPU with the tiny pair (the benchmark itself is read
-# from a file; rerun it with `python -m utils.beyond adaptive`, about 4 minutes).
+# from a file; rerun it with `python -m utils.beyond adaptive --threads 1`, the committed run's
+# setting, which took the minutes its header prints).
 
 # %%
 # SETUP

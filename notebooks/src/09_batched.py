@@ -19,8 +19,9 @@
 # - how to keep ragged rows in one rectangle: left padding, right alignment, positions and masks
 #   counted in each row's own tokens;
 # - why each row stays exact (greedy: HF greedy on that prompt alone, token for token);
-# - the cost model with a batch: at batch 1 a verify pass of $\gamma + 1$ tokens costs about one
-#   plain step, so the $\gamma$ extra tokens ride free; why that stops as the batch grows;
+# - the cost model with a batch: on a GPU at batch 1 a verify pass of $\gamma + 1$ tokens costs
+#   about one plain step (the roofline; on this CPU it costs more, section 4 measures it), so the
+#   $\gamma$ extra tokens ride free; why that stops as the batch grows;
 # - measured: tokens/s of plain batched decoding and batched speculative decoding against $B$.
 #
 # **Time to run:** under a minute on a laptop CPU with the tiny pair (the benchmark is read from a

@@ -8,8 +8,9 @@
 # first $k$ layers; plus, in section 5, a small trained adapter). The target, all $n$ layers,
 # still verifies every token, so the output stays exactly the target's, whatever $k$ is.
 #
-# Whether it is *fast* is another matter, and on this CPU it mostly is not: almost every exit
-# measured here is slower than decoding without a draft (section 4 counts them and says why).
+# Whether it is *fast* is another matter, and in the committed benchmark on this repository's CPU
+# (one thread, greedy and $T = 1$; section 4 prints its setting) it mostly is not: almost every exit
+# measured there is slower than decoding without a draft (section 4 counts them and says why).
 # This notebook builds the early-exit draft on the shipped tiny target (its depth is printed in
 # section 1), checks that nothing is copied and nothing changes in the output, measures acceptance
 # and speed against $k$, explains why this target drafts poorly from its own early layers, and
@@ -434,8 +435,8 @@ check_11(reference, pair)
 #   plus an adapter's $d + d^2$ parameters where one is used); the output stays exactly the target's.
 # - Its cost grows like $k/n$; its acceptance depends on whether layer $k$ can be read by the head,
 #   which a model trained only on its last layer never learned. A speedup needs $\alpha > c$, and
-#   by a margin that pays for a verify pass costing more than one step: on this CPU almost every
-#   exit was slower than the plain loop.
+#   by a margin that pays for a verify pass costing more than one step: in the committed one-thread
+#   CPU benchmark almost every exit was slower than the plain loop.
 # - A small adapter trained against the target's own distribution (the target frozen) raises the
 #   exits' acceptance substantially in a short CPU run; training the model itself with an
 #   early-exit loss (LayerSkip) is the full fix, at the price of changing the target.
