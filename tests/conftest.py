@@ -24,6 +24,16 @@ def _torch_threads_restored():
         torch.set_num_threads(n)
 
 
+@pytest.fixture
+def no_cpp_compiler(monkeypatch):
+    """`with no_cpp_compiler():` inductor finds no C++ compiler inside the block (a laptop without g++
+    or Xcode's tools)."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setenv("CXX", "no-such-cl")  # Windows: inductor looks for $CXX or cl instead
+    return lambda: inductor_config.patch({"cpp.cxx": ("no-such-c++",)})
+
+
 @pytest.fixture(scope="session")
 def pair():
     from utils.models import load_pair

@@ -490,15 +490,12 @@ def test_a_compiler_failure_falls_back_to_eager_steps(monkeypatch, failure):
         "BackendCompilerFailed" in said and "too old" in said)
 
 
-def test_no_cpp_compiler_is_named_with_the_fix(monkeypatch):
+def test_no_cpp_compiler_is_named_with_the_fix(no_cpp_compiler):
     """A laptop without a C++ compiler (stock Ubuntu without g++, a Mac without Xcode's command line
     tools): compile_readiness says what to install before anything compiles, and the engine's
     fallback warning says the same instead of asking for a bug report; the steps stay exact (eager)."""
-    import torch._inductor.config as inductor_config
-
     assert fast.compile_readiness("cpu") is None  # this machine has one (CI compiles)
-    monkeypatch.setenv("CXX", "no-such-cl")  # Windows: inductor looks for $CXX or cl instead
-    with inductor_config.patch({"cpp.cxx": ("no-such-c++",)}):
+    with no_cpp_compiler():
         said = fast.compile_readiness("cpu")
         assert said and "C++ compiler" in said and "install" in said and "restart the kernel" in said
         m = _tiny_gemma(7)

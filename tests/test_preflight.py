@@ -18,13 +18,11 @@ def test_this_machine_is_ready(capsys, monkeypatch):
     assert "[ok] speculative decoding is exact (greedy)" in out and "python " in out  # environment_report first
 
 
-def test_a_missing_cpp_compiler_is_not_ready_and_says_what_to_install(monkeypatch):
+def test_a_missing_cpp_compiler_is_not_ready_and_says_what_to_install(monkeypatch, no_cpp_compiler):
     import torch
-    import torch._inductor.config as inductor_config
 
-    monkeypatch.setenv("CXX", "no-such-cl")  # Windows: inductor looks for $CXX or cl instead
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU's compiler, also on a machine with a GPU
-    with inductor_config.patch({"cpp.cxx": ("no-such-c++",)}):
+    with no_cpp_compiler():
         check = preflight._compiler()
     assert not check.ok and "C++ compiler" in check.detail and "install" in check.detail and "eagerly" in check.detail
     text, ready = preflight.report(preflight._packages() + [check])

@@ -137,6 +137,12 @@ def compile_step(fn, cuda: bool, fullgraph: bool = True):
     return torch.compile(fn, mode="reduce-overhead" if cuda else "default", fullgraph=fullgraph, dynamic=False)
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line of text (compiler errors run to pages), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def compile_fallback(error: Exception, where: str, device=None) -> str:
     """Record and announce that compiling a step failed in `where`, before the caller falls back:
     - a graph break under fullgraph=True (torch._dynamo.exc.Unsupported: a torch or transformers
@@ -152,16 +158,15 @@ def compile_fallback(error: Exception, where: str, device=None) -> str:
     measured)."""
     import warnings
 
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     inner = getattr(error, "inner_exception", None)  # BackendCompilerFailed: the compiler's own error
-    why = f" {type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}" if inner else ""
-    msg = f"{where}: {type(error).__name__}: {first}{why}"[:500]
+    why = f" {type(inner).__name__}: {first_line(inner)}" if inner else ""
+    msg = f"{where}: {type(error).__name__}: {first_line(error)}{why}"[:500]
     COMPILE_FALLBACKS.append(msg)
     instead = ("compiling with graph breaks instead" if isinstance(error, torch._dynamo.exc.Unsupported)
                else "running this step eagerly instead (backend='eager' would do the same)")
-    missing = compile_readiness(device) if device is not None else None
-    advice = (f"To compile: {missing}" if missing and "not checked" not in missing
-              else "Tell us your GPU and your torch and transformers versions.")
+    checked = device is not None and torch.device(device).type in ("cpu", "cuda")  # what compile_readiness knows
+    missing = compile_readiness(device) if checked else None
+    advice = f"To compile: {missing}" if missing else "Tell us your GPU and your torch and transformers versions."
     warnings.warn(f"torch.compile could not compile the step as one graph ({msg}); {instead}: exact, but slower. "
                   + advice, stacklevel=3)
     return msg
@@ -189,8 +194,7 @@ def compile_readiness(device) -> str | None:
                    "win32": "install Visual Studio Build Tools with the C++ workload, then start `python run.py lab` "
                             "from the 'x64 Native Tools Command Prompt' so that cl.exe is on PATH"}.get(
                 sys.platform, "install g++ (Debian/Ubuntu: sudo apt install g++; Fedora: sudo dnf install gcc-c++)")
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return f"torch.compile cannot compile for the CPU here ({first}): {how}; {again}."
+            return f"torch.compile cannot compile for the CPU here ({first_line(e)}): {how}; {again}."
     if kind == "cuda":
         from torch.utils._triton import has_triton
 
@@ -378,14 +382,14 @@ def _eos_cut(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
     return tokens, False
 
 
-def _clocks(device: torch.device, *parts: str) -> dict:
-    """One `speculative._Timer` per part of a round, for the compiled loops: a CPU's clock, CUDA timing
-    events read once a later host sync has completed them (a round's `.tolist()`; timing adds no sync
-    of its own), NaN on other devices (an Apple GPU would need a sync per mark, which these one-sync
-    loops do not pay)."""
+def _clock(device: torch.device):
+    """A `speculative._Timer` for a part of the compiled loops: a CPU's clock, CUDA timing events read
+    once a later host sync has completed them (a round's `.tolist()`; timing adds no sync of its own),
+    NaN on other devices (an Apple GPU would need a sync per mark, which these one-sync loops do not
+    pay)."""
     from .speculative import _Timer  # late: speculative imports this module
 
-    return {part: _Timer(device, enabled=device.type in ("cpu", "cuda")) for part in parts}
+    return _Timer(device, enabled=device.type in ("cpu", "cuda"))
 
 
 @torch.inference_mode()
@@ -394,7 +398,7 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     """Plain decoding on the fast engine: one compiled 1-token pass per step, the token sampled on
     the device, the host looking at the tokens only every `sync_every` steps (for EOS; the steps after
     an EOS are computed and dropped, so the output is exact). Returns (new tokens, FastStats, seconds);
-    FastStats.forward_time is timed like the speculative loop's passes (`_clocks`: a CPU's clock, CUDA
+    FastStats.forward_time is timed like the speculative loop's passes (`_clock`: a CPU's clock, CUDA
     timing events read after a sync, NaN elsewhere)."""
     t_start = time.perf_counter()
     ids = input_ids.to(model.device).clone()  # (1, T); a clone made in inference mode, like every later input
@@ -408,7 +412,7 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     # last: (1, 1) on the device, contiguous like every later step's input (other strides recompile)
     last, pending, new = ids[0, -1:].clone().view(1, 1), [], []
-    forward = _clocks(model.device, "forward")["forward"]
+    forward = _clock(model.device)
     for i in range(max_new_tokens):
         with forward:
             logits = eng.forward(last)[-1]  # (V,)
@@ -468,8 +472,8 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     pad_q = torch.zeros(gamma, V, device=device)  # (gamma, V)
     zeros_u = torch.zeros(gamma, device=device)
     rounds, new = [], []
-    clock = _clocks(device, "draft", "target")
-    mark = clock["draft"].mark  # marks are shared: the draft part ends where the verify part starts
+    draft_t, target_t = _clock(device), _clock(device)
+    mark = draft_t.mark  # marks are shared: the draft part ends where the verify part starts
     L = ids.shape[1]  # sequence length; both caches hold L - 1 positions between rounds
     last = ids[0, -1:].clone()  # (1,) on the device
     while len(new) < max_new_tokens:
@@ -494,8 +498,8 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
         info = torch.cat([n_t.view(1), token.view(1), d[:k]])
         t_end = mark()  # CUDA: recorded before the sync, which completes it
         info = info.tolist()  # the round's one host sync
-        clock["draft"].add(td, tt)
-        clock["target"].add(tt, t_end)
+        draft_t.add(td, tt)
+        target_t.add(tt, t_end)
         stats.host_syncs += 1
         n, tok, drafted = info[0], info[1], info[2:]
         emitted, hit = _eos_cut(drafted[:n] + [tok], eos)
@@ -509,7 +513,7 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
         if n == k and k > 0:  # the draft never saw x_k: one more width-1 step writes it
             td = mark()
             de.forward(toks[-1].view(1, 1))
-            clock["draft"].add(td, mark())
+            draft_t.add(td, mark())
         else:
             rollback(de.cache, L - 1)
         last = token.view(1)
@@ -517,4 +521,4 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     stats.compile_time = sum(t for w, t in te.compile_time.items() if w not in known_t) + sum(
         t for w, t in de.compile_time.items() if w not in known_d
     )
-    return rounds, new, stats, clock["draft"].total, clock["target"].total, time.perf_counter() - t_start
+    return rounds, new, stats, draft_t.total, target_t.total, time.perf_counter() - t_start

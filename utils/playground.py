@@ -163,11 +163,11 @@ class Playground:
                 pair.target, pair.draft, ids, max_new_tokens=n, gamma=gamma, generator=gen,
                 eos_token_id=pair.tokenizer.eos_token_id, **sampling,
             )
-        with paused_gc():
             alone = self._target_alone(ids, n, sampling, seed)
         # Both sides include one prefill: the speculative run's first passes read the prompt too.
         ar_seconds, step = target_alone_seconds(alone.step_times, max(1, out.new_tokens))
         alpha, (c, v) = out.acceptance_rate, loop_costs(out, step)
+        k = out.n_drafted / max(1, len(out.rounds))  # drafted tokens (draft passes) per round
         checked = out.checked_acceptance_rate
         alpha_ = 0.0 if checked != checked else checked  # NaN when nothing was checked
         spec_new, alone_new = out.sequences[0, ids.shape[1]:].tolist(), alone.sequences[0, ids.shape[1]:].tolist()
@@ -186,10 +186,10 @@ class Playground:
             c=c,
             v=v,
             measured_speedup=ar_seconds / out.total_time,
-            drafted_per_round=out.n_drafted / max(1, len(out.rounds)),
+            drafted_per_round=k,
             # this run's own tokens per round over its own forward passes per round (k c + v, in target
             # steps): a decomposition of the run, not a prediction; what it leaves out is the loop's own work
-            decomposed_speedup=out.tokens_per_round / (out.n_drafted / max(1, len(out.rounds)) * c + v),
+            decomposed_speedup=out.tokens_per_round / (k * c + v),
             optimal_gamma=optimal_gamma(alpha_, c, max_gamma=10, v=v),
             counts=count_kinds(out.rounds),
             new_tokens=out.new_tokens,

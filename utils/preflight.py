@@ -27,9 +27,9 @@ class Check:
 
 def _packages() -> list[Check]:
     out = []
-    for mod, pip, needed_by in (("torch", "torch", "every notebook"), ("transformers", "transformers", "every notebook"),
-                                ("ipywidgets", "ipywidgets", "the playground (04)"), ("plotly", "plotly", "the figures"),
-                                ("matplotlib", "matplotlib", "the figures"), ("jupyterlab", "jupyterlab", "`python run.py lab`")):
+    for mod, needed_by in (("torch", "every notebook"), ("transformers", "every notebook"),
+                           ("ipywidgets", "the playground (04)"), ("plotly", "the figures"), ("matplotlib", "the figures"),
+                           ("jupyterlab", "`python run.py lab`")):
         try:
             m = importlib.import_module(mod)
             out.append(Check(f"import {mod}", True, getattr(m, "__version__", "installed")))
@@ -78,7 +78,7 @@ def _compiler() -> Check:
     """Inductor finds a compiler for this machine's device and builds one small kernel with it."""
     import torch
 
-    from .fast import compile_readiness
+    from .fast import compile_readiness, first_line
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     missing = compile_readiness(device)
@@ -90,8 +90,7 @@ def _compiler() -> Check:
         x = torch.linspace(0, 1, 64, device=device)
         ok = torch.allclose(fn(x), torch.sin(x) * 2 + 1)
     except Exception as e:  # the compiler was found but could not build (a broken toolchain)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return Check("torch.compile", False, f"{type(e).__name__}: {first[:300]}. Notebook 07 would run eagerly; "
+        return Check("torch.compile", False, f"{type(e).__name__}: {first_line(e)[:300]}. Notebook 07 would run eagerly; "
                                              "on macOS install OpenMP (brew install libomp), elsewhere reinstall the C++ "
                                              "compiler (on a GPU: Triton and a C compiler)")
     return Check("torch.compile", ok, f"built a kernel for {device} in {time.perf_counter() - t0:.1f} s" if ok
