@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from utils import bench, fast, datacamp
 from utils.models import ROOT
@@ -309,3 +310,17 @@ def test_timed_runs_pause_the_garbage_collector():
         assert not gc.isenabled()  # it was off before: left off
     finally:
         gc.enable()
+
+
+def test_sampled_runs_are_seeded_and_leave_the_callers_random_state_alone(pair, encode):
+    """HF generate samples from torch's global generator, so run_method seeds it; it restores the caller's
+    state afterwards (a notebook's own torch.rand after a benchmark is not decided by the benchmark's seed)."""
+    ids = encode("Once upon a time")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = bench.run_method("hf", pair, ids, 12, 4, temperature=1.0, seed=3)
+    assert torch.equal(torch.rand(3), expected)
+    b = bench.run_method("hf", pair, ids, 12, 4, temperature=1.0, seed=3)
+    c = [bench.run_method("hf", pair, ids, 12, 4, temperature=1.0, seed=s)["new_ids"] for s in range(4, 8)]
+    assert a["new_ids"] == b["new_ids"] and any(x != a["new_ids"] for x in c)

@@ -74,6 +74,18 @@ def test_nf4_frees_each_replaced_layer_as_it_goes(monkeypatch):
     assert alive_at_each_call[-1] == 1  # only the layer being quantized
 
 
+def test_random_model_is_seeded_and_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = shapes.random_model(shapes.gemma2_config("2b", **SMALL), seed=5)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream goes on where it was
+    b = shapes.random_model(shapes.gemma2_config("2b", **SMALL), seed=5)
+    c = shapes.random_model(shapes.gemma2_config("2b", **SMALL), seed=6)
+    w = [m.model.layers[0].mlp.up_proj.weight for m in (a, b, c)]
+    assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])
+
+
 def test_nf4_replaces_linear_layers_and_shrinks_weights():
     import bitsandbytes as bnb
 

@@ -29,6 +29,7 @@ from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair, weight_bytes
 from .models import sync as _sync
 from .results import check_bench_flags, command_errors, write_json
+from .sampling import seeded
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
@@ -161,8 +162,12 @@ def run_method(method: str, pair, ids, max_new_tokens: int, gamma: int, temperat
 
 
 def _run_method(method, pair, ids, max_new_tokens, gamma, temperature, seed):
+    with seeded(seed, pair.device):  # HF samples from the global generator; the caller's state is restored
+        return _run_seeded(method, pair, ids, max_new_tokens, gamma, temperature, seed)
+
+
+def _run_seeded(method, pair, ids, max_new_tokens, gamma, temperature, seed):
     gen = torch.Generator(device=pair.device).manual_seed(seed)
-    torch.manual_seed(seed)
     row = dict(method=method, alpha=float("nan"), tau=float("nan"))
     eos = pair.target.generation_config.eos_token_id  # HF generate stops there: so do our loops
     if method == "hf":

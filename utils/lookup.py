@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .models import ROOT
-from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, sample
+from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, sample, seeded
 from .speculative import (
     Round,
     SpeculativeOutput,
@@ -250,9 +250,8 @@ def run_one(method: str, pair, ids, *, max_new_tokens: int, gamma: int, max_ngra
 
     eos = pair.target.generation_config.eos_token_id
     gen = torch.Generator(device=pair.device).manual_seed(seed)
-    torch.manual_seed(seed)  # HF samples from the global generator
     row, res = {}, None
-    with ForwardClock(pair.target) as clock:
+    with seeded(seed, pair.device), ForwardClock(pair.target) as clock:  # HF samples from the global generator
         _sync(pair.device)
         t0 = time.perf_counter()
         if method == "hf":

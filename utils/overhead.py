@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .sampling import seeded
+
 # ----------------------------------------------------------------------------------------------
 # Counting and timing one eager step
 # ----------------------------------------------------------------------------------------------
@@ -145,8 +147,7 @@ def shrunk_model(config, *, layers: int, hidden: int | None = None, seed: int = 
     if hidden is not None:
         cfg.intermediate_size = cfg.intermediate_size * hidden // cfg.hidden_size
         cfg.hidden_size = hidden
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded(seed, device), torch.device(device):
         return Gemma2ForCausalLM._from_config(cfg, dtype=dtype).eval()
 
 

@@ -7,6 +7,7 @@ the argmax, which makes greedy decoding a special case of the same accept/reject
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -17,6 +18,17 @@ import torch
 # (logits of a few hundred divided by 1e-37), whose softmax is NaN; long before, the warped
 # distribution is greedy's up to exact ties.
 MIN_TEMPERATURE = 1e-30
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device="cpu"):
+    """Seed torch's global generator(s) for the block and restore them afterwards, so that a helper
+    which must seed the global stream (model initialisation, Hugging Face sampling) leaves the
+    caller's random state as it found it. Forks the CUDA generators only for a CUDA `device`."""
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def check_sampling_args(temperature, top_k, top_p, generator=None) -> None:

@@ -45,6 +45,7 @@ import torch
 from .bench import LOCAL_RUNS, _sync, forward_latency, hf_generate
 from .models import describe_device, weight_bytes
 from .results import check_output, write_json
+from .sampling import seeded
 from .theory import gpu_bandwidth
 from .speculative import speculative_generate
 
@@ -96,8 +97,7 @@ def random_model(config, *, device="cpu", dtype=torch.float32, quantization: str
     copy first, so a 27b model needs only its bf16 size), optionally with 4-bit linear layers."""
     from transformers import Gemma2ForCausalLM
 
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded(seed, device), torch.device(device):
         model = Gemma2ForCausalLM._from_config(config, dtype=dtype).eval()
     if quantization:
         to_4bit(model, quantization, compute_dtype=dtype)
