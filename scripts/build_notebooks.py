@@ -4,6 +4,7 @@
     python scripts/build_notebooks.py 03           # only notebooks whose name starts with 03
     python scripts/build_notebooks.py --check      # exit 1 if an .ipynb's code differs from its source
     python scripts/build_notebooks.py --no-execute # build without running (the notebooks lose their outputs)
+    python scripts/build_notebooks.py 07 --time-first-run  # time a new machine's first run (empty compile caches)
 
 The sources are jupytext "percent" scripts (one place to edit, reviewable diffs). A cell holding
 only `# SETUP` becomes the shared setup cell below, and a Colab badge is put on top, so neither is
@@ -585,15 +586,17 @@ def update_readme() -> None:
         text = _replace_between(text, PAIRS_START, PAIRS_END, pairs_table())
     if BEYOND_START in text:
         text = _replace_between(text, BEYOND_START, BEYOND_END, beyond_table())
-    readme.write_text(text)
+    readme.write_text(first_run_text(text))
 
 
-def run_seconds(ipynb: Path) -> float | None:
-    """Seconds the committed run of a notebook took, from nbclient's timestamps: the first code cell's
-    start to the last one's reply (None if the notebook holds no timing, e.g. built --no-execute)."""
+def run_seconds(ipynb) -> float | None:
+    """Seconds the committed run of a notebook (a path, or an executed notebook) took, from nbclient's
+    timestamps: the first code cell's start to the last one's reply (None if the notebook holds no
+    timing, e.g. built --no-execute)."""
     from datetime import datetime
 
-    stamps = [c.metadata.get("execution", {}) for c in nbformat.read(ipynb, as_version=4).cells if c.cell_type == "code"]
+    nb = ipynb if isinstance(ipynb, nbformat.NotebookNode) else nbformat.read(ipynb, as_version=4)
+    stamps = [c.metadata.get("execution", {}) for c in nb.cells if c.cell_type == "code"]
     stamps = [e for e in stamps if "iopub.execute_input" in e and "shell.execute_reply" in e]
     if not stamps:
         return None
@@ -623,9 +626,61 @@ def workshop_text(text: str) -> str:
     return "\n".join(lines)
 
 
+FIRST_RUN = ROOT / "data" / "results" / "first-run-tiny-cpu.json"
+FIRST_RUN_SPAN = re.compile(r"(<!-- first-run (\d\d) -->)(.*?)(<!-- /first-run -->)")
+
+
+def time_first_run(prefix: str) -> dict:
+    """Run one notebook as a new machine's first run: PyTorch's compile caches (Inductor's, Triton's)
+    in an empty temporary folder, so every kernel is compiled. Writes nothing but its entry in
+    FIRST_RUN (seconds, machine, date, command), which the README and WORKSHOP quote."""
+    import json
+    import platform
+    import tempfile
+    from datetime import date
+
+    import torch
+
+    src, = sources(prefix)
+    saved = {k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    with tempfile.TemporaryDirectory(prefix="specdec-cold-") as tmp:
+        os.environ.update(TORCHINDUCTOR_CACHE_DIR=f"{tmp}/inductor", TRITON_CACHE_DIR=f"{tmp}/triton")
+        try:
+            secs = run_seconds(execute(build(src)))
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    data = json.loads(FIRST_RUN.read_text()) if FIRST_RUN.exists() else {}
+    data[src.name[:2]] = dict(notebook=src.with_suffix(".ipynb").name, seconds=round(secs, 1),
+                              cache="empty TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR (every kernel compiled)",
+                              machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+                              pair="tiny", date=date.today().isoformat(),
+                              command=f"python scripts/build_notebooks.py {src.name[:2]} --time-first-run")
+    FIRST_RUN.write_text(json.dumps(data, indent=1) + "\n")
+    return data[src.name[:2]]
+
+
+def first_run_text(text: str) -> str:
+    """Every `<!-- first-run NN -->...<!-- /first-run -->` span set to notebook NN's first-run time
+    from FIRST_RUN (left alone where the file has no entry for NN)."""
+    import json
+
+    data = json.loads(FIRST_RUN.read_text()) if FIRST_RUN.exists() else {}
+
+    def fill(m):
+        run = data.get(m.group(2))
+        if run is None:
+            return m.group(0)
+        secs = run["seconds"]
+        when = f"{secs:.0f} s" if secs < 90 else f"about {secs / 60:.1f} minutes ({secs:.0f} s)"
+        return f"{m.group(1)}{when}{m.group(4)}"
+
+    return FIRST_RUN_SPAN.sub(fill, text)
+
+
 def update_workshop() -> None:
     path = ROOT / "WORKSHOP.md"
-    path.write_text(workshop_text(path.read_text()))
+    path.write_text(first_run_text(workshop_text(path.read_text())))
 
 
 def check() -> int:
@@ -647,8 +702,10 @@ def check() -> int:
             or (PAIRS_START in text and pairs_table() not in text)
             or (BEYOND_START in text and beyond_table() not in text)):
         bad.append("README.md tables")
+    if first_run_text(text) != text:
+        bad.append("README.md first-run time")
     workshop = (ROOT / "WORKSHOP.md").read_text()
-    if workshop_text(workshop) != workshop:
+    if first_run_text(workshop_text(workshop)) != workshop:
         bad.append("WORKSHOP.md run times")
     for b in bad:
         print(f"stale: {b} (run python scripts/build_notebooks.py)")
@@ -662,6 +719,9 @@ def main(argv=None) -> int:
                     help="write nothing; exit 1 if a notebook, README table or WORKSHOP time is stale")
     ap.add_argument("--no-execute", action="store_true",
                     help="build without running: the notebooks lose their committed outputs")
+    ap.add_argument("--time-first-run", action="store_true",
+                    help="run ONE notebook with empty compile caches (a new machine's first run) and record its "
+                         f"time in {FIRST_RUN.relative_to(ROOT)} (the notebook itself is not written)")
     args = ap.parse_args(argv)
     if args.check:
         return check()
@@ -669,6 +729,13 @@ def main(argv=None) -> int:
     if not srcs:
         ap.error(f"no notebook source in notebooks/src starts with {args.prefix!r}; use a number such as "
                  f"{', '.join(p.name[:2] for p in sources())}, or none for all")
+    if args.time_first_run:
+        if len(srcs) != 1:
+            ap.error("--time-first-run times one notebook: give its number, e.g. 07")
+        print(time_first_run(args.prefix))
+        update_readme()
+        update_workshop()
+        return 0
     for src in srcs:
         nb = build(src)
         t0 = time.perf_counter()

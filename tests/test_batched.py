@@ -123,12 +123,33 @@ def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_p
     600 draws of (x1, x2) per prompt, at T = 1 and with warping (T = 0.8, top-k 8: a token outside
     the target's top 8 must never come out). max_new_tokens 3 keeps rows of one call in different rounds
     (ragged). Per prompt: chi-square at level 1e-3 on the cells of conftest.joint_first_two_pvalue
-    (tails split by where the draft over-weights). Power, measured when the test was designed and not
-    asserted here: with the known-wrong rule in the shared accept_reject (resample from p after a
-    rejection) both prompts failed (p < 1e-4) at both gammas; with the tails pooled, as this test first
-    had, and its first prompts, the wrong rule passed at gamma 1. That an exact-joint chi-square fails
-    (p < 1e-6) under that rule and five other wrong ones is asserted, on a toy model, in
-    test_exactness_mutations.py."""
+    (tails split by where the draft over-weights). Its power on this path is asserted below
+    (test_the_batched_statistic_catches_a_wrong_rule); that an exact-joint chi-square fails under five
+    more wrong rules is asserted, on a toy model, in test_exactness_mutations.py."""
+    pvalues = _batched_joint_pvalues(pair, encode, joint_pvalue, gamma, warp)
+    assert all(v > 1e-3 for v in pvalues.values()), pvalues
+
+
+@pytest.mark.parametrize("gamma", [1, 3])
+def test_the_batched_statistic_catches_a_wrong_rule(pair, encode, joint_pvalue, monkeypatch, gamma):
+    """Power on the batched path itself: with the known-wrong rule in the shared accept_reject (after a
+    rejection, resample from p instead of norm(max(0, p - q))), which the batched loop looks up at each
+    call, the same statistic rejects at least one prompt far below the test's level."""
+    import utils.speculative as spec
+
+    real, calls = spec.accept_reject, []
+
+    def resample_from_p(p, q, draft_tokens, u, k=None):
+        n, dist, accept = real(p, q, draft_tokens, u, k)
+        calls.append(1)
+        return n, p.index_select(0, n.view(1))[0], accept  # n == k (bonus): p[k], unchanged
+
+    monkeypatch.setattr(spec, "accept_reject", resample_from_p)
+    pvalues = _batched_joint_pvalues(pair, encode, joint_pvalue, gamma, dict(temperature=1.0))
+    assert calls and min(pvalues.values()) < 1e-4, pvalues
+
+
+def _batched_joint_pvalues(pair, encode, joint_pvalue, gamma, warp) -> dict[str, float]:
     texts = ["A lambda expression", "A list"]
     enc = [encode(t)[0] for t in texts]
     T = max(len(e) for e in enc)
@@ -159,8 +180,7 @@ def test_sampled_rows_follow_the_target_joint_distribution(pair, encode, joint_p
                 for c in contexts:
                     top = pair.target(c[None]).logits[0, -1].topk(k + 1).values  # (k + 1,)
                     assert top[k - 1] - top[k] > 1e-4, f"near-tie at the top-{k} cut after {c.tolist()}: pick another prompt"
-    pvalues = {t: joint_pvalue(draws[i], pair.target, pair.draft, e[None], **warp) for i, (t, e) in enumerate(zip(texts, enc))}
-    assert all(v > 1e-3 for v in pvalues.values()), pvalues
+    return {t: joint_pvalue(draws[i], pair.target, pair.draft, e[None], **warp) for i, (t, e) in enumerate(zip(texts, enc))}
 
 
 def test_sampling_is_reproducible(pair, batch):

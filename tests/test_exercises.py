@@ -129,7 +129,11 @@ def test_01_a_loop_without_cache_fails_although_its_tokens_are_right(pair):
 
 def test_01_calling_generate_fails(pair):
     fails("check_01", lambda m, ids, n: m.generate(ids, max_new_tokens=n, do_sample=False), pair,
-          "model.generate", "write the loop yourself")
+          "calls generate", "yourself")
+    fails("check_01", lambda m, ids, n: type(m).generate(m, ids, max_new_tokens=n, do_sample=False), pair,
+          "calls generate", "yourself")  # through the class, which an instance attribute would not hide
+    sneaky = lambda m, ids, n: getattr(m, "gen" + "erate")(ids, max_new_tokens=n, do_sample=False)  # noqa: E731
+    fails("check_01", sneaky, pair, "model.generate", "write the loop yourself")  # hidden while the check runs
     assert "generate" not in pair.target.__dict__  # the model's own generate is back
 
 
@@ -749,7 +753,7 @@ def test_11_a_correct_head_in_float32_passes_on_a_bf16_target(pair, capsys):
     def head_in_float32(t, h):
         x = t.lm_head(t.model.norm(h)).float()
         cap = t.config.final_logit_softcapping
-        return cap * torch.tanh(x / cap)
+        return x if cap is None else cap * torch.tanh(x / cap)
 
     ex.check_11(head_in_float32, bf16)
     assert capsys.readouterr().out.startswith("PASSED")
@@ -855,3 +859,103 @@ def test_the_checkers_refuse_the_library_doing_the_exercise():
                             (exercises.check_03, nested, "your function calls verify_step")):
         with pytest.raises(AssertionError, match=says):
             check(fn)
+
+
+def test_the_shortcut_guard_resolves_what_a_name_holds():
+    """The guard looks at what a function's names hold, not only at how they are spelled: another name
+    for the library's function, a closure, functools.partial are refused; the learner's own function
+    that shares the library's name (the notebook's stub is named like it) may call itself."""
+    import functools
+
+    from utils import exercises
+    from utils.lookup import find_draft as fd
+    from utils.models import nf4_bytes as library_nf4
+
+    def aliased(seq, gamma, max_ngram):
+        return fd(seq, gamma, max_ngram)
+
+    def closure():
+        f = fd
+
+        def inner(seq, gamma, max_ngram):
+            return f(seq, gamma, max_ngram)
+        return inner
+
+    for fn in (aliased, closure(), functools.partial(fd), functools.partial(lambda f, *a: f(*a), fd)):
+        with pytest.raises(AssertionError, match="find_draft|library's own"):
+            exercises.check_10(fn)
+    scope = {"math": __import__("math")}
+    exec("def nf4_bytes(n, double_quant=False):\n"
+         "    if double_quant:\n"
+         "        return nf4_bytes(n) - 4 * n / 64 + n / 64 + 4 * n / (64 * 256)\n"
+         "    return n / 2 + 4 * n / 64\n", scope)
+    exercises.check_06(scope["nf4_bytes"])  # recursion into itself, not the library's nf4_bytes: passes
+    scope["helper"] = library_nf4
+    exec("def via_alias(n, double_quant=False):\n    return helper(n, double_quant)\n", scope)
+    with pytest.raises(AssertionError, match=r"calls helper \(the library's nf4_bytes\)"):
+        exercises.check_06(scope["via_alias"])
+
+
+def test_02_placeholder_or_missing_bonus_token_is_graded_not_a_crash(pair):
+    """All k accepted: the token is the bonus. A placeholder (-1, a huge id, None) is graded with that hint."""
+    from notebooks.solutions.ex02_greedy_verify import greedy_verify
+
+    def placeholder(value):
+        def fn(target, ids, k):
+            n, t = greedy_verify(target, ids, k)
+            return (n, value) if n == k else (n, t)
+        return fn
+
+    for value in (-1, 10**6):
+        fails("check_02", placeholder(value), pair, "token id in [0,", "never a placeholder")
+    fails("check_02", placeholder(None), pair, "bonus", "logits[0, -1]")
+
+
+def test_03_off_by_one_count_and_an_unclamped_residual_get_their_own_hints(pair):
+    from notebooks.solutions.ex03_verify_step import verify_step
+
+    def counts_the_replacement(p, q, draft_tokens, u, generator=None):
+        n, t = verify_step(p, q, draft_tokens, u, generator=generator)
+        return (n + 1 if n < len(draft_tokens) else n), t
+
+    fails("check_03", counts_the_replacement, pair, "not the token the target puts at the rejected position")
+
+    def unclamped(p, q, draft_tokens, u, generator=None):
+        for i, x in enumerate(draft_tokens.tolist()):
+            if u[i] >= min(1.0, float(p[i, x] / q[i, x])):
+                r = p[i] - q[i]
+                return i, int(torch.multinomial(r / r.sum(), 1, generator=generator))
+        return len(draft_tokens), int(torch.multinomial(p[-1], 1, generator=generator))
+
+    fails("check_03", unclamped, pair, "torch.clamp(p - q, min=0)")
+
+
+def test_05_per_round_means_and_zero_denominators_fail(pair):
+    def mean_of_rates(rounds):  # right when every round drafts the same number of tokens
+        from notebooks.solutions.ex05_acceptance import acceptance_rates
+        done = [r for r in rounds if r.drafted]
+        return sum(r.n_accepted / len(r.drafted) for r in done) / len(done), acceptance_rates(rounds)[1]
+
+    fails("check_05", mean_of_rates, pair, "unequal length")
+
+    def zero_when_empty(rounds):
+        from notebooks.solutions.ex05_acceptance import acceptance_rates
+        if not any(r.drafted for r in rounds):
+            return 0.0, 0.0
+        return acceptance_rates(rounds)
+
+    fails("check_05", zero_when_empty, pair, "float('nan')")
+
+
+def test_06_a_string_is_named(pair):
+    fails("check_06", lambda n, double_quant=False: str(round(n / 2 + 4 * n / 64)), pair, "not a string")
+
+
+def test_11_a_hard_coded_cap_fails_when_the_model_has_another(pair):
+    fails("check_11", lambda t, h: 30.0 * torch.tanh(t.lm_head(t.model.norm(h)) / 30.0), pair,
+          "final_logit_softcapping set to None", "hard-coded 30")
+    assert pair.target.config.final_logit_softcapping == 30.0  # restored
+
+
+def test_12_an_unbalanced_quote_is_graded_not_a_crash(pair):
+    fails("check_12", lambda method, gamma, draft: "--speculative-algorithm 'NGRAM", pair, "cannot be split")

@@ -128,9 +128,10 @@ def test_long_prompt_speedup_counts_the_prefill_on_both_sides(pair, prompts):
     assert 300 < ids.shape[1] < 900
     play = Playground(pair, [long], max_new_tokens=16)
     play.gamma.value, play.temperature.value = 4, 0.0  # greedy: the same tokens every run
-    s = play.run()
-    ratios = []
-    for _ in range(3):
+    ratios, played = [], []
+    for _ in range(5):  # alternating, medians of 5: a burst of other work on a shared 2-core machine spoils a few
+        s = play.run()
+        played.append(s["measured_speedup"])
         with paused_gc():  # as the playground times its runs
             t0 = time.perf_counter()
             autoregressive_generate(pair.target, ids, s["new_tokens"])
@@ -138,8 +139,8 @@ def test_long_prompt_speedup_counts_the_prefill_on_both_sides(pair, prompts):
             t0 = time.perf_counter()
             speculative_generate(pair.target, pair.draft, ids, max_new_tokens=16, gamma=4)
             ratios.append(t_ar / (time.perf_counter() - t0))
-    direct = sorted(ratios)[1]
-    assert 0.5 < s["measured_speedup"] / direct < 2, (s["measured_speedup"], ratios)
+    direct, measured = sorted(ratios)[2], sorted(played)[2]
+    assert 0.5 < measured / direct < 2, (played, ratios)
     assert 0 < s["c"] < 1 and 0.5 < s["v"] < 5  # the prefill is not averaged into c and v
 
 

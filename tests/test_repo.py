@@ -65,6 +65,27 @@ def test_every_committed_run_took_under_two_minutes_and_workshop_says_how_long()
     assert workshop_text("| setup | – | no notebook here |") == "| setup | – | no notebook here |"
 
 
+def test_first_run_time_is_quoted_from_its_data_file(tmp_path, monkeypatch):
+    """The README's and WORKSHOP's "first run of 07" time comes from data/results/first-run-tiny-cpu.json
+    (written by build_notebooks.py 07 --time-first-run), not typed: spans exist, and they are filled."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_notebooks as bn
+
+    data = json.loads(bn.FIRST_RUN.read_text())
+    assert data["07"]["seconds"] > 0 and "empty" in data["07"]["cache"] and data["07"]["command"].endswith("--time-first-run")
+    for doc in ("README.md", "WORKSHOP.md"):
+        spans = bn.FIRST_RUN_SPAN.findall((ROOT / doc).read_text())
+        assert spans and all(num == "07" and "?" not in said for _, num, said, _ in spans), (doc, spans)
+    fake = tmp_path / "first-run.json"
+    fake.write_text(json.dumps({"07": dict(seconds=130.4), "08": dict(seconds=42.0)}))
+    monkeypatch.setattr(bn, "FIRST_RUN", fake)
+    text = "a <!-- first-run 07 -->?<!-- /first-run --> b <!-- first-run 08 -->x<!-- /first-run --> <!-- first-run 09 -->y<!-- /first-run -->"
+    assert bn.first_run_text(text) == ("a <!-- first-run 07 -->about 2.2 minutes (130 s)<!-- /first-run --> "
+                                       "b <!-- first-run 08 -->42 s<!-- /first-run --> <!-- first-run 09 -->y<!-- /first-run -->")
+
+
 # Each notebook's "Time to run" words and the seconds they allow (the committed run on this repository's
 # 2-core CPU must not take longer); 07 points to WORKSHOP.md instead (its first run compiles).
 TIME_WORDS = {"a few seconds": 15, "about 30 s": 45, "under a minute": 60, "about a minute": 90,

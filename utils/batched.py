@@ -44,7 +44,8 @@ import torch
 from transformers import DynamicCache
 
 from .sampling import check_sampling_args, eos_set, probs_from_logits, rand, sample
-from .speculative import _Timer, accept_reject, check_generate_args, check_input_ids, check_length, check_model
+from . import speculative
+from .speculative import _Timer, check_generate_args, check_input_ids, check_length, check_model
 
 
 @dataclass
@@ -401,7 +402,7 @@ def _verify_rows(p, q, d, k_row, temperature, generator):
     u = rand(d.shape, p.device, generator)  # (B, k)
     ns, dists = [], []
     for b in range(B):  # the shared rule, one row at a time (k_row[b] masks what that row may not keep)
-        n_b, dist_b, _ = accept_reject(p[b], q[b], d[b], u[b], k=k_row[b])
+        n_b, dist_b, _ = speculative.accept_reject(p[b], q[b], d[b], u[b], k=k_row[b])  # looked up per call: tests patch it
         ns.append(n_b)
         dists.append(dist_b)
     return torch.stack(ns), sample(torch.stack(dists), generator)

@@ -26,7 +26,8 @@ more on each call; the reference solution comes last.
 Checkers return None, so a notebook cell that ends with one shows only the message. The checks
 are the project's own kind of tests: token for token against Hugging Face's `generate`, chi-square
 goodness of fit with fixed seeds, closed forms against `utils.theory`, memory against what
-bitsandbytes really stores. Each runs in seconds on a laptop CPU with the shipped tiny pair.
+bitsandbytes really stores. Each runs within a minute on a laptop CPU with the shipped tiny pair (most in
+seconds; 01 and 05, which generate text, take longest).
 """
 
 from __future__ import annotations
@@ -48,31 +49,69 @@ class _NotDone(Exception):
     """The learner's function still raises NotImplementedError."""
 
 
-def _names_used(fn) -> set[str]:
-    """The global and attribute names a function's code refers to, nested functions included."""
+_ATTRIBUTE_OPS = {"LOAD_ATTR", "LOAD_METHOD", "IMPORT_FROM", "IMPORT_NAME", "LOAD_SUPER_ATTR"}
+_GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME"}
+
+
+def _names_used(fn) -> tuple[set[str], set[str]]:
+    """(attribute and imported names, global names) that a function's code refers to, nested functions
+    included. An attribute name (`lookup.find_draft`, `from utils.lookup import find_draft`) is taken at
+    its word; a global name is resolved by the caller, so that the learner's own function of the same
+    name (a stub named like the library's, which may call itself) is not mistaken for the library's."""
+    import dis
+
     code = getattr(fn, "__code__", None)
-    names, todo = set(), [code] if code is not None else []
+    attrs, globals_, todo = set(), set(), [code] if code is not None else []
     while todo:
         c = todo.pop()
-        names |= set(c.co_names) | set(c.co_freevars)  # globals and attributes; names of an enclosing function
+        for ins in dis.get_instructions(c):
+            if ins.opname in _ATTRIBUTE_OPS and isinstance(ins.argval, str):
+                attrs |= set(ins.argval.split("."))
+            elif ins.opname in _GLOBAL_OPS and isinstance(ins.argval, str):
+                globals_.add(ins.argval)
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-    return names
+    return attrs, globals_
+
+
+def _library(obj, shortcuts) -> bool:
+    """Whether obj is one of the library's own shortcut functions (under whatever name it is held)."""
+    module = getattr(obj, "__module__", None) or ""
+    return (module == "utils" or module.startswith("utils.")) and getattr(obj, "__name__", None) in shortcuts
 
 
 def _refuse_shortcuts(number: str, fn, shortcuts) -> None:
     """An exercise asks for a piece the library already has (the checker grades against it): passing
-    the library's function, or a function that calls it, would pass without the learner's own code."""
+    the library's function, or a function that calls it (by its name, another name, an attribute, a
+    closure or functools.partial), would pass without the learner's own code."""
+    while isinstance(fn, functools.partial):
+        if any(_library(a, shortcuts) for a in (*fn.args, *fn.keywords.values())):
+            break
+        fn = fn.func
     module = getattr(fn, "__module__", None) or ""
-    if module == "utils" or module.startswith("utils."):
+    if isinstance(fn, functools.partial) or module == "utils" or module.startswith("utils."):
         raise AssertionError(
             f"\nExercise {number}: that is the library's own {getattr(fn, '__name__', 'function')} ({module}), the one "
             f"the checker compares with: write your version in the exercise cell and pass that.")
-    used = sorted(_names_used(fn) & set(shortcuts))
+    attrs, names = _names_used(fn)
+    scope = getattr(fn, "__globals__", {})
+    cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _cell_filled(c)]
+    used = attrs & set(shortcuts)
+    used |= {n if n == getattr(scope.get(n), "__name__", n) else f"{n} (the library's {scope[n].__name__})"
+             for n in names if _library(scope.get(n), shortcuts) or (n in shortcuts and n not in scope)}
+    used |= {o.__name__ for o in cells if _library(o, shortcuts)}
     if used:
         raise AssertionError(
-            f"\nExercise {number}: your function calls {', '.join(used)}, which already does what the exercise asks "
-            f"(the checker compares with it), so it would pass without the part you are meant to write: write that "
+            f"\nExercise {number}: your function calls {', '.join(sorted(used))}, which already does what the exercise "
+            f"asks (the checker compares with it), so it would pass without the part you are meant to write: write that "
             f"part yourself. (Stuck? hint(\"{number[:2]}\") gives a step at a time.)")
+
+
+def _cell_filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell: a closure variable not assigned yet
+        return False
+    return True
 
 
 def _checker(number: str, title: str, solution: str, shortcuts=()):
@@ -190,8 +229,17 @@ def _call(fn, number: str, what: str, *args, **kwargs):
     except NotImplementedError:
         raise _NotDone from None
     except Exception as e:  # noqa: BLE001 - the learner's code may raise anything; report it
+        hint = next((h for text, h in _ERROR_HINTS if text in str(e)), "")
         raise AssertionError(
-            f"\nExercise {number}: your function raised {type(e).__name__}: {e}\n  input: {what}") from e
+            f"\nExercise {number}: your function raised {type(e).__name__}: {e}\n  input: {what}"
+            + (f"\n  hint: {hint}" if hint else "")) from e
+
+
+# Errors a learner's function commonly raises, and what they usually mean here.
+_ERROR_HINTS = [
+    ("element < 0", "torch.multinomial was given a negative probability: p - q is negative wherever q > p; the "
+                    "residual is max(0, p - q) (torch.clamp(p - q, min=0)), normalised to sum to 1."),
+]
 
 
 _PAIR = None
@@ -257,6 +305,14 @@ def _number(x):
     return x
 
 
+def _int_or_none(x):
+    """x as an int (a Python or NumPy integer, a one-element tensor), or None."""
+    try:
+        return int(_number(x))
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
 def _decode(tok, ids) -> str:
     return repr(tok.decode(ids))
 
@@ -268,7 +324,7 @@ def _decode(tok, ids) -> str:
 _S01 = "ex01_greedy_loop.py"
 
 
-@_checker("01", "the greedy decoding loop", _S01, shortcuts=("autoregressive_generate",))  # generate: _no_generate
+@_checker("01", "the greedy decoding loop", _S01, shortcuts=("autoregressive_generate", "generate"))
 def check_01(fn, pair=None) -> str:
     """fn(model, input_ids, max_new_tokens) -> (1, T + max_new_tokens): prompt and greedy tokens.
 
@@ -457,8 +513,15 @@ def _grade_02(fn, target, tok, x, k: int, desc: str, first_k: int) -> int:
     try:
         n, t = (int(_number(v)) for v in got)
     except (TypeError, ValueError, RuntimeError):
+        all_kept = isinstance(got, (tuple, list)) and len(got) == 2 and _int_or_none(got[0]) == k
         raise _fail("02", _S02, what, "a pair (n_accepted, token) of ints", repr(got),
+                    f"all {k} drafted tokens were kept, so the token is the BONUS: the target's arg max at the last "
+                    "position, logits[0, -1].argmax(), which the same pass gives for free." if all_kept else
                     "return a tuple: (how many drafted tokens were kept, the token the target adds).") from None
+    if not (0 <= n <= k and 0 <= t < len(tok)):
+        raise _fail("02", _S02, what, f"0 <= n_accepted <= {k} and a token id in [0, {len(tok)})", (n, t),
+                    "n_accepted counts drafted tokens; the token is a vocabulary id (when all are kept: the bonus, "
+                    "logits[0, -1].argmax()), never a placeholder such as -1 or None.")
     drafted = x[0, -k:].tolist()
     if (n, t) != want:
         if n > want[0]:
@@ -506,7 +569,7 @@ _GLOBAL_SEED = 10_000  # seeds PyTorch's global RNG while the learner's function
 N_U_REPEATS = 12  # calls per u in _check_uses_u: a rule with its own coin agrees with itself 12 times w.p. 2 * 0.5^12
 
 
-def _unpack(got, number, solution, what):
+def _unpack(got, number, solution, what, k=None):
     """(n_accepted, token) from a tuple or from an object with those attributes (like Verification)."""
     if hasattr(got, "n_accepted") and hasattr(got, "token"):
         got = (got.n_accepted, got.token)
@@ -514,13 +577,16 @@ def _unpack(got, number, solution, what):
         n, t = got
         return int(n), int(t)
     except (TypeError, ValueError):
+        all_kept = isinstance(got, (tuple, list)) and len(got) == 2 and k is not None and _int_or_none(got[0]) == k
         raise _fail(number, solution, what, "a pair (n_accepted, token) of ints", repr(got),
+                    f"all {k} drafted tokens were accepted, so the token is the BONUS, sampled from the last row "
+                    "of p: torch.multinomial(p[k], 1, generator=generator)." if all_kept else
                     "return a tuple: (how many drafted tokens were accepted, the token the target adds).") from None
 
 
 def _verify(fn, p, q, x, u, generator, what):
     got = _call(fn, "03", what, p.clone(), q.clone(), x.clone(), u.clone(), generator=generator)
-    n, t = _unpack(got, "03", _S03, what)
+    n, t = _unpack(got, "03", _S03, what, k=x.shape[0])
     k, V = x.shape[0], p.shape[1]
     if not (0 <= n <= k and 0 <= t < V):
         raise _fail("03", _S03, what, f"0 <= n_accepted <= {k} and a token id in [0, {V})", (n, t),
@@ -640,6 +706,10 @@ def check_03(fn) -> str:
         for desc, p, q, x, u, want, hint in _fixed_cases():
             what = f"verify_step(p, q, draft_tokens={x}, u={u}): {desc}"
             n, t = _verify(fn, p, q, torch.tensor(x), torch.tensor(u), torch.Generator().manual_seed(0), what)
+            n_want = 0 if want[0] == "reject" else want[0]
+            if n == n_want + 1 and n_want < len(x):  # one more than accepted: the replacement counted too
+                hint = (f"n_accepted counts the drafted tokens accepted ({n_want} here), not the token the target "
+                        "puts at the rejected position: return the index of the first rejection.")
             if want[0] == "reject":
                 if n == 0 and t not in want[1]:  # the decision is right, the replacement is not
                     hint = (f"rejecting is right; the replacement comes from norm(max(0, p - q)) (tokens "
@@ -670,7 +740,8 @@ def check_03(fn) -> str:
                     hint = _bonus_hint(samples, p[pos])
                 else:
                     biased = torch.minimum(p[pos], q[pos]) + (1 - torch.minimum(p[pos], q[pos]).sum()) * p[pos]
-                    looks_biased = _chi_square(samples, biased)[1] > pvalue
+                    b_leaked, b_pvalue, _ = _chi_square(samples, biased)
+                    looks_biased = not b_leaked and b_pvalue >= LEVEL  # the biased rule fits, not merely better
                     hint = ("your frequencies match 'resample from p after a rejection' (the Practitioner's Guide "
                             "rule): sample from the residual norm(max(0, p - q)) instead." if looks_biased else
                             "accept x_i when u_i < p(x_i)/q(x_i); after a rejection sample from norm(max(0, p - q)) "
@@ -803,6 +874,10 @@ def _synthetic_rounds():
          mixed, (5 / 12, 5 / 7)),
         ("every drafted token accepted", [r(3, 3, "bonus"), r(3, 3, "bonus")], (1.0, 1.0)),
         ("gamma 8: one rejection after 2 accepted", [r(8, 2, "resample")], (2 / 8, 2 / 3)),
+        ("rounds of unequal length: 2 drafted and both kept, then 6 drafted and the first rejected (the mean "
+         "of per-round rates would say 0.5 and 0.5)", [r(2, 2, "bonus"), r(6, 0, "resample")], (2 / 8, 2 / 3)),
+        ("nothing drafted at all: one 'target' round (no rate exists: NaN for both, float('nan'))",
+         [r(0, 0, "target")], (math.nan, math.nan)),
     ]
 
 
@@ -812,7 +887,7 @@ def check_05(fn, pair=None) -> str:
     accepted / drafted, and accepted / (accepted + rejections), where a rejection is a round that
     ended with kind == "resample" (after it, the rest of the draft is thrown away unchecked).
 
-    Graded on three hand-made lists of rounds, then on real speculative runs at temperature 1 and
+    Graded on five hand-made lists of rounds (one with nothing drafted: NaN for both), then on real speculative runs at temperature 1 and
     gamma 2 and 8, against SpeculativeOutput.acceptance_rate and .checked_acceptance_rate.
     """
     from .models import load_prompts
@@ -825,6 +900,9 @@ def check_05(fn, pair=None) -> str:
         except AssertionError as e:
             if not isinstance(e.__cause__, ZeroDivisionError) or all(r.drafted for r in rounds):
                 raise
+            if not any(r.drafted for r in rounds):
+                raise AssertionError(f"{e}\n  hint: nothing was drafted, so neither rate exists: return float('nan') "
+                                     "where a denominator is 0 (as SpeculativeOutput.acceptance_rate does).") from e.__cause__
             raise AssertionError(f"{e}\n  hint: these rounds include a 'target' round (kind 'target', k = 0: nothing "
                                  "drafted, the target's token only, no rejection), so len(r.drafted) is 0 there: sum "
                                  "the counts over all rounds first, then divide once.") from e.__cause__
@@ -838,7 +916,10 @@ def check_05(fn, pair=None) -> str:
             return math.isclose(x, y, abs_tol=1e-9) or (math.isnan(x) and math.isnan(y))
 
         if not (close(a, want[0]) and close(b, want[1])):
-            if close(a, want[1]) and close(b, want[0]):
+            if math.isnan(want[0]):
+                hint = ("nothing was drafted, so neither rate exists: return float('nan') where a denominator is 0 "
+                        "(0 would read as 'every drafted token rejected').")
+            elif close(a, want[1]) and close(b, want[0]):
                 hint = ("your two numbers are right but swapped: return (per_drafted, per_checked), the rate per "
                         "drafted token first.")
             elif close(a / 100, want[0]) and close(b / 100, want[1]):
@@ -953,7 +1034,9 @@ def check_06(fn) -> str:
             else:
                 hint = ("bytes = n/2 (4-bit weights) + 4 * n/64 (a float32 absmax per block of 64); double quant: "
                         "n/2 + n/64 + 4 * n/(64 * 256).")
-            raise _fail("06", _S06, what, f"{want:,.0f} bytes (to a relative {_REL_TOL_06:g})", got, hint)
+            if isinstance(got, str):
+                hint = f"return a number, not a string ({got!r}): bytes as an int or a float."
+            raise _fail("06", _S06, what, f"{want:,.0f} bytes (to a relative {_REL_TOL_06:g})", repr(got), hint)
     measured = _bnb_measured()
     if measured is not None:
         for dq, b in measured.items():
@@ -1406,7 +1489,35 @@ def check_11(fn, pair=None) -> str:
                 hint = "norm -> lm_head -> soft-capping, in that order."
             raise _fail("11", _S11, what, "logits equal to norm -> lm_head -> soft-capping",
                         f"logits that differ by up to {(got - want).abs().max().item():.3g}", hint)
-    return "Your head equals norm -> lm_head -> soft-capping at three exit layers."
+    _check_11_reads_the_cap(fn, target, hs[len(hs) // 2], close)
+    return ("Your head equals norm -> lm_head -> soft-capping at three exit layers, and follows the model's own "
+            "cap (none, or another value) when its config changes.")
+
+
+def _check_11_reads_the_cap(fn, target, hidden, close) -> None:
+    """The same head on a model configured without a cap, then with cap 10: a head that hard-codes the
+    shipped pair's cap (30) would be wrong on SmolLM2 (no cap). The config is restored afterwards."""
+    from .selfspec import exit_logits
+
+    had, cap0 = hasattr(target.config, "final_logit_softcapping"), getattr(target.config, "final_logit_softcapping", None)
+    try:
+        for cap in (None, 10.0):
+            target.config.final_logit_softcapping = cap
+            what = (f"exit_head(target, hidden) with target.config.final_logit_softcapping set to {cap} for this "
+                    "call (another model's setting; SmolLM2 has none)")
+            with torch.inference_mode():
+                want = exit_logits(target, hidden)
+                got = _call(fn, "11", what, target, hidden.clone())
+            if not (isinstance(got, torch.Tensor) and got.shape == want.shape and close(got, want)):
+                raise _fail("11", _S11, what, f"logits {'without a cap' if cap is None else f'capped at {cap:g}'}",
+                            "logits that do not follow the config",
+                            "read the cap from the model each call, getattr(target.config, 'final_logit_softcapping', "
+                            "None), and skip the capping when it is None: a hard-coded 30 is right for Gemma2 only.")
+    finally:
+        if had:
+            target.config.final_logit_softcapping = cap0
+        else:
+            del target.config.final_logit_softcapping
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1423,7 +1534,10 @@ def _flag_pairs(got) -> dict[str, str] | str:
     import shlex
 
     if isinstance(got, str):
-        got = shlex.split(got)
+        try:
+            got = shlex.split(got)
+        except ValueError as e:  # an unbalanced quote
+            return f"your string cannot be split into flags ({e}): return a list such as ['--flag', 'value', ...]."
     if not isinstance(got, (list, tuple)):
         return (f"return a list of strings such as ['--speculative-algorithm', 'NGRAM', ...], "
                 f"not a {type(got).__name__}.")
