@@ -135,7 +135,11 @@ def main(argv=None) -> int:
     ap.epilog = "Arguments after -- go to pytest (test) or jupyter lab (lab)."
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    args, rest = ap.parse_args(argv[:cut]), argv[cut + 1 :]  # our flags before --, theirs after
+    args, unknown = ap.parse_known_args(argv[:cut])
+    if unknown:
+        ap.error(f"unrecognized arguments: {' '.join(unknown)}; flags for jupyter lab or pytest go after --, e.g. "
+                 f"`python run.py {args.command} -- {' '.join(unknown)}`")
+    rest = argv[cut + 1 :]  # our flags before --, theirs after
     if args.online and args.command != "lab":
         ap.error("--online only applies to `lab` (the tests always run offline)")
     py = ensure_env()

@@ -724,6 +724,8 @@ def main(argv=None) -> int:
                          f"time in {FIRST_RUN.relative_to(ROOT)} (the notebook itself is not written)")
     args = ap.parse_args(argv)
     if args.check:
+        if args.prefix or args.no_execute or args.time_first_run:
+            ap.error("--check checks every notebook and writes nothing: give it alone")
         return check()
     srcs = sources(args.prefix)
     if not srcs:

@@ -122,12 +122,16 @@ fi
 SITE="${SPECDEC_SITE:-/tmp/site}"  # where the carried wheels are installed, ahead of the image's packages
 carried=$(carried_hash)
 if [ "$(cat "$SITE/.specdec-installed" 2>/dev/null)" != "$carried" ]; then  # once per machine and carried set
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "no wheels in .whl/: run 'bash scripts/gpu_prepare.sh' first (on a machine that reaches the package index) and carry .whl" >&2
+    exit 2
+  fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
   cp -r .whl/site/. "$SITE/"
   echo "$carried" > "$SITE/.specdec-installed"
 fi
 export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found (no NVIDIA driver?)" >&2
 # fail in seconds, not after a model load, if the carried packages do not import or torch sees no GPU
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)"
 python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "torch sees no CUDA GPU: every part needs one" >&2; exit 3; }

@@ -293,7 +293,13 @@ def _parse(argv):
 
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="tiny-pair-smoke-")) if args.smoke else OUT_DIR
-    for path in [args.out / "training_report.json", *(args.out / f"tiny-gemma2-{k}" / "model.safetensors" for k in LAYERS)]:
+    out = args.out.resolve()
+    if out != OUT_DIR.resolve() and out.is_relative_to(OUT_DIR.resolve()):
+        ap.error(f"--out {args.out} is inside {OUT_DIR.relative_to(ROOT)}, among the shipped models: use "
+                 f"{OUT_DIR.relative_to(ROOT)} itself (with --overwrite) or a folder outside it")
+    for path in [args.out / "training_report.json",
+                 *(args.out / f"tiny-gemma2-{k}" / name for k in LAYERS
+                   for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"))]:
         check_output(ap, path, args.out, args.overwrite)
     if args.smoke:
         args.target_steps = args.grow_steps = args.draft_steps = 3

@@ -809,3 +809,118 @@ def test_run_check_runs_the_preflight_offline(run_py):
     assert mod.main(["check"]) == 0
     cmd, kw = calls[-1]
     assert cmd[-2:] == ["-m", "utils.preflight"] and kw["env"]["HF_HUB_OFFLINE"] == "1"
+
+
+# --- checks added after an audit of every command line and the notebook-facing helpers ---
+
+
+@pytest.mark.parametrize("module, argv", COMMANDS)
+def test_commands_check_max_new_tokens_against_the_context_before_loading(module, argv, no_load, capsys, tmp_path):
+    """A run past the shipped pair's 1024 positions: HF generate only warns and the text degrades, so
+    every command refuses it before loading, with the largest value that fits."""
+    _exits_2(lambda: _main(module)(argv + ["--max-new-tokens", "5000", "--out", str(tmp_path)]), capsys,
+             "--max-new-tokens 5000 does not fit", "context of 1024 positions", "or less")
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_out_that_is_a_file_is_named_as_such(no_load, capsys, tmp_path):
+    f = tmp_path / "bench-tiny-cpu.json"
+    f.write_text("{}")
+    _exits_2(lambda: _main("bench")(["--out", str(f)]), capsys, "is a file: --out takes a folder")
+
+
+def test_speculative_batched_called_directly_checks_its_arguments(pair):
+    """utils.batched.speculative_batched is public: a direct call gets speculative_generate's errors,
+    a padded batch without its mask among them (it was read as text, silently)."""
+    from utils.batched import speculative_batched
+
+    tok = pair.tokenizer
+    tok.padding_side = "left"
+    b = tok(["A list", "A lambda expression"], return_tensors="pt", padding=True)
+    run = lambda **kw: speculative_batched(pair.target, pair.draft, **{  # noqa: E731
+        "input_ids": b.input_ids, "attention_mask": b.attention_mask, "max_new_tokens": 4, "gamma": 2, **kw})
+    for kw, err, says in [(dict(attention_mask=None), ValueError, "attention_mask"),
+                          (dict(gamma=0), ValueError, "gamma must be an integer >= 1"),
+                          (dict(gamma=2.5), TypeError, "gamma must be an integer"),
+                          (dict(top_p=2), ValueError, "top_p must be in"),
+                          (dict(input_ids=b.input_ids + 10**6), ValueError, "vocabulary"),
+                          (dict(input_ids=b.input_ids.float()), ValueError, "integer tensor")]:
+        with pytest.raises(err, match=says):
+            run(**kw)
+    assert run().sequences.shape == (2, b.input_ids.shape[1] + 4)
+
+
+def test_acceptance_stats_takes_one_string_as_one_prompt(pair):
+    from utils.speculative import acceptance_stats
+
+    one = acceptance_stats(pair.target, pair.draft, pair.tokenizer, "Hello there", 2, max_new_tokens=4)
+    assert one["prompts"] == 1
+    with pytest.raises(ValueError, match="non-empty list"):
+        acceptance_stats(pair.target, pair.draft, pair.tokenizer, [], 2, max_new_tokens=4)
+
+
+def test_train_tiny_pair_refuses_an_out_inside_the_shipped_models(train_script, capsys):
+    mod, run = train_script
+    with pytest.raises(SystemExit) as e:
+        run(["--out", str(mod.OUT_DIR / "tiny-gemma2-target")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "among the shipped models" in err
+
+
+def test_build_notebooks_check_takes_no_other_argument(monkeypatch, capsys):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import build_notebooks
+
+    monkeypatch.setattr(build_notebooks, "check", lambda: pytest.fail("--check ran with a prefix"))
+    for argv in (["--check", "zz"], ["--check", "--no-execute"], ["03", "--check", "--time-first-run"]):
+        _exits_2(lambda: build_notebooks.main(argv), capsys, "give it alone")
+
+
+def test_run_py_points_unknown_flags_to_after_the_double_dash(run_py, capsys):
+    mod, calls = run_py
+    with pytest.raises(SystemExit) as e:
+        mod.main(["lab", "--port", "9999"])
+    assert e.value.code == 2 and "python run.py lab -- --port 9999" in capsys.readouterr().err and not calls
+
+
+def test_notebook_03_helpers_check_rule_shapes_and_counts():
+    from utils.interactive import emitted_law, emitted_tokens, tau_figure
+
+    p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1])
+    with pytest.raises(ValueError, match='rule must be "residual"'):
+        emitted_law(p, q, rule="x")
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        emitted_tokens(p, q, -1)
+    with pytest.raises(ValueError, match="same vocabulary"):
+        emitted_tokens(p, torch.tensor([0.2, 0.3, 0.5]), 10)
+    with pytest.raises(ValueError, match="alpha is a probability"):
+        tau_figure(1.5, 4, 1.0)
+
+
+def test_the_fast_engines_called_directly_check_their_arguments(pair, ids):
+    from utils import fast
+
+    with pytest.raises(ValueError, match="temperature"):
+        fast.autoregressive_compiled(pair.target, ids, 3, temperature=-1.0, compile=False)
+    with pytest.raises(ValueError, match="gamma must be an integer >= 1"):
+        fast.speculative_compiled(pair.target, pair.draft, ids, max_new_tokens=3, gamma=0, compile=False)
+
+
+def test_step_cost_ratio_needs_steps(pair, ids):
+    from utils.bench import step_cost_ratio
+
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        step_cost_ratio(pair, ids, steps=0)
+
+
+def test_the_gated_message_says_offline_is_set(monkeypatch):
+    from utils import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(models, "_is_cached", lambda repo: False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(models.GatedModelError, match="HF_HUB_OFFLINE is set here"):
+        models._check_access(models.PAIRS["gemma2-2b-9b"])

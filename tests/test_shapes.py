@@ -712,3 +712,11 @@ def test_gpu_run_refuses_bad_seconds():
 def test_gpu_run_print_shows_the_budget_a_part_gets():
     assert "--budget-s 250" in _gpu_run("--print", "compiled-27b@400").stdout  # 400 s less the longest compile
     assert "--budget-s 400" in _gpu_run("--print", "compiled-27b").stdout  # PART_TIMEOUT 550 less 150
+
+
+def test_gpu_run_without_carried_wheels_says_to_prepare_them(tmp_path):
+    """A machine where nothing is installed yet and no .whl/ came along: one line saying what to run."""
+    env = dict(os.environ, SPECDEC_SITE=str(tmp_path / "site"), OUT=str(tmp_path / "out"))
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), "tiny"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "scripts/gpu_prepare.sh" in r.stderr and "not a valid wheel" not in r.stderr

@@ -45,7 +45,7 @@ from transformers import DynamicCache
 
 from .sampling import check_sampling_args, eos_set, probs_from_logits, rand, sample
 from . import speculative
-from .speculative import _Timer, check_generate_args, check_input_ids, check_length, check_model
+from .speculative import _Timer, check_generate_args, check_input_ids, check_length, check_model, check_models
 
 
 @dataclass
@@ -309,11 +309,18 @@ def _cut(tokens: list[int], eos: set[int]) -> list[int]:
 @torch.inference_mode()
 def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tokens, gamma, temperature=0.0, top_k=None,
                         top_p=None, eos=frozenset(), generator=None, time_models=True) -> BatchedOutput:
-    """Speculative decoding of B left-padded prompts at once. Arguments are checked by the caller
-    (`speculative.speculative_generate`, which dispatches here for B > 1 or a padded mask)."""
+    """Speculative decoding of B left-padded prompts at once (`speculative.speculative_generate`
+    dispatches here for B > 1 or a padded mask). Arguments are checked as there, so a direct call
+    gets the same clear errors (a padded batch without its mask among them)."""
+    max_new_tokens = check_generate_args(max_new_tokens, gamma)
+    gamma = int(gamma)
+    check_sampling_args(temperature, top_k, top_p, generator)
+    check_models(target, draft)
     device = target.device
-    input_ids = input_ids.to(device)
-    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    input_ids = check_input_ids(input_ids, target, batched=True).to(device)
+    eos = eos_set(eos)
+    check_length(target, input_ids.shape[1], max_new_tokens)
+    valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None, declared_pad(target))
     B = input_ids.shape[0]
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     t_cache, d_cache = DynamicCache(), DynamicCache()

@@ -29,7 +29,7 @@ from .decoding import autoregressive_generate
 from .models import ROOT, describe_device, load_pair, weight_bytes
 from .models import sync as _sync
 from .results import check_bench_flags, command_errors, write_json
-from .sampling import seeded
+from .sampling import check_count, seeded
 from .speculative import speculative_generate
 from .theory import expected_speedup
 
@@ -327,6 +327,9 @@ def step_cost_ratio(pair, ids, steps: int = 32, repeats: int = 5) -> dict:
     """c = one-token cached decode step of the draft / of the target, as our loop runs them (forward
     pass + sampling): medians over `repeats` runs of `steps` tokens after a warm-up, the two models
     taking turns so that a drifting machine affects them alike."""
+    check_count("steps", steps, 1, "decode steps timed per run")
+    check_count("repeats", repeats, 1, "runs per model")
+
     def run(model):
         return statistics.median(autoregressive_generate(model, ids, steps).step_times)
 

@@ -474,7 +474,7 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
     t0 = time.perf_counter()
     if method == "plain (ours)":
         out = autoregressive_batched(pair.target, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
-                                     eos={eos}, generator=gen)
+                                     eos=eos, generator=gen)
         new = sum(out.new_tokens)
     elif method == "plain (HF generate)":
         kw = dict(do_sample=True, temperature=temperature, top_k=None, top_p=None) if temperature > 0 else dict(do_sample=False)
@@ -486,7 +486,7 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
         out = None
     else:
         out = speculative_batched(pair.target, pair.draft, ids, mask, max_new_tokens=max_new_tokens, gamma=gamma,
-                                  temperature=temperature, eos={eos}, generator=gen, time_models=False)  # at B = 1 too
+                                  temperature=temperature, eos=eos, generator=gen, time_models=False)  # at B = 1 too
         new = sum(out.new_tokens)
     _sync(pair.device)
     secs = time.perf_counter() - t0

@@ -24,7 +24,7 @@ import torch
 from .bench import RESULTS, interleaved, metadata, step_cost_ratio
 from .decoding import draft_and_score
 from .models import ROOT, load_pair, load_prompts
-from .results import check_device, check_output, check_pair, command_errors, write_json
+from .results import check_context, check_device, check_output, check_pair, command_errors, write_json
 
 METHODS = {"normal": "hf", "HF assisted": "hf_assisted", "ours": "ours_speculative"}
 
@@ -108,6 +108,7 @@ def main(argv=None):
             ap.error(f"{flag} must be >= 1 (got {value})")
     if args.n_prompts > 5:
         ap.error(f"--n-prompts: the DataCamp tutorial has 5 prompts (got {args.n_prompts})")
+    check_context(ap, pair_name, args.max_new_tokens, args.gamma, load_prompts("datacamp")[: args.n_prompts])
     path = args.out / (f"datacamp-{pair_name}-{device.split(':')[0]}" + (f"-{args.quantization}" if args.quantization else "") + ".json")
     check_output(ap, path, args.out, args.overwrite)  # fail now, not after minutes
     with command_errors(ap), torch.inference_mode():

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StaticCache
 
-from .sampling import exponential, probs_from_logits, rand
+from .sampling import check_sampling_args, exponential, probs_from_logits, rand
 
 RECOMPILE_LIMIT = 64  # compiled graphs of Engine._forward (all engines, all widths)
 BUCKET = 256  # cache lengths are rounded up to a multiple of this, so most calls reuse a compiled graph
@@ -400,6 +400,10 @@ def autoregressive_compiled(model, input_ids, max_new_tokens, *, temperature=0.0
     an EOS are computed and dropped, so the output is exact). Returns (new tokens, FastStats, seconds);
     FastStats.forward_time is timed like the speculative loop's passes (`_clock`: a CPU's clock, CUDA
     timing events read after a sync, NaN elsewhere)."""
+    from .speculative import check_generate_args  # late: speculative imports this module
+
+    max_new_tokens = check_generate_args(max_new_tokens)  # autoregressive_generate checks these too; a direct call gets them here
+    check_sampling_args(temperature, top_k, top_p, generator)
     t_start = time.perf_counter()
     ids = input_ids.to(model.device).clone()  # (1, T); a clone made in inference mode, like every later input
     eng = engine_for(model, ids.shape[1] + max_new_tokens, compile)
@@ -445,8 +449,11 @@ def speculative_compiled(target, draft, input_ids, *, max_new_tokens, gamma, tem
     (accept_reject and sampling included); on a CPU by the clock (execution is synchronous), on CUDA by
     timing events read after the round's sync (no extra sync), NaN on other devices.
     """
-    from .speculative import Round, accept_reject  # late: speculative imports this module
+    from .speculative import Round, accept_reject, check_generate_args  # late: speculative imports this module
 
+    max_new_tokens = check_generate_args(max_new_tokens, gamma)  # speculative_generate checks these too; a direct call gets them here
+    gamma = int(gamma)
+    check_sampling_args(temperature, top_k, top_p, generator)
     t_start = time.perf_counter()
     device = target.device
     ids = input_ids.to(device).clone()  # (1, T); a clone made in inference mode, like every later input

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .sampling import multinomial, rand
+from .sampling import check_count, multinomial, rand
 from .speculative import residual_distribution
 from .theory import expected_speedup, expected_tokens_per_round, optimal_gamma
 
@@ -110,6 +110,8 @@ def tau_figure(alpha: float, gamma: int, tokens_per_round: float, n: int = 101):
     were shortened to fit max_new_tokens or stopped at EOS."""
     import plotly.graph_objects as go
 
+    if alpha == alpha and not 0 <= alpha <= 1:
+        raise ValueError(f"alpha is a probability, in [0, 1] (got {alpha!r}), or NaN when nothing was checked")
     xs = [i / (n - 1) for i in range(n)]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=xs, y=[expected_tokens_per_round(a, gamma) for a in xs], mode="lines",
@@ -149,13 +151,26 @@ def tau_static(alpha: float, gamma: int, tokens_per_round: float, ax=None):
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_rule(rule) -> None:
+    if rule not in ("residual", "p"):
+        raise ValueError(f'rule must be "residual" (correct) or "p" (the biased rule), got {rule!r}')
+
+
+def _check_pq(p, q) -> None:
+    if not (isinstance(p, torch.Tensor) and isinstance(q, torch.Tensor) and p.dim() == q.dim() == 1 and p.shape == q.shape):
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (p, q)]
+        raise ValueError(f"p and q must be two 1-d probability tensors over the same vocabulary (got shapes {shapes[0]} "
+                         f"and {shapes[1]}): one position's target and draft distributions.")
+
+
 def emitted_tokens(p: torch.Tensor, q: torch.Tensor, n: int, rule: str = "residual", generator=None) -> torch.Tensor:
     """n independent draws of the first token one round emits, for one position (verify_step with
     k = 1, vectorized over draws): x ~ q; keep x if u < min(1, p(x)/q(x)); else draw from
     norm(max(0, p - q)) (rule "residual", correct) or from p (rule "p", the Guide's rule, as in
     verify_step_biased). p, q: (V,) probabilities. Returns (n,) token ids."""
-    if rule not in ("residual", "p"):
-        raise ValueError('rule must be "residual" (correct) or "p" (the biased rule)')
+    _check_rule(rule)
+    check_count("n", n, 1, "how many draws to make")
+    _check_pq(p, q)
     x = multinomial(q, n, generator, replacement=True)
     u = rand(n, q.device, generator)
     keep = u < (p[x] / q[x]).clamp(max=1)
@@ -167,6 +182,8 @@ def emitted_tokens(p: torch.Tensor, q: torch.Tensor, n: int, rule: str = "residu
 def emitted_law(p: torch.Tensor, q: torch.Tensor, rule: str = "residual") -> torch.Tensor:
     """The exact distribution of the emitted token: p for the correct rule; for the Guide's rule
     min(p, q) + (1 - sum min(p, q)) p, which differs from p wherever min(p, q) != alpha p."""
+    _check_rule(rule)
+    _check_pq(p, q)
     if rule == "residual":
         return p
     m = torch.minimum(p, q)

@@ -446,6 +446,11 @@ def _is_cached(repo: str) -> bool:
     return isinstance(try_to_load_from_cache(repo, "config.json"), str)
 
 
+def _offline() -> bool:
+    """Whether HF_HUB_OFFLINE tells huggingface_hub not to reach the Hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
 def _check_access(pair: PairSpec) -> None:
     from huggingface_hub import get_token
 
@@ -458,6 +463,8 @@ def _check_access(pair: PairSpec) -> None:
             f"(https://huggingface.co/{missing[-1]}), (2) create a read token at "
             "https://huggingface.co/settings/tokens, (3) run `huggingface-cli login` or set HF_TOKEN "
             "(on Colab: the key icon > Secrets > HF_TOKEN). Or use an ungated pair: load_pair('smollm2-135m-1.7b')."
+            + (" Downloading also needs the Hub online: HF_HUB_OFFLINE is set here; unset it (or start the notebooks "
+               "with `python run.py lab --online`)." if _offline() else "")
         )
 
 
@@ -498,11 +505,11 @@ def _from_pretrained(loader, source: str, pair: PairSpec, **kwargs):
                 + (f"SPECDEC_MODELS_DIR points to {MODELS_DIR}; fix or unset it, or " if moved else "")
                 + "run `git checkout -- data/models` or rebuild it with `python scripts/train_tiny_pair.py --overwrite`."
             ) from e
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        offline = _offline()
         raise HubUnreachableError(
             f"could not load {source} from the Hugging Face Hub "
-            f"({'HF_HUB_OFFLINE is set' if offline else 'no network, or the Hub is unreachable'}). "
-            "Use the shipped pair, which needs no network: load_pair('tiny') or SPECDEC_PAIR=tiny."
+            f"({'HF_HUB_OFFLINE is set: unset it, or start the notebooks with `python run.py lab --online`' if offline else 'no network, or the Hub is unreachable'}). "
+            "Or use the shipped pair, which needs no network: load_pair('tiny') or SPECDEC_PAIR=tiny."
         ) from e
 
 

@@ -34,6 +34,8 @@ def check_output(ap, path: Path, out: Path, overwrite: bool, other: str = "anoth
     an --out folder that cannot be written, before any work starts rather than after a long run."""
     import os
 
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out {out} is a file: --out takes a folder, and the command names its file inside it ({path.name})")
     if path.exists() and not overwrite:
         ap.error(f"{path} exists; pass --overwrite to replace it, or {other}")
     try:
@@ -119,6 +121,39 @@ def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "",
     n = getattr(args, "n_prompts", None)
     if n is not None and n > len(sets[args.prompts]):
         ap.error(f"--n-prompts {n} is more than the {len(sets[args.prompts])} prompts of {args.prompts!r}")
+    mnt = getattr(args, "max_new_tokens", None)
+    if mnt is not None and mnt >= 1:
+        gammas = getattr(args, "gammas", None) or [getattr(args, "gamma", None) or 0]
+        check_context(ap, pair, mnt, max(gammas), sets[args.prompts][:n] if n else sets[args.prompts])
     path = args.out / f"{kind}-{pair}-{device.split(':')[0]}{suffix}.json"
     check_output(ap, path, args.out, args.overwrite, other)  # fail now, not after a run of minutes
     return path, sets[args.prompts]
+
+
+def check_context(ap, pair_name: str, max_new_tokens: int, gamma: int = 0, prompts=()) -> None:
+    """--max-new-tokens checked against a shipped pair's context before loading it: the longest of
+    `prompts` + max_new_tokens + a round's gamma + 1 positions must fit both models'
+    max_position_embeddings (HF's generate would only warn past it, and the text degrades). A Hub
+    pair's context is known once it is loaded, where the compiled engine checks it; a command whose
+    prompts are built later (longer) than `prompts` gets a floor here."""
+    from .models import MODELS_DIR, PAIRS
+
+    spec = PAIRS[pair_name]
+    if not spec.local:
+        return
+    try:
+        ctx = min(int(json.loads((MODELS_DIR / m.repo / "config.json").read_text())["max_position_embeddings"])
+                  for m in (spec.draft, spec.target))
+    except (OSError, ValueError, KeyError):  # a missing or broken shipped model: load_pair says what to do
+        return
+    longest = 0
+    if prompts:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(MODELS_DIR / spec.target.repo)
+        longest = max(len(tok(p).input_ids) for p in prompts)
+    need = longest + max_new_tokens + gamma + 1
+    if need > ctx:
+        ap.error(f"--max-new-tokens {max_new_tokens} does not fit the {pair_name} pair's context of {ctx} positions: the "
+                 f"longest prompt ({longest} tokens) + the new tokens + a round's gamma + 1 ({gamma + 1}) make {need}; use "
+                 f"--max-new-tokens {max(1, ctx - longest - gamma - 1)} or less")

@@ -44,7 +44,7 @@ import torch
 
 from .bench import LOCAL_RUNS, _sync, forward_latency, hf_generate
 from .models import describe_device, weight_bytes
-from .results import check_output, write_json
+from .results import check_output, command_errors, write_json
 from .sampling import seeded
 from .theory import gpu_bandwidth
 from .speculative import speculative_generate
@@ -941,7 +941,9 @@ def _parse(argv):
         if dev.type not in ("cpu", "cuda"):
             ap.error(f"--device must be cuda or cpu (got {args.device!r})")
         if dev.type == "cuda" and not torch.cuda.is_available():
-            ap.error(f"--device {args.device}: PyTorch sees no CUDA GPU (torch {torch.__version__})")
+            ap.error(f"--device {args.device}: PyTorch sees no CUDA GPU (torch {torch.__version__}). These are GPU "
+                     "measurements: run them on a machine with an NVIDIA GPU (scripts/gpu_run.sh lists the parts), or "
+                     "test the command here with --device cpu and small --sizes, or --dry-run to see the plan.")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     quants = args.quant or (["none"] if args.compiled else ["none", "nf4"])
     args.quants = [None if q == "none" else q for q in dict.fromkeys(quants)]
@@ -983,6 +985,7 @@ def _parse(argv):
         if not args.force and _is_tracked(args.path):
             ap.error(f"{args.path} is tracked by git; pass --tag (or --out) to write elsewhere, or --force to overwrite it")
         check_output(ap, args.path, Path(args.out), args.overwrite or args.force, other="another --tag or --out")
+    args.parser = ap  # for main's command_errors: out of GPU memory ends with what to do, not a traceback
     return args
 
 
@@ -1002,11 +1005,12 @@ def main(argv=None):
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, stop)
-        result = run_compiled(args.sizes, args.quants, args.pair_list, self_draft, device=args.device, gamma=args.gamma,
-                              max_new_tokens=args.max_new_tokens, repeats=args.repeats, alphas=args.alphas,
-                              rounds=args.rounds, bandwidth=args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None,
-                              hf_static=not args.no_hf_static, compile=not args.no_compile, budget_s=args.budget_s,
-                              path=args.path, argv=argv)
+        with command_errors(args.parser):
+            result = run_compiled(args.sizes, args.quants, args.pair_list, self_draft, device=args.device, gamma=args.gamma,
+                                  max_new_tokens=args.max_new_tokens, repeats=args.repeats, alphas=args.alphas,
+                                  rounds=args.rounds, bandwidth=args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None,
+                                  hf_static=not args.no_hf_static, compile=not args.no_compile, budget_s=args.budget_s,
+                                  path=args.path, argv=argv)
         for g in result["goals"]:
             print(json.dumps(g))
         print(f"wrote {args.path}")
@@ -1016,8 +1020,9 @@ def main(argv=None):
         args.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.path, result)
 
-    result = run(args.sizes, args.quants, args.pair_list, device=args.device, max_new_tokens=args.max_new_tokens,
-                 gamma=args.gamma, repeats=args.repeats, on_update=save)
+    with command_errors(args.parser):
+        result = run(args.sizes, args.quants, args.pair_list, device=args.device, max_new_tokens=args.max_new_tokens,
+                     gamma=args.gamma, repeats=args.repeats, on_update=save)
     save(result)
     for row in result["models"] + result["pairs"]:
         print(json.dumps(row))

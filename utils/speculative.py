@@ -809,8 +809,11 @@ def acceptance_stats(target, draft, tokenizer, prompts, gamma: int, *, max_new_t
     Returns dict(per_drafted = accepted / drafted, alpha = accepted / (accepted + rejections), the
     per-checked-token rate of Leviathan Eq. 1, tau = new tokens per round, prompts = how many,
     counts = (accepted, drafted, rejections) pooled).
-    kwargs go to speculative_generate (top_k, top_p, ...).
+    kwargs go to speculative_generate (top_k, top_p, ...). One string is one prompt.
     """
+    from .models import check_prompts
+
+    prompts = check_prompts(prompts)
     acc = drafted = rejected = toks = rounds = 0
     for k, text in enumerate(prompts):
         x = tokenizer(text, return_tensors="pt").input_ids.to(target.device)  # (1, T)
