@@ -335,8 +335,8 @@ print(f"largest / smallest = {max(seen.values()) / min(seen.values()):.2f}: step
 # ## Exercise: the KV-cache loop, by hand
 #
 # Write `greedy_generate(model, input_ids, max_new_tokens)`: greedy decoding **with a KV cache**,
-# returning the prompt ($T$ tokens here, as in the shape comments; not the temperature) followed by
-# the new tokens, shape `(1, T + max_new_tokens)`. Feed the prompt
+# returning the prompt (of length $T$, as in the shape comments) followed by the new tokens, shape
+# `(1, T + max_new_tokens)`. Feed the prompt
 # once, keep the `past_key_values` the model returns, and from then on feed only the newest token.
 # `check_01` compares your tokens with `model.generate` on workshop prompts (one of them runs past
 # the tiny pair's sliding window) and counts the tokens your loop feeds the model: the prompt once,

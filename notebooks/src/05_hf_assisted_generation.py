@@ -414,7 +414,8 @@ for q in h200["pairs_gamma4_64_tokens"]:
 # tokens, `n_accepted`, and `kind`, which is `"resample"` when the round ended in a rejection,
 # `"bonus"` when every drafted token was kept, and `"target"` when nothing was drafted, a plain
 # target step near the end, with no rejection). Return `(per_drafted, per_checked)`:
-# accepted / drafted, and accepted / (accepted + rejections). Drafted tokens after a rejection are
+# accepted / drafted, and accepted / (accepted + rejections), each pooled over all rounds (not a mean
+# of per-round rates), and `float("nan")` where a denominator is 0. Drafted tokens after a rejection are
 # thrown away without being checked, which is why the two differ, and why the cost model takes the
 # second.
 #

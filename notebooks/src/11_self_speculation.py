@@ -392,8 +392,10 @@ print(repr(tok.decode(outs[0].sequences[0, ids.shape[1]:])))
 # ## 7. Exercise: write the early-exit head
 #
 # Complete `exit_head(target, hidden)`: given a layer's output `hidden` of shape $(1, L, d)$ ($L$
-# positions), return the logits $(1, L, V)$ that the target's head would give it (final norm, LM head, then the soft cap, if the config has one). The
-# checker compares it with `utils.selfspec.exit_logits` at three layers.
+# positions), return the logits $(1, L, V)$ that the target's head would give it: final norm, LM
+# head, then the soft cap if the config has one (read it from `target.config`: SmolLM2 has none). The
+# checker compares it with `utils.selfspec.exit_logits` at three layers, then with the config's cap
+# changed.
 
 # %%
 from utils.exercises import check_11, hint  # stuck? hint("11"), one more hint per call
