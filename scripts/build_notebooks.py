@@ -642,14 +642,18 @@ def time_first_run(prefix: str) -> dict:
     import torch
 
     src, = sources(prefix)
-    saved = {k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
-    with tempfile.TemporaryDirectory(prefix="specdec-cold-") as tmp:
-        os.environ.update(TORCHINDUCTOR_CACHE_DIR=f"{tmp}/inductor", TRITON_CACHE_DIR=f"{tmp}/triton")
+    keys = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "SPECDEC_PAIR", "CUDA_VISIBLE_DEVICES")
+    saved = {k: os.environ.get(k) for k in keys}
+    with tempfile.TemporaryDirectory(prefix="specdec-cold-") as tmp:  # the tiny pair on the CPU, as the file says
+        os.environ.update(TORCHINDUCTOR_CACHE_DIR=f"{tmp}/inductor", TRITON_CACHE_DIR=f"{tmp}/triton",
+                          SPECDEC_PAIR="tiny", CUDA_VISIBLE_DEVICES="")
         try:
             secs = run_seconds(execute(build(src)))
         finally:
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    if secs is None:
+        raise SystemExit(f"{src.name}: the run recorded no cell timings, so there is no first-run time to write")
     data = json.loads(FIRST_RUN.read_text()) if FIRST_RUN.exists() else {}
     data[src.name[:2]] = dict(notebook=src.with_suffix(".ipynb").name, seconds=round(secs, 1),
                               cache="empty TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR (every kernel compiled)",

@@ -89,8 +89,9 @@ command_for() {  # PART [BUDGET] -> the python command (one word per line)
   esac
 }
 
-carried_hash() {  # what this call carried in .whl/ (a digest of every file), to install it once per machine
-  { { find .whl -type f 2>/dev/null || true; } | LC_ALL=C sort | while IFS= read -r f; do echo "$f"; cat "$f"; done; } \
+WHL="${SPECDEC_WHL:-.whl}"  # the carried wheels (tests point it at an empty folder)
+carried_hash() {  # what this call carried in $WHL/ (a digest of every file), to install it once per machine
+  { { find "$WHL" -type f 2>/dev/null || true; } | LC_ALL=C sort | while IFS= read -r f; do echo "$f"; cat "$f"; done; } \
     | sha256sum | cut -c1-16
 }
 
@@ -122,16 +123,20 @@ fi
 SITE="${SPECDEC_SITE:-/tmp/site}"  # where the carried wheels are installed, ahead of the image's packages
 carried=$(carried_hash)
 if [ "$(cat "$SITE/.specdec-installed" 2>/dev/null)" != "$carried" ]; then  # once per machine and carried set
-  if ! ls .whl/*.whl >/dev/null 2>&1; then
-    echo "no wheels in .whl/: run 'bash scripts/gpu_prepare.sh' first (on a machine that reaches the package index) and carry .whl" >&2
+  if ! ls "$WHL"/*.whl >/dev/null 2>&1; then
+    echo "no wheels in $WHL/: run 'bash scripts/gpu_prepare.sh' first (on a machine that reaches the package index) and carry .whl" >&2
     exit 2
   fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-  cp -r .whl/site/. "$SITE/"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHL"/*.whl
+  cp -r "$WHL"/site/. "$SITE/"
   echo "$carried" > "$SITE/.specdec-installed"
 fi
 export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found (no NVIDIA driver?)" >&2
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi failed (a driver problem?)" >&2
+else
+  echo "nvidia-smi: not found (no NVIDIA driver?)" >&2
+fi
 # fail in seconds, not after a model load, if the carried packages do not import or torch sees no GPU
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)"
 python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "torch sees no CUDA GPU: every part needs one" >&2; exit 3; }

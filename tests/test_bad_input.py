@@ -829,13 +829,13 @@ def test_an_out_that_is_a_file_is_named_as_such(no_load, capsys, tmp_path):
     _exits_2(lambda: _main("bench")(["--out", str(f)]), capsys, "is a file: --out takes a folder")
 
 
-def test_speculative_batched_called_directly_checks_its_arguments(pair):
+def test_speculative_batched_called_directly_checks_its_arguments(pair, monkeypatch):
     """utils.batched.speculative_batched is public: a direct call gets speculative_generate's errors,
     a padded batch without its mask among them (it was read as text, silently)."""
     from utils.batched import speculative_batched
 
     tok = pair.tokenizer
-    tok.padding_side = "left"
+    monkeypatch.setattr(tok, "padding_side", "left")  # the session's tokenizer: put back afterwards
     b = tok(["A list", "A lambda expression"], return_tensors="pt", padding=True)
     run = lambda **kw: speculative_batched(pair.target, pair.draft, **{  # noqa: E731
         "input_ids": b.input_ids, "attention_mask": b.attention_mask, "max_new_tokens": 4, "gamma": 2, **kw})
@@ -924,3 +924,15 @@ def test_the_gated_message_says_offline_is_set(monkeypatch):
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     with pytest.raises(models.GatedModelError, match="HF_HUB_OFFLINE is set here"):
         models._check_access(models.PAIRS["gemma2-2b-9b"])
+
+
+def test_check_context_counts_gamma_only_for_speculative_runs(capsys):
+    import argparse
+
+    from utils.results import check_context
+
+    ap = argparse.ArgumentParser(prog="cmd")
+    check_context(ap, "tiny", 1024, 0)  # plain decoding: exactly the 1024 positions fit
+    _exits_2(lambda: check_context(ap, "tiny", 1024, 4), capsys, "a round's gamma + 1 (5)", "use --max-new-tokens 1019 or less")
+    _exits_2(lambda: check_context(ap, "tiny", 1025, 0), capsys, "make 1025", "use --max-new-tokens 1024 or less")
+    _exits_2(lambda: check_context(ap, "tiny", 5, 4, ["word " * 1100]), capsys, "the prompts alone fill it")

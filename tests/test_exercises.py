@@ -132,7 +132,9 @@ def test_01_calling_generate_fails(pair):
           "calls generate", "yourself")
     fails("check_01", lambda m, ids, n: type(m).generate(m, ids, max_new_tokens=n, do_sample=False), pair,
           "calls generate", "yourself")  # through the class, which an instance attribute would not hide
-    sneaky = lambda m, ids, n: getattr(m, "gen" + "erate")(ids, max_new_tokens=n, do_sample=False)  # noqa: E731
+    fails("check_01", lambda m, ids, n: getattr(type(m), "generate")(m, ids, max_new_tokens=n, do_sample=False), pair,
+          "calls generate")  # the name as a string
+    sneaky = lambda m, ids, n: getattr(m, "".join(["gen", "erate"]))(ids, max_new_tokens=n, do_sample=False)  # noqa: E731
     fails("check_01", sneaky, pair, "model.generate", "write the loop yourself")  # hidden while the check runs
     assert "generate" not in pair.target.__dict__  # the model's own generate is back
 
@@ -881,8 +883,11 @@ def test_the_shortcut_guard_resolves_what_a_name_holds():
             return f(seq, gamma, max_ngram)
         return inner
 
-    for fn in (aliased, closure(), functools.partial(fd), functools.partial(lambda f, *a: f(*a), fd)):
-        with pytest.raises(AssertionError, match="find_draft|library's own"):
+    def helper(seq, gamma, max_ngram):  # a helper of the learner's that calls the library
+        return aliased(seq, gamma, max_ngram)
+
+    for fn in (aliased, closure(), helper, functools.partial(fd), functools.partial(lambda f, *a: f(*a), fd)):
+        with pytest.raises(AssertionError, match="find_draft|library's own|functools.partial around"):
             exercises.check_10(fn)
     scope = {"math": __import__("math")}
     exec("def nf4_bytes(n, double_quant=False):\n"
@@ -909,6 +914,12 @@ def test_02_placeholder_or_missing_bonus_token_is_graded_not_a_crash(pair):
     for value in (-1, 10**6):
         fails("check_02", placeholder(value), pair, "token id in [0,", "never a placeholder")
     fails("check_02", placeholder(None), pair, "bonus", "logits[0, -1]")
+
+    def bonus_counted(target, ids, k):
+        n, t = greedy_verify(target, ids, k)
+        return (n + 1 if n == k else n), t
+
+    fails("check_02", bonus_counted, pair, "the bonus token is not a drafted token")
 
 
 def test_03_off_by_one_count_and_an_unclamped_residual_get_their_own_hints(pair):

@@ -70,7 +70,7 @@ def test_first_run_time_is_quoted_from_its_data_file(tmp_path, monkeypatch):
     (written by build_notebooks.py 07 --time-first-run), not typed: spans exist, and they are filled."""
     import json
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import build_notebooks as bn
 
     data = json.loads(bn.FIRST_RUN.read_text())

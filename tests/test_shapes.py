@@ -716,7 +716,8 @@ def test_gpu_run_print_shows_the_budget_a_part_gets():
 
 def test_gpu_run_without_carried_wheels_says_to_prepare_them(tmp_path):
     """A machine where nothing is installed yet and no .whl/ came along: one line saying what to run."""
-    env = dict(os.environ, SPECDEC_SITE=str(tmp_path / "site"), OUT=str(tmp_path / "out"))
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), "tiny"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=60)
+    (tmp_path / "whl").mkdir()  # the script works from the repository root, whose own .whl/ may hold wheels
+    env = dict(os.environ, SPECDEC_SITE=str(tmp_path / "site"), OUT=str(tmp_path / "out"), SPECDEC_WHL=str(tmp_path / "whl"))
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), "tiny"], env=env, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 2 and "scripts/gpu_prepare.sh" in r.stderr and "not a valid wheel" not in r.stderr

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .models import BNB_BLOCK, BNB_BLOCK2, nf4_bytes
+from .sampling import seeded
 
 SOLUTIONS = "notebooks/solutions"
 
@@ -54,10 +55,11 @@ _GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME"}
 
 
 def _names_used(fn) -> tuple[set[str], set[str]]:
-    """(attribute and imported names, global names) that a function's code refers to, nested functions
-    included. An attribute name (`lookup.find_draft`, `from utils.lookup import find_draft`) is taken at
-    its word; a global name is resolved by the caller, so that the learner's own function of the same
-    name (a stub named like the library's, which may call itself) is not mistaken for the library's."""
+    """(attribute, imported and string-constant names, global names) that a function's code refers to,
+    nested functions included. An attribute name (`lookup.find_draft`, `from utils.lookup import
+    find_draft`, `getattr(model, "generate")`) is taken at its word; a global name is resolved by the
+    caller, so that the learner's own function of the same name (a stub named like the library's, which
+    may call itself) is not mistaken for the library's."""
     import dis
 
     code = getattr(fn, "__code__", None)
@@ -69,8 +71,29 @@ def _names_used(fn) -> tuple[set[str], set[str]]:
                 attrs |= set(ins.argval.split("."))
             elif ins.opname in _GLOBAL_OPS and isinstance(ins.argval, str):
                 globals_.add(ins.argval)
+        attrs |= {k for k in c.co_consts if isinstance(k, str) and k.isidentifier()}
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
     return attrs, globals_
+
+
+def _shortcuts_used(fn, shortcuts, seen: set) -> set[str]:
+    """The shortcut functions fn reaches: by attribute or imported name, through a global or closure
+    variable holding one (under any name), and through the learner's own helper functions (functions
+    of fn's module that it calls), followed once each."""
+    seen.add(id(fn))
+    attrs, names = _names_used(fn)
+    scope = getattr(fn, "__globals__", {})
+    cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _cell_filled(c)]
+    used = attrs & set(shortcuts)
+    used |= {n if n == getattr(scope.get(n), "__name__", n) else f"{n} (the library's {scope[n].__name__})"
+             for n in names if _library(scope.get(n), shortcuts) or (n in shortcuts and n not in scope)}
+    used |= {o.__name__ for o in cells if _library(o, shortcuts)}
+    helpers = [scope.get(n) for n in names] + cells  # the learner's own functions it calls
+    for h in helpers:
+        if (isinstance(h, types.FunctionType) and id(h) not in seen
+                and getattr(h, "__module__", None) == getattr(fn, "__module__", None)):
+            used |= _shortcuts_used(h, shortcuts, seen)
+    return used
 
 
 def _library(obj, shortcuts) -> bool:
@@ -82,23 +105,21 @@ def _library(obj, shortcuts) -> bool:
 def _refuse_shortcuts(number: str, fn, shortcuts) -> None:
     """An exercise asks for a piece the library already has (the checker grades against it): passing
     the library's function, or a function that calls it (by its name, another name, an attribute, a
-    closure or functools.partial), would pass without the learner's own code."""
+    closure, functools.partial or a helper of the learner's), would pass without the learner's own code."""
     while isinstance(fn, functools.partial):
         if any(_library(a, shortcuts) for a in (*fn.args, *fn.keywords.values())):
             break
         fn = fn.func
     module = getattr(fn, "__module__", None) or ""
-    if isinstance(fn, functools.partial) or module == "utils" or module.startswith("utils."):
+    if isinstance(fn, functools.partial):
+        raise AssertionError(
+            f"\nExercise {number}: that is a functools.partial around the library's own function, the one the checker "
+            f"compares with: write your version in the exercise cell and pass that.")
+    if module == "utils" or module.startswith("utils."):
         raise AssertionError(
             f"\nExercise {number}: that is the library's own {getattr(fn, '__name__', 'function')} ({module}), the one "
             f"the checker compares with: write your version in the exercise cell and pass that.")
-    attrs, names = _names_used(fn)
-    scope = getattr(fn, "__globals__", {})
-    cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _cell_filled(c)]
-    used = attrs & set(shortcuts)
-    used |= {n if n == getattr(scope.get(n), "__name__", n) else f"{n} (the library's {scope[n].__name__})"
-             for n in names if _library(scope.get(n), shortcuts) or (n in shortcuts and n not in scope)}
-    used |= {o.__name__ for o in cells if _library(o, shortcuts)}
+    used = _shortcuts_used(fn, shortcuts, set())
     if used:
         raise AssertionError(
             f"\nExercise {number}: your function calls {', '.join(sorted(used))}, which already does what the exercise "
@@ -229,16 +250,16 @@ def _call(fn, number: str, what: str, *args, **kwargs):
     except NotImplementedError:
         raise _NotDone from None
     except Exception as e:  # noqa: BLE001 - the learner's code may raise anything; report it
-        hint = next((h for text, h in _ERROR_HINTS if text in str(e)), "")
+        hint = next((h for num, text, h in _ERROR_HINTS if num == number and text in str(e)), "")
         raise AssertionError(
             f"\nExercise {number}: your function raised {type(e).__name__}: {e}\n  input: {what}"
             + (f"\n  hint: {hint}" if hint else "")) from e
 
 
 # Errors a learner's function commonly raises, and what they usually mean here.
-_ERROR_HINTS = [
-    ("element < 0", "torch.multinomial was given a negative probability: p - q is negative wherever q > p; the "
-                    "residual is max(0, p - q) (torch.clamp(p - q, min=0)), normalised to sum to 1."),
+_ERROR_HINTS = [  # (exercise, text in the error, hint)
+    ("03", "element < 0", "torch.multinomial was given a negative or NaN probability: p - q is negative wherever "
+                          "q > p, so the residual is max(0, p - q) (torch.clamp(p - q, min=0)), normalised to sum to 1."),
 ]
 
 
@@ -518,8 +539,13 @@ def _grade_02(fn, target, tok, x, k: int, desc: str, first_k: int) -> int:
                     f"all {k} drafted tokens were kept, so the token is the BONUS: the target's arg max at the last "
                     "position, logits[0, -1].argmax(), which the same pass gives for free." if all_kept else
                     "return a tuple: (how many drafted tokens were kept, the token the target adds).") from None
-    if not (0 <= n <= k and 0 <= t < len(tok)):
-        raise _fail("02", _S02, what, f"0 <= n_accepted <= {k} and a token id in [0, {len(tok)})", (n, t),
+    V = target.get_output_embeddings().weight.shape[0]  # the logits' width (may exceed the tokenizer's)
+    if n == k + 1 and 0 <= t < V:
+        raise _fail("02", _S02, what, f"0 <= n_accepted <= {k}", (n, t),
+                    "the bonus token is not a drafted token: n_accepted counts only the k drafted tokens kept, so it "
+                    "is at most k; the bonus is the token returned beside it.")
+    if not (0 <= n <= k and 0 <= t < V):
+        raise _fail("02", _S02, what, f"0 <= n_accepted <= {k} and a token id in [0, {V})", (n, t),
                     "n_accepted counts drafted tokens; the token is a vocabulary id (when all are kept: the bonus, "
                     "logits[0, -1].argmax()), never a placeholder such as -1 or None.")
     drafted = x[0, -k:].tolist()
@@ -638,8 +664,8 @@ def _rounds(fn, p, q, seed):
     x = torch.multinomial(q, N_ROUNDS, replacement=True, generator=g).T  # (N, k): drafted tokens
     u = torch.rand(N_ROUNDS, k, generator=g)  # (N, k)
     emitted_at = [[] for _ in range(k + 1)]  # emitted_at[j]: the (j + 1)-th emitted token of each round that has one
-    with torch.random.fork_rng(devices=[]):  # a rule that ignores `generator` is still reproducible
-        torch.manual_seed(_GLOBAL_SEED + seed)  # not g's seed: the global stream must not repeat g's draws
+    # a rule that ignores `generator` is still reproducible; not g's seed: the global stream must not repeat g's draws
+    with seeded(_GLOBAL_SEED + seed):
         for i in range(N_ROUNDS):
             what = f"p {p.tolist()}, q {q.tolist()}, x {x[i].tolist()}, u {u[i].tolist()}"
             n, t = _verify(fn, p, q, x[i], u[i], g, what)
@@ -700,14 +726,13 @@ def check_03(fn) -> str:
     after both were accepted, p[2], at level 1e-4 per test. PyTorch's global RNG is seeded throughout
     (with seeds no generator uses), so a rule that ignores `generator` is graded reproducibly too.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_GLOBAL_SEED - 1)
+    with seeded(_GLOBAL_SEED - 1):
         _check_uses_u(fn)
         for desc, p, q, x, u, want, hint in _fixed_cases():
             what = f"verify_step(p, q, draft_tokens={x}, u={u}): {desc}"
             n, t = _verify(fn, p, q, torch.tensor(x), torch.tensor(u), torch.Generator().manual_seed(0), what)
-            n_want = 0 if want[0] == "reject" else want[0]
-            if n == n_want + 1 and n_want < len(x):  # one more than accepted: the replacement counted too
+            n_want, right_token = (0, t in want[1]) if want[0] == "reject" else (want[0], t == want[1])
+            if n == n_want + 1 and n_want < len(x) and right_token:  # the right replacement, counted as accepted
                 hint = (f"n_accepted counts the drafted tokens accepted ({n_want} here), not the token the target "
                         "puts at the rejected position: return the index of the first rejection.")
             if want[0] == "reject":
@@ -926,7 +951,8 @@ def check_05(fn, pair=None) -> str:
                 hint = "return fractions between 0 and 1, not percentages: accepted / drafted, without the * 100."
             elif not close(a, want[0]):
                 hint = ("per drafted: sum of n_accepted over sum of len(drafted), over all rounds together (not an "
-                        "average of per-round rates: a 'target' round drafted nothing).")
+                        "average of per-round rates: rounds of different lengths weigh differently, and a 'target' "
+                        "round drafted nothing).")
             else:
                 hint = ("per checked: the drafted tokens after a rejection were never checked. Count the checked ones "
                         "as accepted + one rejection per round whose kind is 'resample'; a 'bonus' round (every "
@@ -1111,8 +1137,7 @@ def check_07(fn) -> str:
     (one with zeros) must follow probs, fixed seeds, level 1e-4 per test. Known wrong rules
     (probs * noise, probs + noise, log(probs) - noise, the arg max of noise / probs) are named.
     """
-    with torch.random.fork_rng(devices=[]):  # a function that draws its own randomness stays reproducible
-        torch.manual_seed(0)
+    with seeded(0):  # a function that draws its own randomness stays reproducible
         g = torch.Generator().manual_seed(7)
         batch = torch.rand(64, 6, generator=g) ** 3
         batch = batch / batch.sum(-1, keepdim=True)  # (64, 6): 64 distributions
@@ -1451,7 +1476,8 @@ _S11 = "ex11_exit_head.py"
 def check_11(fn, pair=None) -> str:
     """fn(target, hidden) -> logits: a layer's output hidden (1, T, d) through the target's final norm,
     LM head and soft-capping (1, T, V). Checked against `utils.selfspec.exit_logits` at the first, the
-    middle and the last-but-one layer's output of a fixed text."""
+    middle and the last-but-one layer's output of a fixed text, then at the middle one with the config's
+    final_logit_softcapping set to None and to 10 (the head must read the cap, not hard-code it)."""
     from .selfspec import exit_logits, hidden_states, softcap
 
     target = _pair(pair).target

@@ -103,6 +103,11 @@ def figure_of(out) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_alpha(alpha) -> None:
+    if alpha == alpha and not 0 <= alpha <= 1:  # NaN (nothing checked) is allowed: the curve alone
+        raise ValueError(f"alpha is a probability, in [0, 1] (got {alpha!r}), or NaN when nothing was checked")
+
+
 def tau_figure(alpha: float, gamma: int, tokens_per_round: float, n: int = 101):
     """Eq. 1: expected tokens per round tau over alpha in [0, 1] for this gamma, and the run's
     measured point (alpha per checked token, measured tokens per round). A NaN alpha (nothing was
@@ -110,8 +115,7 @@ def tau_figure(alpha: float, gamma: int, tokens_per_round: float, n: int = 101):
     were shortened to fit max_new_tokens or stopped at EOS."""
     import plotly.graph_objects as go
 
-    if alpha == alpha and not 0 <= alpha <= 1:
-        raise ValueError(f"alpha is a probability, in [0, 1] (got {alpha!r}), or NaN when nothing was checked")
+    _check_alpha(alpha)
     xs = [i / (n - 1) for i in range(n)]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=xs, y=[expected_tokens_per_round(a, gamma) for a in xs], mode="lines",
@@ -133,6 +137,7 @@ def tau_static(alpha: float, gamma: int, tokens_per_round: float, ax=None):
     Eq. 1's curve for this gamma and the run's measured point. Returns the Axes."""
     import matplotlib.pyplot as plt
 
+    _check_alpha(alpha)
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 3), layout="constrained")
     xs = [i / 100 for i in range(101)]

@@ -74,12 +74,13 @@ def check_device(ap, device: str | None) -> str:
 
 
 @contextmanager
-def command_errors(ap):
+def command_errors(ap, oom: str = "ask for less (a lower --max-new-tokens, smaller --batch-sizes), 4-bit weights "
+                                  "(--quantization nf4 where the command has it), or a smaller --pair"):
     """Around a command's loading and running: an error whose message says what to do ends it through
     ap.error (that message, exit status 2) rather than a traceback from inside transformers. That is a
     utils.models.PairError (a gated model without a token, no network, mismatched tokenizers, too
     little memory), a run longer than the model's context on the compiled engine
-    (utils.fast.ContextLengthError) or CUDA running out of memory."""
+    (utils.fast.ContextLengthError) or CUDA running out of memory (`oom` says what to ask for instead)."""
     import torch
 
     from .fast import ContextLengthError
@@ -90,8 +91,7 @@ def command_errors(ap):
     except (PairError, ContextLengthError) as e:
         ap.error(str(e))
     except torch.cuda.OutOfMemoryError:
-        ap.error("out of GPU memory: ask for less (a lower --max-new-tokens, smaller --batch-sizes), 4-bit weights "
-                 "(--quantization nf4 where the command has it), or a smaller --pair")
+        ap.error(f"out of GPU memory: {oom}")
 
 
 def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "",
@@ -152,8 +152,11 @@ def check_context(ap, pair_name: str, max_new_tokens: int, gamma: int = 0, promp
 
         tok = AutoTokenizer.from_pretrained(MODELS_DIR / spec.target.repo)
         longest = max(len(tok(p).input_ids) for p in prompts)
-    need = longest + max_new_tokens + gamma + 1
-    if need > ctx:
-        ap.error(f"--max-new-tokens {max_new_tokens} does not fit the {pair_name} pair's context of {ctx} positions: the "
-                 f"longest prompt ({longest} tokens) + the new tokens + a round's gamma + 1 ({gamma + 1}) make {need}; use "
-                 f"--max-new-tokens {max(1, ctx - longest - gamma - 1)} or less")
+    extra = gamma + 1 if gamma else 0  # a speculative round's verify pass may reach gamma + 1 positions past the text
+    need = longest + max_new_tokens + extra
+    if need <= ctx:
+        return
+    parts = f"the longest prompt ({longest} tokens) + the new tokens" + (f" + a round's gamma + 1 ({extra})" if extra else "")
+    fits = ctx - longest - extra
+    ap.error(f"--max-new-tokens {max_new_tokens} does not fit the {pair_name} pair's context of {ctx} positions: {parts} "
+             f"make {need}; " + (f"use --max-new-tokens {fits} or less" if fits >= 1 else "the prompts alone fill it"))

@@ -22,13 +22,24 @@ MIN_TEMPERATURE = 1e-30
 
 @contextlib.contextmanager
 def seeded(seed: int, device="cpu"):
-    """Seed torch's global generator(s) for the block and restore them afterwards, so that a helper
-    which must seed the global stream (model initialisation, Hugging Face sampling) leaves the
-    caller's random state as it found it. Forks the CUDA generators only for a CUDA `device`."""
-    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    """Seed torch's generator for `device` (and the CPU's) for the block, and put both back afterwards,
+    so that a helper which must seed the global stream (model initialisation, Hugging Face sampling)
+    leaves the caller's random state as it found it. Only the generators it saves are reseeded (not
+    torch.manual_seed, which would reseed every GPU and leave them changed)."""
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    mps = torch.mps.get_rng_state() if dev.type == "mps" else None
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for i in cuda:
+            torch.cuda.default_generators[i].manual_seed(seed)
+        if mps is not None:
+            torch.mps.manual_seed(seed)
+        try:
+            yield
+        finally:
+            if mps is not None:
+                torch.mps.set_rng_state(mps)
 
 
 def check_sampling_args(temperature, top_k, top_p, generator=None) -> None:

@@ -989,6 +989,9 @@ def _parse(argv):
     return args
 
 
+SHAPES_OOM = "measure fewer or smaller shapes (--sizes, --pairs), 4-bit weights (--quant nf4) or a lower --max-new-tokens"
+
+
 def main(argv=None):
     import signal
 
@@ -1005,7 +1008,7 @@ def main(argv=None):
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, stop)
-        with command_errors(args.parser):
+        with command_errors(args.parser, oom=SHAPES_OOM):
             result = run_compiled(args.sizes, args.quants, args.pair_list, self_draft, device=args.device, gamma=args.gamma,
                                   max_new_tokens=args.max_new_tokens, repeats=args.repeats, alphas=args.alphas,
                                   rounds=args.rounds, bandwidth=args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None,
@@ -1020,7 +1023,7 @@ def main(argv=None):
         args.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.path, result)
 
-    with command_errors(args.parser):
+    with command_errors(args.parser, oom=SHAPES_OOM):
         result = run(args.sizes, args.quants, args.pair_list, device=args.device, max_new_tokens=args.max_new_tokens,
                      gamma=args.gamma, repeats=args.repeats, on_update=save)
     save(result)

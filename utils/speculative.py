@@ -541,9 +541,8 @@ def speculative_generate(
             raise ValueError(
                 "a batch (B > 1, or an attention_mask with padding) runs on the eager backend with a constant gamma: "
                 'leave backend="eager", draft_confidence=None and schedule="constant", or pass one prompt at a time.')
-        from .batched import speculative_batched
+        from .batched import speculative_batched  # it checks the lengths (and the arguments, for direct calls)
 
-        check_length(target, input_ids.shape[1], max_new_tokens)
         return speculative_batched(target, draft, input_ids, attention_mask, max_new_tokens=max_new_tokens, gamma=gamma,
                                    temperature=temperature, top_k=top_k, top_p=top_p, eos=eos, generator=generator,
                                    time_models=time_models)
