@@ -124,7 +124,7 @@ SITE="${SPECDEC_SITE:-/tmp/site}"  # where the carried wheels are installed, ahe
 carried=$(carried_hash)
 if [ "$(cat "$SITE/.specdec-installed" 2>/dev/null)" != "$carried" ]; then  # once per machine and carried set
   if ! ls "$WHL"/*.whl >/dev/null 2>&1; then
-    echo "no wheels in $WHL/: run 'bash scripts/gpu_prepare.sh' first (on a machine that reaches the package index) and carry .whl" >&2
+    echo "no wheels in $WHL/: run 'bash scripts/gpu_prepare.sh' first (on a machine that reaches the package index) and carry $WHL" >&2
     exit 2
   fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHL"/*.whl

@@ -935,4 +935,20 @@ def test_check_context_counts_gamma_only_for_speculative_runs(capsys):
     check_context(ap, "tiny", 1024, 0)  # plain decoding: exactly the 1024 positions fit
     _exits_2(lambda: check_context(ap, "tiny", 1024, 4), capsys, "a round's gamma + 1 (5)", "use --max-new-tokens 1019 or less")
     _exits_2(lambda: check_context(ap, "tiny", 1025, 0), capsys, "make 1025", "use --max-new-tokens 1024 or less")
-    _exits_2(lambda: check_context(ap, "tiny", 5, 4, ["word " * 1100]), capsys, "the prompts alone fill it")
+    _exits_2(lambda: check_context(ap, "tiny", 5, 4, ["word " * 1100]), capsys, "already fill it: shorten the prompts")
+
+
+def test_a_batch_past_the_drafts_shorter_context_warns_once_for_the_draft(pair, encode, monkeypatch):
+    """A draft with a shorter context than the target's: the batched path warns for it, as the
+    single-prompt path does, from the learner's line (not from inside torch's inference_mode wrapper)."""
+    import warnings
+
+    from utils.speculative import speculative_generate
+
+    monkeypatch.setattr(pair.draft.config, "max_position_embeddings", 8)
+    ids = encode("A list").repeat(2, 1)  # (2, T): a batch, no padding
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        speculative_generate(pair.target, pair.draft, ids, max_new_tokens=8, gamma=2)
+    draft = [w for w in caught if "draft's context" in str(w.message)]
+    assert len(draft) == 1 and draft[0].filename == __file__, [(str(w.message)[:60], w.filename) for w in caught]

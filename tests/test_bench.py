@@ -150,7 +150,7 @@ def test_bench_cli_checks_flags_before_loading(flags, says, tmp_path):
     r = subprocess.run([sys.executable, "-m", "utils.bench", *flags, *out], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2, r.stderr
     assert says in r.stderr and "Traceback" not in r.stderr
-    assert time.perf_counter() - t0 < 30  # importing torch is most of it (seconds); a model load would add more
+    assert time.perf_counter() - t0 < 60  # importing torch and a tokenizer (check_context) is most of it
     assert not list(tmp_path.iterdir())
 
 

@@ -52,6 +52,7 @@ class _NotDone(Exception):
 
 _ATTRIBUTE_OPS = {"LOAD_ATTR", "LOAD_METHOD", "IMPORT_FROM", "IMPORT_NAME", "LOAD_SUPER_ATTR"}
 _GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME"}
+_BY_NAME = {"getattr", "attrgetter", "methodcaller", "__getattribute__"}  # what turns a string into an attribute
 
 
 def _names_used(fn) -> tuple[set[str], set[str]]:
@@ -63,7 +64,7 @@ def _names_used(fn) -> tuple[set[str], set[str]]:
     import dis
 
     code = getattr(fn, "__code__", None)
-    attrs, globals_, todo = set(), set(), [code] if code is not None else []
+    attrs, globals_, strings, todo = set(), set(), set(), [code] if code is not None else []
     while todo:
         c = todo.pop()
         for ins in dis.get_instructions(c):
@@ -71,8 +72,10 @@ def _names_used(fn) -> tuple[set[str], set[str]]:
                 attrs |= set(ins.argval.split("."))
             elif ins.opname in _GLOBAL_OPS and isinstance(ins.argval, str):
                 globals_.add(ins.argval)
-        attrs |= {k for k in c.co_consts if isinstance(k, str) and k.isidentifier()}
+        strings |= {k for k in c.co_consts if isinstance(k, str) and k.isidentifier()}
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    if _BY_NAME & (attrs | globals_):  # a name in a string counts only where something looks names up
+        attrs |= strings
     return attrs, globals_
 
 
@@ -539,7 +542,7 @@ def _grade_02(fn, target, tok, x, k: int, desc: str, first_k: int) -> int:
                     f"all {k} drafted tokens were kept, so the token is the BONUS: the target's arg max at the last "
                     "position, logits[0, -1].argmax(), which the same pass gives for free." if all_kept else
                     "return a tuple: (how many drafted tokens were kept, the token the target adds).") from None
-    V = target.get_output_embeddings().weight.shape[0]  # the logits' width (may exceed the tokenizer's)
+    V = getattr(target.config.get_text_config(), "vocab_size", None) or len(tok)  # the logits' width (may exceed the tokenizer's)
     if n == k + 1 and 0 <= t < V:
         raise _fail("02", _S02, what, f"0 <= n_accepted <= {k}", (n, t),
                     "the bonus token is not a drafted token: n_accepted counts only the k drafted tokens kept, so it "

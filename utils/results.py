@@ -132,8 +132,8 @@ def check_bench_flags(ap, args, kind: str, counts: dict, suffix: str = "",
 
 def check_context(ap, pair_name: str, max_new_tokens: int, gamma: int = 0, prompts=()) -> None:
     """--max-new-tokens checked against a shipped pair's context before loading it: the longest of
-    `prompts` + max_new_tokens + a round's gamma + 1 positions must fit both models'
-    max_position_embeddings (HF's generate would only warn past it, and the text degrades). A Hub
+    `prompts` + max_new_tokens (+ a round's gamma + 1 positions when gamma is given: a speculative run)
+    must fit both models' max_position_embeddings (HF's generate would only warn past it, and the text degrades). A Hub
     pair's context is known once it is loaded, where the compiled engine checks it; a command whose
     prompts are built later (longer) than `prompts` gets a floor here."""
     from .models import MODELS_DIR, PAIRS
@@ -159,4 +159,6 @@ def check_context(ap, pair_name: str, max_new_tokens: int, gamma: int = 0, promp
     parts = f"the longest prompt ({longest} tokens) + the new tokens" + (f" + a round's gamma + 1 ({extra})" if extra else "")
     fits = ctx - longest - extra
     ap.error(f"--max-new-tokens {max_new_tokens} does not fit the {pair_name} pair's context of {ctx} positions: {parts} "
-             f"make {need}; " + (f"use --max-new-tokens {fits} or less" if fits >= 1 else "the prompts alone fill it"))
+             f"make {need}; " + (f"use --max-new-tokens {fits} or less" if fits >= 1 else
+                                 "the longest prompt" + (" and a round's gamma + 1" if extra else "") + " already fill it: "
+                                 "shorten the prompts" + (" or lower gamma" if extra else "")))

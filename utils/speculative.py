@@ -302,6 +302,19 @@ def check_input_ids(input_ids, model=None, batched: bool = False) -> torch.Tenso
     return input_ids.long()
 
 
+def _caller_level() -> int:
+    """For warnings.warn in the function calling this one: the stacklevel of the first frame outside
+    this package and torch (the learner's cell, not a wrapper such as torch.inference_mode's)."""
+    import os
+    import sys
+
+    inside = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.__file__)))
+    frame, level = sys._getframe(1), 1  # the warning function's own frame is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_length(model, prompt_len: int, max_new_tokens: int, role: str = "model") -> int:
     """Warn, as Hugging Face does, when prompt + max_new_tokens passes the model's context length.
     Returns how many positions a cache should allocate up front (capped, so that a huge
@@ -315,7 +328,7 @@ def check_length(model, prompt_len: int, max_new_tokens: int, role: str = "model
             + (" (a draft past its context drafts poorly: fewer tokens accepted, the output stays exact)" if role == "draft" else "")
             + ". Lower max_new_tokens or shorten the prompt.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=_caller_level(),
         )
         return max(limit, prompt_len)
     return need
