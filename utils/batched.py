@@ -45,7 +45,8 @@ from transformers import DynamicCache
 
 from .sampling import check_sampling_args, eos_set, probs_from_logits, rand, sample
 from . import speculative
-from .speculative import _Timer, check_generate_args, check_input_ids, check_length, check_model, check_models
+from .speculative import (_Timer, check_generate_args, check_input_ids, check_length, check_lengths, check_model,
+                          check_models)
 
 
 @dataclass
@@ -319,10 +320,7 @@ def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tok
     device = target.device
     input_ids = check_input_ids(input_ids, target, batched=True).to(device)
     eos = eos_set(eos)
-    check_length(target, input_ids.shape[1], max_new_tokens, "target")
-    ctx = lambda m: getattr(m.config.get_text_config(), "max_position_embeddings", None) or float("inf")  # noqa: E731
-    if ctx(draft) < ctx(target):  # a draft with a shorter context: its own warning, as speculative_generate gives
-        check_length(draft, input_ids.shape[1], max_new_tokens, "draft")
+    check_lengths(target, draft, input_ids.shape[1], max_new_tokens)
     valid = check_batch(input_ids, attention_mask.to(device) if attention_mask is not None else None, declared_pad(target))
     B = input_ids.shape[0]
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)

@@ -99,10 +99,15 @@ def _shortcuts_used(fn, shortcuts, seen: set) -> set[str]:
     return used
 
 
+def _from_library(obj) -> bool:
+    """Whether obj was defined in this package (utils or one of its modules)."""
+    module = getattr(obj, "__module__", None) or ""
+    return module == "utils" or module.startswith("utils.")
+
+
 def _library(obj, shortcuts) -> bool:
     """Whether obj is one of the library's own shortcut functions (under whatever name it is held)."""
-    module = getattr(obj, "__module__", None) or ""
-    return (module == "utils" or module.startswith("utils.")) and getattr(obj, "__name__", None) in shortcuts
+    return _from_library(obj) and getattr(obj, "__name__", None) in shortcuts
 
 
 def _refuse_shortcuts(number: str, fn, shortcuts) -> None:
@@ -113,14 +118,13 @@ def _refuse_shortcuts(number: str, fn, shortcuts) -> None:
         if any(_library(a, shortcuts) for a in (*fn.args, *fn.keywords.values())):
             break
         fn = fn.func
-    module = getattr(fn, "__module__", None) or ""
     if isinstance(fn, functools.partial):
         raise AssertionError(
             f"\nExercise {number}: that is a functools.partial around the library's own function, the one the checker "
             f"compares with: write your version in the exercise cell and pass that.")
-    if module == "utils" or module.startswith("utils."):
+    if _from_library(fn):
         raise AssertionError(
-            f"\nExercise {number}: that is the library's own {getattr(fn, '__name__', 'function')} ({module}), the one "
+            f"\nExercise {number}: that is the library's own {getattr(fn, '__name__', 'function')} ({fn.__module__}), the one "
             f"the checker compares with: write your version in the exercise cell and pass that.")
     used = _shortcuts_used(fn, shortcuts, set())
     if used:
@@ -534,14 +538,8 @@ def _grade_02(fn, target, tok, x, k: int, desc: str, first_k: int) -> int:
         raise _fail("02", _S02, what, "exactly 1 target forward pass", f"{count.calls} passes",
                     "verification is cheap because ONE pass over prompt + all k drafted tokens gives the target's "
                     "choice at every drafted position at once: call target(ids) once, no generate, no loop.")
-    try:
-        n, t = (int(_number(v)) for v in got)
-    except (TypeError, ValueError, RuntimeError):
-        all_kept = isinstance(got, (tuple, list)) and len(got) == 2 and _int_or_none(got[0]) == k
-        raise _fail("02", _S02, what, "a pair (n_accepted, token) of ints", repr(got),
-                    f"all {k} drafted tokens were kept, so the token is the BONUS: the target's arg max at the last "
-                    "position, logits[0, -1].argmax(), which the same pass gives for free." if all_kept else
-                    "return a tuple: (how many drafted tokens were kept, the token the target adds).") from None
+    n, t = _unpack(got, "02", _S02, what, k, "the target's arg max at the last position, logits[0, -1].argmax(), "
+                   "which the same pass gives for free.")
     V = getattr(target.config.get_text_config(), "vocab_size", None) or len(tok)  # the logits' width (may exceed the tokenizer's)
     if n == k + 1 and 0 <= t < V:
         raise _fail("02", _S02, what, f"0 <= n_accepted <= {k}", (n, t),
@@ -598,24 +596,26 @@ _GLOBAL_SEED = 10_000  # seeds PyTorch's global RNG while the learner's function
 N_U_REPEATS = 12  # calls per u in _check_uses_u: a rule with its own coin agrees with itself 12 times w.p. 2 * 0.5^12
 
 
-def _unpack(got, number, solution, what, k=None):
-    """(n_accepted, token) from a tuple or from an object with those attributes (like Verification)."""
+def _unpack(got, number, solution, what, k: int, bonus: str):
+    """(n_accepted, token) as ints from a tuple (of ints, NumPy integers or one-element tensors) or from an
+    object with those attributes (like Verification); else fail, with `bonus` (where the bonus token
+    comes from) when all k drafted tokens were accepted and the token is missing."""
     if hasattr(got, "n_accepted") and hasattr(got, "token"):
         got = (got.n_accepted, got.token)
     try:
         n, t = got
-        return int(n), int(t)
-    except (TypeError, ValueError):
-        all_kept = isinstance(got, (tuple, list)) and len(got) == 2 and k is not None and _int_or_none(got[0]) == k
+        return int(_number(n)), int(_number(t))
+    except (TypeError, ValueError, RuntimeError):
+        all_kept = isinstance(got, (tuple, list)) and len(got) == 2 and _int_or_none(got[0]) == k
         raise _fail(number, solution, what, "a pair (n_accepted, token) of ints", repr(got),
-                    f"all {k} drafted tokens were accepted, so the token is the BONUS, sampled from the last row "
-                    "of p: torch.multinomial(p[k], 1, generator=generator)." if all_kept else
+                    f"all {k} drafted tokens were accepted, so the token is the BONUS: {bonus}" if all_kept else
                     "return a tuple: (how many drafted tokens were accepted, the token the target adds).") from None
 
 
 def _verify(fn, p, q, x, u, generator, what):
     got = _call(fn, "03", what, p.clone(), q.clone(), x.clone(), u.clone(), generator=generator)
-    n, t = _unpack(got, "03", _S03, what, k=x.shape[0])
+    n, t = _unpack(got, "03", _S03, what, x.shape[0], "sampled from the last row of p, "
+                   "torch.multinomial(p[k], 1, generator=generator).")
     k, V = x.shape[0], p.shape[1]
     if not (0 <= n <= k and 0 <= t < V):
         raise _fail("03", _S03, what, f"0 <= n_accepted <= {k} and a token id in [0, {V})", (n, t),

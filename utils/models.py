@@ -440,6 +440,21 @@ def _source(spec: ModelSpec, pair: PairSpec) -> str:
     return str(MODELS_DIR / spec.repo) if pair.local else spec.repo
 
 
+def shipped_config(pair_name: str, key: str, role: str = "target") -> int | None:
+    """A number from a shipped pair's config.json ("max_position_embeddings", "num_hidden_layers", ...)
+    read before any model loads, so a command can check its flags first. None for a Hub pair (known
+    once it is loaded) and for a missing or broken shipped model (load_pair then says what to do)."""
+    import json
+
+    spec = PAIRS[pair_name]
+    if not spec.local:
+        return None
+    try:
+        return int(json.loads((MODELS_DIR / getattr(spec, role).repo / "config.json").read_text())[key])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _is_cached(repo: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 

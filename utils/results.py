@@ -136,21 +136,16 @@ def check_context(ap, pair_name: str, max_new_tokens: int, gamma: int = 0, promp
     must fit both models' max_position_embeddings (HF's generate would only warn past it, and the text degrades). A Hub
     pair's context is known once it is loaded, where the compiled engine checks it; a command whose
     prompts are built later (longer) than `prompts` gets a floor here."""
-    from .models import MODELS_DIR, PAIRS
+    from .models import MODELS_DIR, PAIRS, shipped_config
 
-    spec = PAIRS[pair_name]
-    if not spec.local:
+    ctxs = [shipped_config(pair_name, "max_position_embeddings", role) for role in ("draft", "target")]
+    if None in ctxs:  # a Hub pair, or a missing shipped model (load_pair says what to do)
         return
-    try:
-        ctx = min(int(json.loads((MODELS_DIR / m.repo / "config.json").read_text())["max_position_embeddings"])
-                  for m in (spec.draft, spec.target))
-    except (OSError, ValueError, KeyError):  # a missing or broken shipped model: load_pair says what to do
-        return
-    longest = 0
+    ctx, longest = min(ctxs), 0
     if prompts:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(MODELS_DIR / spec.target.repo)
+        tok = AutoTokenizer.from_pretrained(MODELS_DIR / PAIRS[pair_name].target.repo)
         longest = max(len(tok(p).input_ids) for p in prompts)
     extra = gamma + 1 if gamma else 0  # a speculative round's verify pass may reach gamma + 1 positions past the text
     need = longest + max_new_tokens + extra

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ROOT
+from .models import ROOT, shipped_config
 
 LOCAL_RUNS = ROOT / "runs"  # ignored by git: where runs go unless --out says otherwise
 ADAPTERS = ROOT / "data" / "models" / "early-exit"  # the trained exit adapters and their report
@@ -553,21 +553,6 @@ def _positive(ap, flag, value):
         ap.error(f"{flag} must be >= 1 (got {value})")
 
 
-def _target_config(pair_name: str, key: str) -> int | None:
-    """A number from the target's config.json ("num_hidden_layers", "hidden_size"), for a pair shipped
-    in the repository (None for a Hub pair: known once it is loaded, where bench_main and train_main
-    check again; None for a missing or broken shipped model too: load_pair says what to do)."""
-    from .models import MODELS_DIR, PAIRS
-
-    spec = PAIRS[pair_name]
-    if not spec.local:
-        return None
-    try:
-        return int(json.loads((MODELS_DIR / spec.target.repo / "config.json").read_text())[key])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
     """--adapters: a readable safetensors file of exit adapters and, where the target's width is known
     before loading (a shipped pair), adapters of that width; else ap.error with what to do."""
@@ -591,7 +576,7 @@ def _check_adapters_file(ap, path: Path, pair_name: str) -> None:
         ap.error(f"the shipped exit adapters are the tiny target's: for --pair {pair_name} train its own with "
                  f"`python -m utils.selfspec train --pair {pair_name} --out FOLDER`, then pass --adapters "
                  "FOLDER/adapters.safetensors; or pass --no-adapters")
-    width = _target_config(pair_name, "hidden_size")
+    width = shipped_config(pair_name, "hidden_size")
     if width is not None and widths != {width}:
         ap.error(f"--adapters {path} were trained for a target of hidden size {sorted(widths)[0]}, and {pair_name}'s "
                  f"is {width}; {train}")
@@ -601,7 +586,7 @@ def _check_ks(ap, ks, pair_name: str) -> None:
     """--ks: exit layers >= 1 and, where the layer count is known before loading, below the target's."""
     if any(k < 1 for k in ks):
         ap.error(f"--ks must all be >= 1 (got {ks}): exit layers; each must also be below the target's layer count")
-    n = _target_config(pair_name, "num_hidden_layers")
+    n = shipped_config(pair_name, "num_hidden_layers")
     if n is not None and any(k >= n for k in ks):
         ap.error(f"--ks must all be below the target's {n} layers (got {ks})")
 

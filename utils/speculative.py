@@ -334,6 +334,16 @@ def check_length(model, prompt_len: int, max_new_tokens: int, role: str = "model
     return need
 
 
+def check_lengths(target, draft, prompt_len: int, max_new_tokens: int) -> int:
+    """check_length for the target and, when its context is shorter, for the draft too (its own
+    warning; its cache grows as needed). Returns the target's allocation."""
+    ctx = lambda m: getattr(m.config.get_text_config(), "max_position_embeddings", None) or float("inf")  # noqa: E731
+    n_alloc = check_length(target, prompt_len, max_new_tokens, "target")
+    if ctx(draft) < ctx(target):
+        check_length(draft, prompt_len, max_new_tokens, "draft")
+    return n_alloc
+
+
 SCHEDULES = ("constant", "heuristic")
 
 
@@ -573,10 +583,7 @@ def speculative_generate(
         seq = torch.cat([input_ids.to(device), torch.tensor([new], dtype=torch.long, device=device)], dim=1)
         return SpeculativeOutput(seq, rounds, t_d, t_t, total, compile_time=stats.compile_time, host_syncs=stats.host_syncs,
                                  prefill_time=stats.prefill_time)
-    n_alloc = check_length(target, input_ids.shape[1], max_new_tokens, "target")
-    ctx = lambda m: getattr(m.config.get_text_config(), "max_position_embeddings", None) or float("inf")  # noqa: E731
-    if ctx(draft) < ctx(target):  # a draft with a shorter context: its own warning (its cache grows as needed)
-        check_length(draft, input_ids.shape[1], max_new_tokens, "draft")
+    n_alloc = check_lengths(target, draft, input_ids.shape[1], max_new_tokens)
     seq = input_ids.to(device)[0].tolist()
     warp = dict(temperature=temperature, top_k=top_k, top_p=top_p, check=False)
     capacity = n_alloc + min(gamma, max_new_tokens) + 1  # the most either cache holds (a round drafts < max_new_tokens)
