@@ -508,3 +508,120 @@ def test_no_cpp_compiler_is_named_with_the_fix(no_cpp_compiler):
     torch.testing.assert_close(logits, ref)
     assert not eng.compiled and "InvalidCxxCompiler" in eng.compile_fallbacks[0]
     assert fast.compile_readiness("cpu") is None  # the compiler is found again once the patch is undone
+
+
+# ---------------------------------------------------------------- CUDA graphs, checked without a GPU
+# On CUDA, mode="reduce-overhead" replays each compiled step as one CUDA graph, unless inductor finds a
+# reason not to: then it prints "skipping cudagraphs due to ..." and the step pays every kernel launch
+# again (exact, but as launch-bound as eager decoding). CI has no GPU, so these tests check the two
+# reasons that depend on this project's code and transformers' rather than on the GPU: a tensor the
+# step puts on the CPU ("cpu device"), and a tensor it writes that is not marked static ("mutated
+# inputs"; CUDA graph trees allow writes only to parameters, buffers and mark_static_address tensors).
+
+TINY_SHAPE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                  num_key_value_heads=1, head_dim=32, vocab_size=512)
+
+
+class _CpuTensors(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every aten operator that takes or makes a CPU tensor while the block runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        flat = torch.utils._pytree.tree_flatten((args, kwargs or {}, out))[0]
+        if any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in flat):
+            self.seen.append(str(func))
+        return out
+
+
+def _meta_model():
+    """A Gemma2 model on the meta device (shapes, no data): it runs the same Python and transformers
+    code as on a GPU, so a tensor its step makes on the CPU shows up as one. (A CPU-only torch cannot
+    make CUDA tensors, not even fake ones that index.)"""
+    from transformers import Gemma2ForCausalLM
+
+    from utils.shapes import gemma2_config
+
+    with torch.device("meta"):
+        return Gemma2ForCausalLM._from_config(gemma2_config("2b", **TINY_SHAPE), dtype=torch.bfloat16).eval()
+
+
+def _cpu_ops_of_steps(model, gamma=3):
+    """The CPU operators of the engine's steps (widths 1 and gamma + 1) and of notebook 09's batched
+    pass (utils.beyond, batch 2) on a model that lives elsewhere."""
+    from utils.beyond import _target_pass
+
+    dev = model.device
+    eng = fast.Engine(model, 64, compile=False)
+    eng.prefill(torch.ones(1, 4, dtype=torch.long, device=dev))  # eager, outside the check, as in the loops
+    batch = fast.static_cache(model, 64)
+    with torch.inference_mode():
+        model(input_ids=torch.ones(2, 4, dtype=torch.long, device=dev), past_key_values=batch, use_cache=True)
+    spy = _CpuTensors()
+    with torch.inference_mode(), spy:
+        for width in (1, gamma + 1):
+            eng.forward(torch.ones(1, width, dtype=torch.long, device=dev))
+        fast.rollback(batch, 4)
+        _target_pass(model, batch, torch.ones(2, gamma + 1, dtype=torch.long, device=dev))
+    return spy.seen
+
+
+def test_a_step_puts_nothing_on_the_cpu():
+    """No compiled step of the fast path (the engine's widths, the batched pass) takes or makes a CPU
+    tensor when its model is on another device: inductor would skip CUDA graphs for it ("cpu device")."""
+    model = _meta_model()
+    assert model.device.type == "meta"
+    assert _cpu_ops_of_steps(model) == []
+
+
+def test_the_cpu_check_sees_a_cpu_tensor(monkeypatch):
+    """The check has the power to fail: a norm that multiplies by a CPU scalar tensor is caught."""
+    from transformers.models.gemma2 import modeling_gemma2
+
+    norm = modeling_gemma2.Gemma2RMSNorm.forward
+    monkeypatch.setattr(modeling_gemma2.Gemma2RMSNorm, "forward", lambda self, x: norm(self, x) * torch.tensor(1.0))
+    assert "aten.lift_fresh.default" in _cpu_ops_of_steps(_meta_model())
+
+
+def _written_but_not_static(model, width=2, unmark=False):
+    """Compile the engine's step (dynamo and AOT autograd, as inductor gets it; no code generated) and
+    return the positions of the graph's inputs it writes, and of those that are not static: each of
+    these makes CUDA graph trees skip the step ("mutated inputs"). unmark=True first removes one cache
+    tensor's static mark."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._guards import TracingContext
+
+    eng = fast.Engine(model, 64, compile=False)
+    eng.prefill(torch.tensor([[5, 6, 7]]))
+    if unmark:
+        del eng.cache.layers[0].cumulative_length._dynamo_static_input_type
+    found = []
+
+    def inspect(gm, example_inputs):
+        meta = TracingContext.try_get().fw_metadata
+        written = [i for i, info in enumerate(meta.input_info) if info.mutates_data or info.mutates_metadata]
+        found.append(dict(written=written, not_static=[i for i in written if i not in set(meta.static_input_indices)]))
+        return gm
+
+    step = torch.compile(lambda ids: eng._forward(ids), backend=aot_autograd(fw_compiler=inspect), fullgraph=True, dynamic=False)
+    with torch.inference_mode():
+        step(torch.full((1, width), 3))
+    assert len(found) == 1
+    return found[0]
+
+
+def test_a_compiled_step_writes_only_static_tensors():
+    """The step writes each layer's keys, values and length (its KV cache), and all of them are static
+    inputs: transformers marks them (mark_static_address) when the cache is initialised eagerly, which
+    the engine's prefill does. A cache first used inside a compiled graph would not be marked."""
+    from utils.shapes import gemma2_config, random_model
+
+    model = random_model(gemma2_config("2b", **TINY_SHAPE), seed=1)
+    found = _written_but_not_static(model)
+    assert len(found["written"]) == 3 * TINY_SHAPE["num_hidden_layers"], found
+    assert found["not_static"] == [], found
+    unmarked = _written_but_not_static(model, unmark=True)  # the check's power: one unmarked length is named
+    assert unmarked["written"] == found["written"] and len(unmarked["not_static"]) == 1, unmarked

@@ -203,6 +203,11 @@ def test_readme_tables_of_a_compiled_gpu_run(compiled_run, tmp_path):
     spec = goals["spec_2b_27b_vs_hf_dynamic"]
     assert f"| {spec['goal']} | {spec['value']:.2f}x | {'yes' if spec['met'] else '**no**'} |" in text
     assert f"| {goals['compiled_greedy_vs_bound_9b']['goal']} | " in text
+    aim = goals["spec_2b_27b_vs_bandwidth_bound"]  # a ratio to the bound (threshold 1): written as a multiple
+    assert f"| {aim['goal']} | {aim['value']:.2f}x | {'yes' if aim['met'] else '**no**'} |" in text
+    at = next(a for a in pair["at_alpha"] if a["alpha"] == 0.8)
+    assert (f"| {at['vs_hf_dynamic']:.2f}x, {at['vs_hf_static']:.2f}x, {at['vs_compiled_greedy']:.2f}x, "
+            f"{at['vs_bandwidth_bound']:.2f}x |") in text
     sd = r["self_draft"][0]  # its alpha as measured (1 in exact arithmetic; bf16 can flip a near-tie)
     assert f"| 27b | {sd['alpha']:.3f} | {sd['steady_tok_s']:.1f} |" in text.split("drafting for itself")[1]
 
@@ -225,7 +230,8 @@ def test_notebook_07_figure_of_a_compiled_run(compiled_run):
     assert list(curve.get_xdata()) == [a["alpha"] for a in pair["at_alpha"]]
     assert list(curve.get_ydata()) == [a["tok_s"] for a in pair["at_alpha"]]
     levels = {line.get_ydata()[0] for line in rest}
-    assert {pair["target_hf_dynamic_tok_s"], pair["target_compiled_decode_tok_s"], r["self_draft"][0]["steady_tok_s"]} <= levels
+    assert {pair["target_hf_dynamic_tok_s"], pair["target_compiled_decode_tok_s"], pair["target_bandwidth_bound_tok_s"],
+            r["self_draft"][0]["steady_tok_s"]} <= levels
     star = next(line for line in rest if "drafting for itself" in line.get_label())
     assert list(star.get_xdata()) == [r["self_draft"][0]["alpha"]]  # at the alpha it measured
     assert "random weights" in ax.get_title()
@@ -281,6 +287,7 @@ def test_compiled_pair_round_times_and_implied_rates(compiled_run):
     assert set(pair["compile_s"]) == {"draft", "target"} and set(pair["compile_s"]["target"]) == {"1", "3"}
     assert pair["target_hf_dynamic_tok_s"] == target["hf_dynamic_tok_s"]
     assert pair["target_hf_static_tok_s"] == target["hf_static_tok_s"]
+    assert pair["target_bandwidth_bound_tok_s"] == target["bandwidth_bound_tok_s"] == BW / target["weights_bytes"]
     assert [a["alpha"] for a in pair["at_alpha"]] == [0.6, 0.7, 0.8, 0.9]
     rej, acc = pair["round_ms_rejected"], pair["round_ms_all_accepted"]
     for a in pair["at_alpha"]:
@@ -290,6 +297,7 @@ def test_compiled_pair_round_times_and_implied_rates(compiled_run):
         assert a["vs_hf_dynamic"] == pytest.approx(a["tok_s"] / target["hf_dynamic_tok_s"])
         assert a["vs_hf_static"] == pytest.approx(a["tok_s"] / target["hf_static_tok_s"])
         assert a["vs_compiled_greedy"] == pytest.approx(a["tok_s"] / target["compiled_decode_tok_s"])
+        assert a["vs_bandwidth_bound"] == pytest.approx(a["tok_s"] / target["bandwidth_bound_tok_s"])
         assert a["theory_speedup_vs_compiled_greedy"] == pytest.approx(a["tau"] / (2 * pair["c"] + pair["v"]))
 
 
@@ -313,13 +321,15 @@ def test_compiled_goals_are_read_from_the_rows(compiled_run):
     result = compiled_run.result
     goals = {g["id"]: g for g in result["goals"]}
     assert set(goals) == {"compiled_greedy_vs_bound_9b", "compiled_greedy_vs_bound_27b", "spec_2b_27b_vs_hf_dynamic",
-                          "spec_2b_27b_vs_hf_static"}
+                          "spec_2b_27b_vs_hf_static", "spec_2b_27b_vs_compiled_greedy", "spec_2b_27b_vs_bandwidth_bound"}
     rows = {m["size"]: m for m in result["models"]}
     at = next(a for a in result["pairs"][0]["at_alpha"] if a["alpha"] == 0.8)
     expect = dict(compiled_greedy_vs_bound_9b=(rows["9b"]["compiled_vs_bound"], 0.6),
                   compiled_greedy_vs_bound_27b=(rows["27b"]["compiled_vs_bound"], 0.6),
                   spec_2b_27b_vs_hf_dynamic=(at["vs_hf_dynamic"], 1.8),
-                  spec_2b_27b_vs_hf_static=(at["vs_hf_static"], 1.3))
+                  spec_2b_27b_vs_hf_static=(at["vs_hf_static"], 1.3),
+                  spec_2b_27b_vs_compiled_greedy=(at["vs_compiled_greedy"], 2.0),
+                  spec_2b_27b_vs_bandwidth_bound=(at["vs_bandwidth_bound"], 1.0))
     for gid, (value, threshold) in expect.items():
         assert goals[gid]["value"] == value and goals[gid]["threshold"] == threshold
         assert goals[gid]["met"] is (value >= threshold)
@@ -507,7 +517,7 @@ def test_cli_compiled_writes_its_file(tmp_path, capsys):
                  "--tag", "p"])
     data = json.loads((tmp_path / "shapes-compiled-cpu-p.json").read_text())
     assert data["models"] == data["pairs"] == data["self_draft"] == [] and data["meta"]["complete"] is True
-    assert data["meta"]["argv"][0] == "--compiled" and len(data["goals"]) == 4
+    assert data["meta"]["argv"][0] == "--compiled" and len(data["goals"]) == len(shapes.GOALS) == 6
     out = capsys.readouterr().out
     assert "wrote" in out and '"compiled_greedy_vs_bound_9b"' in out
 

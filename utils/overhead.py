@@ -619,7 +619,7 @@ def plot_compiled_pairs(result: dict, ax=None):
     """Issue 12's question in one picture, for a `python -m utils.shapes --compiled` result: per pair,
     the tokens/s its measured compiled round implies at each alpha (tau / round time), beside the
     target's own baselines (HF eager with a dynamic cache, HF static cache, our compiled greedy:
-    horizontal lines) and, at alpha = 1, the measured self-draft run of that target where the file has
+    horizontal lines) and its memory-bandwidth bound, the ceiling of every plain batch-1 decoder and, at alpha = 1, the measured self-draft run of that target where the file has
     one. Random weights give no real alpha: the x axis is the acceptance a real draft would have to
     reach. Returns the axes (None when the file holds no pair with measured rounds)."""
     pairs = [p for p in result.get("pairs", []) if p.get("at_alpha")]
@@ -633,7 +633,8 @@ def plot_compiled_pairs(result: dict, ax=None):
         ax.plot(xs, [a["tok_s"] for a in p["at_alpha"]], "o-", color=color,
                 label=f"{p['pair']} compiled speculative, gamma {p['gamma']} (c = {p['c']:.2f}, v = {p['v']:.2f})")
         for key, style, name in (("target_hf_dynamic_tok_s", ":", "HF eager"), ("target_hf_static_tok_s", "--", "HF static"),
-                                 ("target_compiled_decode_tok_s", "-.", "compiled greedy")):
+                                 ("target_compiled_decode_tok_s", "-.", "compiled greedy"),
+                                 ("target_bandwidth_bound_tok_s", "-", "bandwidth bound (any plain decoder)")):
             if p.get(key):
                 ax.axhline(p[key], ls=style, color=color, lw=1, label=f"{p['target']} {name}: {p[key]:.0f} tok/s")
         if p["target"] in selfd:  # alpha 1 in exact arithmetic; bf16 rounding can flip a near-tie, so the measured one

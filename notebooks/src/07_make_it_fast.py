@@ -579,6 +579,29 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # `utils.fast` gets.
 # gpt-fast combined exactly these pieces (a static cache overwritten in place, `torch.compile` with
 # CUDA graphs, speculative decoding) in a few hundred lines.
+#
+# The solid line in the pair figure (drawn once a compiled GPU run is committed) is the target's
+# bandwidth bound: no plain decoder at batch 1 gets above it, compiled or not, because every token
+# reads every weight once. Speculative decoding can, because one verify pass reads the weights once
+# for several tokens. How far, if both steps were bandwidth-bound: $c$ is then the ratio of weight
+# bytes (section 1), $v = 1$, and Thm 3.8's $\tau / (\gamma c + v)$ is the gain over the compiled
+# plain decoder. The file's "goals" list this aim beside issue 12's floors.
+
+# %%
+from utils.shapes import GOAL_ALPHA
+from utils.theory import expected_speedup, expected_tokens_per_round
+
+c_bytes = next(p["bytes"] for p in pred if p["pair"] == "2b->27b")  # (2b weight bytes) / (27b weight bytes)
+aim = expected_speedup(GOAL_ALPHA, 4, c_bytes)  # v = 1
+print(f"2b->27b, alpha {GOAL_ALPHA}, gamma 4, c = {c_bytes:.3f} (bytes), v = 1: tau = "
+      f"{expected_tokens_per_round(GOAL_ALPHA, 4):.2f} tokens per round, {aim:.2f}x the compiled plain decoder, "
+      f"so above the bound wherever that decoder reaches {1 / aim:.0%} of it")
+
+# %% [markdown]
+# Whether a step replays as one CUDA graph is decided on the GPU, but its two most common spoilers
+# come from the model's code, and `tests/test_fast.py` checks both on a CPU: a tensor the step puts
+# on the CPU (found by running the step on PyTorch's shape-only `meta` device), and a tensor it
+# writes that is not marked static (found in the graph `torch.compile` hands to inductor).
 
 # %% [markdown]
 # ## Try this
@@ -660,6 +683,8 @@ check_07(reference)
 #   before, the verify pass $v$ and the loop's own work $o$, which weigh more once the passes are
 #   short; the eager prefill of the prompt comes on top, on both sides (only the draft's part counts
 #   against speculative decoding). Section 5 prints where this run's rounds went and how it came out.
+# - No plain decoder at batch 1 beats the bandwidth bound; speculative decoding can, since one verify
+#   pass reads the weights once for several tokens (section 6 prints how far for 2b → 27b).
 
 # %% [markdown]
 # ## References
