@@ -366,7 +366,7 @@ def compiled_gpu_table(results: Path | None = None) -> str:
             out.append("\n**Compiling fell back** (a graph break under fullgraph=True: compiled in pieces; or a compiler "
                        "failure: run eagerly) in: " + ", ".join(breaks) + " (why, in the file's `compile_fallbacks`): "
                        "those compiled numbers are exact but slower than one graph per step gives.")
-        out.append("\n| goal (issue 12's floors; then the aim past any plain decoder) | measured | met |")
+        out.append("\n| goal (the floors this collection set; then the aim past any plain decoder) | measured | met |")
         out.append("|---|---|---|")
         for g in r["goals"]:
             met = {True: "yes", False: "**no**"}.get(g["met"], "not measured in this file")

@@ -304,10 +304,11 @@ def test_cost_measurements_on_the_tiny_pair_and_on_shrunken_gemma2_shapes(pair):
     assert [(len(p["costs"]), p["complete"], p["skipped_batch_sizes"]) for p in partial] == [(1, False, [2]), (2, True, [])]
     rows = [dict(B=1, temperature=0.0, method=m, tokens_per_s=t, alpha=0.5, alpha_checked=0.6, tokens_per_row_round=2.0)
             for m, t in zip(("plain (ours)", "plain (HF generate)", "speculative (ours)"), (10.0, 8.0, 15.0))]
+    rows[2].update(draft_passes=7, rounds=2)  # 3 drafts a round and one catch-up pass
     result = dict(meta=dict(gamma=3), rows=rows, costs=[c | dict(B=1)])
     (r,) = batched_table(result, 0.0)
     assert r["speedup_vs_ours"] == pytest.approx(1.5) and r["speedup_vs_hf"] == pytest.approx(15 / 8)
-    assert r["predicted"] == pytest.approx(2.0 / (3 * c["c"] + c["v"]))
+    assert r["k_bar"] == 3.5 and r["predicted"] == pytest.approx(2.0 / (3.5 * c["c"] + c["v"]))
     axes = plot_batched(result, 0.0)
     assert "T = 0, alpha per checked token 0.60 to 0.60" in axes[0].get_title()  # labelled with what it measured
     with pytest.raises(ValueError, match="no rows at temperature"):
@@ -515,3 +516,21 @@ def test_a_graph_break_in_the_compiled_cost_passes_is_compiled_in_pieces_and_sai
         assert again["compile_fallbacks"] == [said] and again["costs"][0]["compiled"]["v"] > 0
     finally:
         beyond._compiled_pass.cache_clear()  # drop the graphs of the breaking pass
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_draft_passes_count_every_draft_forward_call(pair, temperature):
+    """BatchedOutput.draft_passes (notebook 09's k_bar = passes per round) is the number of the draft's
+    forward calls after the prompt, catch-up passes included, as a forward hook counts them."""
+    from utils.batched import speculative_batched
+    from utils.beyond import left_padded
+
+    ids, mask = left_padded(pair.tokenizer, ["The for statement", "A list is", "Use the with statement to"], "cpu")
+    calls = []
+    hook = pair.draft.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = speculative_batched(pair.target, pair.draft, ids, mask, max_new_tokens=20, gamma=4, temperature=temperature,
+                                  generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert out.draft_passes == len(calls) - 1  # the first call is the prompt's prefill

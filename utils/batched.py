@@ -65,6 +65,7 @@ class BatchedOutput:
     batch_sizes: list[int] = field(default_factory=list)  # rows still running in each round
     widths: list[int] = field(default_factory=list)  # columns (cache length + 1) in each round
     ragged_rounds: int = 0  # rounds after which running rows had grown by different numbers of tokens
+    draft_passes: int = 0  # the draft's batched forward passes after the prompt: k per round, plus each catch-up
     added: list[list[int]] = field(default_factory=list)  # per round, per input row: tokens it added (0: finished)
 
     @property
@@ -344,6 +345,7 @@ def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tok
         out.widths.append(batch.tokens.shape[1])
         # Draft k tokens for every row, (Bn, 1) at a time.
         x, valid, q_rows, d = batch.tokens[:, -1:], batch.valid, [], []
+        out.draft_passes += k
         for _ in range(k):
             q = probs_from_logits(_forward(draft, d_cache, x, valid, d_timer)[:, -1], **warp)  # (Bn, V)
             tok = sample(q, generator) if temperature > 0 else q.argmax(-1)  # (Bn,)
@@ -378,6 +380,7 @@ def speculative_batched(target, draft, input_ids, attention_mask, *, max_new_tok
         out.ragged_rounds += any(m[i] != M for i in keep)
         if k and M == k + 1:  # a running row kept all k drafts: the draft has not cached d_k yet
             _forward(draft, d_cache, d[:, -1:], valid, d_timer, keep=1)
+            out.draft_passes += 1
         # Candidates of this round as columns L..L+k: d_1..d_k, with row b's own token at L + n_b.
         ext_tokens = torch.cat([batch.tokens, d, torch.zeros_like(d[:, :1])], 1)  # (Bn, L + k + 1)
         ext_tokens[torch.arange(Bn, device=device), batch.tokens.shape[1] + n] = nxt

@@ -495,7 +495,7 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
         row.update(rounds=out.rounds, mean_rows_per_round=statistics.mean(out.batch_sizes) if out.batch_sizes else 0.0)
     if out is not None and method != "plain (ours)":
         row.update(drafted=sum(out.drafted), accepted=sum(out.accepted), rejected=sum(out.rejected),
-                   ragged_rounds=out.ragged_rounds, alpha=out.acceptance_rate, alpha_checked=out.checked_acceptance_rate,
+                   draft_passes=out.draft_passes, ragged_rounds=out.ragged_rounds, alpha=out.acceptance_rate, alpha_checked=out.checked_acceptance_rate,
                    tokens_per_row_round=new / max(1, sum(out.batch_sizes)))
     return row
 
@@ -614,7 +614,9 @@ def compare_batched(pair, prompts, *, batch_sizes=(1, 2, 4, 8, 16), gamma=4, tem
 
 def batched_table(result, temperature: float = 0.0) -> list[dict]:
     """Per B: tokens/s of each method, speculative / plain (ours) and / plain (HF), alpha, c, v, and the
-    speedup the cost model predicts from them: tau / (gamma c + v), tau = tokens a row gains per round."""
+    speedup the cost model predicts from them: tau / (k_bar c + v), tau = tokens a row gains per round,
+    k_bar = the draft's batched passes per round (up to gamma drafts, plus the catch-up pass after a
+    round where a row kept every draft, as notebook 07 counts them)."""
     out = []
     for cost in result["costs"]:
         B = cost["B"]
@@ -626,8 +628,8 @@ def batched_table(result, temperature: float = 0.0) -> list[dict]:
                         speedup_vs_ours=spec["tokens_per_s"] / r["plain (ours)"]["tokens_per_s"],
                         speedup_vs_hf=spec["tokens_per_s"] / r["plain (HF generate)"]["tokens_per_s"],
                         alpha=spec["alpha"], alpha_checked=spec["alpha_checked"], c=cost["c"], v=cost["v"],
-                        tau=spec["tokens_per_row_round"],
-                        predicted=spec["tokens_per_row_round"] / (result["meta"]["gamma"] * cost["c"] + cost["v"])))
+                        tau=spec["tokens_per_row_round"], k_bar=spec["draft_passes"] / spec["rounds"],
+                        predicted=spec["tokens_per_row_round"] / (spec["draft_passes"] / spec["rounds"] * cost["c"] + cost["v"])))
     return out
 
 

@@ -619,9 +619,10 @@ def plot_compiled_pairs(result: dict, ax=None):
     """Issue 12's question in one picture, for a `python -m utils.shapes --compiled` result: per pair,
     the tokens/s its measured compiled round implies at each alpha (tau / round time), beside the
     target's own baselines (HF eager with a dynamic cache, HF static cache, our compiled greedy:
-    horizontal lines) and its memory-bandwidth bound, the ceiling of every plain batch-1 decoder and, at alpha = 1, the measured self-draft run of that target where the file has
-    one. Random weights give no real alpha: the x axis is the acceptance a real draft would have to
-    reach. Returns the axes (None when the file holds no pair with measured rounds)."""
+    horizontal lines), its memory-bandwidth bound (the ceiling of every plain batch-1 decoder) and, at
+    alpha = 1, the measured self-draft run of that target where the file has one. Random weights give
+    no real alpha: the x axis is the acceptance a real draft would have to reach. Returns the axes
+    (None when the file holds no pair with measured rounds)."""
     pairs = [p for p in result.get("pairs", []) if p.get("at_alpha")]
     if not pairs:
         return None

@@ -78,15 +78,17 @@ def plot_distribution_check(samples: dict[str, list[int]], target_probs, tokeniz
     return ax
 
 
-def plot_tau(measured: dict[int, tuple[float, float]], ax=None):
-    """measured: gamma -> (alpha per checked token, tokens per round). Curves: (1 - a^(g+1)) / (1 - a)."""
+def plot_tau(measured: dict[int, tuple[float, float]], ax=None, title: str = "measured (dots) vs Eq. 1 (lines)"):
+    """measured: gamma -> (alpha per checked token, tokens per round). Curves: (1 - a^(g+1)) / (1 - a).
+    title: say which pair, temperature and prompts the dots come from."""
     _need(measured, "measured", "a dict of gamma -> (alpha, tokens per round)")
     ax = _ax(ax)
     a = np.linspace(0, 0.99, 100)
     for g, (alpha, tau) in sorted(measured.items()):
         (line,) = ax.plot(a, [expected_tokens_per_round(x, g) for x in a], lw=1, label=f"theory, gamma={g}")
         ax.plot([alpha], [tau], "o", color=line.get_color(), ms=7)
-    ax.set(xlabel="alpha per checked token", ylabel="tokens per round tau", title="measured (dots) vs Eq. 1 (lines)")
+    ax.set(xlabel="alpha per checked token", ylabel="tokens per round tau")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return ax
 

@@ -27,7 +27,7 @@ forced to 0 and to gamma, timed as the difference between a short and a long run
 implies at each alpha, tau(alpha, gamma) / E[round time], and those against the baselines. Per
 self-draft (the target drafting for itself, alpha = 1, measured for real): its tokens/s against what
 the round-time model predicts for the same rounds. "goals" holds the ratios the GPU run is judged by:
-issue 12's floors, and the aim past them (2b->27b at alpha 0.8 above the 27b's bandwidth bound).
+the floors this collection set, and the aim past them (2b->27b at alpha 0.8 above the 27b's bandwidth bound).
 """
 
 from __future__ import annotations

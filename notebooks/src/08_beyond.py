@@ -173,11 +173,12 @@ for ax, (T, pairs) in zip(axes, signal.items()):
 # ## 4. Measured: held-out prompts, constant $\gamma$ against both rules
 #
 # `python -m utils.beyond adaptive --threads 1 --out data/results` ran our loop with a constant
-# $\gamma = 4$, the heuristic schedule from 4, and thresholds 0.2, 0.4 (HF's default) and 0.6 with
-# $\gamma = 4$ as a cap, at $T = 0$ and $T = 1$, and our plain loop without a draft as the baseline.
-# Per prompt the configurations took turns after a warm-up run, and each kept its median of three
-# runs. It ran on one thread: the machine's two cores were shared with other jobs, and two threads
-# fighting a third process for two cores stall badly. The timings are still noisy (the file keeps every
+# $\gamma$, the heuristic schedule starting from it, and several confidence thresholds (0.4 is HF's
+# default) with that $\gamma$ as a cap, at $T = 0$ and $T = 1$, and our plain loop without a draft as
+# the baseline; the first lines below print each configuration and the run's settings from the file.
+# Per prompt the configurations took turns after a warm-up run, and each kept the median of its
+# repeats. It ran on one thread: the machine's two cores were shared with other jobs, and two
+# threads fighting a third process for two cores stall badly. The timings are still noisy (the file keeps every
 # repeat, and `spread` below is the median over prompts of (slowest − fastest) / median).
 
 # %%
@@ -188,7 +189,9 @@ from utils.models import ROOT
 res = json.loads((ROOT / "data/results/adaptive-tiny-cpu-heldout.json").read_text())
 m = res["meta"]
 print(f"[{m['pair']} pair, {m['hardware']}, torch {m['torch']}, transformers {m['transformers']}, {m['date']}; "
-      f"{m['n_prompts']} {m['prompt_set']} prompts x {m['max_new_tokens']} new tokens; the run took {m['wall_s'] / 60:.1f} min]")
+      f"{m['n_prompts']} {m['prompt_set']} prompts x {m['max_new_tokens']} new tokens, median of {m['repeats']} runs after "
+      f"{m['warmup']} warm-up; the run took {m['wall_s'] / 60:.1f} min]")
+print("configurations:", "; ".join(f"{name}: {kw or 'no draft'}" for name, kw in m["configs"].items()))
 print(f"{'T':>3} {'configuration':16s} {'tok/s':>6} {'vs plain':>8} {'vs const':>8} {'alpha drafted/checked':>21} "
       f"{'drafted/round':>13} {'tokens/round':>12} {'mean gamma':>10} {'spread':>6}")
 for s in res["summary"]:

@@ -183,10 +183,12 @@ check_09(reference, pair)
 # ## 4. Why batching shrinks the gain
 #
 # Notebook 04's cost model, with a batch. Measure times in plain decoding steps *at this batch
-# size*: a draft step costs $c(B)$, a verify pass of $\gamma + 1$ tokens costs $v(B)$. A round drafts
-# $\gamma$ tokens and verifies once, and each row gains $\bar\tau$ tokens on average, so
+# size*: a draft step costs $c(B)$, a verify pass of $\gamma + 1$ tokens costs $v(B)$. A round runs
+# $\bar k$ draft passes (up to $\gamma$ drafts, plus a catch-up pass after a round in which a row
+# kept every draft: the draft has not yet read its own last token; $\bar k$ as notebook 07 counts it)
+# and one verify pass, and each row gains $\bar\tau$ tokens on average, so
 #
-# $$\text{speedup}(B) \approx \frac{\bar\tau}{\gamma\, c(B) + v(B)} .$$
+# $$\text{speedup}(B) \approx \frac{\bar\tau}{\bar k\, c(B) + v(B)} .$$
 #
 # A pass reads every weight once and computes every token it is given with it: a plain step
 # computes $B$ tokens per weight read, a verify pass $B(\gamma + 1)$. Call $R$ the tokens per weight
@@ -309,11 +311,13 @@ print(f"prompts: {meta['prompt_set']} (in-sample), the first B of them; the held
 print(f"[{meta['pair']} pair, {meta['hardware']}, torch {meta['torch']}, transformers {meta['transformers']}, "
       f"{meta['date']}; gamma {meta['gamma']}, {meta['max_new_tokens']} new tokens per row, median of {meta['repeats']}]")
 for t in meta["temperatures"]:
-    print(f"\nT = {t:g}:  B  plain(ours)  plain(HF)  speculative  speedup  vs HF  alpha drafted/checked   tau     c     v  predicted")
+    print(f"\nT = {t:g}:  B  plain(ours)  plain(HF)  speculative  speedup  vs HF  alpha drafted/checked   tau  k-bar"
+          "     c     v  predicted")
     for r in batched_table(res, t):
         print(f"       {r['B']:3d} {r['plain (ours) tok/s']:10.0f} {r['plain (HF generate) tok/s']:10.0f} "
               f"{r['speculative (ours) tok/s']:11.0f} {r['speedup_vs_ours']:7.2f}x {r['speedup_vs_hf']:5.2f}x "
-              f"{r['alpha']:13.2f} / {r['alpha_checked']:.2f} {r['tau']:7.2f} {r['c']:5.2f} {r['v']:5.2f} {r['predicted']:8.2f}x")
+              f"{r['alpha']:13.2f} / {r['alpha_checked']:.2f} {r['tau']:7.2f} {r['k_bar']:5.2f} {r['c']:5.2f} {r['v']:5.2f} "
+              f"{r['predicted']:8.2f}x")
 
 # %% [markdown]
 # How much of that is noise? The file keeps every repeat (`seconds_all`); the spread of one
@@ -358,15 +362,15 @@ print(f"[{meta['pair']} pair, {meta['hardware']}, {meta['prompt_set']} prompts (
       f"{lo['speedup_vs_ours']:.2f}x plain batched decoding at B = {lo['B']} (alpha per checked token {lo['alpha_checked']:.2f}) and "
       f"{hi['speedup_vs_ours']:.2f}x at B = {hi['B']} (alpha {hi['alpha_checked']:.2f}), while a verify pass went from v = {lo['v']:.2f} "
       f"to {hi['v']:.2f} plain steps and a draft step from c = {lo['c']:.2f} to {hi['c']:.2f}. The cost model predicted "
-      f"{lo['predicted']:.2f}x and {hi['predicted']:.2f}x from the measured tau, c and v.")
+      f"{lo['predicted']:.2f}x and {hi['predicted']:.2f}x from the measured tau, k-bar, c and v.")
 
 # %% [markdown]
-# The cost model counts forward passes only, and it assumes every row is busy in every round. The
-# batched loop does more per round than the passes (the *overhead* the formula leaves out): it
-# builds the masks, gathers the caches of rows that shifted, lets the draft catch up on its last
-# token when a row accepted everything, and reads the accepted counts of every row on the host. And
-# rows that finish early leave later rounds under-filled: the batch runs until its slowest row has
-# its tokens, and a round over fewer rows costs less only as far as the plain step shrinks with $B$
+# The cost model counts forward passes only (the catch-up passes among them), and it assumes every
+# row is busy in every round. The batched loop does more per round than the passes (the *overhead*
+# the formula leaves out): it builds the masks, gathers the caches of rows that shifted, and reads
+# the accepted counts of every row on the host. And rows that finish early leave later rounds
+# under-filled: the batch runs until its slowest row has its tokens, and a round over fewer rows
+# costs less only as far as the plain step shrinks with $B$
 # (the first line below). Then the ratio of measured to predicted, how full the rounds were (rows
 # busy: mean running rows per round / $B$) and how many rounds ran. If a round costs the same
 # however many of its rows still run, the speedup to expect is the formula times the rows busy:
@@ -398,10 +402,10 @@ print(f"measured below the formula at {sum(r['speedup_vs_ours'] < r['predicted']
 
 # %% [markdown]
 # Read the figure with the formula: plain batched decoding gains tokens/s as $B$ grows (a step
-# over $B$ rows costs less than $B$ steps, the first line above), and the verify pass stops being
-# free at the same time, so the speculative loop's advantage shrinks. Where the formula alone still
-# predicts a gain the measurement shows a loss (printed above); the last line says how much of the
-# gap the rows busy account for. What remains is not measured here: we attribute it to the loop's
+# over $B$ rows costs less than $B$ steps, the first line above), while the verify pass costs more
+# plain steps as $B$ grows (the $v$ printed above), so the speculative loop's advantage shrinks.
+# Where the formula alone still predicts a gain the measurement shows a loss (printed above); the
+# last line says how much of the gap the rows busy account for. What remains is not measured here: we attribute it to the loop's
 # own work per round outside the forward passes (masks, cache gathers, host reads), within the
 # noise of the repeats (section 5's spread). Where the gain turns
 # is set by the hardware ($v(B)$, $c(B)$ and the overhead of a round), by the text ($\bar\tau$) and
@@ -451,7 +455,7 @@ if not gpu_costs:
 # - Rows accept different numbers of tokens in a round; shifting the shorter rows right (a gather
 #   on the caches, no recomputation) keeps one rectangle. Finished rows leave.
 # - The accept/reject rule is the same, row by row: each row's distribution is the target's.
-# - The speedup is $\approx \bar\tau / (\gamma c(B) + v(B))$: as $B$ grows a verify pass costs more
+# - The speedup is $\approx \bar\tau / (\bar k\, c(B) + v(B))$: as $B$ grows a verify pass costs more
 #   plain steps (roofline: $v \approx 1$ while $B(\gamma + 1)$ tokens per weight read stay memory-bound,
 #   up to $\gamma + 1$ once the plain step is compute-bound too), so the gain shrinks, early on a
 #   small CPU and late on a large GPU. The formula counts forward passes only: it leaves out the
