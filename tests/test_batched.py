@@ -534,3 +534,7 @@ def test_draft_passes_count_every_draft_forward_call(pair, temperature):
     finally:
         hook.remove()
     assert out.draft_passes == len(calls) - 1  # the first call is the prompt's prefill
+    # a row that kept all 4 drafts (added 5 tokens) and ran on: the draft caught up after that round, so
+    # the equality above covers the catch-up pass too (greedy on workshop-like prompts: it happens)
+    caught_up = any(a[r] == 5 and b[r] > 0 for a, b in zip(out.added, out.added[1:]) for r in range(len(a)))
+    assert caught_up or temperature > 0

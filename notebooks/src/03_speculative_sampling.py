@@ -410,8 +410,9 @@ print("[" + "; ".join(f"{name}: {len({r['prompt'] for r in res['rows']})} prompt
 
 # %% [markdown]
 # Pooled, the held-out prompts accept less in greedy mode, and the gap is smaller at temperature 1;
-# single prompts overlap (the ranges), so with five prompts per set read it as a tendency, not a law. So $\alpha$ depends on the text too, and how much
-# depends on the temperature: greedy acceptance only needs the two arg maxes to agree, which the
+# single prompts overlap (the ranges), so with the few prompts per set printed above read it as a
+# tendency, not a law: $\alpha$ likely depends on the text too, and how much depends on the
+# temperature: greedy acceptance only needs the two arg maxes to agree, which the
 # draft manages best on text like its training data.
 
 # %% [markdown]

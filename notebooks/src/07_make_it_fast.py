@@ -285,8 +285,8 @@ for name, ms in step_ms.items():
     print(f"{name:24s} {ms:6.2f} ms per step ({ops})")
 sec2_ms = 1e3 * rows[0].seconds  # section 2 timed the same eager step (target, DynamicCache, same prompt)
 eager_ms = sorted((sec2_ms, step_ms["eager, DynamicCache"]))
-print(f"the same eager step in section 2: {sec2_ms:.2f} ms ({step_ms['eager, DynamicCache'] / sec2_ms - 1:+.0%} here: "
-      "two timings of one step on a shared machine)")
+print(f"the same eager step in section 2: {sec2_ms:.2f} ms ({step_ms['eager, DynamicCache'] / sec2_ms - 1:+.0%} here; "
+      "there it took turns with the other models, here with two variants of itself)")
 print(f"compiling the one-token step took {compiled_engine.compile_time[1]:.1f} s (once per token width); "
       "compiled = " + " to ".join(dict.fromkeys(f"{e / step_ms['compiled, static cache']:.1f}x" for e in eager_ms))
       + " faster than eager (against the two eager timings)")
@@ -587,7 +587,7 @@ print(f"{len(found)} compiled GPU shape result(s) in data/results" + ("" if foun
 # gpt-fast combined exactly these pieces (a static cache overwritten in place, `torch.compile` with
 # CUDA graphs, speculative decoding) in a few hundred lines.
 #
-# The solid line in the pair figure (drawn once a compiled GPU run is committed) is the target's
+# The solid horizontal line in the pair figure (drawn once a compiled GPU run is committed) is the target's
 # bandwidth bound: no plain decoder at batch 1 gets above it, compiled or not, because every token
 # reads every weight once. Speculative decoding can, because one verify pass reads the weights once
 # for several tokens. How far, if both steps were bandwidth-bound: $c$ is then the ratio of weight
@@ -604,7 +604,8 @@ c_bytes = next(p["bytes"] for p in pred if p["pair"] == "2b->27b")  # (2b weight
 aim = expected_speedup(GOAL_ALPHA, 4, c_bytes)  # v = 1
 print(f"2b->27b, alpha {GOAL_ALPHA}, gamma 4, c = {c_bytes:.3f} (bytes), v = 1: tau = "
       f"{expected_tokens_per_round(GOAL_ALPHA, 4):.2f} tokens per round, {aim:.2f}x the compiled plain decoder, "
-      f"so above the bound wherever that decoder reaches {1 / aim:.0%} of it")
+      f"so above the bound wherever that decoder reaches {1 / aim:.0%} of it, if the draft's step is as close to its "
+      "own bound (a fixed cost per step raises c towards the layer ratio, section 1)")
 print("goals of a GPU run:", *(g["goal"] for g in GOALS), sep="\n  ")
 
 # %% [markdown]

@@ -220,8 +220,9 @@ ax.tick_params(axis="x", rotation=15)
 # ## 5. When it helps, and when it does not
 #
 # A rule changes two numbers of a round: the tokens it yields, $\bar\tau$ on average, and the
-# tokens drafted, $\bar k$ (one draft pass each; the extra pass that writes the last token after a
-# full acceptance, which notebook 07 counts in its $\bar k$, is left out here). With a draft pass
+# tokens drafted, $\bar k$ (one draft pass each: this eager loop folds the last drafted token after a
+# full acceptance into the next round's first pass, so it has no extra pass like the compiled loop
+# of notebook 07 and the batched loop of notebook 09, which count theirs in their $\bar k$). With a draft pass
 # costing $c$ target steps and the verify pass one ($v = 1$, as in the paper), Leviathan et al.'s
 # Thm 3.8 (constant $\gamma$, i.i.d. acceptance) extends to rounds of any length as
 #
