@@ -16,6 +16,9 @@ from utils.decoding import autoregressive_generate
 from utils.sampling import probs_from_logits
 from utils.speculative import distribution_check, speculative_generate
 
+TINY_SHAPE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                  num_key_value_heads=1, head_dim=32, vocab_size=512)  # a 2-layer random Gemma2, for shape-level tests
+
 
 def hf_greedy(model, ids, n, eos=None):
     with torch.inference_mode():
@@ -421,9 +424,7 @@ def test_a_one_token_prompt_still_initialises_every_cache_eagerly():
     graphs would be skipped): both engines of a model drafting for itself, and the output stays exact."""
     from utils.shapes import gemma2_config, random_model
 
-    small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=32, vocab_size=512)
-    m = random_model(gemma2_config("2b", **small), device="cpu", dtype=torch.float32, seed=1)
+    m = random_model(gemma2_config("2b", **TINY_SHAPE), device="cpu", dtype=torch.float32, seed=1)
     ids = torch.tensor([[5]])  # (1, 1): the prefill writes nothing
     _, new, *_ = fast.speculative_compiled(m, m, ids, max_new_tokens=8, gamma=2)
     for second in (False, True):
@@ -517,9 +518,6 @@ def test_no_cpp_compiler_is_named_with_the_fix(no_cpp_compiler):
 # reasons that depend on this project's code and transformers' rather than on the GPU: a tensor the
 # step puts on the CPU ("cpu device"), and a tensor it writes that is not marked static ("mutated
 # inputs"; CUDA graph trees allow writes only to parameters, buffers and mark_static_address tensors).
-
-TINY_SHAPE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
-                  num_key_value_heads=1, head_dim=32, vocab_size=512)
 
 
 class _CpuTensors(torch.utils._python_dispatch.TorchDispatchMode):

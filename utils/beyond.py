@@ -495,8 +495,8 @@ def _run_batched(pair, ids, mask, method, max_new_tokens, gamma, temperature, se
         row.update(rounds=out.rounds, mean_rows_per_round=statistics.mean(out.batch_sizes) if out.batch_sizes else 0.0)
     if out is not None and method != "plain (ours)":
         row.update(drafted=sum(out.drafted), accepted=sum(out.accepted), rejected=sum(out.rejected),
-                   draft_passes=out.draft_passes, ragged_rounds=out.ragged_rounds, alpha=out.acceptance_rate, alpha_checked=out.checked_acceptance_rate,
-                   tokens_per_row_round=new / max(1, sum(out.batch_sizes)))
+                   draft_passes=out.draft_passes, ragged_rounds=out.ragged_rounds, alpha=out.acceptance_rate,
+                   alpha_checked=out.checked_acceptance_rate, tokens_per_row_round=new / max(1, sum(out.batch_sizes)))
     return row
 
 
@@ -624,12 +624,13 @@ def batched_table(result, temperature: float = 0.0) -> list[dict]:
         if not r:
             continue
         spec = r["speculative (ours)"]
+        k_bar = spec["draft_passes"] / spec["rounds"]
         out.append(dict(B=B, **{f"{m} tok/s": r[m]["tokens_per_s"] for m in BATCH_METHODS},
                         speedup_vs_ours=spec["tokens_per_s"] / r["plain (ours)"]["tokens_per_s"],
                         speedup_vs_hf=spec["tokens_per_s"] / r["plain (HF generate)"]["tokens_per_s"],
                         alpha=spec["alpha"], alpha_checked=spec["alpha_checked"], c=cost["c"], v=cost["v"],
-                        tau=spec["tokens_per_row_round"], k_bar=spec["draft_passes"] / spec["rounds"],
-                        predicted=spec["tokens_per_row_round"] / (spec["draft_passes"] / spec["rounds"] * cost["c"] + cost["v"])))
+                        tau=spec["tokens_per_row_round"], k_bar=k_bar,
+                        predicted=spec["tokens_per_row_round"] / (k_bar * cost["c"] + cost["v"])))
     return out
 
 
