@@ -952,3 +952,44 @@ def test_a_batch_past_the_drafts_shorter_context_warns_once_for_the_draft(pair, 
         speculative_generate(pair.target, pair.draft, ids, max_new_tokens=8, gamma=2)
     draft = [w for w in caught if "draft's context" in str(w.message)]
     assert len(draft) == 1 and draft[0].filename == __file__, [(str(w.message)[:60], w.filename) for w in caught]
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(schedule="heuristc"), "schedule must be one of"),
+    (dict(num_assistant_tokens=0), "integer >= 1"),
+    (dict(num_assistant_tokens=2.5), "integer >= 1"),
+    (dict(confidence_threshold=-0.1), r"in \[0, 1\]"),
+    (dict(confidence_threshold=1.5), r"in \[0, 1\]"),
+])
+def test_configure_assistant_refuses_what_hf_would_run_silently(pair, kw, says):
+    """transformers checks none of these: a misspelt schedule runs as a constant one."""
+    from utils.bench import configure_assistant
+
+    before = pair.draft.generation_config.to_dict()
+    with pytest.raises(ValueError, match=says):
+        configure_assistant(pair.draft, **kw)
+    assert pair.draft.generation_config.to_dict() == before  # nothing half-set
+
+
+def test_configure_assistant_sets_every_valid_schedule(pair):
+    from utils.bench import SCHEDULES, configure_assistant
+
+    gc = pair.draft.generation_config
+    knobs = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+    before = [getattr(gc, k) for k in knobs]
+    try:
+        for schedule in SCHEDULES:
+            configure_assistant(pair.draft, 3, schedule, 0.4)
+            assert [getattr(gc, k) for k in knobs] == [3, schedule, 0.4]
+    finally:  # the pair is shared by the session's other tests
+        for k, v in zip(knobs, before):
+            setattr(gc, k, v)
+
+
+@pytest.mark.parametrize("kw, exc", [(dict(repeats=0), ValueError), (dict(repeats=1.5), TypeError),
+                                     (dict(warmup_tokens=0), ValueError)])
+def test_autoregressive_timed_checks_its_counts(pair, ids, kw, exc):
+    from utils.decoding import autoregressive_timed
+
+    with pytest.raises(exc, match="must be an integer >= 1"):
+        autoregressive_timed(pair.target, ids, 4, **kw)

@@ -225,8 +225,8 @@ def test_sweep_verdicts_follow_the_numbers():
 
 
 def test_gpu_quantization_report_reads_the_committed_file():
-    """Notebook 06's H200 lines: every number from the file, the 'lost most' and 'nearest its bound'
-    rows computed from it (checked here against the file independently)."""
+    """Notebook 06's H200 lines: every number from the file, the 'lost most' row and NF4's extra
+    milliseconds per step computed from it (checked here against the file independently)."""
     from utils.models import ROOT
     from utils.overhead import gpu_quantization_report, load_gpu_results
 
@@ -239,5 +239,8 @@ def test_gpu_quantization_report_reads_the_committed_file():
     assert f"it lost most at gemma-2-{worst[0]} with the {worst[1]} cache" in text
     assert f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of 4 rows" in text
     assert h200["provenance"]["gpu"] in text and h200["pairs_note"] in text
+    assert "double quant" in h200["provenance"]["nf4"] and h200["provenance"]["nf4"] in text
+    ms = {c: 1e3 / by[("9b", "nf4")][k] - 1e3 / by[("9b", "bf16")][k] for c, k in keys.items()}
+    assert f"gemma-2-9b {ms['dynamic']:+.1f} ms with the dynamic cache, {ms['static']:+.1f} ms with the static one" in text
     s9 = by[("9b", "bf16")]
     assert f"static cache {s9['hf_greedy_static_tok_s']:.1f} -> {by[('9b', 'nf4')]['hf_greedy_static_tok_s']:.1f} tok/s" in text

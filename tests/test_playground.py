@@ -261,6 +261,14 @@ def test_rule_switch_shows_the_guides_drift(pg):
     assert y_correct == correct["freq"][:-1] and y_biased == biased["freq"][:-1] and y_biased != y_correct
     assert figure_of(demo.plot)["data"][1]["y"] == correct["p"][:-1] == biased["p"][:-1]  # p beside the bars
     assert 'data-rule="p"' in demo.summary.value and "temperature 1" in demo.summary.value
+    # the playground is greedy: the demo samples at T = 1, and says so, and why, in its text and titles
+    assert correct["temperature"] == biased["temperature"] == 1.0 and "at T = 1" in demo.summary.value
+    assert "the playground is greedy, T = 0" in demo.note and "samples at T = 1" in demo.note
+    assert figure_of(demo.plot)["layout"]["title"]["text"].startswith("emitted token vs p at T = 1:")
+    # distances over the buckets, named as such, and the exact law's over all tokens, which bounds them
+    assert "over 17 buckets" in demo.summary.value and len(correct["freq"]) == 17
+    assert f"{biased['exact_tv_all_tokens']:.3f} over all tokens" in demo.summary.value
+    assert biased["exact_tv_all_tokens"] >= biased["exact_tv"] > 0 and correct["exact_tv_all_tokens"] < 1e-6
     n = correct["n"]
     assert n >= 2000 and 0.3 < correct["alpha"] < 0.99  # rejections happen at this position
     # Correct rule: the emitted frequencies are a sample of p. The Guide's: far from p, a sample of
@@ -277,8 +285,28 @@ def test_rule_switch_shows_the_guides_drift(pg):
     marks = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}  # p and q beside the bars
     assert marks["p (target)"] == pytest.approx(correct["p"][:-1]) and marks["q (draft)"] == pytest.approx(correct["q"][:-1])
     assert f"beta = sum min(p, q) = {correct['alpha']:.2f}" in ax.get_title() and ax.get_xlabel() == "token"
+    assert ax.get_title().startswith("emitted token vs p at T = 1,")
     assert demo.rule.value == "p" and demo.last["rule"] == "p"
     demo.rule.value = "residual"
+    s = pg.run(temperature=0.5)  # a sampling playground: the demo takes its temperature
+    assert s["temperature"] == 0.5 and demo.last["temperature"] == 0.5 and "greedy" not in demo.note
+    assert "at T = 0.5" in demo.summary.value and "at T = 0.5" in demo.static_figure().get_title()
+    pg.reset()
+
+
+def test_a_distance_over_buckets_bounds_the_one_over_all_tokens():
+    """RuleDemo's TVs over its buckets (the top tokens and all others) never exceed the TV over every
+    token: merging tokens can only cancel differences."""
+    from utils.interactive import RuleDemo
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        p, q = (torch.rand(300, generator=gen) ** 8 for _ in range(2))  # peaked, with long tails
+        demo = RuleDemo(n_draws=500, top=6)
+        demo.set_distributions(p / p.sum(), q / q.sum())
+        d = demo.draws("p")
+        assert d["exact_tv"] <= d["exact_tv_all_tokens"] + 1e-9 and len(d["freq"]) == 7
+        assert d["temperature"] is None and " at T = " not in demo.summary.value  # no temperature given: none shown
 
 
 @pytest.mark.parametrize("rule", ["residual", "p"])

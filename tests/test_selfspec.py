@@ -9,8 +9,8 @@ import torch
 
 from utils.sampling import probs_from_logits
 from utils.selfspec import (ADAPTERS, MAX_ADAPTER_BYTES, ExitAdapter, early_exit_draft, exit_agreement,
-                            exit_logits, hidden_states, load_adapters, main, plot_exits, save_adapters,
-                            target_growth)
+                            exit_logits, hidden_states, layer_update_norms, load_adapters, main, plot_exits,
+                            save_adapters, target_growth)
 from utils.speculative import distribution_check, speculative_generate
 
 
@@ -99,6 +99,27 @@ def test_exit_agreement_rises_towards_the_last_layer(pair, encode):
     assert [r["k"] for r in rows] == list(range(1, 20))
     assert rows[-1]["top1"] > rows[0]["top1"] and rows[-1]["kl"] < rows[0]["kl"]
     assert all(0 <= r["top1"] <= 1 and r["kl"] >= -1e-5 for r in rows)
+
+
+def test_layer_updates_are_each_layers_own(pair, encode):
+    """Layer i's update is measured between layer i's input and its output, for the last layer too
+    (transformers 5 hands back h_n after the final norm: using that would measure the norm)."""
+    ids = encode("The power operator binds more tightly than unary operators on its left")
+    seen = []  # (input, output) of every decoder layer, from forward hooks
+    hooks = [layer.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+             for layer in pair.target.model.layers]
+    try:
+        with torch.inference_mode():
+            pair.target(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    by_hand = [((o - x).norm() / x.norm()).item() for x, o in seen]
+    updates = layer_update_norms(pair.target, ids)
+    assert len(updates) == pair.target.config.num_hidden_layers
+    assert updates == pytest.approx(by_hand, rel=1e-4)
+    normed = hidden_states(pair.target, ids)  # [-1] is after the final norm: a different, larger "update"
+    assert abs((normed[-1] - seen[-1][0]).norm() / seen[-1][0].norm() - updates[-1]) > 0.05
 
 
 @pytest.mark.parametrize("k, with_adapter", [(2, False), (12, False), (19, False), (6, True)])

@@ -22,14 +22,17 @@ from utils.serving import (
     engine_config,
     engine_status,
     field_table,
+    llamacpp_config,
     load_field,
     mapping_rows,
+    mapping_table,
     method_paragraph,
     plot_label,
     plot_reported,
     run_vllm,
     sglang_config,
     tgi_config,
+    trtllm_config,
     vllm_config,
 )
 
@@ -45,7 +48,9 @@ EXPECTED = {"2211.17192": "Leviathan", "2302.01318": "Chen", "2401.10774": "Medu
             "2412.19437": "DeepSeek-V3 MTP", "2402.02057": "lookahead", "2305.09781": "SpecInfer",
             "2308.04623": "staged", "2502.05202": "heterogeneous vocabularies", "2404.15778": "BASS",
             # what notebooks 10 and 11 implement or discuss (the review of notebook 12)
-            "2404.16710": "LayerSkip", "2309.08168": "Draft & Verify", "2404.18911": "Kangaroo"}
+            "2404.16710": "LayerSkip", "2309.08168": "Draft & Verify", "2404.18911": "Kangaroo",
+            # retrieval drafting and draft alignment (the second review of notebook 12)
+            "2311.08252": "REST", "2310.08461": "DistillSpec", "2310.07177": "online speculative decoding"}
 
 
 def _notebooks() -> set[str]:
@@ -64,6 +69,21 @@ def test_field_json_is_strict_json_with_every_required_method():
     assert len(pld) == 1 and pld[0]["arxiv"] is None and pld[0]["implemented_in"] == ["10"]
     assert len({m["key"] for m in methods}) == len(methods), "duplicate keys"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", data["_checked"])
+
+
+def test_retrieval_and_draft_alignment_sit_in_their_families():
+    """REST drafts from a datastore (no draft model, no training); DistillSpec and online speculative decoding
+    train a separate draft against its target and stay exact; DistillSpec's figure is over standard SD."""
+    by = {m["key"]: m for m in load_field()}
+    assert by["rest"]["family"] == "no draft model" and by["rest"]["needs_training"] is False
+    assert "datastore" in by["rest"]["draft"]
+    for key in ("distillspec", "osd"):
+        assert by[key]["family"] == "separate draft model" and by[key]["needs_training"] is True
+        assert by[key]["exact"] is True and "distil" in by[key]["draft"] + by[key]["training_note"]
+    assert "over standard SD" in by["distillspec"]["reported"][0]["metric"]
+    assert (by["rest"]["reported"][0]["low"], by["rest"]["reported"][0]["high"]) == (1.62, 2.36)
+    assert (by["osd"]["reported"][0]["low"], by["osd"]["reported"][0]["high"]) == (1.42, 2.17)
+    assert "train_tiny_pair.py" in by["distillspec"]["implemented_note"]
 
 
 @pytest.mark.parametrize("m", load_field(), ids=lambda m: m["key"])
@@ -193,13 +213,61 @@ def test_tgi_configs_and_no_draft_model():
         tgi_config("gemma2-2b-27b", "draft")
 
 
+def test_trtllm_configs_are_the_documented_llm_api_and_yaml():
+    """TensorRT-LLM: gamma is max_draft_len; the Python form uses the documented config class, and trtllm-serve
+    reads the same fields from a YAML file under speculative_config with decoding_type."""
+    cfg = trtllm_config("gemma2-2b-27b", "draft", gamma=4)
+    assert cfg.python_code.startswith("from tensorrt_llm import LLM; from tensorrt_llm.llmapi import "
+                                      "DraftTargetDecodingConfig; llm = LLM('google/gemma-2-27b-it', ")
+    assert "DraftTargetDecodingConfig(max_draft_len=4, speculative_model='google/gemma-2-2b-it')" in cfg.python
+    argv = shlex.split(cfg.cli)
+    assert argv[:2] == ["trtllm-serve", "google/gemma-2-27b-it"] and argv[2] == "--extra_llm_api_options"
+    yaml_text = cfg.files[argv[3]]
+    assert yaml_text.splitlines()[:4] == ["speculative_config:", "  decoding_type: DraftTarget", "  max_draft_len: 4",
+                                          "  speculative_model: google/gemma-2-2b-it"]
+    assert cfg.kwargs["speculative_config"] == {"decoding_type": "DraftTarget", "max_draft_len": 4,
+                                                "speculative_model": "google/gemma-2-2b-it"}
+    ng = trtllm_config("gemma2-2b-27b", "ngram", gamma=6, prompt_lookup=(1, 3))
+    assert ng.kwargs["speculative_config"] == {"decoding_type": "NGram", "max_draft_len": 6,
+                                               "max_matching_ngram_size": 3, "is_public_pool": False}
+    assert "  is_public_pool: false" in ng.files["spec.yaml"].splitlines()
+    e3 = trtllm_config("gemma2-2b-27b", "eagle3", gamma=3, head="h/e3")
+    assert e3.kwargs["speculative_config"] == {"decoding_type": "Eagle3", "max_draft_len": 3,
+                                               "speculative_model": "h/e3"}
+    with pytest.raises(ValueError, match="EAGLE-3 only"):
+        trtllm_config("gemma2-2b-27b", "eagle", head="h/e")
+    with pytest.raises(ValueError, match="TensorRT engine backend"):
+        trtllm_config("gemma2-2b-27b", "medusa", head="h/m")
+
+
+def test_llamacpp_commands_use_the_server_flags_current_and_legacy():
+    """llama.cpp: GGUF files, -md for the draft, gamma as the draft's maximum length, p-min 0 for a fixed chain;
+    the current names (--spec-draft-*) by default and the older ones (--draft-max) on request, both in the notes."""
+    cfg = llamacpp_config("gemma2-2b-27b", "draft", gamma=4)
+    assert shlex.split(cfg.cli) == ["llama-server", "-m", "gemma-2-27b-it.gguf", "-md", "gemma-2-2b-it.gguf",
+                                    "--spec-type", "draft-simple", "--spec-draft-n-max", "4", "--spec-draft-p-min", "0"]
+    old = llamacpp_config("gemma2-2b-27b", "draft", gamma=4, legacy_flags=True)
+    assert shlex.split(old.cli) == ["llama-server", "-m", "gemma-2-27b-it.gguf", "-md", "gemma-2-2b-it.gguf",
+                                    "--draft-max", "4", "--draft-p-min", "0"]
+    assert any(old.cli in n for n in cfg.notes) and cfg.python is None and cfg.kwargs is None
+    ng = llamacpp_config("gemma2-2b-27b", "ngram", gamma=6, prompt_lookup=(1, 3))
+    assert shlex.split(ng.cli)[3:] == ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3",
+                                       "--spec-ngram-simple-size-m", "6"]
+    assert "-md" not in ng.argv and ng.draft is None
+    assert engine_config("llama.cpp", "gemma2-2b-27b", "draft", 4).cli == cfg.cli  # an alias of the engine's name
+    with pytest.raises(ValueError, match="draft-eagle3"):
+        llamacpp_config("gemma2-2b-27b", "eagle3", head="h/e3")
+
+
 def test_local_pair_points_at_the_shipped_folders():
     cfg = vllm_config("tiny", "draft")
     assert cfg.target.endswith("tiny-gemma2-target") and cfg.draft.endswith("tiny-gemma2-draft")
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: engine_config("tensorrt", "gemma2-2b-27b"), "unknown engine 'tensorrt'.*vllm, sglang, tgi"),
+    (lambda: engine_config("not-an-engine", "gemma2-2b-27b"),
+     "unknown engine 'not-an-engine'.*vllm, sglang, trtllm, llamacpp, tgi"),
+    (lambda: vllm_config("gemma2-2b-27b", "ngram", prompt_lookup=(3, 2)), "prompt_lookup"),
     (lambda: vllm_config("gemma2-2b-27b", "lookahead"), "unknown method 'lookahead'.*draft, ngram, eagle"),
     (lambda: sglang_config("gemma2-2b-27b", "medusa"), "unknown method 'medusa'.*draft, ngram, eagle, eagle3, mtp"),
     (lambda: vllm_config("llama-70b", "draft"), "unknown pair 'llama-70b'.*gemma2-2b-27b"),
@@ -228,11 +296,37 @@ def test_every_supported_method_builds_for_every_pair():
 
 def test_mapping_and_engine_facts_are_sourced():
     rows = mapping_rows()
-    assert [r[0].split()[0] for r in rows] == ["a", "n-gram", "EAGLE", "Medusa", "multi-token"]
-    assert rows[0][4] == "not supported"  # TGI: no separate draft model
+    assert [r[0].split()[0] for r in rows] == ["a", "n-gram", "EAGLE", "Medusa", "multi-token", "lookahead"]
+    assert list(ENGINES) == ["vllm", "sglang", "trtllm", "llamacpp", "tgi"]
+    assert all(len(r) == 2 + len(ENGINES) for r in rows)
+    col = {e: 2 + i for i, e in enumerate(ENGINES)}
+    assert rows[0][col["tgi"]] == "not supported"  # TGI: no separate draft model
+    assert "-md DRAFT.gguf" in rows[0][col["llamacpp"]]
+    assert rows[0][col["trtllm"]].startswith("DraftTargetDecodingConfig")
+    table = mapping_table()
+    assert table.count("\n") == len(rows) + 2 and "| TensorRT-LLM | llama.cpp | TGI |" in table
     for e in ENGINES.values():
-        assert e["version"] and all(u.startswith("https://") for u in e["docs"].values())
+        assert e["version"] and e["gamma"] and e["runs_here"]
+        assert all(u.startswith("https://") for u in e["docs"].values())
         assert all(r["source"].startswith("https://") and r["setup"] for r in e["reported"])
+    # only vLLM is run by this collection: every other engine is labelled as configuration only
+    assert [k for k, e in ENGINES.items() if "never runs it" not in e["runs_here"]] == ["vllm"]
+
+
+def test_gemma_pair_fits_an_h200_and_the_notebook_says_of_which_gpus():
+    """The review: the 27b pair in bf16 fits an 80 GB GPU and also an H200 (141 GB, where the repo's GPU results
+    were measured); the notebook's line names the GPUs of utils.models.GPUS it fits, and no longer 'only'."""
+    import jupytext
+
+    from utils.models import GPUS, memory_fits
+
+    assert GPUS["H200 141GB"][1] == 141.0 and GPUS["B200 180GB"][1] == 180.0
+    bf16 = next(r for r in memory_fits("gemma2-2b-27b") if r["precision"] == "bf16")
+    assert {"A100/H100 80GB", "H200 141GB", "B200 180GB"} <= set(bf16["fits"])
+    nb = jupytext.read(ROOT / "notebooks" / "src" / "12_map_of_the_field.py", fmt="py:percent")
+    text = "\n".join(c.source for c in nb.cells)
+    assert "fits only" not in text and "The 27b weights are gated" not in text
+    assert "of the GPUs in utils.models.GPUS" in text and "the 2b draft as well as the 27b target" in text
 
 
 # --- what is present, and the engine cell --------------------------------------------------------------
@@ -304,13 +398,23 @@ def test_run_vllm_sends_batch_size_prompts_at_a_time_and_reads_acceptance(monkey
     sp = res["speculative"]
     assert (sp["rounds"], sp["drafted"], sp["accepted"]) == (12, 48, 30)  # three timed prompts, warm-up excluded
     assert sp["alpha_drafted"] == pytest.approx(30 / 48) and sp["tokens_per_round"] == pytest.approx(1 + 30 / 12)
+    # c: the draft alone, plainly, on the same prompts and batches; the cost model's prediction at v = 1
+    assert res["draft_alone"]["tokens"] == 24 and [n for spec, n in calls if not spec] == [1, 2, 1, 1, 2, 1]
+    cm = res["cost_model"]
+    assert cm["c"] == pytest.approx(res["plain"]["tokens_per_s"] / res["draft_alone"]["tokens_per_s"])
+    assert cm["tau"] == sp["tokens_per_round"] and cm["v"] == 1.0
+    assert cm["predicted_speedup"] == pytest.approx(sp["tokens_per_round"] / (4 * cm["c"] + 1))
+    calls.clear()
+    res = run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=8, status=status, measure_c=False)
+    assert res["cost_model"]["c"] is None and "draft_alone" not in res and len(calls) == 4
     with pytest.raises(ValueError, match="batch_size"):
         run_vllm("smollm2-135m-1.7b", batch_size=0, status=status)
 
 
-def test_run_vllm_passes_gpu_memory_utilization_to_both_engines(monkeypatch):
-    """With a stand-in vLLM module: gpu_memory_utilization goes to both engines (plain and speculative) and
-    into the result; None leaves vLLM's default (the argument is not passed); a share outside (0, 1] raises."""
+def test_run_vllm_passes_gpu_memory_utilization_to_every_engine(monkeypatch):
+    """With a stand-in vLLM module: gpu_memory_utilization goes to every engine (plain, speculative, the draft
+    alone) and into the result; None leaves vLLM's default (the argument is not passed); a share outside (0, 1]
+    raises."""
     import types
 
     built = []
@@ -327,14 +431,35 @@ def test_run_vllm_passes_gpu_memory_utilization_to_both_engines(monkeypatch):
 
     status = _fake_vllm(monkeypatch, FakeLLM)
     res = run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=status, gpu_memory_utilization=0.4)
-    assert [k.get("gpu_memory_utilization") for k in built] == [0.4, 0.4]
+    assert [k.get("gpu_memory_utilization") for k in built] == [0.4, 0.4, 0.4]
     assert "speculative_config" in built[1] and res["gpu_memory_utilization"] == 0.4
+    assert built[2]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "speculative_config" not in built[2]
     built.clear()
     assert run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=status)["gpu_memory_utilization"] is None
-    assert len(built) == 2 and all("gpu_memory_utilization" not in k for k in built)
+    assert len(built) == 3 and all("gpu_memory_utilization" not in k for k in built)
     for bad in (0, 1.5, -0.1, True, "0.5"):
         with pytest.raises(ValueError, match="gpu_memory_utilization"):
             run_vllm("smollm2-135m-1.7b", status=status, gpu_memory_utilization=bad)
+
+
+def test_run_vllm_keeps_its_measurements_when_the_draft_alone_cannot_start(monkeypatch):
+    """If the third engine (the draft alone, for c) fails to start, say why and keep the two main measurements."""
+    import types
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            if "speculative_config" not in kwargs and "135M" in kwargs["model"]:
+                raise RuntimeError("not enough free GPU memory")
+
+        def generate(self, prompts, params, use_tqdm=True):
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[1])]) for _ in prompts]
+
+        def get_metrics(self):
+            return []
+
+    res = run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=_fake_vllm(monkeypatch, FakeLLM))
+    assert res["speedup"] > 0 and res["cost_model"]["c"] is None
+    assert "RuntimeError: not enough free GPU memory" in res["cost_model"]["why"]
 
 
 def test_engine_status_reasons_each_missing_piece():

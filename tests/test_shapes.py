@@ -99,6 +99,21 @@ def test_nf4_replaces_linear_layers_and_shrinks_weights():
     assert logits.shape == (1, 3, 1024) and torch.isfinite(logits).all()
 
 
+def test_4bit_quantizes_as_bitsandbytes_config_does_by_default():
+    """BitsAndBytesConfig(load_in_4bit=True) has no double quantization; bitsandbytes' own Linear4bit and
+    Params4bit default to it (compress_statistics=True): to_4bit follows the config, and says so in meta."""
+    import bitsandbytes as bnb
+    from transformers import BitsAndBytesConfig
+
+    assert BitsAndBytesConfig(load_in_4bit=True).bnb_4bit_use_double_quant is shapes.DOUBLE_QUANT is False
+    for double in (False, True):
+        q = shapes.random_model(shapes.gemma2_config("2b", **SMALL))
+        shapes.to_4bit(q, "nf4", torch.float32, double_quant=double)
+        layers = [m for m in q.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert layers and all(m.weight.compress_statistics is double for m in layers)
+    assert shapes.run((), (), (), progress=False)["meta"]["double_quant"] is False
+
+
 def test_run_on_shrunken_configs(one_thread):
     r = shapes.run(("2b",), (None, "nf4"), (("2b", "9b"),), max_new_tokens=8, repeats=1, overrides=SMALL, progress=False)
     assert r["meta"]["shrunk"] is True and "random weights" in r["meta"]["note"]

@@ -46,10 +46,24 @@ def process_peak_rss_bytes() -> int | None:
     return rss if sys.platform == "darwin" else rss * 1024  # macOS reports bytes, Linux KiB
 
 
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")  # HF's num_assistant_tokens_schedule values
+
+
 def configure_assistant(draft, num_assistant_tokens: int = 4, schedule: str = "constant", confidence_threshold: float = 0.0):
     """Set HF assisted generation's knobs where transformers 5.x reads them: on the ASSISTANT's
     generation_config (passing them to generate() is silently ignored). A constant schedule and
-    threshold 0 make HF draft exactly num_assistant_tokens per round, like our gamma."""
+    threshold 0 make HF draft exactly num_assistant_tokens per round, like our gamma. Checks its
+    arguments first: transformers tests only whether the schedule is one of the heuristic ones, so a
+    misspelt schedule would run as a constant one without a word."""
+    if isinstance(num_assistant_tokens, bool) or not isinstance(num_assistant_tokens, int) or num_assistant_tokens < 1:
+        raise ValueError(f"num_assistant_tokens must be an integer >= 1 (the draft length per round, like gamma); "
+                         f"got {num_assistant_tokens!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)} (got {schedule!r})")
+    if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, (int, float)) \
+            or not 0 <= confidence_threshold <= 1:
+        raise ValueError(f"confidence_threshold must be a number in [0, 1] (0 turns it off: the draft always writes "
+                         f"num_assistant_tokens); got {confidence_threshold!r}")
     gc = draft.generation_config
     gc.num_assistant_tokens = num_assistant_tokens
     gc.num_assistant_tokens_schedule = schedule

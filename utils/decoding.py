@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .models import sync as _sync
-from .sampling import check_sampling_args, eos_set, probs_from_logits, sample
+from .sampling import check_count, check_sampling_args, eos_set, probs_from_logits, sample
 from .speculative import _new_cache, _Timer, check_backend, check_generate_args, check_input_ids, check_length, check_model
 
 
@@ -134,6 +134,8 @@ def autoregressive_timed(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     by step, over the runs (so a one-off hiccup of the machine does not show as a spike)."""
     import statistics
 
+    repeats = check_count("repeats", repeats, 1, "the number of timed runs, after the warm-up")
+    warmup_tokens = check_count("warmup_tokens", warmup_tokens, 1, "the new tokens of the untimed warm-up run")
     autoregressive_generate(model, input_ids, min(warmup_tokens, max_new_tokens), use_cache=use_cache)  # warm-up
     runs = [autoregressive_generate(model, input_ids, max_new_tokens, use_cache=use_cache) for _ in range(repeats)]
     result = runs[-1]

@@ -204,8 +204,14 @@ class RuleDemo:
     resample from p), and a bar chart of the emitted token's frequency over many draws against p,
     for the `top` tokens most likely under p or q (`last` also holds the bucket of all others).
 
-    set_distributions(p, q, tokenizer, note) picks the position; flipping `rule` (or update())
-    redraws. `last` holds the numbers of the latest chart (buckets, frequencies, distances)."""
+    set_distributions(p, q, tokenizer, note, temperature) picks the position; flipping `rule` (or
+    update()) redraws. `last` holds the numbers of the latest chart (buckets, frequencies, distances).
+
+    Distances are total variation, TV = 1/2 sum |f - p|. The sampled frequencies are compared over the
+    chart's buckets (the `top` tokens and all others together: most of the vocabulary is drawn a few
+    times or never in n_draws, so per-token frequencies would be mostly noise); merging tokens into a
+    bucket can only cancel differences, so a TV over buckets is a lower bound of the TV over all
+    tokens. The rule's exact law needs no draws: its TV from p is given both ways."""
 
     RULES = [("correct: from norm(max(0, p - q))", "residual"), ("the Guide's rule: from p", "p")]
 
@@ -221,6 +227,7 @@ class RuleDemo:
         self.plot.add_class("specdec-hist")
         self.summary = w.HTML()
         self.p = self.q = None
+        self.temperature = None
         self.last: dict = {}
         self.rule.observe(lambda _change: self.update(), names="value")
 
@@ -229,10 +236,17 @@ class RuleDemo:
 
         return w.VBox([self.rule, self.plot, self.summary])
 
-    def set_distributions(self, p: torch.Tensor, q: torch.Tensor, tokenizer=None, note: str = "") -> None:
-        """Use this position's target p and draft q, both (V,) after the same warping; redraw."""
+    def set_distributions(self, p: torch.Tensor, q: torch.Tensor, tokenizer=None, note: str = "",
+                          temperature: float | None = None) -> None:
+        """Use this position's target p and draft q, both (V,) after the same warping (at `temperature`,
+        shown in the titles when given); redraw."""
         self.p, self.q, self.tokenizer, self.note = p.float().cpu(), q.float().cpu(), tokenizer, note
+        self.temperature = temperature
         self.update()
+
+    def _at(self) -> str:
+        """The temperature for titles, " at T = 1", when it is known; else an empty string."""
+        return "" if self.temperature is None else f" at T = {self.temperature:g}"
 
     def update(self) -> dict:
         """Draw n_draws emitted tokens with the selected rule; redraw the chart; return `last`."""
@@ -242,15 +256,18 @@ class RuleDemo:
         self.last = self.draws(rule)
         name = dict((v, k) for k, v in self.RULES)[rule]
         tv, noise, exact, freq, p_b, ids = (self.last[k] for k in ("tv", "noise", "exact_tv", "freq", "p", "token_ids"))
+        exact_all = self.last["exact_tv_all_tokens"]
         self.figure = self._figure(name)
         show(self.plot, self.figure)
         self.summary.value = (
             f'<div class="specdec-drift" data-rule="{rule}" data-tv="{tv!r}" '
             f'style="font-family:sans-serif;font-size:13px">'
-            f"{n} draws, rule <b>{html.escape(name)}</b>: over these {len(ids)} tokens and all others together, the "
-            f"emitted frequencies are at total-variation distance <b>{tv:.3f}</b> from p (sampling noise alone gives "
-            f"about {noise:.3f}); the rule's exact law is at {exact:.3f}. All other tokens together: emitted "
-            f"{freq[-1]:.3f}, p {p_b[-1]:.3f}. alpha = sum min(p, q) = {self.last['alpha']:.2f} here. {html.escape(self.note)}</div>"
+            f"{n} draws{self._at()}, rule <b>{html.escape(name)}</b>: over {len(ids) + 1} buckets (these {len(ids)} "
+            f"tokens and all others together), the emitted frequencies are at total-variation distance <b>{tv:.3f}</b> "
+            f"from p (sampling noise alone gives about {noise:.3f}); the rule's exact law is at {exact:.3f} over the "
+            f"same buckets and {exact_all:.3f} over all tokens (a distance over buckets is a lower bound of the one "
+            f"over all tokens). All other tokens together: emitted {freq[-1]:.3f}, p {p_b[-1]:.3f}. "
+            f"alpha = sum min(p, q) = {self.last['alpha']:.2f} here. {html.escape(self.note)}</div>"
         )
         return self.last
 
@@ -274,16 +291,20 @@ class RuleDemo:
         ax.plot(list(xs), runs["residual"]["p"][:-1], "_", color="#1e3a8a", ms=18, mew=2.5, label="p (target)")
         ax.plot(list(xs), runs["residual"]["q"][:-1], "x", color="#7c3aed", ms=5, label="q (draft)")
         ax.set_xticks(list(xs), labels, rotation=60, fontsize=7)
-        ax.set(xlabel="token", ylabel="probability", title=f"emitted token vs p, {self.n_draws} draws per rule; "
-               f"beta = sum min(p, q) = {runs['residual']['alpha']:.2f} (sampling noise alone: TV about "
-               f"{runs['residual']['noise']:.3f})")
+        ax.set(xlabel="token", ylabel="probability",
+               title=f"emitted token vs p{self._at()}, {self.n_draws} draws per rule; "
+                     f"beta = sum min(p, q) = {runs['residual']['alpha']:.2f}\n(TV over these {k} tokens and all "
+                     f"others; sampling noise alone: about {runs['residual']['noise']:.3f})")
         ax.legend(fontsize=7)
         return ax
 
     def draws(self, rule: str) -> dict:
         """n_draws emitted tokens with `rule` (seeded, so both rules see the same random numbers), bucketed
         over the `top` tokens most likely under p or q plus all others: frequencies, p, q, the rule's
-        exact law, and total-variation distances. Changes no widget."""
+        exact law, and total-variation distances from p: `tv` (the frequencies) and `exact_tv` (the exact
+        law) over these buckets, lower bounds of the all-token ones; `exact_tv_all_tokens` over the whole
+        vocabulary; `noise`, the TV over the buckets that sampling p itself would give on average.
+        Changes no widget."""
         p, q, n = self.p, self.q, self.n_draws
         gen = torch.Generator().manual_seed(self.seed)
         counts = torch.bincount(emitted_tokens(p, q, n, rule, gen), minlength=p.numel()).double()
@@ -304,8 +325,9 @@ class RuleDemo:
         labels = [_label(self.tokenizer, t) for t in ids]
         labels = [f"{s} #{t}" if labels.count(s) > 1 else s for s, t in zip(labels, ids)] + ["all others"]
         # the chart shows the `top` tokens; "all others" (the last bucket) would dwarf them: summary only
-        return dict(rule=rule, labels=labels, token_ids=ids, freq=freq, p=p_b, q=q_b, law=law_b, n=n,
-                    tv=tv, noise=noise, exact_tv=exact, exact_tv_all_tokens=float((law - p).abs().sum() / 2),
+        return dict(rule=rule, temperature=self.temperature, labels=labels, token_ids=ids, freq=freq, p=p_b, q=q_b,
+                    law=law_b, n=n, tv=tv, noise=noise, exact_tv=exact,
+                    exact_tv_all_tokens=float((law - p).abs().sum() / 2),
                     alpha=float(torch.minimum(p, q).sum()))
 
     def _figure(self, name: str):
@@ -321,7 +343,7 @@ class RuleDemo:
         fig.add_trace(go.Scatter(x=s["labels"], y=s["q"], mode="markers", name="q (draft)",
                                  marker=dict(symbol="circle-open", size=8, color="#6b7280"),
                                  hovertemplate="%{x}<br>q %{y:.4f}<extra></extra>"))
-        fig.update_layout(title=f"emitted token vs p: {name}", yaxis_title="probability", height=340, width=760,
+        fig.update_layout(title=f"emitted token vs p{self._at()}: {name}", yaxis_title="probability", height=340, width=760,
                           margin=dict(l=50, r=10, t=40, b=80), bargap=0.25, legend=dict(x=0.75, y=0.98))
         return fig
 

@@ -75,7 +75,7 @@ PAIRS: dict[str, PairSpec] = {
             _G2B,
             ModelSpec("google/gemma-2-27b-it", 27.2e9, 1.18e9),
             gated=True,
-            about="the pair HF quotes for Gemma 2; in bf16 only an 80 GB GPU holds it (memory_fits)",
+            about="the pair HF quotes for Gemma 2; in bf16 it needs a GPU of 80 GB or more (memory_fits)",
         ),
         PairSpec(
             "smollm2-135m-1.7b",
@@ -288,9 +288,10 @@ def check_memory(pair: PairSpec, dtype, quantization, quantize: str, free_bytes:
         )
 
 
-# Usual GPUs: (GiB free when a notebook starts, total GiB, has bfloat16).
+# Usual GPUs: (GiB free when a notebook starts, total GiB, has bfloat16). Totals are the vendors' figures
+# (NVIDIA: H200 141 GB HBM3e, HGX B200 180 GB HBM3e); the free figures leave a margin for the CUDA context.
 GPUS = {"T4 16GB": (15.0, 16.0, False), "L4 24GB": (22.5, 24.0, True), "A100 40GB": (39.5, 40.0, True),
-        "A100/H100 80GB": (79.0, 80.0, True)}
+        "A100/H100 80GB": (79.0, 80.0, True), "H200 141GB": (138.0, 141.0, True), "B200 180GB": (177.0, 180.0, True)}
 
 
 def memory_fits(name: str) -> list[dict]:

@@ -3,7 +3,7 @@
     pg = Playground(pair, prompts)
     pg.widget()                     # in a notebook: sliders + coloured tokens + live statistics
     pg.rule_widget()                # the correct rule vs the Practitioner's Guide's, as a live histogram
-    pg.gamma.value = 6              # the same from code (this is how the tests drive it)
+    pg.run(gamma=6, temperature=1)  # the same from code: each value checked against its slider's range
     pg.last                         # statistics of the latest run (alpha, tau, speedups, counts, texts)
     pg.reset()                      # the controls back to their starting values (and one run)
     pg.static_figure()              # the run's point on Eq. 1's curve, matplotlib (shows on GitHub)
@@ -14,12 +14,18 @@ prediction (`decomposed_speedup`): the gap to the measured speedup is the loop's
 forward passes. A prediction takes c and v measured elsewhere (utils.bench.step_cost_ratio /
 verify_cost_ratios, or another run) and Eq. 1's tau.
 
-`run()` is the callback; it needs no browser and is unit-tested.
+`run()` is the callback; it needs no browser and is unit-tested. Set values from code through
+`run(**settings)` (or the constructor): a value outside a slider's range (RANGES) raises a ValueError
+there, while assigning it to the slider (`pg.gamma.value = 12`) would be clamped silently to the range
+(gamma 10) by ipywidgets.
+
+`runs_table(runs, c, v)` prints several runs' statistics beside the cost model's prediction.
 """
 
 from __future__ import annotations
 
 import html
+import numbers
 import statistics
 
 import torch
@@ -29,9 +35,50 @@ from .decoding import autoregressive_generate
 from .interactive import RuleDemo, show, tau_figure, tau_static
 from .models import check_prompts
 from .render import count_kinds, rounds_html
-from .sampling import probs_from_logits
+from .sampling import check_sampling_args, probs_from_logits
 from .speculative import speculative_generate
 from .theory import expected_speedup, optimal_gamma
+
+
+# The sliders' ranges: a value outside one raises in Playground(...) and Playground.run(...), where the
+# slider itself would clamp it silently. (integer?, lowest, highest, what to do instead)
+RANGES = {
+    "gamma": (True, 1, 10, "for longer drafts call utils.speculative.speculative_generate(..., gamma=...) directly"),
+    "temperature": (False, 0.0, 3.0, "0 is greedy, 1 plain sampling; for hotter sampling call "
+                    "utils.speculative.speculative_generate(..., temperature=...) directly"),
+    "max_new_tokens": (True, 8, 128, "for longer texts call utils.speculative.speculative_generate(..., "
+                       "max_new_tokens=...) directly"),
+    "top_k": (True, 0, 50, "0 turns top-k off"),
+    "top_p": (False, 0.05, 1.0, "1 turns top-p off"),
+}
+SETTINGS = ("prompt", "gamma", "temperature", "max_new_tokens", "seed", "top_k", "top_p")  # the controls, in order
+
+
+def check_setting(name: str, value):
+    """`value` for the playground's control `name` (one of SETTINGS), checked: a number inside the
+    slider's range (RANGES), an integer seed, a non-empty prompt. Raises a ValueError (TypeError for the
+    wrong type) that names the range and what to do; returns the value (ints as int)."""
+    if name not in SETTINGS:
+        raise TypeError(f"the playground has no setting {name!r}: use one of {', '.join(SETTINGS)}.")
+    if name == "prompt":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"prompt must be a non-empty string (got {value!r}).")
+        return value
+    if name == "seed":
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"seed must be an integer (got {value!r} of type {type(value).__name__}).")
+        return int(value)
+    integer, lo, hi, todo = RANGES[name]
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise TypeError(f"{name} must be {kind} from {lo} to {hi} (got {value!r} of type {type(value).__name__}).")
+    if not lo <= value <= hi:  # NaN fails too
+        raise ValueError(f"{name} = {value!r} is outside the playground's range, {lo} to {hi} (its slider would "
+                         f"silently use {min(max(value, lo), hi) if value == value else lo} instead): pass a value "
+                         f"from {lo} to {hi}; {todo}.")
+    if name == "temperature":
+        check_sampling_args(value, None, None)  # a temperature too small to sample with
+    return int(value) if integer else float(value)
 
 
 def loop_costs(out, target_step_s: float) -> tuple[float, float]:
@@ -66,29 +113,37 @@ class Playground:
     for the same settings and seed; live statistics; Eq. 1's tau curve with this run's point; and
     (rule_widget()) the switch between the correct resampling rule and the Practitioner's Guide's."""
 
-    def __init__(self, pair, prompts: list[str], max_new_tokens: int = 48, seed: int = 0):
+    def __init__(self, pair, prompts: list[str], max_new_tokens: int = 48, seed: int = 0, *, gamma: int = 4,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0):
+        """The controls start at these values (reset() returns to them); each is checked against its
+        slider's range (RANGES), which raises a ValueError where the slider would clamp silently."""
         import ipywidgets as w
 
         if not all(hasattr(pair, a) for a in ("target", "draft", "tokenizer")):
             raise TypeError(f"pair must be the Pair that utils.models.load_pair returns (got {type(pair).__name__}): "
                             "Playground(load_pair(PAIR), prompts).")
         prompts = check_prompts(prompts)
+        start = dict(gamma=gamma, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, top_k=top_k,
+                     top_p=top_p)
+        start = {k: check_setting(k, x) for k, x in start.items()}
         self.pair = pair
         self._demo_key = None
         style = {"description_width": "110px"}
         lay = w.Layout(width="420px")
 
-        def slider(cls, value, description, **kw):
-            return cls(value, description=description, style=style, layout=lay, continuous_update=False, **kw)
+        def slider(name, description, **kw):
+            integer, lo, hi, _ = RANGES[name]
+            return (w.IntSlider if integer else w.FloatSlider)(start[name], min=lo, max=hi, description=description,
+                                                               style=style, layout=lay, continuous_update=False, **kw)
 
         self.prompt = w.Combobox(value=prompts[0], options=prompts, description="prompt", style=style, layout=lay,
                                  continuous_update=False)  # one run per edit, not one per keystroke
-        self.gamma = slider(w.IntSlider, 4, "gamma", min=1, max=10)
-        self.temperature = slider(w.FloatSlider, 0.0, "temperature", min=0.0, max=3.0, step=0.1)
-        self.max_new_tokens = slider(w.IntSlider, max_new_tokens, "max new tokens", min=8, max=128, step=8)
-        self.seed = w.IntText(seed, description="seed", style=style, layout=w.Layout(width="220px"))
-        self.top_k = slider(w.IntSlider, 0, "top-k (0 = off)", min=0, max=50)
-        self.top_p = slider(w.FloatSlider, 1.0, "top-p (1 = off)", min=0.05, max=1.0, step=0.05)
+        self.gamma = slider("gamma", "gamma")
+        self.temperature = slider("temperature", "temperature", step=0.1)
+        self.max_new_tokens = slider("max_new_tokens", "max new tokens", step=8)
+        self.seed = w.IntText(start["seed"], description="seed", style=style, layout=w.Layout(width="220px"))
+        self.top_k = slider("top_k", "top-k (0 = off)")
+        self.top_p = slider("top_p", "top-p (1 = off)", step=0.05)
         half = w.Layout(width="50%", padding="0 8px 0 0")
         self.html = w.HTML(layout=half)  # speculative sampling, token by token
         self.target_html = w.HTML(layout=half)  # the target alone, same settings and seed
@@ -98,20 +153,30 @@ class Playground:
         self.tau_fig = None
         self.rule_demo = RuleDemo(seed=seed)
         self.last: dict = {}
-        self._start = [c.value for c in self.controls]
+        self._quiet = False  # True while run(**settings) sets several controls: one run, not one per control
+        self._start = self.settings()
         for c in self.controls:
-            c.observe(lambda _change: self.run(), names="value")
+            c.observe(self._changed, names="value")
 
     @property
     def controls(self):
+        """The widgets, in the order of SETTINGS."""
         return [self.prompt, self.gamma, self.temperature, self.max_new_tokens, self.seed, self.top_k, self.top_p]
 
+    def settings(self) -> dict:
+        """The controls' current values by name (SETTINGS)."""
+        return {name: c.value for name, c in zip(SETTINGS, self.controls)}
+
+    def _changed(self, _change) -> None:
+        if not self._quiet:
+            self.run()
+
     def reset(self) -> dict:
-        """Put every control back to its starting value (each change re-runs), so that a saved notebook
-        shows the widgets in the state the static views describe; returns `last`."""
-        for c, v in zip(self.controls, self._start):
-            c.value = v
-        return self.last if self.last else self.run()
+        """Put every control back to its starting value and run once, so that a saved notebook shows the
+        widgets in the state the static views describe; returns `last`."""
+        if self.last and self.settings() == self._start:
+            return self.last
+        return self.run(**self._start)
 
     def static_figure(self, ax=None):
         """The latest run's point on Eq. 1's tau(alpha) curve as a matplotlib figure (the widget's plotly
@@ -151,8 +216,19 @@ class Playground:
         return autoregressive_generate(self.pair.target, ids, n, generator=gen,
                                        eos_token_id=self.pair.tokenizer.eos_token_id, **sampling)
 
-    def run(self) -> dict:
-        """Generate with the current settings; update the views; return the statistics."""
+    def run(self, **settings) -> dict:
+        """Generate with the current settings; update the views; return the statistics.
+
+        settings: new values for any of SETTINGS (prompt, gamma, temperature, max_new_tokens, seed, top_k,
+        top_p), checked first (check_setting: a value outside its slider's range raises a ValueError and
+        changes nothing), then set on the controls, which then show them, and run once."""
+        new = {name: check_setting(name, x) for name, x in settings.items()}
+        self._quiet = True
+        try:
+            for name, x in new.items():
+                self.controls[SETTINGS.index(name)].value = x
+        finally:
+            self._quiet = False
         pair, gamma, seed, n = self.pair, self.gamma.value, int(self.seed.value), self.max_new_tokens.value
         sampling = self.sampling()
         temp = sampling["temperature"]
@@ -227,8 +303,10 @@ class Playground:
                        f'margin-bottom:6px">{html.escape(note)}</div>{body}')
 
     def _update_rule_demo(self, ids, sampling, seed) -> None:
-        """Give the rule demo p and q at the first new position of this prompt (cached per setting).
-        At temperature 0 both are one-hot and the two rules emit the same token, so it uses 1.0."""
+        """Give the rule demo p and q at the first new position of this prompt (cached per setting), at
+        the playground's temperature; when the playground is greedy (T = 0), at T = 1 instead: at T = 0 p
+        and q are one-hot, a rejection emits the target's arg max under either rule, and there is nothing
+        to compare."""
         t = sampling["temperature"] or 1.0
         key = (tuple(ids[0].tolist()), sampling["temperature"], sampling["top_k"], sampling["top_p"], seed)
         if key == self._demo_key:
@@ -239,11 +317,11 @@ class Playground:
         warp = dict(temperature=t, top_k=sampling["top_k"], top_p=sampling["top_p"])
         note = f"Position: the first new token after the prompt, temperature {t:g}"
         note += "".join(f", {k.replace('_', '-')} {v}" for k, v in warp.items() if k != "temperature" and v is not None)
-        note += " (the playground is greedy; there p and q are one-hot and both rules emit the target's arg max)." \
-            if sampling["temperature"] == 0 else "."
+        note += (" (the playground is greedy, T = 0, but there p and q are one-hot and both rules emit the target's "
+                 "arg max: nothing to compare, so the demo samples at T = 1)." if sampling["temperature"] == 0 else ".")
         self.rule_demo.seed = seed
         self.rule_demo.set_distributions(probs_from_logits(z_t, **warp), probs_from_logits(z_d, **warp),
-                                         self.pair.tokenizer, note)
+                                         self.pair.tokenizer, note, temperature=t)
 
     def _stats_html(self) -> str:
         s = self.last
@@ -265,6 +343,37 @@ class Playground:
 def _column(title: str, body: str) -> str:
     head = "font-family:sans-serif;font-size:13px;font-weight:bold;margin-bottom:4px"
     return f'<div style="{head}">{html.escape(title)}</div>{body}'
+
+
+def runs_table(runs, c: float, v) -> str:
+    """Playground runs (the dicts Playground.run() returns) as a small text table, one row per run: its
+    gamma and temperature T; alpha per checked token; tau, the tokens per round; k, the draft passes per
+    round; c and v in the loop (what the run paid); and three speedups over the target alone: measured;
+    predicted by the cost model (Eq. 1's tau at the run's alpha over gamma c + v, with `c` and `v`
+    measured in isolation: v a number or a dict gamma -> v) with its error against the measured one; and
+    decomposed, the run's own tau over its own k c + v. A last line counts the runs whose c in the loop
+    came out above `c`."""
+    from .interactive import v_at
+
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs is empty: pass the dicts Playground.run() returned, one per run.")
+    head = (f"{'gamma':>5} {'T':>4} {'alpha':>5} {'tau':>5} {'k':>4} {'c loop':>6} {'v loop':>6} "
+            f"{'measured':>8} {'predicted (error)':>17} {'decomposed':>10}")
+    lines = [head]
+    for s in runs:
+        g, a = s["gamma"], s["alpha_checked"]
+        if a == a:  # NaN: nothing was checked, nothing to predict from
+            pred = expected_speedup(a, g, c, v_at(v, g))
+            predicted = f"{pred:.2f}x ({pred / s['measured_speedup'] - 1:+.0%})"
+        else:
+            predicted = "n/a"
+        lines.append(f"{g:>5} {s['temperature']:>4.1f} {a:>5.2f} {s['tokens_per_round']:>5.2f} "
+                     f"{s['drafted_per_round']:>4.1f} {s['c']:>6.3f} {s['v']:>6.2f} {s['measured_speedup']:>7.2f}x {predicted:>17} "
+                     f"{s['decomposed_speedup']:>9.2f}x")
+    higher = sum(s["c"] > c for s in runs)
+    lines.append(f"c in the loop above c in isolation ({c:.3f}) in {higher} of {len(runs)} runs")
+    return "\n".join(lines)
 
 
 def acceptance_grid(pair, prompt: str, gammas, temperatures, max_new_tokens: int = 48, seed: int = 0):

@@ -184,9 +184,18 @@ def exit_agreement(target, input_ids: torch.Tensor, ks=None, adapters: dict | No
 
 
 @torch.inference_mode()
+@torch.inference_mode()
 def layer_update_norms(target, input_ids: torch.Tensor) -> list[float]:
-    """Per layer i, ||h_{i+1} - h_i|| / ||h_i||: how much layer i changes the residual stream."""
-    hs = hidden_states(target, input_ids)
+    """Per layer i = 1..n, ||h_i - h_{i-1}|| / ||h_{i-1}||: how much layer i changes the residual
+    stream it receives. h_n is the last layer's own output, taken by a forward hook: the hidden
+    states of transformers 5 end with h_n after the final norm, which is not a layer's update."""
+    last = []
+    hook = target.model.layers[-1].register_forward_hook(lambda module, args, out: last.append(out))
+    try:
+        hs = list(hidden_states(target, input_ids))
+    finally:
+        hook.remove()
+    hs[-1] = last[0][0] if isinstance(last[0], tuple) else last[0]  # (B, T, d), before the final norm
     return [((hs[i + 1] - hs[i]).norm() / hs[i].norm()).item() for i in range(len(hs) - 1)]
 
 

@@ -93,6 +93,12 @@ def gemma2_config(size: str, **overrides):
     return Gemma2Config(**{**GEMMA2_COMMON, **GEMMA2_SHAPES[size], **overrides})
 
 
+# 4-bit rows quantize as BitsAndBytesConfig(load_in_4bit=True) does by default: no double quantization.
+# (The eager run of 2026-11-24, data/results/gpu-h200-2026-11-24.json, took bitsandbytes' defaults,
+# which double-quantize: its "nf4" rows are NF4 + double quant.) Recorded in each result's meta.
+DOUBLE_QUANT = False
+
+
 def random_model(config, *, device="cpu", dtype=torch.float32, quantization: str | None = None, seed: int = 0):
     """A randomly initialised Gemma2ForCausalLM built directly on `device` in `dtype` (no float32
     copy first, so a 27b model needs only its bf16 size), optionally with 4-bit linear layers."""
@@ -108,9 +114,11 @@ def random_model(config, *, device="cpu", dtype=torch.float32, quantization: str
 
 
 @torch.no_grad()
-def to_4bit(model, quant_type: str = "nf4", compute_dtype=torch.bfloat16) -> None:
+def to_4bit(model, quant_type: str = "nf4", compute_dtype=torch.bfloat16, double_quant: bool = DOUBLE_QUANT) -> None:
     """Replace every linear layer but the output head by bitsandbytes' Linear4bit, in place: the same
-    layers `from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit=True))` quantizes."""
+    layers `from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit=True))` quantizes, and
+    by default the same way: without double quantization (bnb_4bit_use_double_quant=False), which
+    bitsandbytes' own Linear4bit and Params4bit would otherwise turn on (compress_statistics=True)."""
     import bitsandbytes as bnb
 
     if quant_type not in ("nf4", "fp4"):
@@ -125,8 +133,9 @@ def to_4bit(model, quant_type: str = "nf4", compute_dtype=torch.bfloat16) -> Non
         child = getattr(parent, name)
         device = child.weight.device
         q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                              compute_dtype=compute_dtype, quant_type=quant_type)
-        q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False, quant_type=quant_type)
+                              compute_dtype=compute_dtype, quant_type=quant_type, compress_statistics=double_quant)
+        q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False, quant_type=quant_type,
+                                     compress_statistics=double_quant)
         if child.bias is not None:
             q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
         setattr(parent, name, q.to(device))  # moving to the device quantizes the weight
@@ -233,7 +242,7 @@ def run(sizes=("2b", "9b", "27b"), quants=(None, "nf4"), pairs=(("2b", "9b"), ("
     dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
     overrides = overrides or {}
     meta = dict(hardware=describe_device(torch.device(device)), device=str(device), dtype=str(dtype), **_versions(),
-                date=time.strftime("%Y-%m-%d"), shrunk=bool(overrides),
+                date=time.strftime("%Y-%m-%d"), shrunk=bool(overrides), double_quant=DOUBLE_QUANT,
                 note="real Gemma2 shapes, random weights: memory and time are real, acceptance is not")
     result = dict(meta=meta, models=[], pairs=[])
     update = on_update or (lambda r: None)
@@ -690,7 +699,8 @@ def run_compiled(sizes=("2b", "9b", "27b"), quants=(None,), pairs=(("2b", "9b"),
         date=time.strftime("%Y-%m-%d"), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         weights="random weights: real Gemma2 shapes (published configs), seeded; "
                 "memory and time are real, acceptance is not",
-        shrunk=bool(overrides), overrides=overrides or None, batch=1, prompt_len=PROMPT_LEN, gamma=gamma,
+        shrunk=bool(overrides), overrides=overrides or None, double_quant=DOUBLE_QUANT, batch=1, prompt_len=PROMPT_LEN,
+        gamma=gamma,
         max_new_tokens=max_new_tokens, repeats=repeats, rounds=rounds, alphas=alphas, compile=compile,
         compile_mode=("reduce-overhead (CUDA graphs)" if cuda else "default (inductor)") if compile
         else "none (eager static cache)",

@@ -153,7 +153,10 @@ for label, q in (("unquantized", None), ("NF4", "nf4")):  # each GPU: the dtype 
     print(f"{label:12s} " + " ".join(f"{c:>24s}" for c in cells))
 
 # %% [markdown]
-# Each cell gives the dtype `load_pair` picks on that GPU, the weight bytes and the bound. A T4 has
+# Each cell gives the dtype `load_pair` picks on that GPU, the weight bytes (estimated from the
+# parameter counts: `utils.models.estimate_bytes`) and the bound. The NF4 row is a ceiling that
+# reading fewer bytes would allow, not a prediction: a 4-bit layer de-quantizes its weights every
+# step, and that costs time of its own (below, NF4 on an H200 decoded *slower* than bf16). A T4 has
 # no bfloat16, and Gemma2 overflows in float16, so there it loads in float32 (in NF4 too: the parts
 # left unquantized, such as the embeddings, stay float32): more bytes to read. "no fit": the weights plus a margin for activations and cache
 # (`check_memory`'s estimate) exceed the GPU's memory; there only 4-bit works (notebook 06).
@@ -201,6 +204,9 @@ for label, tps in (("dynamic cache (the default)", m9["hf_greedy_dynamic_tok_s"]
                    ("static cache (compiled by generate)", m9["hf_greedy_static_tok_s"])):
     print(f"  {label:36s} {tps:6.1f} tok/s  ({tps / m9['bandwidth_bound_tok_s']:.0%} of the bound)")
 print(f"  {'bandwidth bound on this GPU':36s} {m9['bandwidth_bound_tok_s']:6.1f} tok/s")
+n9 = next(m for m in h200["models"] if m["model"] == "9b" and m["dtype"] == "nf4")
+print(f"the same shape in 4 bits ({pv['nf4'].split(' (')[0]}), {n9['weights_gb']} GB: dynamic cache "
+      f"{n9['hf_greedy_dynamic_tok_s']:.1f} tok/s, static {n9['hf_greedy_static_tok_s']:.1f} tok/s (notebook 06 reads why)")
 
 # %% [markdown]
 # And the arithmetic? One token costs about $2P$ FLOPs; at the GPU's peak rate that takes:

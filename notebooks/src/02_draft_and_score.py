@@ -158,9 +158,13 @@ print(f"returned text == the target's own greedy text: {sum(r[4] for r in rows)}
 # but the target's pass over a draft of $\gamma$ tokens is used to **decide**: each drafted token
 # $x_i$ is kept with probability
 # $\min(1, p(x_i)/q(x_i))$ ($p$ the target's next-token distribution, $q$ the draft's), and at the first rejection a replacement is sampled from
-# $\mathrm{norm}(\max(0, p - q))$ (in greedy mode: the target's arg max). The output is then
-# distributed exactly as the target's (identical token for token in greedy mode), and the speedup
-# comes from accepting several tokens per target pass. Notebook 03 builds it.
+# $\mathrm{norm}(\max(0, p - q))$ (in greedy mode: the target's arg max). If all $\gamma$ are
+# accepted, the same pass has already computed $p$ at the position after them, and one more
+# **bonus** token is drawn from it. The output is then distributed exactly as the target's
+# (identical token for token in greedy mode), and the speedup comes from accepting several tokens
+# per target pass: up to $\gamma + 1$. Two numbers say how well that went: the **acceptance rate**
+# $\alpha$, the share of drafted tokens the target keeps, and the **tokens per target pass**, what
+# each pass adds to the text (accepted tokens plus the replacement or bonus one). Notebook 03 builds it.
 #
 # One caveat on "token for token": it holds up to floating-point rounding. In bf16 or fp16 on a GPU,
 # the target's pass over $\gamma + 1$ tokens and its one-token steps can round differently, so where
@@ -182,7 +186,8 @@ print(f"c = draft step / target step = {c:.3f} (one-token steps; notebook 04 exp
 print(f"{spec.tokens_per_round:.2f} tokens per target pass, {spec.total_time:.3f} s vs normal {t_normal:.3f} s")
 setting = (f"{pair.name} on {describe_device(pair.device)}, gamma=4, temperature 0, alpha {alpha:.2f} per checked "
            f"token, c = draft/target step = {c:.3f}, {N} new tokens")
-print(f"[{setting}, one workshop prompt, each time best of 3 after a warm-up]")
+print(f"[{setting}, one workshop prompt, each time best of 3 after a warm-up; normal = HF generate, "
+      "speculative = our own loop (notebook 01 times HF generate against our plain loop)]")
 
 # %%
 from utils.plots import plot_bars
@@ -255,7 +260,8 @@ check_02(reference, pair)
 #   draft decoding with a number attached.
 # - Verification must be able to reject a drafted token and put a replacement there: at the first
 #   rejection a replacement is sampled from $\mathrm{norm}(\max(0, p - q))$ (in greedy mode: the
-#   target's arg max). The same single target pass gives everything needed to do it.
+#   target's arg max), and when every drafted token is accepted a bonus token comes from $p$. The
+#   same single target pass gives everything needed to do it.
 # - Done that way (speculative decoding), the output is distributed exactly as the target's, and in
 #   greedy mode equals target greedy decoding token for token (up to floating-point rounding in
 #   bf16/fp16, where a near-tie can flip; notebook 03 checks it); the speed comes from accepting

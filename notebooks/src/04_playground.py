@@ -1,7 +1,9 @@
 # %% [markdown]
 # # 04 · Playground: move gamma and temperature, watch the rounds
 #
-# Notebook 03 built speculative sampling and proved it exact; here you drive it. Pick a prompt, a
+# Notebook 03 built speculative sampling and checked it: greedy output token for token against the
+# target's own, sampled output by a chi-square test (evidence; the proof is Leviathan et al.'s and
+# Chen et al.'s). Here you drive it. Pick a prompt, a
 # draft length $\gamma$, a temperature (and top-k, top-p) and see every round of
 # speculative sampling: which drafted tokens the target accepted, which one it rejected, which it
 # never checked, and which tokens it put in their place, beside the text the target writes alone.
@@ -54,6 +56,9 @@ pg.widget()
 # Not running a kernel (reading this on GitHub)? The same view as text: `~~struck~~` tokens were
 # rejected, `{x}` discarded unchecked, `[x]` resampled, `<x>` bonus, `|` separates rounds. The
 # playground object can be driven from code too, which is how the tests check it:
+# `pg.run(gamma=6, temperature=1.0)` sets the controls and runs once, and raises a `ValueError` for a
+# value outside a slider's range ($\gamma$ 1 to 10, temperature 0 to 3, 8 to 128 new tokens, top-k 0
+# to 50, top-p 0.05 to 1), where assigning the slider (`pg.gamma.value = 12`) would silently clamp it.
 
 # %%
 from utils.render import rounds_text
@@ -63,45 +68,51 @@ ids = pair.tokenizer(load_prompts()[0], return_tensors="pt").input_ids.to(pair.d
 out = speculative_generate(pair.target, pair.draft, ids, max_new_tokens=48, gamma=4)
 print(rounds_text(out.rounds, pair.tokenizer))
 
+# %% [markdown]
+# **$c$ and $v$ in isolation.** The cost model needs $c$, a draft step over a target step, and
+# $v(\gamma)$, the target's pass over $\gamma + 1$ tokens over its one-token step. Measured with each
+# model stepping alone and warm (`utils.bench`); the figures and the exercise below use these:
+
 # %%
 from utils.bench import step_cost_ratio, verify_cost_ratios
-from utils.theory import expected_speedup
 
-cost = step_cost_ratio(pair, ids)  # each model stepping alone, warm: c in isolation
-v_iso = verify_cost_ratios(pair.target, range(1, 11))  # the target's pass over gamma + 1 tokens, alone
+cost = step_cost_ratio(pair, ids)  # c: one draft step / one target step, both one token, KV cache
+v_iso = verify_cost_ratios(pair.target, range(1, 11))  # v: pass over gamma + 1 tokens / one-token step
 print(f"in isolation: c = {cost['c']:.3f}, v = {v_iso['2']:.2f} / {v_iso['4']:.2f} / {v_iso['8']:.2f} at gamma 2 / 4 / 8")
-loop_c = {}
-for gamma, temperature in [(2, 0.0), (8, 0.0), (4, 1.0)]:
-    pg.gamma.value, pg.temperature.value = gamma, temperature  # each change re-runs the callback
-    s = loop_c[gamma, temperature] = pg.last
-    pred = expected_speedup(s["alpha_checked"], gamma, cost["c"], v_iso[str(gamma)])
-    print(f"gamma={gamma} T={temperature}: alpha={s['alpha_checked']:.2f} (accepted/drafted {s['alpha']:.2f}) "
-          f"tau={s['tokens_per_round']:.2f}; in the loop c={s['c']:.3f} v={s['v']:.2f}; speedup measured {s['measured_speedup']:.2f}x, "
-          f"predicted from c, v in isolation and this run's alpha {pred:.2f}x ({pred / s['measured_speedup'] - 1:+.0%}), "
-          f"decomposed (this run's tau / (k c + v), its own k, c, v) {s['decomposed_speedup']:.2f}x  counts={s['counts']}")
-print(f"[{pair.name} pair, {describe_device(pair.device)}, prompt {pg.prompt.value[:40]!r}..., {pg.max_new_tokens.value} new tokens, seed "
-      f"{int(pg.seed.value)}, one run each: no repeats, so each speedup carries a single run's noise]")
-higher = [f"gamma={g} T={t}" for (g, t), s in loop_c.items() if s["c"] > cost["c"]]
-print(f"c in the loop above c in isolation in {len(higher)} of {len(loop_c)} runs" + (f" ({', '.join(higher)})" if higher else ""))
-pg.reset()  # back to gamma 4, T = 0: the saved widgets then show the run the text view above printed
-pg.static_figure();
 
 # %% [markdown]
-# Two $c$ (and $v$) appear in this notebook. **In isolation**: each model stepping alone and warm
-# (`utils.bench.step_cost_ratio`), the first line above, which the figure and the exercise below
-# use. **In the loop**: what this run's draft passes cost over the target's plain step (the
-# playground's panel and the lines above). On a CPU it tends to be higher, because the first draft
-# step after each target pass runs cold and a draft step after a fully accepted round takes two
-# tokens, but one run's timings are noisy: the last line above says how this run came out. Fed with
-# the in-isolation values and Eq. 1's $\tau$ (from the run's $\alpha$), the cost model *predicts*;
-# the run's own $\tau$ over its own passes, $\bar k c + v$ per round with the loop's values ($\bar k$:
-# the draft passes per round, the `k` of the lines above), only
-# *decomposes* the run it came from, so its agreement with the measured speedup validates nothing
-# (what is left is the loop's own work outside the forward passes). At $T = 1$ the acceptance falls
-# and with it $\tau$, so that run sits nearer break-even than the greedy ones. In `counts`,
-# "target" is a round that drafted nothing (the last token before `max_new_tokens`): the target
-# adds it alone. The figure is the
-# playground's $\tau$ chart for the run the text view printed, for readers without a live kernel.
+# **Three runs of the playground.** Per run: $\alpha$ per checked token, $\tau$, $k$ (draft passes
+# per round), $c$ and $v$ as the run paid them in the loop, and three speedups over the target alone:
+# measured, predicted and decomposed (the next two cells say what the last two are).
+
+# %%
+from utils.playground import runs_table
+
+runs = [pg.run(gamma=g, temperature=t) for g, t in [(2, 0.0), (8, 0.0), (4, 1.0)]]  # each: checked, one run
+print(runs_table(runs, cost["c"], v_iso))
+print(f"[{pair.name} pair, {describe_device(pair.device)}, prompt {pg.prompt.value[:40]!r}..., "
+      f"{pg.max_new_tokens.value} new tokens, seed {int(pg.seed.value)}; one run per row, so each speedup "
+      "carries a single run's noise]")
+
+# %% [markdown]
+# **Predict or decompose.** *Predicted* feeds the cost model the $c$ and $v$ measured in isolation
+# and Eq. 1's $\tau$ at the run's $\alpha$: a prediction, and the column gives its error.
+# *Decomposed* divides the run's own $\tau$ by its own passes per round, $k c + v$ with the loop's
+# $c$ and $v$: it only takes apart the run it came from, so its agreement with the measured speedup
+# validates nothing (the gap is the loop's own work outside the forward passes).
+
+# %% [markdown]
+# **Why $c$ in the loop tends to be higher.** On a CPU, the first draft step after each target pass
+# runs cold, and after a fully accepted round the draft's next step takes two tokens. One run's
+# timings are noisy, though: the table's last line says how these runs came out.
+
+# %% [markdown]
+# Back to the starting settings ($\gamma = 4$, $T = 0$), so that the saved widgets show the run the
+# text view printed; its $\tau$ chart, for readers without a live kernel:
+
+# %%
+pg.reset()
+pg.static_figure();
 
 # %% [markdown]
 # ## The Practitioner's Guide's rule, live
@@ -111,10 +122,21 @@ pg.static_figure();
 # thousands of rounds at one position (the first new token of the playground's prompt), the dashes
 # are $p$ (in the static figure below, the crosses are $q$ and the title gives $\beta$). With the
 # Guide's rule the tokens with $p(x) > 0$ and $q(x) > \beta\,p(x)$,
-# $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03). The lines below measure each
-# rule's distance from $p$ as the total variation distance, $\mathrm{TV} = \frac12 \sum_x |f(x) - p(x)|$
-# for frequencies $f$, beside the sampling noise alone and the "exact law" (the distance of the
-# rule's own output distribution, computed without sampling).
+# $\beta = \sum_x \min(p(x), q(x))$, come out too often (notebook 03).
+#
+# The demo uses the playground's temperature, except when the playground is greedy (as now): at
+# $T = 0$, $p$ and $q$ are one-hot, a rejection emits the target's arg max under either rule, and
+# there is nothing to see; so it samples at $T = 1$. The lines below print the temperature used.
+
+# %% [markdown]
+# **The distance.** Between a distribution $f$ and $p$ it is the total variation distance,
+# $\mathrm{TV} = \frac12 \sum_x |f(x) - p(x)|$ over the whole vocabulary. The frequencies of a few
+# thousand draws leave most tokens drawn a few times or never, so for them the lines below take the
+# sum over the chart's buckets instead: the 16 tokens likeliest under $p$ or $q$, and all others
+# together as one. Merging tokens can only cancel differences, so a TV over buckets is a *lower
+# bound* of the TV over all tokens. Beside it: what sampling noise alone gives over the same buckets,
+# and the rule's exact law (its output distribution, computed without sampling), over the buckets and
+# over all tokens.
 
 # %%
 pg.rule_widget()
@@ -123,7 +145,10 @@ pg.rule_widget()
 for rule in ("p", "residual"):  # the Guide's rule first, then back to the correct one
     pg.rule_demo.rule.value = rule
     d = pg.rule_demo.last
-    print(f"{rule:>8}: distance from p {d['tv']:.3f} (noise alone {d['noise']:.3f}; exact law {d['exact_tv']:.3f})")
+    print(f"{rule:>8} at T = {d['temperature']:g}: TV from p over {len(d['freq'])} buckets {d['tv']:.3f} "
+          f"(noise alone {d['noise']:.3f}); exact law {d['exact_tv']:.3f} over the buckets, "
+          f"{d['exact_tv_all_tokens']:.3f} over all tokens")
+print(pg.rule_demo.note)
 pg.rule_demo.static_figure();  # both rules side by side, static (what the switch shows one at a time)
 
 # %% [markdown]
@@ -156,14 +181,18 @@ t_min = min((t for t in overlap if t > 0), key=overlap.get)
 print(f"lowest at T={t_min}; higher at T=3.0 than at T={t_min}: {overlap[3.0] > overlap[t_min]}")
 
 # %% [markdown]
-# **What the data shows.** Acceptance does not fall steadily with temperature. Greedy decoding
-# (T = 0) only needs the arg max of $p$ and $q$ to agree, which the draft often manages. At a
-# moderate temperature the whole distributions count, and sampling now reaches the tails where
-# $p$ and $q$ differ most: $\alpha$ drops. At a high temperature both distributions flatten toward
-# uniform, so they become alike again and $\sum_x \min(p(x), q(x))$ rises (as $T \to \infty$ both
-# are uniform and $\alpha \to 1$). The line "expected alpha, no sampling noise" shows the shape
-# without the noise of sampling: the mean of $\sum_x \min(p(x), q(x))$ along one fixed text (the
-# target's greedy continuation, not text sampled at that temperature) at each temperature; the line below it says where it is lowest. The heatmap is one prompt and one seed with 40 new tokens per
+# **What the data shows.** Acceptance does not fall steadily with temperature. The line "expected
+# alpha, no sampling noise" is the mean of $\sum_x \min(p(x), q(x))$ along one fixed text (the
+# target's greedy continuation, the same at every temperature): no sampling at all, so its shape
+# comes from the distributions alone. At $T = 0$, $p$ and $q$ are one-hot, and a position counts 1
+# if their arg maxes agree, else 0. Once $T > 0$ neither is one-hot: a position where the arg maxes
+# agree counts less than 1 wherever $p$ and $q$ differ at all, one where they disagree more than 0.
+# For a draft that mostly agrees with the target the first effect usually wins: the line drops. At a high
+# temperature both flatten toward uniform and become alike again, so it rises (as $T \to \infty$
+# both are uniform and it tends to 1); the line below it says where it is lowest. The measured
+# $\alpha$ of the heatmap is taken along the text actually sampled at each temperature, which can
+# add an effect of its own (sampling visits positions, some in the tails, that the greedy text never
+# reaches). The heatmap is one prompt and one seed with 40 new tokens per
 # cell, a few dozen accept/reject decisions each, so neighbouring cells differ by noise as large
 # as the trend: compare rows, not cells, and try other prompts and seeds in the playground.
 
@@ -183,7 +212,7 @@ print(f"lowest at T={t_min}; higher at T=3.0 than at T={t_min}: {overlap[3.0] > 
 import matplotlib.pyplot as plt
 
 from utils.playground import linear_verify_cost, near_best_gammas
-from utils.theory import optimal_gamma
+from utils.theory import expected_speedup, optimal_gamma
 
 c, fit = cost["c"], linear_verify_cost(v_iso)
 v = fit["v"]  # v["4"]: the fitted pass over 5 tokens / one-token pass
@@ -300,8 +329,9 @@ print(f"c = {c:.3f} in isolation, v = 1: " + ", ".join(f"alpha {a}: best gamma {
 # - $\alpha$ measures how much the draft's and the target's distributions overlap after the same
 #   warping: the average over positions of $\beta = \sum_x \min(p(x), q(x))$; at temperature 0 only
 #   the arg max has to agree.
-# - Acceptance is not monotone in temperature: moderate temperatures reach the tails where $p$ and
-#   $q$ differ, high ones flatten both toward uniform and the overlap rises again.
+# - Acceptance is not monotone in temperature: above $T = 0$ neither distribution is one-hot, so
+#   $\sum_x \min(p, q) < 1$ wherever they differ at all and the overlap drops; high temperatures
+#   flatten both toward uniform and it rises again.
 # - A round yields $\tau = \frac{1-\alpha^{\gamma+1}}{1-\alpha}$ tokens on average and costs
 #   $\gamma c + v$ target steps; their ratio is the expected speedup. With $v = 1$ (Thm 3.8) a
 #   speedup exists only when $\alpha > c$; with $v > 1$, a draft length $\gamma$ can pay off only
@@ -309,8 +339,8 @@ print(f"c = {c:.3f} in isolation, v = 1: " + ", ".join(f"alpha {a}: best gamma {
 #   $\tau - 1 = \alpha + \dots + \alpha^\gamma \le \gamma\alpha$.
 # - A larger $\gamma$ is not always faster: every drafted token costs $c$ whether it is kept or not,
 #   so the best $\gamma$ grows with $\alpha$ and falls as $c$ grows.
-# - Fed with $c$ and $v$ measured in isolation, the cost model predicts (the lines under the text
-#   view print how far off it was for each run); fed with the $c$ and $v$ a run paid in the loop,
+# - Fed with $c$ and $v$ measured in isolation, the cost model predicts (the table of three runs
+#   prints how far off it was for each); fed with the $c$ and $v$ a run paid in the loop,
 #   it only decomposes that run, and what it leaves unexplained is the loop's own overhead.
 
 # %% [markdown]

@@ -146,7 +146,8 @@ ax.legend(fontsize=7);
 # under the table says what bitsandbytes did here. On a CPU with AVX512-BF16 it repacks every 4-bit
 # layer for its fused bf16 kernel, which de-quantizes double-quantized scales back and stores every
 # scale in bf16: then both NF4 rows end up the same size after the pass, between their two sizes as
-# loaded. On a GPU the stored format stays as loaded.
+# loaded. On a GPU the stored format stays as loaded: `Linear4bit.forward` (bitsandbytes 0.50) repacks
+# only when its input is on the CPU (read, not measured here: no GPU run recorded weight bytes after a pass).
 # A large model is mostly quantized layers, so 4-bit shrinks nearly all of it (the exercise at the
 # end counts the bytes):
 
@@ -201,8 +202,12 @@ print(f"fewer bytes could save at most {saved:.2f} ms per step ({saved / step_ms
 # and `generate` runs eagerly, launching each small kernel from Python; with a **static** cache,
 # allocated at full length, `generate` compiles the step (transformers' default compile settings ask
 # for CUDA graphs; whether they replayed every step that run did not record) (notebooks
-# 01 and 07). Each bf16 row shows its **bandwidth bound**, the tokens/s of a step that only reads
-# the bf16 weights once (notebook 01). The file carries its provenance (its figures were transcribed
+# 01 and 07). One catch for your own runs: `generate` compiles no model whose quantizer says it
+# cannot be compiled, and bitsandbytes' 4-bit one says so, so a model loaded with
+# `BitsAndBytesConfig` decodes *eagerly* even with a static cache. The NF4 rows below were quantized
+# in place, without that quantizer, and with double quantization (the second line says how). Each
+# bf16 row shows its **bandwidth bound**, the tokens/s of a step that only reads the bf16 weights
+# once (notebook 01). The file carries its provenance (its figures were transcribed
 # from the run's printed output; its weight sizes are `get_memory_footprint`'s, so its NF4 figures
 # leave out the scales, as in section 2):
 
@@ -214,14 +219,17 @@ h200 = load_gpu_results(ROOT / "data/results/gpu-h200-2026-11-24.json")
 print(gpu_quantization_report(h200))
 
 # %% [markdown]
-# The last line above counts the rows where NF4 was slower than bf16; the line before it, how much
-# of its bound each bf16 row reached. The file's note overstates one thing: a 2b and a 9b eager step
-# do not cost the same (the third line gives both ratios); they are far from proportional to their
-# bytes, which is what launch-bound means. Where a step takes many times the time to read its
-# weights, that time goes elsewhere, so fewer bytes have little to save while the de-quantization
-# still costs every step. That is not the whole story: where the row nearest its bound is also the
-# one where NF4 lost most (the last line names both), de-quantizing, not launching, is what the
-# 4-bit step pays for. The DataCamp tutorial's own figures for its "normal inference" are stored with
+# The second-to-last line counts the rows where NF4 was slower than bf16; the one before it, how
+# much of its bound each bf16 row reached. The file's note overstates one thing: a 2b and a 9b eager
+# step do not cost the same (the fourth line gives both ratios); they are far from proportional to
+# their bytes, which is what **launch-bound** means: the GPU waits for Python to launch each small
+# kernel. Where a step takes many times the time to read its weights, that time goes elsewhere, so
+# fewer bytes have little to save, while each 4-bit layer adds work of its own (de-quantizing its
+# block, in kernels of its own). The last line turns the tokens/s into milliseconds per step: what
+# NF4 *added* to each step, per cache. Read it as arithmetic on the file, not as a measurement of
+# causes (the run timed no kernels): where NF4 added more with the eager dynamic cache than with the
+# compiled static one, the extra kernels are paid partly in launches, which compiling removes; what
+# it still adds when compiled is the 4-bit work itself. The DataCamp tutorial's own figures for its "normal inference" are stored with
 # their source in `data/results/datacamp-article.json` (the file also says they come from this
 # project's notes on the article, not re-read from the page) and printed below, with the ratio
 # computed from them:
@@ -401,7 +409,8 @@ print(f"gemma-2-9b: {bf16_b / 1e9:.1f} GB of weights in bf16; in NF4 {nf4_b / 1e
       f"({estimate_bytes(nine_b, torch.bfloat16, 'nf4', double_quant=True) / 1e9:.2f} GB with double quantization); "
       f"get_memory_footprint would report {packed / 1e9:.2f} GB")
 bits4 = 8 * nf4_bytes(1)  # bits per quantized weight, scales included
-print(f"NF4 stores {bits4:.2f} bits per quantized weight (scales included), double quantization saves "
+print(f"NF4 stores {bits4:.2f} bits per quantized weight as quantized (scales included; on a CPU with AVX512-BF16 the "
+      "first forward pass repacks them, section 2), double quantization saves "
       f"{bits4 - 8 * nf4_bytes(1, double_quant=True):.3f} of them: {16 / bits4:.1f}x fewer bytes than bf16 in the "
       f"quantized layers, {bf16_b / nf4_b:.1f}x for the whole model")
 
