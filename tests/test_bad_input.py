@@ -957,8 +957,9 @@ def test_a_batch_past_the_drafts_shorter_context_warns_once_for_the_draft(pair, 
 @pytest.mark.parametrize("kw, says", [
     (dict(schedule="heuristc"), "schedule must be one of"),
     (dict(num_assistant_tokens=0), "integer >= 1"),
-    (dict(num_assistant_tokens=2.5), "integer >= 1"),
     (dict(confidence_threshold=-0.1), r"in \[0, 1\]"),
+    (dict(confidence_threshold=float("nan")), r"in \[0, 1\]"),
+    (dict(confidence_threshold=True), r"in \[0, 1\]"),
     (dict(confidence_threshold=1.5), r"in \[0, 1\]"),
 ])
 def test_configure_assistant_refuses_what_hf_would_run_silently(pair, kw, says):
@@ -969,6 +970,13 @@ def test_configure_assistant_refuses_what_hf_would_run_silently(pair, kw, says):
     with pytest.raises(ValueError, match=says):
         configure_assistant(pair.draft, **kw)
     assert pair.draft.generation_config.to_dict() == before  # nothing half-set
+
+
+def test_configure_assistant_refuses_a_fractional_draft_length(pair):
+    from utils.bench import configure_assistant
+
+    with pytest.raises(TypeError, match="integer >= 1"):  # as gamma is refused everywhere (check_count)
+        configure_assistant(pair.draft, 2.5)
 
 
 def test_configure_assistant_sets_every_valid_schedule(pair):

@@ -241,6 +241,7 @@ def test_gpu_quantization_report_reads_the_committed_file():
     assert h200["provenance"]["gpu"] in text and h200["pairs_note"] in text
     assert "double quant" in h200["provenance"]["nf4"] and h200["provenance"]["nf4"] in text
     ms = {c: 1e3 / by[("9b", "nf4")][k] - 1e3 / by[("9b", "bf16")][k] for c, k in keys.items()}
-    assert f"gemma-2-9b {ms['dynamic']:+.1f} ms with the dynamic cache, {ms['static']:+.1f} ms with the static one" in text
+    assert (f"gemma-2-9b {ms['dynamic']:+.1f} ms with the dynamic cache, "
+            f"{ms['static']:+.1f} ms with the static one") in text
     s9 = by[("9b", "bf16")]
     assert f"static cache {s9['hf_greedy_static_tok_s']:.1f} -> {by[('9b', 'nf4')]['hf_greedy_static_tok_s']:.1f} tok/s" in text

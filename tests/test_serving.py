@@ -19,6 +19,7 @@ from utils.serving import (
     SUPPORTED,
     EngineStatus,
     EngineUnavailable,
+    config_text,
     engine_config,
     engine_status,
     field_table,
@@ -34,6 +35,7 @@ from utils.serving import (
     tgi_config,
     trtllm_config,
     vllm_config,
+    vllm_report,
 )
 
 PLANNED = {"09", "10", "11"}  # batched, prompt lookup, self-speculation: written alongside notebook 12
@@ -252,11 +254,31 @@ def test_llamacpp_commands_use_the_server_flags_current_and_legacy():
     assert any(old.cli in n for n in cfg.notes) and cfg.python is None and cfg.kwargs is None
     ng = llamacpp_config("gemma2-2b-27b", "ngram", gamma=6, prompt_lookup=(1, 3))
     assert shlex.split(ng.cli)[3:] == ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3",
-                                       "--spec-ngram-simple-size-m", "6"]
+                                       "--spec-ngram-simple-size-m", "6", "--spec-draft-n-max", "6"]
+    ng_old = llamacpp_config("gemma2-2b-27b", "ngram", gamma=6, prompt_lookup=(1, 3), legacy_flags=True)
+    assert shlex.split(ng_old.cli)[3:] == ["--spec-type", "ngram-simple", "--spec-ngram-size-n", "3",
+                                           "--spec-ngram-size-m", "6", "--draft-max", "6"]
     assert "-md" not in ng.argv and ng.draft is None
-    assert engine_config("llama.cpp", "gemma2-2b-27b", "draft", 4).cli == cfg.cli  # an alias of the engine's name
-    with pytest.raises(ValueError, match="draft-eagle3"):
-        llamacpp_config("gemma2-2b-27b", "eagle3", head="h/e3")
+    for alias in ("llama.cpp", "LLaMA.cpp", "llama-server", "llama_cpp"):  # the engine's other spellings, any case
+        assert engine_config(alias, "gemma2-2b-27b", "draft", 4).cli == cfg.cli
+    for method in ("eagle", "eagle3"):
+        with pytest.raises(ValueError, match="draft-eagle3"):
+            llamacpp_config("gemma2-2b-27b", method, head="h/e3")
+    with pytest.raises(ValueError, match="draft-mtp"):
+        llamacpp_config("gemma2-2b-27b", "mtp")
+    with pytest.raises(ValueError, match="no Medusa"):
+        llamacpp_config("gemma2-2b-27b", "medusa", head="h/m")
+
+
+def test_config_text_prints_every_part_of_a_configuration():
+    trt = engine_config("trtllm", "gemma2-2b-27b", "draft", 4)
+    text = config_text(trt)
+    assert text.startswith(f"[trtllm, draft]  docs: {trt.docs}") and f"  server: {trt.cli}" in text
+    assert f"  python: {trt.python_code}" in text and all(f"  note:   {n}" in text for n in trt.notes)
+    for name, body in trt.files.items():  # the YAML, indented under its file name
+        assert f"  {name}:\n" in text and all(f"    {line}" in text for line in body.splitlines() if line)
+    llama = config_text(engine_config("llamacpp", "gemma2-2b-27b", "draft", 4))
+    assert "python:" not in llama  # llama.cpp documents a server command only
 
 
 def test_local_pair_points_at_the_shipped_folders():
@@ -266,7 +288,7 @@ def test_local_pair_points_at_the_shipped_folders():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: engine_config("not-an-engine", "gemma2-2b-27b"),
-     "unknown engine 'not-an-engine'.*vllm, sglang, trtllm, llamacpp, tgi"),
+     "unknown engine 'not-an-engine'.*vllm, sglang, trtllm, llamacpp, tgi.*also spelt tensorrt-llm"),
     (lambda: vllm_config("gemma2-2b-27b", "ngram", prompt_lookup=(3, 2)), "prompt_lookup"),
     (lambda: vllm_config("gemma2-2b-27b", "lookahead"), "unknown method 'lookahead'.*draft, ngram, eagle"),
     (lambda: sglang_config("gemma2-2b-27b", "medusa"), "unknown method 'medusa'.*draft, ngram, eagle, eagle3, mtp"),
@@ -316,17 +338,17 @@ def test_mapping_and_engine_facts_are_sourced():
 def test_gemma_pair_fits_an_h200_and_the_notebook_says_of_which_gpus():
     """The review: the 27b pair in bf16 fits an 80 GB GPU and also an H200 (141 GB, where the repo's GPU results
     were measured); the notebook's line names the GPUs of utils.models.GPUS it fits, and no longer 'only'."""
-    import jupytext
-
     from utils.models import GPUS, memory_fits
 
     assert GPUS["H200 141GB"][1] == 141.0 and GPUS["B200 180GB"][1] == 180.0
     bf16 = next(r for r in memory_fits("gemma2-2b-27b") if r["precision"] == "bf16")
     assert {"A100/H100 80GB", "H200 141GB", "B200 180GB"} <= set(bf16["fits"])
-    nb = jupytext.read(ROOT / "notebooks" / "src" / "12_map_of_the_field.py", fmt="py:percent")
-    text = "\n".join(c.source for c in nb.cells)
-    assert "fits only" not in text and "The 27b weights are gated" not in text
-    assert "of the GPUs in utils.models.GPUS" in text and "the 2b draft as well as the 27b target" in text
+    nb = json.loads((ROOT / "notebooks" / "12_map_of_the_field.ipynb").read_text())
+    printed = "".join("".join(o.get("text", [])) for c in nb["cells"] if c["cell_type"] == "code"
+                      for o in c.get("outputs", []))
+    assert f"of the GPUs in utils.models.GPUS, these hold it: {', '.join(bf16['fits'])}" in printed
+    markdown = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "fits only" not in markdown and "the 2b draft as well as the 27b target" in markdown
 
 
 # --- what is present, and the engine cell --------------------------------------------------------------
@@ -404,9 +426,13 @@ def test_run_vllm_sends_batch_size_prompts_at_a_time_and_reads_acceptance(monkey
     assert cm["c"] == pytest.approx(res["plain"]["tokens_per_s"] / res["draft_alone"]["tokens_per_s"])
     assert cm["tau"] == sp["tokens_per_round"] and cm["v"] == 1.0
     assert cm["predicted_speedup"] == pytest.approx(sp["tokens_per_round"] / (4 * cm["c"] + 1))
+    text = vllm_report(res)
+    assert f"alpha per drafted token {30 / 48:.2f}" in text and f"so c = {cm['c']:.3f}" in text
+    assert f"with v = 1: {cm['predicted_speedup']:.2f}x, measured {res['speedup']:.2f}x" in text
     calls.clear()
     res = run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=8, status=status, measure_c=False)
     assert res["cost_model"]["c"] is None and "draft_alone" not in res and len(calls) == 4
+    assert "c not measured: c is measured for method 'draft' with measure_c=True" in vllm_report(res)
     with pytest.raises(ValueError, match="batch_size"):
         run_vllm("smollm2-135m-1.7b", batch_size=0, status=status)
 
@@ -435,7 +461,10 @@ def test_run_vllm_passes_gpu_memory_utilization_to_every_engine(monkeypatch):
     assert "speculative_config" in built[1] and res["gpu_memory_utilization"] == 0.4
     assert built[2]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "speculative_config" not in built[2]
     built.clear()
-    assert run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=status)["gpu_memory_utilization"] is None
+    res = run_vllm("smollm2-135m-1.7b", prompts=["a"], max_tokens=1, status=status)
+    assert res["gpu_memory_utilization"] is None
+    # no counters from this stand-in: c is measured, but there is no tau to predict from
+    assert "acceptance not reported" in vllm_report(res) and "no prediction" in vllm_report(res)
     assert len(built) == 3 and all("gpu_memory_utilization" not in k for k in built)
     for bad in (0, 1.5, -0.1, True, "0.5"):
         with pytest.raises(ValueError, match="gpu_memory_utilization"):

@@ -110,8 +110,9 @@ def test_4bit_quantizes_as_bitsandbytes_config_does_by_default():
         q = shapes.random_model(shapes.gemma2_config("2b", **SMALL))
         shapes.to_4bit(q, "nf4", torch.float32, double_quant=double)
         layers = [m for m in q.modules() if isinstance(m, bnb.nn.Linear4bit)]
-        assert layers and all(m.weight.compress_statistics is double for m in layers)
-    assert shapes.run((), (), (), progress=False)["meta"]["double_quant"] is False
+        # quantized (uint8 blocks), with nested (8-bit) scales exactly when double quantization was asked for
+        assert layers and all(m.weight.dtype == torch.uint8 and m.weight.quant_state.nested is double for m in layers)
+    assert shapes.run((), (), (), progress=False)["meta"]["double_quant"] is shapes.DOUBLE_QUANT
 
 
 def test_run_on_shrunken_configs(one_thread):

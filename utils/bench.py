@@ -55,9 +55,8 @@ def configure_assistant(draft, num_assistant_tokens: int = 4, schedule: str = "c
     threshold 0 make HF draft exactly num_assistant_tokens per round, like our gamma. Checks its
     arguments first: transformers tests only whether the schedule is one of the heuristic ones, so a
     misspelt schedule would run as a constant one without a word."""
-    if isinstance(num_assistant_tokens, bool) or not isinstance(num_assistant_tokens, int) or num_assistant_tokens < 1:
-        raise ValueError(f"num_assistant_tokens must be an integer >= 1 (the draft length per round, like gamma); "
-                         f"got {num_assistant_tokens!r}")
+    num_assistant_tokens = check_count("num_assistant_tokens", num_assistant_tokens, 1, "the draft length per round, "
+                                       "like gamma")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)} (got {schedule!r})")
     if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, (int, float)) \

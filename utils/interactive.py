@@ -343,8 +343,9 @@ class RuleDemo:
         fig.add_trace(go.Scatter(x=s["labels"], y=s["q"], mode="markers", name="q (draft)",
                                  marker=dict(symbol="circle-open", size=8, color="#6b7280"),
                                  hovertemplate="%{x}<br>q %{y:.4f}<extra></extra>"))
-        fig.update_layout(title=f"emitted token vs p{self._at()}: {name}", yaxis_title="probability", height=340, width=760,
-                          margin=dict(l=50, r=10, t=40, b=80), bargap=0.25, legend=dict(x=0.75, y=0.98))
+        fig.update_layout(title=f"emitted token vs p{self._at()}: {name}", yaxis_title="probability",
+                          height=340, width=760, margin=dict(l=50, r=10, t=40, b=80), bargap=0.25,
+                          legend=dict(x=0.75, y=0.98))
         return fig
 
 

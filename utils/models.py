@@ -288,8 +288,9 @@ def check_memory(pair: PairSpec, dtype, quantization, quantize: str, free_bytes:
         )
 
 
-# Usual GPUs: (GiB free when a notebook starts, total GiB, has bfloat16). Totals are the vendors' figures
-# (NVIDIA: H200 141 GB HBM3e, HGX B200 180 GB HBM3e); the free figures leave a margin for the CUDA context.
+# Usual GPUs: (GiB free when a notebook starts, total GiB, has bfloat16). Totals are the vendors' "GB", which
+# for these boards is about the GiB the driver reports (an A100 80GB: 80 GiB; an H200 "141 GB": about 140 GiB;
+# a B200 "180 GB": about 179 GiB); the free figures leave a margin for the CUDA context.
 GPUS = {"T4 16GB": (15.0, 16.0, False), "L4 24GB": (22.5, 24.0, True), "A100 40GB": (39.5, 40.0, True),
         "A100/H100 80GB": (79.0, 80.0, True), "H200 141GB": (138.0, 141.0, True), "B200 180GB": (177.0, 180.0, True)}
 

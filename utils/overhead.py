@@ -324,11 +324,13 @@ def gpu_quantization_report(result: dict) -> str:
         f"gemma-2-{s} {share[(s, 'dynamic')]:.0%} with the dynamic cache, {share[(s, 'static')]:.0%} with the static one"
         for s in sizes))
     ratios = {(s, c): by[(s, "nf4")][k] / by[(s, "bf16")][k] for s in sizes for c, k in caches}
-    extra = {(s, c): 1e3 / by[(s, "nf4")][k] - 1e3 / by[(s, "bf16")][k] for s in sizes for c, k in caches}  # ms per step
+    # milliseconds NF4 added per step
+    extra = {(s, c): 1e3 / by[(s, "nf4")][k] - 1e3 / by[(s, "bf16")][k] for s in sizes for c, k in caches}
     lines.append(f"NF4 slower than bf16 in {sum(r < 1 for r in ratios.values())} of {len(ratios)} rows (model x cache); "
                  f"it lost most at gemma-2-{' with the '.join(min(ratios, key=ratios.get))} cache")
     lines.append("time NF4 added per step: " + "; ".join(
-        f"gemma-2-{s} {extra[(s, 'dynamic')]:+.1f} ms with the dynamic cache, {extra[(s, 'static')]:+.1f} ms with the static one"
+        f"gemma-2-{s} {extra[(s, 'dynamic')]:+.1f} ms with the dynamic cache, "
+        f"{extra[(s, 'static')]:+.1f} ms with the static one"
         for s in sizes))
     return "\n".join(lines)
 

@@ -369,8 +369,8 @@ def runs_table(runs, c: float, v) -> str:
         else:
             predicted = "n/a"
         lines.append(f"{g:>5} {s['temperature']:>4.1f} {a:>5.2f} {s['tokens_per_round']:>5.2f} "
-                     f"{s['drafted_per_round']:>4.1f} {s['c']:>6.3f} {s['v']:>6.2f} {s['measured_speedup']:>7.2f}x {predicted:>17} "
-                     f"{s['decomposed_speedup']:>9.2f}x")
+                     f"{s['drafted_per_round']:>4.1f} {s['c']:>6.3f} {s['v']:>6.2f} {s['measured_speedup']:>7.2f}x "
+                     f"{predicted:>17} {s['decomposed_speedup']:>9.2f}x")
     higher = sum(s["c"] > c for s in runs)
     lines.append(f"c in the loop above c in isolation ({c:.3f}) in {higher} of {len(runs)} runs")
     return "\n".join(lines)

@@ -184,11 +184,11 @@ def exit_agreement(target, input_ids: torch.Tensor, ks=None, adapters: dict | No
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def layer_update_norms(target, input_ids: torch.Tensor) -> list[float]:
-    """Per layer i = 1..n, ||h_i - h_{i-1}|| / ||h_{i-1}||: how much layer i changes the residual
-    stream it receives. h_n is the last layer's own output, taken by a forward hook: the hidden
-    states of transformers 5 end with h_n after the final norm, which is not a layer's update."""
+    """Per layer i = 1..n, ||h_i - h_{i-1}|| / ||h_{i-1}||, each norm over every position of the text at
+    once (the (B, T, d) tensor): how much layer i changes the residual stream it receives. h_n is the
+    last layer's own output, taken by a forward hook: the hidden states of transformers 5 end with h_n
+    after the final norm, which is not a layer's update."""
     last = []
     hook = target.model.layers[-1].register_forward_hook(lambda module, args, out: last.append(out))
     try:

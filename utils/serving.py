@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,6 +329,8 @@ ALIASES = {"tensorrt-llm": "trtllm", "tensorrt_llm": "trtllm", "trt-llm": "trtll
            "llama-cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-server": "llamacpp"}
 NEEDS_HEAD = {"eagle", "eagle3", "medusa"}
 MTP_TARGETS: frozenset[str] = frozenset()  # none of utils.models.PAIRS has MTP layers (Gemma 2, SmolLM2)
+_LLAMACPP_EAGLE = ("recent llama.cpp builds list --spec-type draft-eagle3 (an EAGLE-3 draft converted to GGUF, "
+                   "docs/speculative.md); this builder writes only the draft-model and n-gram commands.")
 # Why a method is missing from an engine's builder, where its docs say something about it.
 WHY_NOT = {
     ("tgi", "draft"): "TGI has no separate draft-model option: its docs list Medusa and n-gram speculation only.",
@@ -336,10 +339,8 @@ WHY_NOT = {
     ("trtllm", "medusa"): "TensorRT-LLM serves Medusa heads on its TensorRT engine backend only (an engine built "
                           "with the heads: its docs' Medusa README); this builder writes the LLM API (PyTorch "
                           "backend) form.",
-    ("llamacpp", "eagle"): "recent llama.cpp builds list --spec-type draft-eagle3 (an EAGLE-3 draft converted to GGUF, "
-                           "docs/speculative.md); this builder writes only the draft-model and n-gram commands.",
-    ("llamacpp", "eagle3"): "recent llama.cpp builds list --spec-type draft-eagle3 (an EAGLE-3 draft converted to "
-                            "GGUF, docs/speculative.md); this builder writes only the draft-model and n-gram commands.",
+    ("llamacpp", "eagle"): _LLAMACPP_EAGLE,
+    ("llamacpp", "eagle3"): _LLAMACPP_EAGLE,
     ("llamacpp", "mtp"): "recent llama.cpp builds list --spec-type draft-mtp; this builder writes only the "
                          "draft-model and n-gram commands, and no pair here has MTP layers.",
     ("llamacpp", "medusa"): "llama.cpp's docs list no Medusa option.",
@@ -349,7 +350,9 @@ WHY_NOT = {
 @dataclass
 class EngineConfig:
     """One engine configuration: `kwargs` for the Python entry point (None where the engine documents only a
-    server command), `argv` for the server command line, `files` the files that command reads (name -> text,
+    server command; for TensorRT-LLM, whose entry point takes a config class, the fields as its YAML spells
+    them, and `python_expr` the call itself), `argv` for the server command line, `files` the files that
+    command reads (name -> text,
     e.g. TensorRT-LLM's YAML), and where the option names come from. None of it is run here."""
 
     engine: str
@@ -431,7 +434,8 @@ def vllm_config(pair_name: str, method: str = "draft", gamma: int = 4, head: str
     notes = []
     if method == "draft":
         spec["model"] = draft
-        notes.append("draft and target must share a vocabulary (both Gemma 2 here); for a draft with another "
+        notes.append("draft and target must share a vocabulary (each pair here does: one family, one tokenizer); "
+                     "for a draft with another "
                      "tokenizer, recent vLLM (SpeculativeConfig on its main branch; older releases lack it) has "
                      "\"use_heterogeneous_vocab\": true (greedy drafting only).")
     elif method == "ngram":
@@ -504,7 +508,8 @@ def trtllm_config(pair_name: str, method: str = "draft", gamma: int = 4, head: s
     notes = []
     if method == "draft":
         fields["speculative_model"] = draft
-        notes.append("the docs: draft and target must be trained with the same tokenizer (both Gemma 2 here).")
+        notes.append("the docs: draft and target must be trained with the same tokenizer (each pair here is: "
+                     "one family).")
     elif method == "ngram":
         fields["max_matching_ngram_size"] = _prompt_lookup(prompt_lookup)[1]
         fields["is_public_pool"] = False
@@ -555,7 +560,7 @@ def llamacpp_config(pair_name: str, method: str = "draft", gamma: int = 4, head:
         argv += (["--spec-type", "ngram-simple", "--spec-ngram-size-n", str(n), "--spec-ngram-size-m", str(gamma),
                   "--draft-max", str(gamma)] if legacy_flags else
                  ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", str(n),
-                  "--spec-ngram-simple-size-m", str(gamma)])
+                  "--spec-ngram-simple-size-m", str(gamma), "--spec-draft-n-max", str(gamma)])
     files = ", ".join(dict.fromkeys(a for a in argv if a.endswith(".gguf")))
     notes = [f"GGUF files, not Hub repositories: convert each model with llama.cpp's convert_hf_to_gguf.py (or "
              f"download a GGUF build of it) and name it as above ({files})."]
@@ -596,9 +601,10 @@ BUILDERS = {"vllm": vllm_config, "sglang": sglang_config, "trtllm": trtllm_confi
 
 def engine_config(engine: str, pair_name: str, method: str = "draft", gamma: int = 4, **kw) -> EngineConfig:
     """The configuration of `engine` (a key of BUILDERS, or a spelling in ALIASES) for a pair of PAIRS."""
-    engine = ALIASES.get(engine, engine)
+    engine = ALIASES.get(str(engine).lower(), str(engine).lower())
     if engine not in BUILDERS:
-        raise ValueError(f"unknown engine {engine!r}; supported engines: {', '.join(BUILDERS)}.")
+        raise ValueError(f"unknown engine {engine!r}; supported engines: {', '.join(BUILDERS)} "
+                         f"(also spelt {', '.join(ALIASES)}).")
     return BUILDERS[engine](pair_name, method, gamma, **kw)
 
 
@@ -794,3 +800,35 @@ def run_vllm(pair_name: str = "gemma2-2b-27b", method: str = "draft", gamma: int
     else:
         result["cost_model"] = {"c": None, "why": "c is measured for method 'draft' with measure_c=True"}
     return result
+
+
+def config_text(cfg: EngineConfig) -> str:
+    """Notebook 12's printout of one configuration: its docs, the Python form, the server command, the
+    files that command reads and the notes."""
+    lines = [f"[{cfg.engine}, {cfg.method}]  docs: {cfg.docs}"]
+    if cfg.python_code:
+        lines.append(f"  python: {cfg.python_code}")
+    lines.append(f"  server: {cfg.cli}")
+    for name, text in cfg.files.items():
+        lines.append(f"  {name}:\n{textwrap.indent(text.rstrip(), '    ')}")
+    lines += [f"  note:   {note}" for note in cfg.notes]
+    return "\n".join(lines)
+
+
+def vllm_report(res: dict) -> str:
+    """Notebook 12's reading of a run_vllm result: the setting and both speeds, acceptance where vLLM
+    reported it, and c with the cost model's prediction (v = 1) where c was measured."""
+    sp, cm = res["speculative"], res["cost_model"]
+    acc = (f"alpha per drafted token {sp['alpha_drafted']:.2f}, {sp['tokens_per_round']:.2f} tokens per round"
+           if sp.get("alpha_drafted") is not None else "acceptance not reported by this vLLM")
+    lines = [f"{res['pair']} on {res['gpu']}, vLLM {res['vllm']}, {res['n_prompts']} prompts, batch size "
+             f"{res['batch_size']}, T = {res['temperature']:g}: plain {res['plain']['tokens_per_s']:.1f} tok/s, "
+             f"speculative (gamma {res['gamma']}) {sp['tokens_per_s']:.1f} tok/s, speedup {res['speedup']:.2f}x; {acc}"]
+    if cm["c"] is None:
+        lines.append(f"c not measured: {cm['why']}")
+    else:
+        pred = (f"{cm['predicted_speedup']:.2f}x" if cm["predicted_speedup"] is not None
+                else "no prediction (this vLLM reports no tokens per round)")
+        lines.append(f"draft alone {res['draft_alone']['tokens_per_s']:.1f} tok/s, so c = {cm['c']:.3f} ({cm['how']}); "
+                     f"cost model tau / (gamma c + v) with v = 1: {pred}, measured {res['speedup']:.2f}x")
+    return "\n".join(lines)

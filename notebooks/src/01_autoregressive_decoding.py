@@ -155,8 +155,9 @@ for label, q in (("unquantized", None), ("NF4", "nf4")):  # each GPU: the dtype 
 # %% [markdown]
 # Each cell gives the dtype `load_pair` picks on that GPU, the weight bytes (estimated from the
 # parameter counts: `utils.models.estimate_bytes`) and the bound. The NF4 row is a ceiling that
-# reading fewer bytes would allow, not a prediction: a 4-bit layer de-quantizes its weights every
-# step, and that costs time of its own (below, NF4 on an H200 decoded *slower* than bf16). A T4 has
+# reading fewer bytes would allow, not a prediction: a 4-bit layer also de-quantizes its weights
+# every step, in kernels of its own, and below, NF4 on an H200 decoded *slower* than bf16 (notebook
+# 06 reads those numbers). A T4 has
 # no bfloat16, and Gemma2 overflows in float16, so there it loads in float32 (in NF4 too: the parts
 # left unquantized, such as the embeddings, stay float32): more bytes to read. "no fit": the weights plus a margin for activations and cache
 # (`check_memory`'s estimate) exceed the GPU's memory; there only 4-bit works (notebook 06).

@@ -163,8 +163,10 @@ print(f"returned text == the target's own greedy text: {sum(r[4] for r in rows)}
 # **bonus** token is drawn from it. The output is then distributed exactly as the target's
 # (identical token for token in greedy mode), and the speedup comes from accepting several tokens
 # per target pass: up to $\gamma + 1$. Two numbers say how well that went: the **acceptance rate**
-# $\alpha$, the share of drafted tokens the target keeps, and the **tokens per target pass**, what
-# each pass adds to the text (accepted tokens plus the replacement or bonus one). Notebook 03 builds it.
+# $\alpha$, the share of the drafted tokens the target *checked* that it kept (the drafts after a
+# rejection are never checked; accepted / drafted, a smaller number, is printed beside it), and the
+# **tokens per target pass**, what each pass adds to the text (accepted tokens plus the replacement
+# or bonus one). Notebook 03 builds it.
 #
 # One caveat on "token for token": it holds up to floating-point rounding. In bf16 or fp16 on a GPU,
 # the target's pass over $\gamma + 1$ tokens and its one-token steps can round differently, so where

@@ -226,10 +226,12 @@ print(gpu_quantization_report(h200))
 # kernel. Where a step takes many times the time to read its weights, that time goes elsewhere, so
 # fewer bytes have little to save, while each 4-bit layer adds work of its own (de-quantizing its
 # block, in kernels of its own). The last line turns the tokens/s into milliseconds per step: what
-# NF4 *added* to each step, per cache. Read it as arithmetic on the file, not as a measurement of
-# causes (the run timed no kernels): where NF4 added more with the eager dynamic cache than with the
-# compiled static one, the extra kernels are paid partly in launches, which compiling removes; what
-# it still adds when compiled is the 4-bit work itself. The DataCamp tutorial's own figures for its "normal inference" are stored with
+# NF4 *added* to each step, per cache. It is arithmetic on the file, not a measurement of causes
+# (the run timed no kernels). One reading it fits, a hypothesis: where NF4 added more with the eager
+# dynamic cache than with the compiled static one, part of the extra is launching the extra kernels,
+# which compiling removes, and what it still adds when compiled is mostly the 4-bit work itself
+# (unless CUDA graphs did not replay there, which the run did not record). The DataCamp tutorial's
+# own figures for its "normal inference" are stored with
 # their source in `data/results/datacamp-article.json` (the file also says they come from this
 # project's notes on the article, not re-read from the page) and printed below, with the ratio
 # computed from them:

@@ -125,7 +125,8 @@ for k in (2, 8, 16):
 # position of the held-out prompts and their greedy continuations, does the exit's arg max equal the
 # target's (what greedy drafting needs), and how far is its distribution, $\mathrm{KL}(p\,\|\,q_k)$
 # (what sampling needs)? And how much does each layer $i$ change the stream it receives, the relative
-# update $\lVert h_i - h_{i-1} \rVert / \lVert h_{i-1} \rVert$ (averaged over positions)?
+# update $\lVert h_i - h_{i-1} \rVert / \lVert h_{i-1} \rVert$ (each norm taken over all positions
+# of a text at once, then averaged over the texts)?
 
 # %%
 import statistics

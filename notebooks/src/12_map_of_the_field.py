@@ -239,10 +239,8 @@ for key, e in ENGINES.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-import textwrap
-
 from utils.models import memory_fits
-from utils.serving import engine_config
+from utils.serving import config_text, engine_config
 
 PAIR_AT_SCALE = "gemma2-2b-27b"
 GAMMA = 4
@@ -253,15 +251,7 @@ print(f"{PAIR_AT_SCALE} unquantized, in bf16, as the configurations below load i
 for engine, method in [("llamacpp", "draft"), ("llamacpp", "ngram"), ("vllm", "draft"), ("vllm", "ngram"),
                        ("sglang", "draft"), ("sglang", "ngram"), ("trtllm", "draft"), ("trtllm", "ngram"),
                        ("tgi", "ngram")]:
-    cfg = engine_config(engine, PAIR_AT_SCALE, method, GAMMA)
-    print(f"\n[{engine}, {method}]  docs: {cfg.docs}")
-    if cfg.python_code:
-        print(f"  python: {cfg.python_code}")
-    print(f"  server: {cfg.cli}")
-    for name, text in cfg.files.items():
-        print(f"  {name}:\n{textwrap.indent(text.rstrip(), '    ')}")
-    for note in cfg.notes:
-        print(f"  note:   {note}")
+    print("\n" + config_text(engine_config(engine, PAIR_AT_SCALE, method, GAMMA)))
 
 # %% [markdown]
 # The methods that need weights trained for this target, and what the builders say when asked for
@@ -320,7 +310,7 @@ for e in ENGINES.values():
 
 # %%
 # Runs only with a CUDA GPU and vLLM installed; otherwise prints why it skipped.
-from utils.serving import EngineUnavailable, engine_status, run_vllm
+from utils.serving import EngineUnavailable, engine_status, run_vllm, vllm_report
 
 VLLM_PAIR = "smollm2-135m-1.7b"
 GPU_SHARE = 0.45  # each engine's gpu_memory_utilization: two fit at once; None: vLLM's default
@@ -331,20 +321,7 @@ try:
 except EngineUnavailable as e:
     print(f"\nskipped: {e}")
 else:
-    sp = res["speculative"]
-    acc = (f"alpha per drafted token {sp['alpha_drafted']:.2f}, {sp['tokens_per_round']:.2f} tokens per round"
-           if sp.get("alpha_drafted") is not None else "acceptance not reported by this vLLM")
-    print(f"\n{res['pair']} on {res['gpu']}, vLLM {res['vllm']}, {res['n_prompts']} prompts, batch size {res['batch_size']}, "
-          f"T = {res['temperature']:g}: plain {res['plain']['tokens_per_s']:.1f} tok/s, speculative (gamma {res['gamma']}) "
-          f"{sp['tokens_per_s']:.1f} tok/s, speedup {res['speedup']:.2f}x; {acc}")
-    cm = res["cost_model"]
-    if cm["c"] is None:
-        print(f"c not measured: {cm['why']}")
-    else:
-        pred = (f"{cm['predicted_speedup']:.2f}x" if cm["predicted_speedup"] is not None
-                else "no prediction (this vLLM reports no tokens per round)")
-        print(f"draft alone {res['draft_alone']['tokens_per_s']:.1f} tok/s, so c = {cm['c']:.3f} ({cm['how']}); "
-              f"cost model tau / (gamma c + v) with v = 1: {pred}, measured {res['speedup']:.2f}x")
+    print("\n" + vllm_report(res))
 
 # %% [markdown]
 # ## 7. Exercise: SGLang's flags for a chain
