@@ -95,10 +95,13 @@ def ensure_env() -> Path:
     return py
 
 
-def child_env(offline: bool) -> dict:
+def child_env(offline: bool, lasting_compile_cache: bool = False) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("SPECDEC_PAIR", "tiny")
+    if lasting_compile_cache:  # lab and check: torch.compile's kernels kept beside the environment, not in the
+        # system's temporary folder, which many systems empty at reboot: notebook 07 compiled at home stays compiled
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(VENV / "inductor-cache"))
     if offline:
         env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = "1"
     else:  # --online asked for the Hub: an offline switch left in the shell would silently win
@@ -147,12 +150,13 @@ def main(argv=None) -> int:
         return 0
     if args.command in ("test", "check"):
         cmd = [str(py), "-m", *(["pytest"] if args.command == "test" else ["utils.preflight"]), *rest]
-        return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=True)).returncode
+        return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=True, lasting_compile_cache=args.command == "check")
+                              ).returncode
     write_lab_defaults(VENV)
     cmd = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *LAB_FLAGS, *rest]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and cloud machines often run as root
-    return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=not args.online)).returncode
+    return subprocess.run(cmd, cwd=ROOT, env=child_env(offline=not args.online, lasting_compile_cache=True)).returncode
 
 
 if __name__ == "__main__":

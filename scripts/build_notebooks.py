@@ -15,6 +15,7 @@ a fork sets its own). The committed notebooks carry the outputs of one full run 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -630,6 +631,16 @@ FIRST_RUN = ROOT / "data" / "results" / "first-run-tiny-cpu.json"
 FIRST_RUN_SPAN = re.compile(r"(<!-- first-run (\d\d) -->)(.*?)(<!-- /first-run -->)")
 
 
+def first_run_digest(src: Path) -> str:
+    """What a first-run time was measured on: a hash of the notebook's code cells and utils/fast.py (the
+    compiled engine), which decide what gets compiled. Prose edits leave it alone; `--check` flags a
+    recorded time whose digest differs (rerun --time-first-run)."""
+    import hashlib
+
+    code = [c.source for c in build(src).cells if c.cell_type == "code"]
+    return hashlib.sha256("\n\x00".join([*code, (ROOT / "utils" / "fast.py").read_text()]).encode()).hexdigest()[:16]
+
+
 def time_first_run(prefix: str) -> dict:
     """Run one notebook as a new machine's first run: PyTorch's compile caches (Inductor's, Triton's)
     in an empty temporary folder, so every kernel is compiled. Writes nothing but its entry in
@@ -658,7 +669,7 @@ def time_first_run(prefix: str) -> dict:
     data[src.name[:2]] = dict(notebook=src.with_suffix(".ipynb").name, seconds=round(secs, 1),
                               cache="empty TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR (every kernel compiled)",
                               machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-                              pair="tiny", date=date.today().isoformat(),
+                              pair="tiny", date=date.today().isoformat(), code_digest=first_run_digest(src),
                               command=f"python scripts/build_notebooks.py {src.name[:2]} --time-first-run")
     FIRST_RUN.write_text(json.dumps(data, indent=1) + "\n")
     return data[src.name[:2]]
@@ -689,7 +700,7 @@ def update_workshop() -> None:
 
 def check() -> int:
     """1 if any committed notebook's cells differ from what its source builds, or the README table
-    or WORKSHOP's run times are stale."""
+    or WORKSHOP's run times are stale, or a first-run time was measured on other code."""
     bad = []
     for src in sources():
         ipynb = src.parent.parent / src.with_suffix(".ipynb").name
@@ -708,6 +719,12 @@ def check() -> int:
         bad.append("README.md tables")
     if first_run_text(text) != text:
         bad.append("README.md first-run time")
+    runs = json.loads(FIRST_RUN.read_text()) if FIRST_RUN.exists() else {}
+    for src in sources():
+        run = runs.get(src.name[:2])
+        if run is not None and run.get("code_digest") != first_run_digest(src):
+            bad.append(f"the first-run time of {src.name[:2]}: its code or utils/fast.py changed since it was measured "
+                       f"(python scripts/build_notebooks.py {src.name[:2]} --time-first-run, on a quiet machine)")
     workshop = (ROOT / "WORKSHOP.md").read_text()
     if first_run_text(workshop_text(workshop)) != workshop:
         bad.append("WORKSHOP.md run times")

@@ -449,6 +449,22 @@ def test_run_test_online_is_refused_and_pytest_args_pass_through(run_py, capsys)
     assert calls[-1][0][-2:] == ["-k", "greedy"] and calls[-1][1]["env"]["HF_HUB_OFFLINE"] == "1"
 
 
+def test_lab_and_check_keep_compiled_kernels_beside_the_environment(run_py, tmp_path, monkeypatch):
+    """Notebook 07 compiled at home must stay compiled on the day: /tmp is emptied at reboot on many
+    systems. lab and check point inductor's cache into the environment's folder, unless the user set one;
+    the tests keep PyTorch's default."""
+    mod, calls = run_py
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    for command in ("lab", "check"):
+        mod.main([command])
+        assert calls[-1][1]["env"]["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor-cache")
+    mod.main(["test"])
+    assert "TORCHINDUCTOR_CACHE_DIR" not in calls[-1][1]["env"]
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")
+    mod.main(["lab"])
+    assert calls[-1][1]["env"]["TORCHINDUCTOR_CACHE_DIR"] == "/mine"
+
+
 def test_run_lab_turns_the_news_pop_up_off(run_py, tmp_path):
     mod, calls = run_py
     (tmp_path / "share/jupyter/lab/settings").mkdir(parents=True)

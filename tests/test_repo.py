@@ -86,6 +86,31 @@ def test_first_run_time_is_quoted_from_its_data_file(tmp_path, monkeypatch):
                                        "b <!-- first-run 08 -->42 s<!-- /first-run --> <!-- first-run 09 -->y<!-- /first-run -->")
 
 
+def test_first_run_time_is_tied_to_the_code_it_measured(tmp_path, monkeypatch):
+    """A first-run time records a digest of the notebook's code cells and utils/fast.py: a prose edit
+    keeps it, a code edit changes it, and --check then calls the time stale."""
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import build_notebooks as bn
+
+    src = ROOT / "notebooks" / "src" / "07_make_it_fast.py"
+    text = src.read_text()
+    copy = tmp_path / src.name
+    digest = bn.first_run_digest(src)
+    copy.write_text(text + "\n# %% [markdown]\n# one more sentence of prose\n")
+    assert bn.first_run_digest(copy) == digest
+    copy.write_text(text + "\n# %%\nprint('one more line of code')\n")
+    assert bn.first_run_digest(copy) != digest
+    fake = tmp_path / "first-run.json"
+    fake.write_text(json.dumps({"07": dict(seconds=100.0, code_digest="0" * 16)}))
+    monkeypatch.setattr(bn, "FIRST_RUN", fake)
+    monkeypatch.setattr(bn, "first_run_text", lambda text: text)  # only the digest is under test here
+    bad = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: bad.append(" ".join(map(str, a))))
+    assert bn.check() == 1 and any("first-run time of 07" in line for line in bad)
+
+
 # Each notebook's "Time to run" words and the seconds they allow (the committed run on this repository's
 # 2-core CPU must not take longer); 07 points to WORKSHOP.md instead (its first run compiles).
 TIME_WORDS = {"a few seconds": 15, "about 30 s": 45, "under a minute": 60, "about a minute": 90,

@@ -191,8 +191,9 @@ def compile_readiness(device) -> str | None:
             return None
         except Exception as e:  # InvalidCxxCompiler (a RuntimeError), or a Windows compiler check failing
             how = {"darwin": "install Apple's command line tools (xcode-select --install) and OpenMP (brew install libomp)",
-                   "win32": "install Visual Studio Build Tools with the C++ workload, then start `python run.py lab` "
-                            "from the 'x64 Native Tools Command Prompt' so that cl.exe is on PATH"}.get(
+                   "win32": "install Visual Studio Build Tools with the C++ workload, then start `python run.py check` "
+                            "and `python run.py lab` from the 'x64 Native Tools Command Prompt' so that cl.exe is on "
+                            "PATH"}.get(
                 sys.platform, "install g++ (Debian/Ubuntu: sudo apt install g++; Fedora: sudo dnf install gcc-c++)")
             return f"torch.compile cannot compile for the CPU here ({first_line(e)}): {how}; {again}."
     if kind == "cuda":
