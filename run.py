@@ -24,7 +24,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = Path(os.environ.get("SPECDEC_VENV", ROOT / ".venv"))
+VENV = Path(os.environ.get("SPECDEC_VENV", ROOT / ".venv")).resolve()  # absolute: child processes start elsewhere
 REQS = ROOT / "requirements.txt"
 
 

@@ -100,6 +100,8 @@ def test_first_run_time_is_tied_to_the_code_it_measured(tmp_path, monkeypatch):
     digest = bn.first_run_digest(src)
     copy.write_text(text + "\n# %% [markdown]\n# one more sentence of prose\n")
     assert bn.first_run_digest(copy) == digest
+    monkeypatch.setattr(bn, "SETUP", bn.SETUP + "\n# a fork's repository setting")  # the generated setup cell
+    assert bn.first_run_digest(src) == digest
     copy.write_text(text + "\n# %%\nprint('one more line of code')\n")
     assert bn.first_run_digest(copy) != digest
     fake = tmp_path / "first-run.json"

@@ -478,8 +478,9 @@ def _check_access(pair: PairSpec) -> None:
         raise GatedModelError(
             f"{', '.join(missing)} are gated: (1) accept the Gemma license on each model's page "
             f"(https://huggingface.co/{missing[-1]}), (2) create a read token at "
-            "https://huggingface.co/settings/tokens, (3) run `hf auth login` (the `hf` command of this environment) "
-            "or set HF_TOKEN (on Colab: the key icon > Secrets > HF_TOKEN). Or use an ungated pair: load_pair('smollm2-135m-1.7b')."
+            "https://huggingface.co/settings/tokens, (3) run `hf auth login` (the `hf` command of this "
+            "environment) or set HF_TOKEN (on Colab: the key icon > Secrets > HF_TOKEN). Or use an ungated pair: "
+            "load_pair('smollm2-135m-1.7b')."
             + (" Downloading also needs the Hub online: HF_HUB_OFFLINE is set here; unset it (or start the notebooks "
                "with `python run.py lab --online`)." if _offline() else "")
         )
