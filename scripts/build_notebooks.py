@@ -645,7 +645,8 @@ def first_run_digest(src: Path) -> str:
 
     code = [c.source for c in jupytext.read(src, fmt="py:percent").cells
             if c.cell_type == "code" and c.source.strip() != "# SETUP"]
-    parts = [*code, *((ROOT / f).read_text() for f in FIRST_RUN_CODE), torch.__version__]
+    # torch's release, without the build's local tag (+cpu, +cu130): the same pin gives the same digest everywhere
+    parts = [*code, *((ROOT / f).read_text() for f in FIRST_RUN_CODE), torch.__version__.split("+")[0]]
     return hashlib.sha256("\n\x00".join(parts).encode()).hexdigest()[:16]
 
 
